@@ -1,0 +1,52 @@
+"""``python -m engine …``: the command line over the engine.
+
+Each command lives with its module: a module exposes ``register(subparsers)`` which adds its
+sub-command(s) and sets ``func`` to a handler ``(args) -> int``. This file only assembles
+them, sets up logging and turns :class:`EngineError` into a one-line message (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engine.errors import EngineError
+
+# Modules that contribute sub-commands, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "engine.commands.core",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Neural Dependency Explorer: logits -> Gram -> CovLasso dependencies.",
+    )
+    parser.add_argument("--cache", default="cache", help="cache directory (default: ./cache)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
