@@ -1,0 +1,218 @@
+"""What a dependency means: Table 1 metrics, Fig. 3 data, Conjecture 1, redundancy, graphs.
+
+All functions are pure (arrays in, numbers out); reading stores and caching happen in
+:mod:`engine.service`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import networkx as nx
+import numpy as np
+
+from engine.errors import InvalidInputError
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+@dataclass(frozen=True)
+class DependencyMetrics:
+    """The paper's Table 1 for one target: replace f_t by θᵀg, keep every other logit."""
+
+    abs_err: float  # mean_x |f_t − θᵀg|
+    rel_err: float  # abs_err / mean_x |f_t|, in %
+    acc: float  # top-1 accuracy (%) over all samples with the replaced logit
+    ori_acc: float  # the same with the original logit
+    pos_acc: float  # top-1 accuracy (%) on samples labelled t, replaced logit (nan if none)
+    ori_pos_acc: float  # the same, original logit
+    n_pos: int  # samples labelled t
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pct(mask: np.ndarray) -> float:
+    return float(100.0 * mask.mean()) if mask.size else float("nan")
+
+
+@dataclass(frozen=True)
+class Top2:
+    """Per sample, the two largest logits and their categories (for fast replaced argmaxes)."""
+
+    idx1: np.ndarray
+    val1: np.ndarray
+    idx2: np.ndarray
+    val2: np.ndarray
+    pred: np.ndarray  # argmax of the original logits
+
+    @classmethod
+    def of(cls, logits: np.ndarray) -> Top2:
+        part = np.argpartition(-logits, 1, axis=1)[:, :2]
+        vals = np.take_along_axis(logits, part, 1)
+        # order the two by value, ties to the lower index like np.argmax
+        swap = (vals[:, 1] > vals[:, 0]) | ((vals[:, 1] == vals[:, 0]) & (part[:, 1] < part[:, 0]))
+        part[swap] = part[swap][:, ::-1]
+        vals = np.take_along_axis(logits, part, 1).astype(np.float64)
+        return cls(part[:, 0], vals[:, 0], part[:, 1], vals[:, 1], part[:, 0])
+
+
+def dependency_metrics(
+    target_logits: np.ndarray,
+    source_logits: np.ndarray,
+    labels: np.ndarray,
+    target: int,
+    coef: np.ndarray,
+    top2: Top2 | None = None,
+) -> DependencyMetrics:
+    """Table 1 metrics of the dependency ``f_target ≈ source_logits @ coef``.
+
+    target_logits: (N, K_t) the model whose category ``target`` is replaced;
+    source_logits: (N, K_s) the logits it is predicted from (the same array within a model);
+    coef: (K_s,) the dependency's coefficients; top2: ``Top2.of(target_logits)``, pass it
+    when evaluating many targets of the same model.
+    """
+    n, k_t = target_logits.shape
+    if not 0 <= target < k_t:
+        raise InvalidInputError(f"target {target} is out of range [0, {k_t - 1}]")
+    if source_logits.shape[0] != n or coef.shape != (source_logits.shape[1],):
+        raise InvalidInputError("source logits / coefficients do not match the target logits")
+    top2 = top2 or Top2.of(target_logits)
+    nz = np.flatnonzero(coef)
+    original = target_logits[:, target].astype(np.float64)
+    replaced = source_logits[:, nz].astype(np.float64) @ coef[nz]
+    abs_err = float(np.mean(np.abs(original - replaced)))
+    rel_err = float(100.0 * abs_err / max(np.mean(np.abs(original)), 1e-300))
+    first_is_t = top2.idx1 == target
+    other_idx = np.where(first_is_t, top2.idx2, top2.idx1)
+    other_val = np.where(first_is_t, top2.val2, top2.val1)
+    # argmax with the replaced logit (ties go to the lower index, like np.argmax)
+    wins = (replaced > other_val) | ((replaced == other_val) & (target < other_idx))
+    pred_rep = np.where(wins, target, other_idx)
+    pos = labels == target
+    return DependencyMetrics(
+        abs_err=abs_err,
+        rel_err=rel_err,
+        acc=_pct(pred_rep == labels),
+        ori_acc=_pct(top2.pred == labels),
+        pos_acc=_pct(pred_rep[pos] == target),
+        ori_pos_acc=_pct(top2.pred[pos] == target),
+        n_pos=int(pos.sum()),
+    )
+
+
+def prediction_error(design, rhs_col, target_sq, coef) -> float:
+    """``e_t = E[(g_t − θᵀf)²] = E[g_t²] − 2θᵀb + θᵀGθ`` from the Grams alone."""
+    return float(max(target_sq - 2 * coef @ rhs_col + coef @ design @ coef, 0.0))
+
+
+# ----------------------------------------------------------------------------- Fig. 3, Conjecture 1
+
+
+def covariance_vs_coef(rhs_col: np.ndarray, coef: np.ndarray, target: int | None) -> dict:
+    """Data of the paper's Fig. 3 for one target: C_tj against θ_j for every source j ≠ t."""
+    keep = np.ones(coef.shape[0], dtype=bool)
+    if target is not None:
+        keep[target] = False
+    idx = np.flatnonzero(keep)
+    return {"source": idx, "covariance": rhs_col[idx], "coef": coef[idx]}
+
+
+@dataclass(frozen=True)
+class ScreeningCheck:
+    """How Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) holds over the given targets.
+
+    A "screened" feature is one the rule predicts to be zero. precision: screened features
+    that really are zero / screened; recall: zero features that were screened / zeros.
+    violations: screened features that are in fact non-zero (the rule is unsafe there).
+    """
+
+    alpha: float
+    screened: int
+    zeros: int
+    violations: int
+    precision: float
+    recall: float
+
+
+def screening_check(rhs: np.ndarray, coef: np.ndarray, alpha: float, within: bool) -> ScreeningCheck:
+    """Evaluate Conjecture 1 against actual solutions (rhs, coef: (P, T))."""
+    screened = np.abs(rhs) < alpha
+    zero = coef == 0
+    if within:
+        np.fill_diagonal(screened, False)
+        np.fill_diagonal(zero, False)
+    n_screened, n_zero = int(screened.sum()), int(zero.sum())
+    both = int((screened & zero).sum())
+    return ScreeningCheck(
+        alpha=float(alpha),
+        screened=n_screened,
+        zeros=n_zero,
+        violations=n_screened - both,
+        precision=both / n_screened if n_screened else 1.0,
+        recall=both / n_zero if n_zero else 1.0,
+    )
+
+
+# ----------------------------------------------------------------------------- redundancy
+
+
+def redundancy(gram: np.ndarray, rcond: float = 1e-13) -> tuple[np.ndarray, float]:
+    """Redundancy ``r_i = 1 / (C_ii (C⁻¹)_ii)`` of every category, computed stably.
+
+    ``r_i`` is the minimal relative prediction error of category i from all others,
+    ``min_θ E[(f_i − θᵀf_{−i})²] / E[f_i²]``. Rather than inverting C (the paper's
+    Remark 2: tiny eigenvalues make that unstable), we work on the symmetric scaling
+    ``S = D^{-1/2} C D^{-1/2}`` (unit diagonal; the quantity is scale-invariant) and its
+    eigendecomposition in float64: ``r_i = 1 / Σ_k u_ik² / λ_k``. Eigenvalues below
+    ``rcond · λ_max`` are numerically zero: a category with weight on them is predicted
+    exactly, r_i = 0 (clamped, not divided by noise). Returns (r, precision) where the
+    precision bound is ``rcond·λ_max / λ_min_kept``-style: r_i is accurate to about
+    ``ε · cond(S)`` relative, reported as the second value.
+    """
+    c = np.asarray(gram, dtype=np.float64)
+    d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
+    s = c / d[:, None] / d[None, :]
+    lam, u = np.linalg.eigh((s + s.T) / 2)
+    floor = rcond * lam.max()
+    kept = lam > floor
+    inv_diag = (u[:, kept] ** 2 / lam[kept]).sum(1)
+    null_weight = (u[:, ~kept] ** 2).sum(1)
+    r = np.where(null_weight > 1e-6, 0.0, 1.0 / inv_diag)
+    precision = float(np.finfo(np.float64).eps * lam.max() / lam[kept].min())
+    return np.clip(r, 0.0, 1.0), precision
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def dependency_graph(
+    coef: np.ndarray,
+    target_names: list[str],
+    source_names: list[str],
+    *,
+    targets: list[int] | None = None,
+    min_abs_coef: float = 0.0,
+    top_k: int | None = None,
+    between: bool = False,
+) -> nx.DiGraph:
+    """Directed graph source → target, edge attribute ``coef`` (the dependency weight).
+
+    Nodes are ``("t", i)`` for targets and ``("s", j)`` for sources when the models differ
+    (``between=True``); within one model both are the category index. Each target keeps its
+    ``top_k`` largest |coef| sources with |coef| ≥ ``min_abs_coef``.
+    """
+    graph = nx.DiGraph()
+    cols = range(coef.shape[1]) if targets is None else targets
+    for t in cols:
+        col = coef[:, t]
+        idx = np.flatnonzero(np.abs(col) >= max(min_abs_coef, 1e-300))
+        idx = idx[np.argsort(-np.abs(col[idx]))][:top_k]
+        tnode = ("t", t) if between else t
+        graph.add_node(tnode, name=target_names[t], role="target")
+        for j in idx:
+            snode = ("s", int(j)) if between else int(j)
+            if snode not in graph:
+                graph.add_node(snode, name=source_names[j], role="source")
+            graph.add_edge(snode, tnode, coef=float(col[j]))
+    return graph

@@ -1,0 +1,297 @@
+"""The engine's front door for the CLI and the dashboard: cached solutions, paths, reports.
+
+Everything here reads stores, computes what is missing once, and caches it by the hash of
+the inputs (store contents, α, solver settings), so asking again costs a file read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from engine.analysis import Top2, dependency_metrics
+from engine.covlasso import (
+    CovLassoResult,
+    SolverConfig,
+    alpha_max,
+    check_alpha,
+    solve_covlasso,
+)
+from engine.errors import NotFoundError
+from engine.gram import GramSet, load_or_compute_gramset
+from engine.store import Cache, LogitStore
+
+log = logging.getLogger(__name__)
+
+PAPER_ALPHAS = (2.5, 0.25)
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Targets are ``model``'s categories, predicted from ``source``'s logits."""
+
+    model: LogitStore
+    source: LogitStore
+
+    @property
+    def within(self) -> bool:
+        return self.model.content_hash == self.source.content_hash
+
+    def key(self) -> dict:
+        return {"model": self.model.content_hash, "source": self.source.content_hash}
+
+
+def open_pairing(cache: Cache, model: str, source: str | None = None) -> Pairing:
+    m = cache.load_store(model)
+    s = m if source in (None, model) else cache.load_store(source)
+    return Pairing(m, s)
+
+
+def load_gramset(cache: Cache, pairing: Pairing) -> GramSet:
+    return load_or_compute_gramset(cache, pairing.source, None if pairing.within else pairing.model)
+
+
+def _sparse_arrays(coef: np.ndarray) -> dict[str, np.ndarray]:
+    """(P, T) dense → column-compressed arrays (targets are columns)."""
+    rows, cols = np.nonzero(coef.T)  # sorted by target, then source
+    offsets = np.zeros(coef.shape[1] + 1, dtype=np.int64)
+    np.add.at(offsets, rows + 1, 1)
+    return {
+        "offsets": np.cumsum(offsets),
+        "source": cols.astype(np.int64),
+        "value": coef.T[rows, cols],
+    }
+
+
+def _dense_from(arrays: dict[str, np.ndarray], p: int, t: int, prefix: str = "") -> np.ndarray:
+    coef = np.zeros((p, t))
+    offsets = arrays[prefix + "offsets"]
+    counts = np.diff(offsets)
+    cols = np.repeat(np.arange(t), counts)
+    coef[arrays[prefix + "source"], cols] = arrays[prefix + "value"]
+    return coef
+
+
+def solve_dependencies(
+    cache: Cache, pairing: Pairing, alpha: float, config: SolverConfig | None = None
+) -> CovLassoResult:
+    """Solutions for every target at ``alpha``, from the cache or solved once and cached."""
+    alpha = check_alpha(alpha)
+    cfg = config or SolverConfig()
+    key = {**pairing.key(), "alpha": alpha, "solver": cfg.key()}
+    name = cache.derived_key("solution", key)
+    with cache.lock(name):
+        hit = cache.load_derived("solution", key)
+        if hit is not None:
+            arrays, _ = hit
+            p, t = pairing.source.k, pairing.model.k
+            coef = _dense_from(arrays, p, t)
+            return CovLassoResult(
+                np.full(t, alpha), coef, arrays["gap"], arrays["n_iter"],
+                arrays["converged"].astype(bool), arrays["objective"],
+            )
+        gs = load_gramset(cache, pairing)
+        res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, alpha, within=gs.within, config=cfg)
+        arrays = _sparse_arrays(res.coef)
+        arrays.update(
+            gap=res.duality_gap, n_iter=res.n_iter,
+            converged=res.converged.astype(np.uint8), objective=res.objective,
+        )
+        cache.save_derived("solution", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
+    return res
+
+
+# ----------------------------------------------------------------------------- α paths
+
+
+@dataclass(frozen=True)
+class DependencyPath:
+    """Exact solutions of every target on a grid of α values (descending), for sliders.
+
+    coef_at(t, a) gives target t's sources and coefficients at ``alphas[a]``.
+    """
+
+    model: str
+    source: str
+    within: bool
+    alphas: np.ndarray  # (A,) descending
+    alpha_max: np.ndarray  # (T,)
+    gaps: np.ndarray  # (A, T)
+    offsets: np.ndarray  # (A·T + 1,) into source/value, ordered by (alpha, target)
+    sources: np.ndarray
+    values: np.ndarray
+    n_sources: int
+    n_targets: int
+
+    def coef_at(self, target: int, alpha_index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= target < self.n_targets:
+            raise NotFoundError(f"target {target} is out of range [0, {self.n_targets - 1}]")
+        k = alpha_index * self.n_targets + target
+        sl = slice(self.offsets[k], self.offsets[k + 1])
+        return self.sources[sl], self.values[sl]
+
+    def coef_vector(self, target: int, alpha_index: int) -> np.ndarray:
+        vec = np.zeros(self.n_sources)
+        idx, val = self.coef_at(target, alpha_index)
+        vec[idx] = val
+        return vec
+
+    def coef_matrix(self, alpha_index: int) -> np.ndarray:
+        """Dense (P, T) coefficients at ``alphas[alpha_index]``."""
+        t = self.n_targets
+        base = self.offsets[alpha_index * t : (alpha_index + 1) * t + 1]
+        sl = slice(base[0], base[-1])
+        arrays = {"offsets": base - base[0], "source": self.sources[sl], "value": self.values[sl]}
+        return _dense_from(arrays, self.n_sources, t)
+
+    def nearest_alpha_index(self, alpha: float) -> int:
+        alpha = check_alpha(alpha)
+        return int(np.argmin(np.abs(np.log(self.alphas) - np.log(alpha))))
+
+    def target_path(self, target: int) -> np.ndarray:
+        """(A, P) coefficients of one target over the whole grid (for the α-path chart)."""
+        return np.stack([self.coef_vector(target, a) for a in range(len(self.alphas))])
+
+    @cached_property
+    def support_sizes(self) -> np.ndarray:
+        """(A, T) number of sources per target and α."""
+        return np.diff(self.offsets).reshape(len(self.alphas), self.n_targets)
+
+
+def default_alpha_grid(amax: np.ndarray, n: int = 48, span: float = 1e-3) -> np.ndarray:
+    """Log-spaced α from the largest α_max down to ``span`` times it, plus the paper's α."""
+    hi = float(amax.max())
+    grid = np.geomspace(hi, hi * span, n)
+    extra = [a for a in PAPER_ALPHAS if hi * span < a < hi]
+    return np.unique(np.concatenate([grid, extra]))[::-1]
+
+
+def load_or_compute_path(
+    cache: Cache,
+    pairing: Pairing,
+    alphas: np.ndarray | None = None,
+    config: SolverConfig | None = None,
+) -> DependencyPath:
+    """The α path of every target, from the cache or computed once (warm starts) and cached."""
+    cfg = config or SolverConfig()
+    gs = load_gramset(cache, pairing)
+    amax = alpha_max(gs.design, gs.rhs, gs.within)
+    grid = np.sort(np.asarray(alphas if alphas is not None else default_alpha_grid(amax)))[::-1]
+    for a in grid:
+        check_alpha(a)
+    key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key()}
+    name = cache.derived_key("path", key)
+    with cache.lock(name):
+        hit = cache.load_derived("path", key)
+        if hit is None:
+            arrays = _compute_path(gs, grid, cfg)
+            cache.save_derived("path", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
+        else:
+            arrays = hit[0]
+    return DependencyPath(
+        model=pairing.model.name,
+        source=pairing.source.name,
+        within=pairing.within,
+        alphas=grid,
+        alpha_max=amax,
+        gaps=arrays["gaps"],
+        offsets=arrays["offsets"],
+        sources=arrays["source"],
+        values=arrays["value"],
+        n_sources=gs.design.shape[0],
+        n_targets=gs.rhs.shape[1],
+    )
+
+
+def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str, np.ndarray]:
+    prev = None
+    offsets, sources, values, gaps = [np.zeros(1, dtype=np.int64)], [], [], []
+    for a in grid:
+        res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg, warm_start=prev)
+        prev = res.coef
+        arr = _sparse_arrays(res.coef)
+        offsets.append(arr["offsets"][1:] + offsets[-1][-1])
+        sources.append(arr["source"])
+        values.append(arr["value"])
+        gaps.append(res.duality_gap)
+    return {
+        "offsets": np.concatenate(offsets),
+        "source": np.concatenate(sources),
+        "value": np.concatenate(values),
+        "gaps": np.stack(gaps),
+    }
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[int]:
+    """Targets given as indices or exact class names (the CLI accepts both)."""
+    if not targets:
+        return list(range(store.k))
+    names = {n: i for i, n in enumerate(store.class_names)}
+    out = []
+    for t in targets:
+        text = str(t)
+        if text.lstrip("-").isdigit():
+            i = int(text)
+            if not 0 <= i < store.k:
+                raise NotFoundError(
+                    f"target {i} is out of range: store {store.name!r} has categories 0..{store.k - 1}"
+                )
+        elif text in names:
+            i = names[text]
+        else:
+            raise NotFoundError(
+                f"no category named {text!r} in store {store.name!r}; give an index 0..{store.k - 1} "
+                "or an exact class name"
+            )
+        out.append(i)
+    return out
+
+
+def dependency_report(
+    cache: Cache,
+    model: str,
+    source: str | None,
+    alpha: float,
+    targets: list[str | int] | None = None,
+    config: SolverConfig | None = None,
+) -> dict:
+    """The CLI's ``dependencies`` JSON: sources, coefficients and Table 1 metrics per target."""
+    alpha = check_alpha(alpha)
+    pairing = open_pairing(cache, model, source)
+    wanted = resolve_targets(pairing.model, targets)
+    res = solve_dependencies(cache, pairing, alpha, config)
+    m, s = pairing.model, pairing.source
+    top2 = Top2.of(m.logits)
+    src_names = s.class_names
+    out = []
+    for t in wanted:
+        col = res.coef[:, t]
+        idx = np.flatnonzero(col)
+        idx = idx[np.argsort(-np.abs(col[idx]), kind="stable")]
+        metrics = dependency_metrics(m.logits, s.logits, m.labels, t, col, top2)
+        out.append(
+            {
+                "target": t,
+                "target_name": m.class_names[t],
+                "sources": [{"index": int(j), "name": src_names[j], "coef": float(col[j])} for j in idx],
+                "abs_err": metrics.abs_err,
+                "rel_err": metrics.rel_err,
+                "acc": metrics.acc,
+                "ori_acc": metrics.ori_acc,
+                "pos_acc": _none_if_nan(metrics.pos_acc),
+                "ori_pos_acc": _none_if_nan(metrics.ori_pos_acc),
+                "duality_gap": float(res.duality_gap[t]),
+            }
+        )
+    return {"alpha": alpha, "model": m.name, "source": s.name, "targets": out}
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if np.isnan(x) else x
+
