@@ -22,12 +22,17 @@ SUFFIXES = (".npz", ".npy", ".safetensors", ".pt", ".pth")
 
 
 def _np_load(path: Path):
+    """An .npy array or the arrays of an .npz (all read now), never via pickle."""
     try:
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return loaded
     except ValueError as exc:
         raise InvalidInputError(
-            f"{path.name}: holds Python objects (pickle), which are never loaded; save plain "
-            "numeric arrays (np.savez(file, logits=..., labels=...))"
+            f"{path.name}: not plain numeric arrays (reading it would need pickle, which is "
+            "never loaded); save it with np.savez(file, logits=..., labels=...)"
         ) from exc
     except (OSError, EOFError) as exc:
         raise InvalidInputError(f"{path.name}: not a readable NumPy file ({exc})") from exc
@@ -86,8 +91,7 @@ def read_logits_file(
         raise InvalidInputError(f"{path.name}: {size / 2**30:.1f} GiB exceeds the 8 GiB import limit")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with _np_load(path) as z:
-            logits, labels, names = _from_mapping(z, path)
+        logits, labels, names = _from_mapping(_np_load(path), path)
     elif suffix == ".npy":
         logits, labels, names = _np_load(path), None, None
         labels_path = labels_path or _sibling_labels(path)

@@ -207,11 +207,12 @@ def load_or_compute_path(
 
 
 def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str, np.ndarray]:
-    prev = None
+    prev, prev_alpha = None, None
     offsets, sources, values, gaps = [np.zeros(1, dtype=np.int64)], [], [], []
     for a in grid:
-        res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg, warm_start=prev)
-        prev = res.coef
+        res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg,
+                             warm_start=prev, warm_alpha=prev_alpha)
+        prev, prev_alpha = res.coef, float(a)
         arr = _sparse_arrays(res.coef)
         offsets.append(arr["offsets"][1:] + offsets[-1][-1])
         sources.append(arr["source"])

@@ -1,0 +1,200 @@
+"""CovLasso speed and memory against two references, in one process, on the same data.
+
+    python -m bench.bench_covlasso                 # K = 1,000, N = 50,000 (a few minutes)
+    python -m bench.bench_covlasso --k 21843       # ImageNet-21k size (long; needs ~10 GiB)
+    python -m bench.bench_covlasso --quick         # K = 300, N = 10,000 (smoke run)
+
+References:
+1. the paper's recipe: sklearn ``Lasso(alpha, fit_intercept=False, max_iter=50000)`` on the
+   raw N×(K−1) design, one target after another (a sample of targets is timed and the
+   time scaled to all targets; the script says so);
+2. the compiled anchor: scikit-learn's Gram-form coordinate descent (its Cython
+   ``enet_coordinate_descent_gram``, with its gap-safe screening) applied target by target
+   to the same Gram, to the same relative gap. Private sklearn API, used here only.
+
+Data: classifier-like synthetic logits (``engine.synthetic``); α is chosen so the median
+number of sources is ~15 and ~60 (on small-scale logits α = 2.5 would leave most targets
+empty). Prints a Markdown table and writes bench/results/covlasso-K<k>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.covlasso import SolverConfig, alpha_max, solve_covlasso
+from engine.gram import GramAccumulator
+from engine.synthetic import classifier_like_logits
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def build_gram(logits: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    acc = GramAccumulator(logits.shape[1])
+    for s in range(0, len(logits), chunk):
+        acc.update(logits[s : s + chunk])
+    return acc.gram(), time.perf_counter() - t0
+
+
+def gemm_rate_gflops(k: int, n: int = 4096) -> float:
+    """float64 GEMM speed of this machine for an (n, k)ᵀ(n, k) product, in GFLOP/s."""
+    import torch
+
+    a = torch.randn(n, k, dtype=torch.float64)
+    out = torch.zeros(k, k, dtype=torch.float64)
+    out.addmm_(a.T, a)
+    t0 = time.perf_counter()
+    out.addmm_(a.T, a)
+    return 2 * n * k * k / (time.perf_counter() - t0) / 1e9
+
+
+def pick_alpha(C: np.ndarray, median_sources: int, sample: int = 64) -> float:
+    """Bisect α (log scale) so the median support over a sample of targets is the wanted one."""
+    rng = np.random.default_rng(0)
+    k = C.shape[0]
+    idx = np.sort(rng.choice(k, size=min(sample, k), replace=False))
+    keep = np.ones(k, dtype=bool)
+    lo, hi = np.log(alpha_max(C, C, True).min() * 1e-4), np.log(alpha_max(C, C, True).min())
+    for _ in range(18):
+        mid = (lo + hi) / 2
+        sizes = []
+        for i in idx[:16]:
+            keep[:] = True
+            keep[i] = False
+            res = solve_covlasso(C[np.ix_(keep, keep)], C[keep][:, [i]], C[[i], [i]], np.exp(mid), within=False)
+            sizes.append(int((res.coef != 0).sum()))
+        if np.median(sizes) > median_sources:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp((lo + hi) / 2))
+
+
+def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray):
+    """sklearn's compiled Gram CD, target by target. Returns (coef (K, T), seconds, copy s)."""
+    from sklearn.linear_model._cd_fast import enet_coordinate_descent_gram
+
+    k = C.shape[0]
+    coef = np.zeros((k, len(targets)))
+    solve_s = copy_s = 0.0
+    rng = np.random.RandomState(0)
+    for col, i in enumerate(targets):
+        t0 = time.perf_counter()
+        keep = np.arange(k) != i
+        Q = np.ascontiguousarray(C[np.ix_(keep, keep)])
+        q = np.ascontiguousarray(C[keep, i])
+        y = np.array([np.sqrt(C[i, i])])  # only ‖y‖² = E[g_i²] is used by the Gram form
+        w = np.zeros(k - 1)
+        t1 = time.perf_counter()
+        w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
+        t2 = time.perf_counter()
+        coef[keep, col] = w
+        copy_s += t1 - t0
+        solve_s += t2 - t1
+    return coef, solve_s, copy_s
+
+
+def paper_recipe(F: np.ndarray, alpha: float, targets: np.ndarray):
+    from sklearn.linear_model import Lasso
+
+    coef = np.zeros((F.shape[1], len(targets)))
+    t0 = time.perf_counter()
+    for col, i in enumerate(targets):
+        X = np.delete(F, i, axis=1)
+        m = Lasso(alpha=alpha, fit_intercept=False, max_iter=50000).fit(X, F[:, i])
+        coef[np.arange(F.shape[1]) != i, col] = m.coef_
+    return coef, time.perf_counter() - t0
+
+
+def objective(C, coef, alpha, targets):
+    out = []
+    for col, i in enumerate(targets):
+        th = coef[:, col]
+        out.append(0.5 * (C[i, i] - 2 * th @ C[:, i] + th @ C @ th) + alpha * np.abs(th).sum())
+    return np.array(out)
+
+
+def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float) -> dict:
+    print(f"# CovLasso benchmark: K = {k}, N = {n}, tol = {tol:g} (relative duality gap)")
+    F, _ = classifier_like_logits(n, k, rank=min(256, k // 2), seed=0)
+    C, gram_s = build_gram(F)
+    rate = gemm_rate_gflops(k)
+    gram_flops = 2 * n * k * k
+    print(f"Gram: {gram_s:.2f} s ({gram_flops / gram_s / 1e9:.1f} GFLOP/s; bare float64 GEMM here: {rate:.1f} GFLOP/s)")
+    F64 = F.astype(np.float64)
+    rows = []
+    for want in supports:
+        alpha = pick_alpha(C, want)
+        t0 = time.perf_counter()
+        res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
+        ours_s = time.perf_counter() - t0
+        support = (res.coef != 0).sum(0)
+        row = {
+            "target_median_sources": want, "alpha": alpha, "median_sources": float(np.median(support)),
+            "ours_s": ours_s, "gram_s": gram_s, "converged": bool(res.converged.all()),
+            "max_rel_gap": float((res.duality_gap / np.diag(C)).max()),
+        }
+        all_t = np.arange(k)
+        if k <= 5000:
+            a_coef, a_s, a_copy = anchor_gram_cd(C, alpha, tol, all_t)
+            obj_a, obj_o = objective(C, a_coef, alpha, all_t), res.objective
+            row.update(
+                anchor_s=a_s, anchor_copy_s=a_copy, ratio_anchor=a_s / ours_s,
+                support_mismatch_vs_anchor=int(((a_coef != 0) != (res.coef != 0)).sum()),
+                max_rel_obj_excess_vs_anchor=float(np.max((obj_o - obj_a) / np.abs(obj_a))),
+            )
+        sample = np.random.default_rng(1).choice(k, size=min(paper_sample, k), replace=False)
+        p_coef, p_s = paper_recipe(F64, alpha, sample)
+        p_total = p_s * k / len(sample)
+        obj_p = objective(C, p_coef, alpha, sample)
+        row.update(
+            paper_sample_targets=len(sample), paper_s_scaled=p_total, ratio_paper=p_total / ours_s,
+            support_mismatch_vs_paper=int(((p_coef != 0) != (res.coef[:, sample] != 0)).sum()),
+            max_rel_obj_excess_vs_paper=float(np.max((res.objective[sample] - obj_p) / np.abs(obj_p))),
+        )
+        rows.append(row)
+        print(json.dumps(row))
+    out = {"k": k, "n": n, "tol": tol, "gram_s": gram_s, "gemm_gflops": rate, "peak_rss_gib": _peak_rss_gib(), "rows": rows}
+    print(f"peak RSS: {out['peak_rss_gib']:.2f} GiB")
+    _table(out)
+    path = Path("bench/results") / f"covlasso-K{k}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _table(out: dict) -> None:
+    print("\n| α | median sources | ours (s) | anchor Gram-CD (s) | × anchor | paper recipe (s, scaled) | × paper | supports ≠ | obj. excess |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in out["rows"]:
+        print(
+            f"| {r['alpha']:.4g} | {r['median_sources']:.0f} | {r['ours_s']:.3f} | {r.get('anchor_s', float('nan')):.3f} "
+            f"| {r.get('ratio_anchor', float('nan')):.2f} | {r['paper_s_scaled']:.0f} | {r['ratio_paper']:.0f} "
+            f"| {r.get('support_mismatch_vs_anchor', '-')} / {r['support_mismatch_vs_paper']} "
+            f"| {max(r.get('max_rel_obj_excess_vs_anchor', -1), r['max_rel_obj_excess_vs_paper']):.1e} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=50000)
+    ap.add_argument("--paper-sample", type=int, default=8, help="targets timed with the paper's recipe")
+    ap.add_argument("--tol", type=float, default=1e-7)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.k, args.n, args.paper_sample = 300, 10000, 4
+    run(args.k, args.n, args.paper_sample, (15, 60), args.tol)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Streaming Grams equal the direct products; pairing checks samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import IncompatibleStoresError, InvalidInputError
+from engine.gram import GramAccumulator, compute_gramset, load_or_compute_gramset
+
+
+def test_chunked_gram_equals_direct(logits_small):
+    F, _ = logits_small
+    acc = GramAccumulator(F.shape[1])
+    for s in range(0, len(F), 97):
+        acc.update(F[s : s + 97])
+    F64 = F.astype(np.float64)
+    np.testing.assert_allclose(acc.gram(), F64.T @ F64 / len(F), rtol=1e-12)
+
+
+def test_cross_gram_equals_direct(logits_small):
+    F, _ = logits_small
+    G = np.sin(F[:, :7]) * 3
+    acc = GramAccumulator(F.shape[1], 7)
+    for s in range(0, len(F), 200):
+        acc.update(F[s : s + 200], G[s : s + 200])
+    F64, G64 = F.astype(np.float64), G.astype(np.float64)
+    np.testing.assert_allclose(acc.cross_gram(), F64.T @ G64 / len(F), rtol=1e-12)
+    np.testing.assert_allclose(acc.target_sq(), (G64**2).mean(0), rtol=1e-12)
+
+
+def test_bad_chunks_rejected():
+    acc = GramAccumulator(4)
+    with pytest.raises(InvalidInputError, match=r"\(n, 4\)"):
+        acc.update(np.zeros((3, 5)))
+    with pytest.raises(InvalidInputError, match="no samples"):
+        acc.gram()
+
+
+def test_pairing_requires_same_samples(cache, logits_small):
+    F, y = logits_small
+    a = cache.save_store("a", F, y)
+    b = cache.save_store("b", F[:, ::-1].copy(), y)
+    gs = compute_gramset(a, b)
+    assert not gs.within and gs.rhs.shape == (F.shape[1], F.shape[1])
+    perm = np.random.default_rng(0).permutation(len(y))
+    shuffled = cache.save_store("shuffled", F[perm], y[perm])
+    with pytest.raises(IncompatibleStoresError, match="same samples in the same order"):
+        compute_gramset(a, shuffled)
+    fewer = cache.save_store("fewer", F[:-1], y[:-1])
+    with pytest.raises(IncompatibleStoresError):
+        compute_gramset(a, fewer)
+
+
+def test_gramset_cached(cache, logits_small):
+    F, y = logits_small
+    a = cache.save_store("a", F, y)
+    first = load_or_compute_gramset(cache, a)
+    assert list(cache.derived_dir.glob("gram-*.json"))
+    again = load_or_compute_gramset(cache, a)
+    np.testing.assert_array_equal(first.design, again.design)
+    assert again.within and again.n == len(F)

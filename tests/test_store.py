@@ -1,0 +1,153 @@
+"""The logit store: round trip, content addressing, atomicity, tamper detection, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import engine.store as store_mod
+from engine.errors import IntegrityError, InvalidInputError, NotFoundError
+from engine.store import Cache
+
+
+def test_round_trip_preserves_everything(cache, logits_small):
+    F, y = logits_small
+    names = [f"c{i}" for i in range(F.shape[1])]
+    s = cache.save_store("m1", F, y, names, meta={"model": {"name": "toy"}})
+    back = Cache(cache.root).load_store("m1")
+    np.testing.assert_array_equal(back.logits, F)
+    np.testing.assert_array_equal(back.labels, y)
+    assert back.class_names == names
+    assert back.manifest["model"] == {"name": "toy"}
+    assert back.content_hash == s.content_hash
+    assert (cache.objects_dir / f"{s.content_hash}.safetensors").exists()
+    for key in ("created", "versions", "sample_fingerprint", "n", "k", "dtype"):
+        assert key in back.manifest
+
+
+def test_float16_on_request(cache, logits_small):
+    F, y = logits_small
+    s = cache.save_store("half", F, y, dtype="float16")
+    assert s.logits.dtype == np.float16
+    np.testing.assert_allclose(s.logits.astype(np.float32), F, rtol=1e-3, atol=1e-2)
+
+
+def test_same_content_is_stored_once(cache, logits_small):
+    F, y = logits_small
+    a = cache.save_store("a", F, y)
+    b = cache.save_store("b", F, y)
+    assert a.content_hash == b.content_hash
+    assert len(list(cache.objects_dir.glob("*.safetensors"))) == 1
+
+
+def test_existing_name_not_overwritten_by_accident(cache, logits_small):
+    F, y = logits_small
+    cache.save_store("m", F, y)
+    with pytest.raises(InvalidInputError, match="already exists"):
+        cache.save_store("m", F * 2, y)
+    np.testing.assert_array_equal(cache.load_store("m").logits, F)
+    cache.save_store("m", F * 2, y, overwrite=True)
+    np.testing.assert_array_equal(cache.load_store("m").logits, F * 2)
+
+
+def test_failed_write_leaves_previous_store_intact(cache, logits_small, monkeypatch):
+    F, y = logits_small
+    cache.save_store("m", F, y)
+
+    def broken_save(arrays, path, metadata=None):
+        with open(path, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_mod, "save_file", broken_save)
+    with pytest.raises(OSError):
+        cache.save_store("m", F + 1, y, overwrite=True)
+    with pytest.raises(OSError):
+        cache.save_store("new", F + 1, y)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(cache.load_store("m").logits, F)
+    assert "new" not in cache.store_names()
+    leftovers = [p.name for p in cache.root.rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_tampered_arrays_detected_and_quarantined(cache, logits_small):
+    F, y = logits_small
+    s = cache.save_store("m", F, y)
+    path = cache.objects_dir / f"{s.content_hash}.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="damaged"):
+        cache.load_store("m")
+    assert not path.exists()
+    assert any((cache.root / "quarantine").iterdir())
+
+
+def test_truncated_arrays_detected(cache, logits_small):
+    F, y = logits_small
+    s = cache.save_store("m", F, y)
+    path = cache.objects_dir / f"{s.content_hash}.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IntegrityError):
+        cache.load_store("m")
+
+
+def test_edited_manifest_detected(cache, logits_small):
+    F, y = logits_small
+    cache.save_store("m", F, y)
+    mpath = cache.stores_dir / "m.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["class_names"][0] = "tampered"
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="edited"):
+        cache.load_store("m")
+
+
+def test_unknown_store_lists_known_ones(cache, logits_small):
+    F, y = logits_small
+    cache.save_store("alpha-model", F, y)
+    with pytest.raises(NotFoundError, match="alpha-model"):
+        cache.load_store("beta")
+    with pytest.raises(NotFoundError, match="empty"):
+        Cache(cache.root / "other").load_store("x")
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "", " x", ".hidden", "x" * 101, "a\\b", "m.json"])
+def test_store_names_cannot_escape_the_cache(cache, logits_small, name):
+    F, y = logits_small
+    with pytest.raises(InvalidInputError, match="invalid store name"):
+        cache.save_store(name, F, y)
+
+
+BAD_ARRAYS = {
+    "logits rank 1": (np.zeros(10, np.float32), np.zeros(10, np.int64), None, "2-D"),
+    "logits rank 3": (np.zeros((2, 3, 4), np.float32), np.zeros(2, np.int64), None, "2-D"),
+    "integer logits": (np.zeros((4, 3), np.int32), np.zeros(4, np.int64), None, "floating"),
+    "empty": (np.zeros((0, 3), np.float32), np.zeros(0, np.int64), None, "at least"),
+    "one class": (np.zeros((4, 1), np.float32), np.zeros(4, np.int64), None, "at least"),
+    "nan": (np.array([[0, np.nan], [1, 2]], np.float32), np.zeros(2, np.int64), None, "NaN"),
+    "inf": (np.array([[0, np.inf], [1, 2]], np.float32), np.zeros(2, np.int64), None, "NaN/Inf"),
+    "N mismatch": (np.zeros((4, 3), np.float32), np.zeros(5, np.int64), None, "must match"),
+    "labels 2-D": (np.zeros((4, 3), np.float32), np.zeros((4, 1), np.int64), None, "1-D"),
+    "float labels": (np.zeros((4, 3), np.float32), np.full(4, 0.5), None, "integers"),
+    "label too big": (np.zeros((4, 3), np.float32), np.array([0, 1, 2, 3]), None, r"\[0, 2\]"),
+    "negative label": (np.zeros((4, 3), np.float32), np.array([0, -1, 2, 1]), None, "lie in"),
+    "K mismatch names": (np.zeros((4, 3), np.float32), np.zeros(4, np.int64), ["a", "b"], "class names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARRAYS))
+def test_bad_arrays_rejected_with_reason(cache, case):
+    logits, labels, names, pattern = BAD_ARRAYS[case]
+    with pytest.raises(InvalidInputError, match=pattern):
+        cache.save_store("m", logits, labels, names)
+    assert cache.store_names() == []
+
+
+def test_float16_overflow_refused(cache):
+    F = np.array([[1e6, 0.0], [0.0, 1.0]], np.float32)
+    with pytest.raises(InvalidInputError, match="overflow"):
+        cache.save_store("m", F, np.array([0, 1]), dtype="float16")
