@@ -30,6 +30,7 @@ import contextlib
 import logging
 import warnings
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -75,17 +76,44 @@ class SolverConfig:
 class CovLassoResult:
     """Solutions for every target at one α (or one α per target).
 
-    coef: (P, T) float64 — column t predicts target t from the P source categories.
+    The coefficients are kept sparse, column by column (targets are columns):
+    target t's sources are ``sources[offsets[t]:offsets[t+1]]`` with ``values`` alongside.
+    ``coef`` gives the dense (P, T) matrix (built on first use: avoid it when P·T is large).
     duality_gap: (T,) sklearn's gap, in the normalised units of the objective above.
     n_iter: (T,) working-set rounds used; converged: (T,) gap ≤ tol · E[g_t²].
     """
 
     alpha: np.ndarray
-    coef: np.ndarray
+    offsets: np.ndarray
+    sources: np.ndarray
+    values: np.ndarray
+    n_sources: int
     duality_gap: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
     objective: np.ndarray
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.offsets) - 1
+
+    @cached_property
+    def coef(self) -> np.ndarray:
+        out = np.zeros((self.n_sources, self.n_targets))
+        cols = np.repeat(np.arange(self.n_targets), np.diff(self.offsets))
+        out[self.sources, cols] = self.values
+        return out
+
+    def column(self, t: int) -> np.ndarray:
+        """Dense (P,) coefficients of target t."""
+        vec = np.zeros(self.n_sources)
+        sl = slice(self.offsets[t], self.offsets[t + 1])
+        vec[self.sources[sl]] = self.values[sl]
+        return vec
+
+    @property
+    def support_sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -126,12 +154,18 @@ def _check_problem(design, rhs, target_sq, within):
     return design, rhs, target_sq
 
 
-def alpha_max(design, rhs, within: bool) -> np.ndarray:
+def alpha_max(design, rhs, within: bool, chunk: int = 2048) -> np.ndarray:
     """Smallest α with θ*(α) = 0, per target: ``max_j |b_j|`` over the allowed features."""
-    b = np.abs(np.asarray(rhs, dtype=np.float64)).copy()
-    if within:
-        np.fill_diagonal(b, 0.0)
-    return b.max(axis=0)
+    rhs = np.asarray(rhs, dtype=np.float64)
+    out = np.empty(rhs.shape[1])
+    for s in range(0, rhs.shape[1], chunk):
+        b = np.abs(rhs[:, s : s + chunk])
+        if within:
+            b = b.copy()
+            idx = np.arange(s, min(s + chunk, rhs.shape[1]))
+            b[idx, idx - s] = 0.0
+        out[s : s + chunk] = b.max(axis=0)
+    return out
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -313,6 +347,19 @@ def _round(G, b, th, c, al, alpha_from, forbid, w, cfg: SolverConfig):
     return torch.zeros_like(th).scatter_(1, W, thW)
 
 
+def _warm_rows(warm_start, sl: slice, like: torch.Tensor) -> torch.Tensor:
+    """(targets of ``sl``, P) warm-start rows from a dense (P, T) array or a CovLassoResult."""
+    if isinstance(warm_start, CovLassoResult):
+        out = torch.zeros_like(like)
+        lo, hi = warm_start.offsets[sl.start], warm_start.offsets[sl.stop]
+        counts = torch.as_tensor(np.diff(warm_start.offsets[sl.start : sl.stop + 1]), device=like.device)
+        rows = torch.repeat_interleave(torch.arange(len(counts), device=like.device), counts)
+        cols = torch.as_tensor(warm_start.sources[lo:hi], device=like.device)
+        out[rows, cols] = torch.as_tensor(warm_start.values[lo:hi], device=like.device)
+        return out
+    return torch.as_tensor(np.ascontiguousarray(warm_start[:, sl].T), device=like.device).clone()
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
     if n is None:
@@ -336,17 +383,17 @@ def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, warm_alp
     ysq = torch.as_tensor(target_sq[sl].copy(), device=dev)
     al = torch.as_tensor(alphas[sl], device=dev)
     forbid = torch.arange(sl.start, sl.stop, device=dev) if within else None
-    if warm_start is not None:
-        theta = torch.as_tensor(np.ascontiguousarray(warm_start[:, sl].T), device=dev).clone()
-    else:
-        theta = torch.zeros_like(b)
+    theta = _warm_rows(warm_start, sl, b) if warm_start is not None else torch.zeros_like(b)
     theta[torch.as_tensor(amax[sl] <= alphas[sl], device=dev)] = 0.0
     cold = (theta == 0).all(1)
     a_from = torch.as_tensor(amax[sl].copy(), device=dev)
     if warm_alpha is not None:
         a_from = torch.where(cold, a_from, torch.as_tensor(warm_alpha, dtype=a_from.dtype, device=dev))
     th, gap, obj, n_it = _solve_chunk(G, b, ysq, al, forbid, theta, a_from, cfg)
-    coef[:, sl] = th.T.cpu().numpy()
+    rows, cols = torch.nonzero(th, as_tuple=True)  # row-major: by target, then source
+    coef.append((cols.cpu().numpy(), th[rows, cols].cpu().numpy(), th.shape[0]))
+    counts = torch.bincount(rows, minlength=th.shape[0]).cpu().numpy()
+    coef[-1] = (*coef[-1], counts)
     gaps[sl], objs[sl], iters[sl] = gap.cpu().numpy(), obj.cpu().numpy(), n_it.cpu().numpy()
 
 
@@ -361,7 +408,7 @@ def solve_covlasso(
     *,
     within: bool,
     config: SolverConfig | None = None,
-    warm_start: np.ndarray | None = None,
+    warm_start: np.ndarray | CovLassoResult | None = None,
     warm_alpha: float | None = None,
 ) -> CovLassoResult:
     """Solve the CovLasso for every target (column of ``rhs``) at once.
@@ -373,7 +420,8 @@ def solve_covlasso(
     target_sq : (T,) array — ``E[g_t²]`` (the diagonal of ``design`` within one model).
     alpha : float or (T,) array — the L1 weight, sklearn's ``Lasso(alpha=…)``.
     within : if True, P == T and target t may not use itself (θ_t = 0).
-    warm_start : optional (P, T) coefficients to start from (e.g. the previous α of a path).
+    warm_start : optional (P, T) coefficients, or a previous :class:`CovLassoResult`, to start
+        from (e.g. the previous α of a path).
     warm_alpha : the α at which ``warm_start`` was solved (lets hard targets step from it).
 
     Returns a :class:`CovLassoResult`; warns with :class:`ConvergenceWarning` for targets
@@ -389,7 +437,7 @@ def solve_covlasso(
         check_alpha(a)
     dev = torch.device(cfg.device)
     G = torch.as_tensor(design, device=dev)
-    coef = np.zeros((P, T))
+    coef: list = []  # per chunk: (sources, values, n_targets, counts)
     gaps, objs, iters = np.zeros(T), np.zeros(T), np.zeros(T, dtype=np.int64)
     amax = alpha_max(design, rhs, within)
     with _torch_threads(cfg.threads if dev.type == "cpu" else None):
@@ -407,7 +455,11 @@ def solve_covlasso(
             ConvergenceWarning,
             stacklevel=2,
         )
-    return CovLassoResult(alphas, coef, gaps, iters, converged, objs)
+    counts = np.concatenate([c[3] for c in coef])
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    sources = np.concatenate([c[0] for c in coef]).astype(np.int64)
+    values = np.concatenate([c[1] for c in coef])
+    return CovLassoResult(alphas, offsets, sources, values, P, gaps, iters, converged, objs)
 
 
 class CovLasso:

@@ -54,16 +54,8 @@ def load_gramset(cache: Cache, pairing: Pairing) -> GramSet:
     return load_or_compute_gramset(cache, pairing.source, None if pairing.within else pairing.model)
 
 
-def _sparse_arrays(coef: np.ndarray) -> dict[str, np.ndarray]:
-    """(P, T) dense → column-compressed arrays (targets are columns)."""
-    rows, cols = np.nonzero(coef.T)  # sorted by target, then source
-    offsets = np.zeros(coef.shape[1] + 1, dtype=np.int64)
-    np.add.at(offsets, rows + 1, 1)
-    return {
-        "offsets": np.cumsum(offsets),
-        "source": cols.astype(np.int64),
-        "value": coef.T[rows, cols],
-    }
+def _sparse_arrays(res: CovLassoResult) -> dict[str, np.ndarray]:
+    return {"offsets": res.offsets, "source": res.sources, "value": res.values}
 
 
 def _dense_from(arrays: dict[str, np.ndarray], p: int, t: int, prefix: str = "") -> np.ndarray:
@@ -87,15 +79,14 @@ def solve_dependencies(
         hit = cache.load_derived("solution", key)
         if hit is not None:
             arrays, _ = hit
-            p, t = pairing.source.k, pairing.model.k
-            coef = _dense_from(arrays, p, t)
             return CovLassoResult(
-                np.full(t, alpha), coef, arrays["gap"], arrays["n_iter"],
+                np.full(pairing.model.k, alpha), arrays["offsets"], arrays["source"], arrays["value"],
+                pairing.source.k, arrays["gap"], arrays["n_iter"],
                 arrays["converged"].astype(bool), arrays["objective"],
             )
         gs = load_gramset(cache, pairing)
         res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, alpha, within=gs.within, config=cfg)
-        arrays = _sparse_arrays(res.coef)
+        arrays = _sparse_arrays(res)
         arrays.update(
             gap=res.duality_gap, n_iter=res.n_iter,
             converged=res.converged.astype(np.uint8), objective=res.objective,
@@ -212,8 +203,8 @@ def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str,
     for a in grid:
         res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg,
                              warm_start=prev, warm_alpha=prev_alpha)
-        prev, prev_alpha = res.coef, float(a)
-        arr = _sparse_arrays(res.coef)
+        prev, prev_alpha = res, float(a)
+        arr = _sparse_arrays(res)
         offsets.append(arr["offsets"][1:] + offsets[-1][-1])
         sources.append(arr["source"])
         values.append(arr["value"])
@@ -272,7 +263,7 @@ def dependency_report(
     src_names = s.class_names
     out = []
     for t in wanted:
-        col = res.coef[:, t]
+        col = res.column(t)
         idx = np.flatnonzero(col)
         idx = idx[np.argsort(-np.abs(col[idx]), kind="stable")]
         metrics = dependency_metrics(m.logits, s.logits, m.labels, t, col, top2)
