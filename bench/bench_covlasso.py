@@ -33,7 +33,21 @@ from engine.synthetic import classifier_like_gram, classifier_like_logits
 
 
 def _peak_rss_gib() -> float:
+    """Peak resident memory since the last reset (Linux VmHWM), else since start."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def build_gram(logits: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, float]:
@@ -140,6 +154,7 @@ def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
     C = classifier_like_gram(k, rank=rank, seed=0)
     rows = []
     for alpha in supports:
+        _reset_peak_rss()  # the solve's peak, Gram (3.8 GB at K = 21,843) included
         t0 = time.perf_counter()
         res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
         row = {

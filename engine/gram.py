@@ -62,9 +62,14 @@ class GramAccumulator:
         return out
 
     def gram(self) -> np.ndarray:
-        """``E[f fᵀ]``, symmetrised (exact symmetry matters to the solver's KKT checks)."""
+        """``E[f fᵀ]``, symmetrised in place by blocks (no second K×K copy at large K)."""
         g = self._mean(self._aa)
-        return (g + g.T) / 2
+        k, block = g.shape[0], 1024
+        for i in range(0, k, block):
+            avg = (g[i : i + block, i:] + g[i:, i : i + block].T) / 2
+            g[i : i + block, i:] = avg
+            g[i:, i : i + block] = avg.T
+        return g
 
     def cross_gram(self) -> np.ndarray:
         """``E[f gᵀ]`` of a pair (K_a × K_b)."""
