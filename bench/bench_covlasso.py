@@ -20,6 +20,7 @@ empty). Prints a Markdown table and writes bench/results/covlasso-K<k>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -44,10 +45,8 @@ def _peak_rss_gib() -> float:
 
 
 def _reset_peak_rss() -> None:
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def build_gram(logits: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, float]:
