@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,8 @@ def read_logits_file(
     if size > MAX_IMPORT_BYTES:
         raise InvalidInputError(f"{path.name}: {size / 2**30:.1f} GiB exceeds the 8 GiB import limit")
     suffix = path.suffix.lower()
+    if suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise InvalidInputError(f"{path.name}: not an .npz archive (np.savez(file, logits=..., labels=...))")
     if suffix == ".npz":
         logits, labels, names = _from_mapping(_np_load(path), path)
     elif suffix == ".npy":

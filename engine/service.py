@@ -152,7 +152,7 @@ class DependencyPath:
         return np.diff(self.offsets).reshape(len(self.alphas), self.n_targets)
 
 
-def default_alpha_grid(amax: np.ndarray, n: int = 48, span: float = 1e-3) -> np.ndarray:
+def default_alpha_grid(amax: np.ndarray, n: int = 24, span: float = 5e-3) -> np.ndarray:
     """Log-spaced α from the largest α_max down to ``span`` times it, plus the paper's α."""
     hi = float(amax.max())
     grid = np.geomspace(hi, hi * span, n)
@@ -287,3 +287,17 @@ def dependency_report(
 def _none_if_nan(x: float) -> float | None:
     return None if np.isnan(x) else x
 
+
+
+def prepare_demo_dependencies(
+    cache: Cache, stores: list[str], pairs: list[tuple[str, str]], alpha: float
+) -> bool:
+    """Solutions at ``alpha`` and the α paths the dashboard reads, for every store (within)
+    and every (model, source) pair (between). Returns True when everything was a cache hit."""
+    before = set(cache.derived_dir.glob("*.json")) if cache.derived_dir.exists() else set()
+    for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
+        pairing = open_pairing(cache, model, source)
+        solve_dependencies(cache, pairing, alpha)
+        load_or_compute_path(cache, pairing)
+        log.info("dependencies ready: %s from %s", model, source)
+    return set(cache.derived_dir.glob("*.json")) == before

@@ -75,7 +75,8 @@ def test_pickles_are_never_loaded(cache, tmp_path, logits_small):
     "content, suffix, pattern",
     [
         (b"", ".npz", "empty"),
-        (b"not a zip file at all", ".npz", "never loaded"),
+        (b"not a zip file at all", ".npz", "not an .npz archive"),
+        (b"\x93NUMPY garbage", ".npy", "not plain numeric arrays"),
         (b"garbage", ".safetensors", "safetensors"),
         (b"x", ".csv", "unsupported"),
     ],
