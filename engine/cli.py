@@ -17,6 +17,11 @@ from engine.errors import EngineError
 # Modules that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "engine.commands.core",
+    "engine.commands.jobs",
+    "engine.commands.train_apps",
+    "engine.commands.extract",
+    "engine.commands.demo",
+    "engine.commands.train_classifier",
 )
 
 

@@ -1,0 +1,111 @@
+"""``python -m engine demo``: prepare the embedded default (glyph world, two models) end to end.
+
+Steps, each skipped when its result is already in the cache (a second run is a cache hit):
+
+1. the glyph world's test split (rendered from matplotlib's fonts, cached by config hash);
+2. logits of ``glyph-resnet`` and ``glyph-vit`` on it, through the same extraction code as
+   user models (stores ``glyph-resnet`` and ``glyph-vit``, each with its Gram);
+3. the cross-Grams of the pair, both ways;
+4. dependencies at the default α, within each model and between them (engine.service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+
+from engine.store import Cache
+
+log = logging.getLogger(__name__)
+
+DEMO_STORES = ("glyph-resnet", "glyph-vit")  # store name = model name; the dashboard opens these
+DEMO_PAIRS = (("glyph-resnet", "glyph-vit"), ("glyph-vit", "glyph-resnet"))  # (targets, source)
+DEMO_ALPHA = 0.25  # default α of the demo dependencies (see docs/extract-and-demo.md)
+
+
+@dataclass
+class DemoReport:
+    steps: list[tuple[str, str, float]] = field(default_factory=list)  # (step, "hit"/"computed", s)
+
+    def add(self, step: str, hit: bool, seconds: float) -> None:
+        self.steps.append((step, "cache hit" if hit else "computed", seconds))
+
+    @property
+    def all_hits(self) -> bool:
+        return all(s[1] == "cache hit" for s in self.steps)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="prepare the embedded default: glyph dataset, logits of two models, Grams, dependencies",
+        description="Builds everything the dashboard shows on a fresh machine (no GPU, no internet); "
+        "idempotent: a second run only checks the cache.",
+    )
+    p.add_argument("--alpha", type=float, default=DEMO_ALPHA, help=f"α of the demo dependencies (default {DEMO_ALPHA})")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast on CPU (auto: fp32, i.e. exact logits)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 500,
+                 precision: str = "auto", progress: bool = True) -> DemoReport:
+    """Make sure the demo stores, Grams and dependencies exist; return what was done."""
+    from engine.data import GlyphDataset
+    from engine.extract import extract_logits
+    from engine.gram import gram_config, load_or_compute_gramset
+    from engine.models import create_classifier
+
+    report = DemoReport()
+    t = time.perf_counter()
+    splits_dir_had = any((cache.root / "datasets").glob("glyphs-*/test-*.safetensors"))
+    dataset = GlyphDataset("test", cache.root)
+    report.add(f"glyph test split ({len(dataset)} images, {dataset.num_classes} classes)", splits_dir_had,
+               time.perf_counter() - t)
+    for name in DEMO_STORES:
+        t = time.perf_counter()
+        loaded = create_classifier(name)
+        with cache.lock(f"demo-{name}"):  # extraction itself is a no-op when the store is current
+            _, stats = extract_logits(cache, loaded, dataset, name, batch_size=batch_size,
+                                      precision=precision, overwrite=True, progress=progress)
+        report.add(f"logits + Gram of {name}", stats.cache_hit, time.perf_counter() - t)
+    stores = {name: cache.load_store(name) for name in DEMO_STORES}
+    for target, source in DEMO_PAIRS:
+        t = time.perf_counter()
+        hit = cache.load_derived("gram", gram_config(stores[source], stores[target])) is not None
+        load_or_compute_gramset(cache, stores[source], stores[target])
+        report.add(f"cross-Gram {source} -> {target}", hit, time.perf_counter() - t)
+    _dependencies(cache, alpha, report)
+    return report
+
+
+def _dependencies(cache: Cache, alpha: float, report: DemoReport) -> None:
+    try:
+        from engine.service import prepare_demo_dependencies
+    except ImportError:  # the solver's service is written separately
+        log.warning("engine.service.prepare_demo_dependencies is not available yet; "
+                    "dependencies at α=%g not prepared", alpha)
+        return
+    t = time.perf_counter()
+    result = prepare_demo_dependencies(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS], alpha)
+    hit = bool(getattr(result, "cache_hit", False)) if not isinstance(result, bool) else result
+    report.add(f"dependencies at alpha={alpha:g} (within each model and between them)", hit,
+               time.perf_counter() - t)
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    report = prepare_demo(Cache(args.cache), alpha=args.alpha, batch_size=args.batch_size,
+                          precision=args.precision, progress=not args.no_progress)
+    for step, status, seconds in report.steps:
+        print(f"  {status:>9}  {seconds:6.1f} s  {step}")
+    total = time.perf_counter() - t0
+    if report.all_hits:
+        print(f"demo: everything was already in {args.cache} (cache hit), checked in {total:.1f} s")
+    else:
+        print(f"demo: prepared in {total:.1f} s; stores {', '.join(DEMO_STORES)} are ready in {args.cache}")
+    return 0

@@ -1,0 +1,328 @@
+"""One model registry: timm names (with pretrained tags), local checkpoints, the demo models.
+
+* ``create_classifier("resnet50.a1_in1k")`` — a timm model; ``pretrained=True`` loads weights
+  from the local timm / Hugging Face cache only (``HF_HUB_OFFLINE`` is set), and says how to
+  fetch them when they are not there.
+* ``create_classifier("resnet18", checkpoint="model.safetensors")`` — a timm architecture
+  with a local checkpoint (``.safetensors``, or ``.pth`` / ``.pt`` read with
+  ``weights_only=True``); the head's size is taken from the checkpoint.
+* ``create_classifier("glyph-resnet")`` — a demo model of the embedded glyph world, with the
+  weights shipped in ``engine/weights/``.
+
+The two demo architectures are registered in timm's own registry (``nde_glyph_resnet``,
+``nde_glyph_vit``), so they are built by ``timm.create_model`` like any other model and carry
+a ``pretrained_cfg`` that ``timm.data.resolve_data_config`` understands (1×32×32 inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm imports the Hub client: no downloads
+
+import timm  # noqa: E402
+import torch
+from timm.layers import HybridEmbed
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from engine.atomic import sha256_file
+from engine.errors import InvalidInputError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+GLYPH_MEAN, GLYPH_STD = (0.5,), (0.5,)
+
+
+# ----------------------------------------------------------------------------- demo architectures
+
+
+def _glyph_cfg(**kwargs: Any) -> dict:
+    return {
+        "num_classes": 1000,
+        "input_size": (1, 32, 32),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": GLYPH_MEAN,
+        "std": GLYPH_STD,
+        "license": "same as this project",
+        **kwargs,
+    }
+
+
+# timm's register_model reads this module-level name for the entrypoints below
+default_cfgs = generate_default_cfgs(
+    {
+        "nde_glyph_resnet.glyphs": _glyph_cfg(first_conv="conv1", classifier="fc"),
+        "nde_glyph_vit.glyphs": _glyph_cfg(first_conv="patch_embed.backbone.0", classifier="head"),
+    }
+)
+
+
+@register_model
+def nde_glyph_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-10 (one BasicBlock per stage, 32-64-128-256 channels) for 32×32 glyphs.
+
+    The ImageNet stem (7×7 stride-2 conv + max-pool, a 4× reduction) would leave 8×8 maps of
+    a 32-pixel glyph, losing its accents; a 3×3 stride-1 conv + max-pool keeps 16×16.
+    """
+    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), in_chans=1)
+    model = build_model_with_cfg(ResNet, "nde_glyph_resnet", pretrained, **dict(args, **kwargs))
+    model.conv1 = nn.Conv2d(kwargs.get("in_chans", 1), 64, 3, stride=1, padding=1, bias=False)
+    return model
+
+
+class ConvStem(nn.Sequential):
+    """Three 3×3 stride-2 conv + BN + GELU layers: 32×32 pixels -> 4×4 tokens of ``width[-1]``."""
+
+    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
+        layers: list[nn.Module] = []
+        for cin, cout in zip((in_chans, *widths[:-1]), widths):
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+        super().__init__(*layers)
+        self.num_features = widths[-1]  # what timm's HybridEmbed reads
+
+
+@register_model
+def nde_glyph_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """A small hybrid ViT for 32×32 glyphs: a conv stem makes 4×4 = 16 tokens, then a
+    transformer (width 128, depth 6, 4 heads, class token, learned positions).
+
+    A plain ViT with 4×4 patches (64 tokens) trains at ~40 images/s on one shared CPU core,
+    too slow to train here; the convolutional stem ("early convolutions help transformers
+    see better", Xiao et al. 2021) cuts the tokens to 16 and makes it learn from few epochs.
+    """
+    in_chans = kwargs.pop("in_chans", 1)
+    embed = partial(HybridEmbed, backbone=ConvStem(in_chans), feature_size=4, feature_ratio=8)
+    args = dict(img_size=32, patch_size=1, in_chans=in_chans, embed_dim=128, depth=6, num_heads=4,
+                mlp_ratio=2.0, embed_layer=embed)
+    return build_model_with_cfg(VisionTransformer, "nde_glyph_vit", pretrained, **dict(args, **kwargs))
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A model of the embedded glyph world, shipped with its weights."""
+
+    arch: str  # timm entrypoint
+    weights: str  # file in engine/weights/
+    dataset: str = "glyphs"  # the dataset (registry name) it was trained on
+
+
+DEMO_MODELS: dict[str, DemoModel] = {
+    "glyph-resnet": DemoModel("nde_glyph_resnet", "glyph-resnet.safetensors"),
+    "glyph-vit": DemoModel("nde_glyph_vit", "glyph-vit.safetensors"),
+}
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference and the facts about it that go into a store's manifest."""
+
+    model: nn.Module
+    name: str  # registry name the user gave
+    arch: str  # timm architecture
+    num_classes: int
+    checkpoint: str | None  # path of the weights file, if any
+    checkpoint_sha256: str | None
+    pretrained: bool
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "checkpoint": self.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "pretrained": self.pretrained,
+        }
+
+
+def list_model_names(pattern: str = "") -> list[str]:
+    """Demo models first, then timm architectures (optionally filtered by a wildcard)."""
+    demo = [n for n in DEMO_MODELS if not pattern or pattern in n]
+    return demo + timm.list_models(pattern or "", exclude_filters=["nde_glyph_*"])
+
+
+def _arch_of(name: str) -> str:
+    """The timm architecture of a timm name with or without a pretrained tag; raises if unknown."""
+    arch = name.split(".", 1)[0]
+    if timm.is_model(arch):
+        return arch
+    close = [n for n in timm.list_models(f"*{arch[:6]}*")][:8] if arch else []
+    hint = f"; similar timm names: {', '.join(close)}" if close else ""
+    raise NotFoundError(
+        f"unknown model {name!r}: not a demo model ({', '.join(DEMO_MODELS)}) nor a timm "
+        f"architecture{hint}. List them with `python -c \"import timm; print(timm.list_models())\"`"
+    )
+
+
+def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without unpickling code: safetensors, or torch weights_only."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise InvalidInputError(
+                f"checkpoint {path.name!r}: unknown format {suffix!r}; use .safetensors or .pth/.pt"
+            )
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"checkpoint {path.name!r} could not be read ({type(exc).__name__}: {exc}). "
+            "Only tensors are loaded (weights_only=True): save it with "
+            "`torch.save(model.state_dict(), path)` or as .safetensors"
+        ) from exc
+    return _unwrap(state, path.name)
+
+
+def _unwrap(state: Any, what: str) -> dict[str, torch.Tensor]:
+    """Accept {'state_dict': ...}, {'model': ...}, {'model_ema': ...}; strip 'module.'."""
+    for key in ("state_dict", "model", "model_ema", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInputError(
+            f"checkpoint {what!r} does not hold a state dict (a mapping of names to tensors)"
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _head_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """Number of classes of the checkpoint's classifier, via the model's ``pretrained_cfg``."""
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    for name in names:
+        weight = state.get(f"{name}.weight") if name else None
+        if weight is not None and weight.ndim >= 1:
+            return int(weight.shape[0])
+    return None
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or wrong:
+        def _few(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" … (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+        parts = [f"{len(missing)} missing: {_few(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {_few(unexpected)}" if unexpected else "",
+                 f"{len(wrong)} of the wrong shape: {_few(wrong)}" if wrong else ""]
+        raise InvalidInputError(
+            f"checkpoint {what!r} does not fit architecture {arch!r}: "
+            + "; ".join(p for p in parts if p)
+            + ". Pass the --model architecture the checkpoint was trained with"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def create_classifier(
+    name: str,
+    *,
+    checkpoint: Path | str | None = None,
+    pretrained: bool | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Build a model from the registry, in eval mode on CPU.
+
+    ``pretrained`` defaults to True for timm names with a tag (``resnet50.a1_in1k``) and for
+    bare timm names without a checkpoint; a checkpoint always wins over pretrained weights.
+    """
+    if name in DEMO_MODELS and checkpoint is None:
+        demo = DEMO_MODELS[name]
+        checkpoint, arch = WEIGHTS_DIR / demo.weights, demo.arch
+        if not Path(checkpoint).exists():
+            raise NotFoundError(
+                f"the demo weights {checkpoint} are missing; reinstall the project or train "
+                f"them with `python -m engine train-classifier --model {name}`"
+            )
+    elif name in DEMO_MODELS:
+        arch = DEMO_MODELS[name].arch
+    else:
+        arch = _arch_of(name)
+    if checkpoint is not None:
+        state = read_state_dict(checkpoint)
+        model = timm.create_model(arch, pretrained=False)
+        k = _head_classes(model, state) or num_classes
+        if k is not None and k != getattr(model, "num_classes", k):
+            model = timm.create_model(arch, pretrained=False, num_classes=k)
+        _load_into(model, state, Path(checkpoint).name, arch)
+        digest = sha256_file(Path(checkpoint))
+        loaded = LoadedModel(model.eval(), name, arch, model.num_classes, str(checkpoint), digest, False)
+    else:
+        use_pretrained = True if pretrained is None else pretrained
+        model = _create_timm(name, use_pretrained, num_classes)
+        loaded = LoadedModel(model.eval(), name, arch, model.num_classes, None, None, use_pretrained)
+    log.info("model %s (%s): %d classes", name, arch, loaded.num_classes)
+    return loaded
+
+
+def _offline() -> None:
+    """Make sure nothing is downloaded: the Hub client reads HF_HUB_OFFLINE."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        hub_constants.HF_HUB_OFFLINE = True
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the hub version
+        pass
+
+
+def _create_timm(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    arch = name.split(".", 1)[0]
+    tags = timm.list_pretrained(f"{arch}.*")
+    if not tags:
+        raise NotFoundError(
+            f"timm has no pretrained weights for {name!r}; pass --checkpoint FILE, or pick a "
+            "name listed by `timm.list_pretrained()`"
+        )
+    if "." in name and name not in tags:
+        raise NotFoundError(f"unknown pretrained tag {name!r}; valid tags: {', '.join(tags)}")
+    _offline()
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:
+        raise NotFoundError(
+            f"pretrained weights for {name!r} are not in the local cache "
+            f"({type(exc).__name__}: {str(exc)[:200]}). On a machine with internet run "
+            f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` and "
+            "copy ~/.cache/huggingface here (or point HF_HOME at a copy), or pass --checkpoint FILE"
+        ) from exc
+
+
+def demo_weights_info(name: str) -> dict[str, Any]:
+    """The JSON written beside a demo model's weights (its training config and accuracy)."""
+    path = WEIGHTS_DIR / DEMO_MODELS[name].weights.replace(".safetensors", ".json")
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,87 @@
+"""Model registry: timm names, checkpoints (safetensors / weights-only .pth), clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from engine.errors import InvalidInputError, NotFoundError
+from engine.models import DEMO_MODELS, create_classifier, list_model_names, read_state_dict
+
+
+def _tiny(arch="resnet10t", k=5, seed=0):
+    torch.manual_seed(seed)
+    return timm.create_model(arch, pretrained=False, num_classes=k).eval()
+
+
+def test_safetensors_checkpoint_gives_the_same_model(tmp_path):
+    ref = _tiny()
+    save_file(ref.state_dict(), tmp_path / "m.safetensors")
+    loaded = create_classifier("resnet10t", checkpoint=tmp_path / "m.safetensors")
+    assert loaded.num_classes == 5 and loaded.arch == "resnet10t" and len(loaded.checkpoint_sha256) == 64
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(x), ref(x), rtol=0, atol=0)
+
+
+def test_pth_checkpoint_wrapped_and_ddp_prefixed(tmp_path):
+    ref = _tiny(k=7)
+    state = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "epoch": 3}
+    torch.save(state, tmp_path / "m.pth")
+    loaded = create_classifier("resnet10t", checkpoint=tmp_path / "m.pth")
+    assert loaded.num_classes == 7
+    x = torch.randn(1, 3, 48, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(x), ref(x), rtol=0, atol=0)
+
+
+def test_demo_architectures_are_timm_models():
+    assert {"glyph-resnet", "glyph-vit"} <= set(DEMO_MODELS)
+    for demo in DEMO_MODELS.values():
+        model = timm.create_model(demo.arch, num_classes=11)
+        cfg = timm.data.resolve_data_config(model=model)
+        assert cfg["input_size"] == (1, 32, 32)
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 11)
+    assert list_model_names()[:2] == ["glyph-resnet", "glyph-vit"]
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
+    save_file(_tiny("resnet18").state_dict(), tmp_path / "r18.safetensors")
+    with pytest.raises(InvalidInputError, match=r"does not fit architecture 'resnet10t'.*(missing|unexpected): .*layer"):
+        create_classifier("resnet10t", checkpoint=tmp_path / "r18.safetensors")
+    state = _tiny().state_dict()
+    state["conv1.0.weight"] = torch.zeros(24, 3, 5, 5)
+    save_file(state, tmp_path / "bad_shape.safetensors")
+    with pytest.raises(InvalidInputError, match=r"1 of the wrong shape: conv1.0.weight \(checkpoint \(24, 3, 5, 5\)"):
+        create_classifier("resnet10t", checkpoint=tmp_path / "bad_shape.safetensors")
+
+
+class NotATensor:
+    pass
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    torch.save({"model": NotATensor()}, tmp_path / "evil.pth")
+    with pytest.raises(InvalidInputError, match="weights_only=True"):
+        read_state_dict(tmp_path / "evil.pth")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="unknown format '.onnx'"):
+        read_state_dict(tmp_path / "m.onnx")
+    with pytest.raises(NotFoundError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.safetensors")
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(NotFoundError, match=r"unknown model 'resnet5O'.*glyph-resnet, glyph-vit"):
+        create_classifier("resnet5O")
+    with pytest.raises(NotFoundError, match=r"unknown pretrained tag 'resnet10t.nope'.*resnet10t.c3_in1k"):
+        create_classifier("resnet10t.nope")
+
+
+def test_missing_pretrained_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    with pytest.raises(NotFoundError, match=r"not in the local cache.*pretrained=True.*--checkpoint"):
+        create_classifier("resnet10t.c3_in1k")
