@@ -1,0 +1,102 @@
+"""A job's ``report.json`` as titled tables (rows of plain dicts), for the CLI and the dashboard.
+
+Tables 2 and 4 of the paper for ``newclasses``, Table 3 for ``regularizer``. Pure
+formatting: the numbers are the report's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+Table = tuple[str, list[dict[str, Any]]]
+
+
+def load_report(path: str | Path | None) -> dict[str, Any] | None:
+    if not path or not Path(path).exists():
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _newclasses_tables(report: dict) -> list[Table]:
+    metrics, delta = report["metrics"], report.get("improvement", {})
+    n_base, n_new = report["n_base"], report["n_new"]
+    cols = [("acc_all", "all classes (%)"), ("acc_within_base", f"within {n_base} base (%)"),
+            ("acc_within_new", f"within {n_new} new (%)")]
+    rows = []
+    for name, label in (("baseline", "Baseline (all classes)"), ("ours", "Ours (W · f_base)")):
+        if name in metrics:
+            rows.append({"method": label, **{t: _r(metrics[name].get(k)) for k, t in cols}})
+    if delta:
+        rows.append({"method": "Improvement", **{t: _r(delta.get(k)) for k, t in cols}})
+    tables = [(f"{n_base} → {n_new}: accuracy (Tables 2 and 4)", rows)]
+    binary = [(name, metrics[name]["binary"]) for name in ("baseline", "ours")
+              if "binary" in metrics.get(name, {})]
+    if binary:
+        tables.append(("One new class: binary test", [
+            {"method": name, "pairs": b.get("pairs"), "binary acc (%)": _r(b.get("binary_acc")),
+             "pair ranking acc (%)": _r(b.get("pair_acc"))} for name, b in binary]))
+    return tables
+
+
+def _short(name: str) -> str:
+    """A glyph class ("M LATIN CAPITAL LETTER M") by its character; other names in full."""
+    head = str(name).split(" ", 1)[0]
+    return head if len(head) == 1 else str(name)
+
+
+def _regularizer_tables(report: dict) -> list[Table]:
+    labels = {"before": "Original model", "control": "Fine-tuned, β = 0 (baseline)",
+              "after": f"Fine-tuned, β = {report['config']['beta']:g} (ours)"}
+    rows = []
+    for name in ("before", "control", "after"):
+        row = report["metrics"].get(name)
+        if row is None:
+            continue
+        out: dict[str, Any] = {"model": labels[name], "top-1 (%)": _r(row["top1"])}
+        for p in row["pairs"]:
+            tag = f"{_short(p.get('target_name', p['target']))} ← {_short(p.get('source_name', p['source']))}"
+            out[f"θ {tag}"] = _r(p["coef"], 4)
+            out[f"C {tag}"] = _r(p["cov"], 3)
+        if "ood_aupr" in row:
+            out["OOD AUPR (%)"] = _r(row["ood_aupr"])
+        rows.append(out)
+    return [(f"Dependency regulariser, α = {report['config']['alpha']:g} (Table 3)", rows)]
+
+
+def report_tables(report: dict[str, Any] | None) -> list[Table]:
+    """Titled tables of a job report (empty for kinds without tables)."""
+    if not report:
+        return []
+    kind = report.get("kind")
+    if kind == "newclasses":
+        return _newclasses_tables(report)
+    if kind == "regularizer":
+        return _regularizer_tables(report)
+    return []
+
+
+def report_stores(report: dict[str, Any] | None) -> list[str]:
+    """Names of the logit stores a job created (open them in any dashboard page)."""
+    if not report:
+        return []
+    stores = report.get("stores") or {}
+    return list(stores.values()) if isinstance(stores, dict) else list(stores)
+
+
+def markdown_tables(report: dict[str, Any] | None) -> str:
+    """The report's tables as Markdown (for a terminal, an issue, the docs)."""
+    out = []
+    for title, rows in report_tables(report):
+        cols = list(dict.fromkeys(k for row in rows for k in row))
+        out += [f"**{title}**", "", "| " + " | ".join(cols) + " |",
+                "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+        out += ["| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |"
+                for row in rows]
+        out.append("")
+    return "\n".join(out)
