@@ -1,0 +1,181 @@
+"""How fast the dashboard answers: α-slider re-render of Explore, and time to a usable first page.
+
+    python bench/bench_dashboard.py                  # synthetic 1,000-class store (built once)
+    python bench/bench_dashboard.py --cache cache --model glyph-resnet
+
+1. **Slider re-render (server time).** The Explore page is run with Streamlit's AppTest (the
+   real script, in process) on a store whose α path is already cached; after a warm-up, the
+   α select-slider is moved ``--moves`` times and each rerun is timed (script + element
+   serialisation, i.e. everything the server does for a move). Target: ≤ 300 ms.
+2. **First page.** ``streamlit run dashboard/app.py`` is started cold on a loopback port and
+   timed to its health check, then (when Debian's chromium is installed) to the moment the
+   Explore page's graph canvas has drawn in headless Chromium. Target: ≤ 5 s.
+
+Prints a JSON report (``--json FILE`` writes it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_STORE = "bench-1000"
+
+
+def use_grid_span(span: float) -> None:
+    """Make this process's α grid end at ``span`` × the largest α_max (the app's: 1e-3).
+
+    Only for a quicker set-up: the AppTest runs in this process, so the page reads the same
+    (shorter) cached path. Solving the smallest α of a 1,000-class path is what takes long.
+    """
+    import engine.service as service
+
+    default = service.default_alpha_grid
+    service.default_alpha_grid = lambda amax, n=48, span_=span: default(amax, n, span_)
+
+
+def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
+    """A synthetic k-class store with its α path cached (built once; reused afterwards)."""
+    from engine.service import load_or_compute_path, open_pairing
+    from engine.store import Cache
+    from engine.synthetic import classifier_like_logits
+
+    cache = Cache(cache_root)
+    name = f"{BENCH_STORE}-k{k}-n{n}-r{rank}"
+    if name not in cache.store_names():
+        logits, labels = classifier_like_logits(n, k, rank=rank, seed=0)
+        cache.save_store(name, logits, labels, [f"class {i:04d}" for i in range(k)])
+    t0 = time.perf_counter()
+    load_or_compute_path(cache, open_pairing(cache, name))
+    print(f"α path of {name}: ready in {time.perf_counter() - t0:.1f} s (cached after the first run)",
+          file=sys.stderr)
+    return name
+
+
+def resolve_target(cache_root: Path, model: str, target: str) -> int:
+    from engine.store import Cache
+
+    if str(target).isdigit():
+        return int(target)
+    names = Cache(cache_root).load_store(model).class_names
+    return names.index(target) if target in names else 0
+
+
+def bench_slider(cache_root: Path, model: str, moves: int, target: int) -> dict:
+    """Median / p90 / max server time of an Explore rerun after an α-slider move."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["NDE_CACHE"] = str(cache_root)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
+    at.query_params["model"] = model
+    at.query_params["target"] = str(target)
+    t0 = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - t0
+    if at.exception:
+        raise RuntimeError(f"the Explore page failed: {at.exception[0].value}")
+    slider = at.select_slider[0]
+    options = sorted({float(o) for o in slider.options})
+    # sweep the whole grid down and up (every move lands on a new value, as a user drags)
+    sweep = options[::-2] + options[len(options) % 2 :: 2]
+    picks = sweep * (moves // len(sweep) + 2)
+    slider.set_value(picks[0]).run()  # warm-up: caches, vl templates, class images
+    times, cpu, sources = [], [], []
+    for value in picks[1 : moves + 1]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        at.select_slider[0].set_value(value).run()
+        times.append(1000 * (time.perf_counter() - t0))
+        cpu.append(1000 * (time.process_time() - c0))
+        sources.append(len(at.dataframe[0].value) if at.dataframe else 0)
+        if at.exception:
+            raise RuntimeError(f"the Explore page failed: {at.exception[0].value}")
+    times.sort()
+    return {
+        "store": model, "target": target, "moves": len(times),
+        "first_run_s": round(first, 2),
+        "median_ms": round(statistics.median(times), 1),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
+        "max_ms": round(times[-1], 1),
+        "cpu_median_ms": round(statistics.median(cpu), 1),  # all threads; independent of other load
+        "sources_shown": [min(sources), max(sources)],
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_first_page(cache_root: Path, model: str) -> dict:
+    """Cold server start → health check → Explore graph drawn in headless Chromium."""
+    from tests.test_browser import CHROMIUM, dashboard_server, graph_ink, make_driver, wait_for_page
+
+    out: dict = {}
+    info: dict = {}
+    t0 = time.perf_counter()
+    with dashboard_server(cache_root, info=info) as base:
+        out["server_ready_s"] = round(time.perf_counter() - t0, 2)
+        if not CHROMIUM.exists():
+            out["browser"] = "skipped: /usr/bin/chromium is not installed (tests/ensure_browser.sh)"
+            return out
+        with tempfile.TemporaryDirectory() as user_dir:
+            driver = make_driver(Path(user_dir))
+            try:
+                t1 = time.perf_counter()
+                driver.get(f"{base}/explore?model={model}")
+                wait_for_page(driver, "Explore a neural dependency")
+                ink = graph_ink(driver, 1, timeout=60)
+                out["page_drawn_after_server_s"] = round(time.perf_counter() - t1, 2)
+                out["first_page_usable_s"] = round(time.perf_counter() - t0, 2)
+                # the server's own work (start, imports, first run): what a quiet 2-core machine waits for
+                out["server_cpu_s"] = round(_cpu_seconds(info["pid"]), 2)
+                out["graph_drawn"] = bool(ink and ink[0] > 0)
+            finally:
+                driver.quit()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "nde-bench-dashboard")
+    parser.add_argument("--model", help="an existing store (default: build the synthetic one)")
+    parser.add_argument("--k", type=int, default=1000, help="categories of the synthetic store")
+    parser.add_argument("--n", type=int, default=8000, help="samples of the synthetic store")
+    parser.add_argument("--rank", type=int, default=128, help="rank of the synthetic logits")
+    parser.add_argument("--moves", type=int, default=20)
+    parser.add_argument("--target", default="O LATIN CAPITAL LETTER O",
+                        help="index or class name (default: the glyph 'O', else category 0)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the cold-start measurement")
+    parser.add_argument("--span", type=float, default=1e-3,
+                        help="α grid from the largest α_max down to SPAN times it (the app: 1e-3; a larger "
+                             "value solves the path faster; implies --no-browser)")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    if args.span != 1e-3:
+        use_grid_span(args.span)
+    model = args.model or build_store(args.cache, args.k, args.n, args.rank)
+    target = resolve_target(args.cache, model, args.target)
+    report = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
+              "grid_span": args.span,
+              "slider": bench_slider(args.cache, model, args.moves, target)}
+    if not args.no_browser and args.span == 1e-3:
+        report["first_page"] = bench_first_page(args.cache, model)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The dashboard's charts: written with altair, rendered as Vega-Lite, exported by vl-convert.
+
+Building and validating an altair chart costs a few hundred milliseconds, too slow for a
+slider. So each chart's *shape* is written once with altair over named datasets
+(``alt.NamedData``), turned into a Vega-Lite dict and cached; a rerun only fills in the
+data and the title (:class:`ChartSpec`). ``st.vega_lite_chart`` shows it, and
+:func:`chart_png` / :func:`chart_svg` export it offline.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from dashboard.components.style import (
+    ACCENT,
+    CATEGORY_COLORS,
+    NEG,
+    POS,
+    SIGN_DOMAIN,
+    SIGN_RANGE,
+    ZERO,
+)
+
+FONT = "DejaVu Sans"
+_AXIS = {"labelFontSize": 15, "titleFontSize": 16, "labelFont": FONT, "titleFont": FONT}
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """A Vega-Lite spec whose named datasets are DataFrames (what st.vega_lite_chart takes)."""
+
+    spec: dict
+    datasets: dict[str, pd.DataFrame]
+    height: int
+
+    def for_streamlit(self) -> dict:
+        return {**self.spec, "datasets": dict(self.datasets), "height": self.height}
+
+    def standalone(self, width: int = 900) -> dict:
+        """Data inlined as records, fixed width: for vl-convert and files."""
+        records = {k: _records(v) for k, v in self.datasets.items()}
+        return {**copy.deepcopy(self.spec), "datasets": records, "width": width, "height": self.height}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+
+
+def _named(name: str) -> alt.NamedData:
+    return alt.NamedData(name=name)
+
+
+def _template(chart) -> dict:
+    spec = (
+        chart.properties(width="container")
+        .configure_axis(**_AXIS)
+        .configure_legend(labelFontSize=15, titleFontSize=15, labelFont=FONT, titleFont=FONT, labelLimit=240)
+        .configure_title(fontSize=16, font=FONT, anchor="start", limit=0)
+        .configure_view(strokeWidth=0)
+        .to_dict()
+    )
+    spec.pop("datasets", None)
+    return spec
+
+
+def _fill(template: dict, title: str, height: int, **datasets: pd.DataFrame) -> ChartSpec:
+    spec = dict(template)
+    spec["title"] = title
+    return ChartSpec(spec, datasets, height)
+
+
+# ----------------------------------------------------------------------------- Fig. 3
+
+
+@lru_cache(maxsize=1)
+def _scatter_template() -> dict:
+    band = alt.Chart(_named("band")).mark_rect(color=ACCENT, opacity=0.10).encode(x="lo:Q", x2="hi:Q")
+    edges = alt.Chart(_named("edges")).mark_rule(color=ACCENT, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
+    points = alt.Chart(_named("points")).mark_circle(size=70, opacity=0.85).encode(
+        x=alt.X("covariance:Q", title="covariance C_tj = E[f_t f_j]"),
+        y=alt.Y("coef:Q", title="coefficient θ_j"),
+        color=alt.Color("sign:N", title="θ_j", scale=alt.Scale(domain=SIGN_DOMAIN, range=SIGN_RANGE)),
+        tooltip=[alt.Tooltip("name:N", title="source"), alt.Tooltip("covariance:Q", format=".4f"),
+                 alt.Tooltip("coef:Q", format="+.4f")],
+    )
+    return _template(band + edges + points)
+
+
+def covariance_scatter(frame: pd.DataFrame, alpha: float, title: str, height: int = 380) -> ChartSpec:
+    """The paper's Fig. 3: C_tj against θ_j for every source j, with the band |C_tj| < α.
+
+    frame: columns covariance, coef, name. Conjecture 1 says no point inside the band is
+    off the θ = 0 line.
+    """
+    coef = frame["coef"].to_numpy()
+    points = frame.assign(sign=np.where(coef > 0, "positive", np.where(coef < 0, "negative", "zero")))
+    return _fill(_scatter_template(), title, height, points=points,
+                 band=pd.DataFrame({"lo": [-alpha], "hi": [alpha]}), edges=pd.DataFrame({"x": [-alpha, alpha]}))
+
+
+# ----------------------------------------------------------------------------- α path
+
+
+@lru_cache(maxsize=1)
+def _path_template() -> dict:
+    lines = alt.Chart(_named("path")).mark_line(strokeWidth=2.5, interpolate="step-after").encode(
+        x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log", reverse=True)),
+        y=alt.Y("coef:Q", title="coefficient θ_j"),
+        color=alt.Color("name:N", title="source", sort=None, legend=alt.Legend(symbolStrokeWidth=4),
+                        scale=alt.Scale(range=CATEGORY_COLORS)),  # blue/orange mean signs elsewhere
+        tooltip=[alt.Tooltip("name:N", title="source"), alt.Tooltip("alpha:Q", format=".4g"),
+                 alt.Tooltip("coef:Q", format="+.4f")],
+    )
+    others = alt.Chart(_named("others")).mark_line(strokeWidth=1, color=ZERO, opacity=0.5,
+                                                  interpolate="step-after").encode(
+        x="alpha:Q", y="coef:Q", detail="source:N")
+    marker = alt.Chart(_named("marker")).mark_rule(color=ACCENT, strokeWidth=3).encode(x="alpha:Q")
+    text = alt.Chart(_named("marker")).mark_text(
+        align="left", dx=6, dy=-6, fontSize=15, color=ACCENT, font=FONT).encode(
+        x="alpha:Q", y=alt.value(12), text="label:N")
+    zero = alt.Chart(_named("zero")).mark_rule(color=ZERO).encode(y="y:Q")
+    return _template(zero + others + lines + marker + text)
+
+
+def alpha_path(frames: tuple[pd.DataFrame, pd.DataFrame], alpha: float, title: str,
+               height: int = 380) -> ChartSpec:
+    """Every source's coefficient against α (log scale): the strongest in colour, the rest in
+    grey, the chosen α marked. ``frames``: :func:`engine.views.path_frame`."""
+    top, others = frames
+    return _fill(_path_template(), title, height, path=top, others=others,
+                 marker=pd.DataFrame({"alpha": [alpha], "label": [f"α = {alpha:.3g}"]}),
+                 zero=pd.DataFrame({"y": [0.0]}))
+
+
+# ----------------------------------------------------------------------------- theory
+
+
+@lru_cache(maxsize=1)
+def _screening_template() -> dict:
+    chart = alt.Chart(_named("curve")).mark_line(point=True, strokeWidth=2.5).encode(
+        x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),
+        y=alt.Y("value:Q", title="fraction", scale=alt.Scale(domain=[0, 1.02])),
+        color=alt.Color("measure:N", title="", scale=alt.Scale(range=[POS, NEG, ACCENT]),
+                        legend=alt.Legend(orient="bottom")),
+        tooltip=["measure:N", alt.Tooltip("alpha:Q", format=".4g"), alt.Tooltip("value:Q", format=".4f")],
+    )
+    return _template(chart)
+
+
+def screening_chart(frame: pd.DataFrame, title: str, height: int = 340) -> ChartSpec:
+    """Conjecture 1 precision and recall against α (frame: alpha, measure, value)."""
+    return _fill(_screening_template(), title, height, curve=frame)
+
+
+@lru_cache(maxsize=1)
+def _spectrum_template() -> dict:
+    chart = alt.Chart(_named("spectrum")).mark_line(color=POS, strokeWidth=2.5).encode(
+        x=alt.X("rank:Q", title="rank k"),
+        y=alt.Y("eigenvalue:Q", title="λ_k (log scale)", scale=alt.Scale(type="log")),
+        tooltip=["rank:Q", alt.Tooltip("eigenvalue:Q", format=".3e")],
+    )
+    return _template(chart)
+
+
+def spectrum_chart(eigenvalues: np.ndarray, title: str, height: int = 340) -> ChartSpec:
+    """Eigenvalues of the Gram, largest first, on a log scale (tiny ones ⇒ redundancy)."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    floor = max(float(lam.max()) * 1e-16, 1e-300)
+    frame = pd.DataFrame({"rank": np.arange(1, len(lam) + 1), "eigenvalue": np.maximum(lam, floor)})
+    return _fill(_spectrum_template(), title, height, spectrum=frame)
+
+
+@lru_cache(maxsize=1)
+def _histogram_template() -> dict:
+    chart = alt.Chart(_named("values")).mark_bar(color=POS).encode(
+        x=alt.X("value:Q", bin=alt.Bin(maxbins=40), title=None),
+        y=alt.Y("count():Q", title="categories"),
+    )
+    return _template(chart)
+
+
+def histogram(values: np.ndarray, field: str, title: str, log_x: bool = False, height: int = 300) -> ChartSpec:
+    """A histogram of one quantity (redundancy, overlap...), optionally of its log10."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if log_x:
+        v = np.log10(np.maximum(v, 1e-16))
+    spec = _fill(_histogram_template(), title, height, values=pd.DataFrame({"value": v}))
+    layer = copy.deepcopy(spec.spec)
+    layer["encoding"]["x"]["title"] = f"log10 {field}" if log_x else field
+    return ChartSpec(layer, spec.datasets, height)
+
+
+@lru_cache(maxsize=1)
+def _support_template() -> dict:
+    chart = alt.Chart(_named("support")).mark_line(point=True, color=NEG, strokeWidth=2.5).encode(
+        x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),
+        y=alt.Y("median_sources:Q", title="median sources per target"),
+        tooltip=[alt.Tooltip("alpha:Q", format=".4g"), "median_sources:Q"],
+    )
+    return _template(chart)
+
+
+def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSpec:
+    """Median number of sources per target against α (frame: alpha, median_sources)."""
+    return _fill(_support_template(), title, height, support=frame)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def chart_png(chart: ChartSpec) -> bytes:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(chart.standalone(), scale=2)
+
+
+def chart_svg(chart: ChartSpec) -> str:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(chart.standalone())
+
+
+def show(chart: ChartSpec) -> None:
+    """Draw a chart in the page (full width)."""
+    import streamlit as st
+
+    st.vega_lite_chart(spec=chart.for_streamlit(), width="stretch")

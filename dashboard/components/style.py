@@ -1,0 +1,45 @@
+"""One palette for the whole app: the same blue/orange for coefficient signs everywhere.
+
+Blue and orange stay distinct for the common colour-vision deficiencies and on projectors.
+"""
+
+from __future__ import annotations
+
+POS = "#1d4ed8"  # positive coefficient (blue)
+NEG = "#ea580c"  # negative coefficient (orange)
+ZERO = "#9ca3af"  # zero coefficient / screened out (grey)
+TARGET = "#111827"  # the target category
+ACCENT = "#7c3aed"  # the chosen α, highlights
+
+# Tableau-10-like, without blue/orange so communities never read as coefficient signs.
+_COMMUNITY = ("#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#b45309", "#4b5563",
+              "#dc2626", "#0d9488", "#9333ea", "#ca8a04", "#be185d")
+
+CATEGORY_COLORS = list(_COMMUNITY)  # for series that are categories, never signs
+
+SIGN_DOMAIN = ["positive", "negative", "zero"]
+SIGN_RANGE = [POS, NEG, ZERO]
+
+# Page-level touches (the base font size and accent colour are in .streamlit/config.toml).
+CSS = """
+<style>
+  [data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }
+  [data-testid="stMetricValue"] { font-size: 1.9rem; }
+  .nde-formula { font-size: 1.3rem; padding: .45rem .9rem; background: #f3f4f6;
+                 border-radius: 8px; display: inline-block; margin-bottom: .6rem; }
+  .nde-pos { color: #1d4ed8; font-weight: 600; }
+  .nde-neg { color: #ea580c; font-weight: 600; }
+</style>
+"""
+
+
+def edge_color(coef: float) -> str:
+    return POS if coef > 0 else NEG if coef < 0 else ZERO
+
+
+def sign_label(coef: float) -> str:
+    return "positive" if coef > 0 else "negative" if coef < 0 else "zero"
+
+
+def community_color(k: int) -> str:
+    return ZERO if k < 0 else _COMMUNITY[k % len(_COMMUNITY)]

@@ -1,0 +1,207 @@
+"""``*_ui`` helpers: each draws its widgets and returns plain values. Pages stay thin."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+
+import numpy as np
+import streamlit as st
+
+from dashboard.components import state
+from dashboard.components.style import CSS
+from engine.analysis import DependencyMetrics
+from engine.errors import EngineError
+from engine.service import PAPER_ALPHAS, DependencyPath
+
+FILL_COMMAND = "python -m engine demo"
+PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
+
+
+def page_header(title: str, caption: str) -> None:
+    st.html(CSS)
+    st.title(title)
+    st.caption(caption)
+    state.show_messages()
+
+
+def formula_ui(formula: str) -> None:
+    """The dependency as one line, large (class names escaped: they come from the store)."""
+    st.markdown(f'<div class="nde-formula">{html.escape(formula)}</div>', unsafe_allow_html=True)
+
+
+def fail(exc: Exception) -> None:
+    """Show an engine error as a message (never a traceback) and stop the page."""
+    st.error(str(exc), icon=":material/error:")
+    st.stop()
+
+
+def require_stores(names: list[str], root: str) -> None:
+    if not names:
+        st.info(
+            f"The cache `{root}` holds no logit stores yet. Fill it with the embedded default "
+            f"(about 20 minutes on a laptop CPU, no download):\n\n`{FILL_COMMAND}`\n\n"
+            "or import logits computed elsewhere on the **Data** page.",
+            icon=":material/inbox:",
+        )
+        st.stop()
+
+
+def _default_model(names: list[str], avoid: str | None = None) -> str:
+    for name in (*PREFERRED_MODELS, *names):
+        if name in names and name != avoid:
+            return name
+    return names[0]
+
+
+def model_ui(
+    names: list[str],
+    params: dict,
+    *,
+    key: str = "nde_model",
+    param: str = "model",
+    label: str = "Model",
+    avoid: str | None = None,
+    help: str | None = None,
+) -> str:
+    """A store picker in the sidebar, restored from the link (``?model=``) when given."""
+    state.restore(key)
+    if param in params:
+        wanted = params[param]
+        if wanted in names:
+            st.session_state[key] = wanted
+        else:
+            fallback = st.session_state.get(key) if st.session_state.get(key) in names else \
+                _default_model(names, avoid)
+            state.warn(f"The link names a store {wanted!r} that is not in this cache; showing "
+                       f"{fallback!r}. Known stores: {', '.join(names)}.")
+            st.session_state[key] = fallback
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = _default_model(names, avoid)
+    value = st.sidebar.selectbox(label, names, key=key, help=help)
+    state.remember(key, value)
+    return value
+
+
+def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
+              default: int = 0) -> int:
+    """A searchable picker of the target category (type to search the names)."""
+    state.restore(key)
+    if "target" in params:
+        parsed = state.parse_target(params["target"], class_names)
+        if parsed is not None:
+            st.session_state[key] = parsed
+    current = st.session_state.get(key)
+    if not isinstance(current, int) or not 0 <= current < len(class_names):
+        st.session_state[key] = min(default, len(class_names) - 1)
+    value = st.selectbox(
+        label, range(len(class_names)), key=key,
+        format_func=lambda i: f"{class_names[i]}  ·  #{i}",
+        help="Type to search the class names.",
+    )
+    state.remember(key, value)
+    return int(value)
+
+
+def alpha_options(path: DependencyPath, target: int) -> list[float]:
+    """The path's α values below the target's α_max (above it θ = 0), ascending."""
+    amax = float(path.alpha_max[target])
+    return [float(a) for a in path.alphas[::-1] if a < amax]
+
+
+def alpha_digits(options: list[float]) -> int:
+    """Significant digits that tell every α of the grid apart (2.5 next to 2.4987…)."""
+    for digits in range(3, 10):
+        if len({f"{a:.{digits}g}" for a in options}) == len(options):
+            return digits
+    return 17
+
+
+def default_alpha(options: list[float], amax: float) -> float:
+    for paper in PAPER_ALPHAS:
+        if paper in options:
+            return paper
+    return _nearest(options, amax / 10)
+
+
+def _nearest(options: list[float], value: float) -> float:
+    logs = np.log(np.asarray(options))
+    return options[int(np.argmin(np.abs(logs - math.log(value))))]
+
+
+def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde_alpha") -> tuple[float, int]:
+    """α on a log-spaced slider over the cached path, bounded by the target's α_max.
+
+    Returns (α, index into ``path.alphas``). Stops the page when the target has no α with a
+    dependency on the grid.
+    """
+    amax = float(path.alpha_max[target])
+    options = alpha_options(path, target)
+    if not options:
+        st.info(f"This category has no dependency on the α grid (α_max = {amax:.3g}): its logit is "
+                "uncorrelated with every source. Pick another target.", icon=":material/block:")
+        st.stop()
+    state.restore(key)
+    if "alpha" in params:
+        wanted = state.parse_alpha(params["alpha"])
+        if wanted is not None:
+            if wanted >= amax:
+                state.warn(f"α = {wanted:g} in the link is at or above this target's α_max = {amax:.4g} "
+                           "(every coefficient is zero there); showing the largest α below it.")
+                wanted = options[-1]
+            st.session_state[key] = _nearest(options, wanted)
+    current = st.session_state.get(key)
+    if not isinstance(current, float) or current not in options:
+        st.session_state[key] = (_nearest(options, current) if isinstance(current, float) and current > 0
+                                 else default_alpha(options, amax))
+    digits = alpha_digits(options)
+    value = st.select_slider(
+        f"α (L1 weight; log scale; α_max of this target = {amax:.3g})",
+        options=options, key=key, format_func=lambda a: f"{a:.{digits}g}",
+        help="Larger α: fewer sources. The paper uses 2.5 (ResNet, ViT) and 0.25 (Swin-T). "
+             "Every value is an exact solution read from the cached α path.",
+    )
+    state.remember(key, value)
+    return float(value), path.nearest_alpha_index(value)
+
+
+def _fmt_pct(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{x:.1f} %"
+
+
+def table1_card(metrics: DependencyMetrics) -> None:
+    """The paper's Table 1 for this dependency, as metric tiles."""
+    with st.container(border=True):
+        st.markdown("**Table 1** · the target’s logit replaced by its dependency")
+        c1, c2 = st.columns(2)
+        c3, c4 = st.columns(2)
+        c1.metric("Abs Err", f"{metrics.abs_err:.3f}", help="mean |f_t − θᵀf| over all samples")
+        c2.metric("Rel Err", f"{metrics.rel_err:.2f} %", help="Abs Err / mean |f_t|")
+        c3.metric("Acc", _fmt_pct(metrics.acc), delta=_delta(metrics.acc, metrics.ori_acc),
+                  help=f"top-1 over all samples; original: {_fmt_pct(metrics.ori_acc)}")
+        c4.metric("Pos Acc", _fmt_pct(metrics.pos_acc), delta=_delta(metrics.pos_acc, metrics.ori_pos_acc),
+                  help=f"top-1 on the {metrics.n_pos} samples of this class; original: "
+                       f"{_fmt_pct(metrics.ori_pos_acc)}")
+        st.caption(f"Ori. Acc {_fmt_pct(metrics.ori_acc)} · Ori. Pos Acc {_fmt_pct(metrics.ori_pos_acc)} · "
+                   f"{metrics.n_pos} positive samples")
+
+
+def _delta(value: float, original: float) -> str | None:
+    if np.isnan(value) or np.isnan(original):
+        return None
+    return f"{value - original:+.1f} pt vs Ori."
+
+
+def download_ui(label: str, data: bytes | str | Callable[[], bytes | str], file_name: str, mime: str,
+                key: str) -> None:
+    st.download_button(label, data=data, file_name=file_name, mime=mime, key=key,
+                       on_click="ignore", width="stretch", icon=":material/download:")
+
+
+def guard(fn: Callable, *args, **kwargs):
+    """Call an engine function; show its error (no traceback) and stop the page if it fails."""
+    try:
+        return fn(*args, **kwargs)
+    except EngineError as exc:
+        fail(exc)

@@ -1,0 +1,165 @@
+"""Compare models: a category of model B predicted from model A's logits (between networks),
+and which dependencies of that category the two models share or not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard.components import charts, state
+from dashboard.components.graph import star_graph_html
+from dashboard.components.loaders import (
+    cache_root,
+    class_images,
+    load_coef_matrix,
+    load_path,
+    load_store,
+    load_top2,
+    store_names,
+)
+from dashboard.components.shell import require_shell
+from dashboard.components.style import NEG, POS
+from dashboard.components.widgets import (
+    alpha_ui,
+    download_ui,
+    formula_ui,
+    guard,
+    model_ui,
+    page_header,
+    require_stores,
+    table1_card,
+    target_ui,
+)
+from engine import views
+from engine.analysis import dependency_metrics
+from engine.gram import check_pairable
+
+
+def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
+    if len(names) < 2:
+        st.info("Comparing needs two logit stores of the same samples (e.g. `glyph-resnet` and "
+                "`glyph-vit` from `python -m engine demo`). Import or extract a second one on the "
+                "**Data** page.", icon=":material/compare_arrows:")
+        st.stop()
+    model_b = model_ui(names, params, key="nde_model", param="model", label="Model B (its targets)",
+                       help="The model whose category is predicted.")
+    model_a = model_ui(names, params, key="nde_source", param="source", label="Model A (the sources)",
+                       avoid=model_b, help="The model whose logits predict it.")
+    if model_a == model_b:
+        st.info("Pick two different models: A's logits predict B's category. (For one model, use "
+                "the **Explore** page.)", icon=":material/compare_arrows:")
+        st.stop()
+    return model_a, model_b
+
+
+def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path) -> dict:
+    src, vals = path.coef_at(target, a_idx)
+    coef = path.coef_vector(target, a_idx)
+    names_a = store_a.class_names
+    target_name = store_b.class_names[target]
+    frame = views.dependency_frame(src, vals, names_a)
+    metrics = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target, coef,
+                                 load_top2(root, model_b))
+    formula = views.dependency_formula(target_name, frame)
+    st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
+    formula_ui(formula)
+    shown = frame.head(16)
+    images = class_images(root, model_a, shown["index"])
+    images["target"] = class_images(root, model_b, [target])[target]
+    html = star_graph_html(target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
+                           title=f"{target_name} of {model_b} from {model_a}, α = {alpha:.3g}", height=500)
+    g, t = st.columns([3, 2], gap="large")
+    with g:
+        st.iframe(html, height=580)
+        st.caption(f"Around: {model_a}’s categories; in the middle: {model_b}’s “{views.short_name(target_name)}”.")
+    with t:
+        table1_card(metrics)
+        st.dataframe(frame, hide_index=True, width="stretch", height=min(38 + 35 * len(frame), 300),
+                     column_config={"coef": st.column_config.NumberColumn("θ_j", format="%+.4f"),
+                                    "name": st.column_config.TextColumn(f"source category of {model_a}")})
+    return {"frame": frame, "metrics": metrics, "formula": formula, "html": html, "target_name": target_name}
+
+
+def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
+    st.subheader("Shared and different dependencies")
+    if store_a.class_names != store_b.class_names:
+        st.info("The two stores have different categories, so their own dependencies cannot be "
+                "matched class by class; the between-network view above still applies.", icon=":material/info:")
+        return
+    names = store_b.class_names
+    path_a = guard(load_path, root, model_a)
+    path_b = guard(load_path, root, model_b)
+    ia, ib = path_a.nearest_alpha_index(alpha), path_b.nearest_alpha_index(alpha)
+    within_a, within_b = path_a.coef_vector(target, ia), path_b.coef_vector(target, ib)
+    share = views.share_frame(within_a, within_b, names, model_a, model_b)
+    counts = share["kind"].value_counts()
+    c = st.columns(4)
+    c[0].metric("Shared sources", int(counts.get("shared", 0)))
+    c[1].metric(f"Only in {model_a}", int(counts.get(f"only {model_a}", 0)))
+    c[2].metric(f"Only in {model_b}", int(counts.get(f"only {model_b}", 0)))
+    overlap = views.overlap_by_target(load_coef_matrix(root, model_a, None, ia),
+                                      load_coef_matrix(root, model_b, None, ib))
+    c[3].metric("Mean overlap, all targets", f"{np.nanmean(overlap):.2f}" if np.isfinite(overlap).any() else "n/a",
+                help="Jaccard index of the source sets of every category in the two models")
+    st.caption(f"“{views.short_name(names[target])}” inside each model at α ≈ {path_a.alphas[ia]:.3g} "
+               f"({model_a}) and {path_b.alphas[ib]:.3g} ({model_b}). "
+               f'<span class="nde-pos">blue</span> / <span class="nde-neg">orange</span> = positive / '
+               "negative coefficient everywhere.", unsafe_allow_html=True)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        if share.empty:
+            st.info("Neither model has a dependency for this category at this α.", icon=":material/block:")
+        else:
+            st.dataframe(
+                share.style.map(lambda v: f"color: {POS}" if v > 0 else (f"color: {NEG}" if v < 0 else ""),
+                                subset=[f"coef {model_a}", f"coef {model_b}"]).format(
+                    {f"coef {model_a}": "{:+.4f}", f"coef {model_b}": "{:+.4f}"}),
+                hide_index=True, width="stretch", height=min(38 + 35 * len(share), 420))
+    with right:
+        charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"))
+
+
+def main() -> None:
+    require_shell()
+    root = cache_root()
+    names = store_names(root)
+    page_header("Compare two models",
+                "Neural dependencies between networks: B’s category as a sparse combination of A’s "
+                "categories — and where the two models agree.")
+    require_stores(names, root)
+    notes = st.container()
+    params = state.incoming()
+    model_a, model_b = _pick_models(names, params)
+    store_a, store_b = guard(load_store, root, model_a), guard(load_store, root, model_b)
+    guard(check_pairable, store_a, store_b)
+    path = guard(load_path, root, model_b, model_a)
+    left, right = st.columns(2, gap="large")
+    with left:
+        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}")
+    with right:
+        alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
+    state.publish(model=model_b, source=model_a, target=target, alpha=alpha)
+    with notes:
+        state.show_messages()
+    between = _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path)
+    st.divider()
+    _within_section(root, model_a, model_b, store_a, store_b, target, alpha)
+    slug = f"{model_a}-to-{model_b}-t{target}-a{alpha:.3g}"
+    with st.expander("Export this comparison", icon=":material/download:"):
+        c = st.columns(3)
+        with c[0]:
+            download_ui("Dependencies (CSV)", between["frame"].to_csv(index=False), f"{slug}.csv", "text/csv",
+                        "cx-csv")
+        with c[1]:
+            download_ui("Dependencies (JSON)", views.dependency_json(
+                model_b, model_a, alpha, target, between["target_name"], between["frame"], between["metrics"]),
+                f"{slug}.json", "application/json", "cx-json")
+            download_ui("Star graph (HTML)", between["html"], f"{slug}-graph.html", "text/html", "cx-html")
+        with c[2]:
+            download_ui("Table 1 card (Markdown)", views.metrics_markdown(
+                model_b, model_a, between["target_name"], alpha, between["metrics"], between["formula"]),
+                f"{slug}-table1.md", "text/markdown", "cx-md")
+
+
+main()

@@ -1,0 +1,150 @@
+"""Data: the stores in the cache and their manifests, importing a logits file, extracting logits.
+
+The dashboard never computes logits itself: extraction runs as a job (its own process) or as
+the CLI command shown here.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.components.loaders import cache_root
+from dashboard.components.shell import require_shell
+from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
+from dashboard.components.widgets import FILL_COMMAND, page_header
+from engine.errors import EngineError
+from engine.importer import SUFFIXES
+from engine.store import Cache
+
+
+def _model_name(manifest: dict) -> str:
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        return str(model.get("name", ""))
+    return "" if model is None else str(model)
+
+
+def _dataset_name(manifest: dict) -> str:
+    data = manifest.get("dataset")
+    if isinstance(data, dict):
+        return str(data.get("name") or data.get("root") or "")
+    return "" if data is None else str(data)
+
+
+def _stores_section(root: str) -> None:
+    st.subheader("Stores in the cache")
+    manifests = Cache(root).store_manifests()
+    if not manifests:
+        st.info(f"No stores in `{root}` yet. Fill the cache with the embedded default:\n\n"
+                f"`{FILL_COMMAND}`\n\nor import a logits file below.", icon=":material/inbox:")
+        return
+    frame = pd.DataFrame([{
+        "name": m["name"], "samples": m["n"], "categories": m["k"], "dtype": m.get("dtype", ""),
+        "model": _model_name(m), "dataset": _dataset_name(m), "created": m.get("created", ""),
+        "content hash": str(m.get("arrays_sha256", ""))[:12],
+    } for m in manifests])
+    st.dataframe(frame, hide_index=True, width="stretch")
+    pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
+    manifest = next(m for m in manifests if m["name"] == pick)
+    shown = dict(manifest)
+    names = shown.pop("class_names", [])
+    shown["class_names"] = f"{len(names)} names: " + ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
+    st.json(shown, expanded=1)
+
+
+def _import_section(root: str) -> None:
+    st.subheader("Import a logits file")
+    st.caption("A `.npz` / `.safetensors` / `.pt` with arrays `logits` (N×K) and `labels` (N,), optionally "
+               "`class_names`; or a `.npy` of logits plus a labels `.npy`. Nothing is unpickled. "
+               f"Uploads up to {MAX_UPLOAD_MB} MB; for larger files use "
+               "`python -m engine import-logits FILE --name NAME`.")
+    with st.form("import-form", clear_on_submit=False):
+        upload = st.file_uploader("Logits file", type=[s.lstrip(".") for s in SUFFIXES], key="data_upload")
+        labels = st.file_uploader("Labels (.npy, only for a .npy logits file)", type=["npy"], key="data_labels")
+        names = st.file_uploader("Class names (optional: text, one per line, or a JSON list)",
+                                 type=["txt", "json"], key="data_names")
+        name = st.text_input("Store name", key="data_name", placeholder="e.g. resnet50-val")
+        submitted = st.form_submit_button("Import", type="primary")
+    if submitted:
+        _import(root, upload, labels, names, name)
+
+
+def _import(root: str, upload, labels, names, name: str) -> None:
+    def read(f):
+        return None if f is None else (f.name, f.getvalue())
+
+    try:
+        store = import_upload(root, name, read(upload), read(labels), read(names))
+    except EngineError as exc:
+        st.error(f"Not imported: {exc}", icon=":material/error:")
+        return
+    st.success(f"Imported {upload.name} as store **{store.name}**: {store.n} samples × {store.k} "
+               "categories. Open it on the Explore page.", icon=":material/check_circle:")
+
+
+def _extract_section(root: str) -> None:
+    st.subheader("Extract logits from a model")
+    st.caption("Extraction runs a classifier over a dataset (on a GPU when there is one) and writes a "
+               "store. It never runs inside the dashboard: submit it as a job, or run the command.")
+    with st.form("extract-form"):
+        c = st.columns(3)
+        model = c[0].text_input("Model (timm name or demo model)", "glyph-resnet", key="ex_model")
+        data = c[1].text_input("Dataset (registry name or ImageFolder path)", "glyphs", key="ex_data")
+        name = c[2].text_input("Store name", "", key="ex_name", placeholder="e.g. resnet50-val")
+        c = st.columns(4)
+        split = c[0].text_input("Split", "test", key="ex_split")
+        checkpoint = c[1].text_input("Checkpoint (optional)", "", key="ex_ckpt")
+        batch = c[2].number_input("Batch size", 1, 65536, 256, key="ex_batch")
+        device = c[3].selectbox("Device", ["auto", "cpu", "cuda"], key="ex_device")
+        submitted = st.form_submit_button("Submit extraction job", type="primary")
+    values = {"model": model, "data": data, "name": name, "checkpoint": checkpoint, "split": split,
+              "batch_size": int(batch), "device": device}
+    st.markdown("The same from a terminal:")
+    st.code(extract_command(root, values), language="bash", wrap_lines=True)
+    if submitted:
+        _submit(root, values)
+
+
+def extract_command(root: str, values: dict) -> str:
+    parts = ["python", "-m", "engine"]
+    if str(root) != "cache":
+        parts += ["--cache", str(root)]
+    parts += ["extract", "--model", values["model"], "--data", values["data"],
+              "--name", values["name"] or "NAME", "--split", values["split"]]
+    if values["checkpoint"]:
+        parts += ["--checkpoint", values["checkpoint"]]
+    parts += ["--batch-size", str(values["batch_size"]), "--device", values["device"]]
+    return shlex.join(parts)
+
+
+def _submit(root: str, values: dict) -> None:
+    try:
+        from engine.jobs import submit_job
+    except ImportError:
+        st.info("The job system is not installed here; run the command above instead.")
+        return
+    try:
+        job = submit_job(root, "extract", values)
+    except EngineError as exc:
+        st.error(str(exc))
+        return
+    st.success(f"Submitted extraction job #{job.id}; follow it on the Jobs page.")
+
+
+def main() -> None:
+    require_shell()
+    root = cache_root()
+    page_header("Data", "Logit stores, their manifests, imports and extraction.")
+    _stores_section(root)
+    st.divider()
+    left, right = st.columns(2, gap="large")
+    with left:
+        _import_section(root)
+    with right:
+        _extract_section(root)
+
+
+main()

@@ -1,0 +1,183 @@
+"""Explore: one model, one target category, one α — the paper's Figs. 2 and 3 and Table 1.
+
+Everything is read from the cached α path: moving the slider only indexes into it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import charts, state
+from dashboard.components.graph import star_graph_html
+from dashboard.components.loaders import (
+    cache_root,
+    class_images,
+    load_gramset_for,
+    load_path,
+    load_store,
+    load_top2,
+    store_names,
+)
+from dashboard.components.shell import require_shell
+from dashboard.components.widgets import (
+    alpha_ui,
+    download_ui,
+    formula_ui,
+    guard,
+    model_ui,
+    page_header,
+    require_stores,
+    table1_card,
+    target_ui,
+)
+from engine import views
+from engine.analysis import covariance_vs_coef, dependency_metrics
+
+MAX_GRAPH_SOURCES = 16
+
+
+def _image_column(frame: pd.DataFrame, images: dict) -> pd.DataFrame:
+    import base64
+
+    if not any(images.get(int(j)) for j in frame["index"]):
+        return frame
+    uris = [("data:image/png;base64," + base64.b64encode(images[int(j)]).decode())
+            if images.get(int(j)) else None for j in frame["index"]]
+    return frame.assign(image=uris)[["image", *frame.columns]]
+
+
+def _coef_table(frame: pd.DataFrame) -> None:
+    st.dataframe(
+        frame, hide_index=True, height=min(38 + 35 * len(frame), 420), width="stretch",
+        column_config={
+            "image": st.column_config.ImageColumn("", width="small"),
+            "index": None,  # in the CSV/JSON exports; the name says it here
+            "name": st.column_config.TextColumn("source category", width="medium"),
+            "coef": st.column_config.NumberColumn("θ_j", format="%+.4f"),
+            "covariance": st.column_config.NumberColumn("C_tj", format="%.3f"),
+        },
+    )
+
+
+def _exports(model, class_names, target, alpha, alpha_index, path, frame, metrics, formula,
+             graph_html, scatter, path_chart) -> None:
+    target_name = class_names[target]
+    slug = f"{model}-t{target}-a{alpha:.3g}"
+    with st.expander("Export this view", icon=":material/download:"):
+        c = st.columns(4)
+        with c[0]:
+            download_ui("Dependencies (CSV)", lambda: frame.drop(columns="image", errors="ignore").to_csv(index=False),
+                        f"{slug}.csv", "text/csv", "x-csv")
+            download_ui("Dependencies (JSON)", lambda: views.dependency_json(model, model, alpha, target, target_name,
+                                                                             frame, metrics),
+                        f"{slug}.json", "application/json", "x-json")
+        with c[1]:
+            download_ui("Star graph (HTML)", graph_html, f"{slug}-graph.html", "text/html", "x-html")
+            download_ui("Table 1 card (Markdown)",
+                        lambda: views.metrics_markdown(model, model, target_name, alpha, metrics, formula),
+                        f"{slug}-table1.md", "text/markdown", "x-md")
+        with c[2]:
+            download_ui("Fig. 3 scatter (PNG)", lambda: charts.chart_png(scatter), f"{slug}-fig3.png",
+                        "image/png", "x-fig3-png")
+            download_ui("Fig. 3 scatter (SVG)", lambda: charts.chart_svg(scatter), f"{slug}-fig3.svg",
+                        "image/svg+xml", "x-fig3-svg")
+        with c[3]:
+            download_ui("α path (PNG)", lambda: charts.chart_png(path_chart), f"{slug}-path.png",
+                        "image/png", "x-path-png")
+            download_ui("α path (SVG)", lambda: charts.chart_svg(path_chart), f"{slug}-path.svg",
+                        "image/svg+xml", "x-path-svg")
+
+        def all_targets_csv() -> str:
+            coef = path.coef_matrix(alpha_index)
+            return views.all_dependencies_frame(coef, class_names, class_names).to_csv(index=False)
+
+        download_ui(f"Every target's dependencies at α = {alpha:.3g} (CSV)", all_targets_csv,
+                    f"{model}-all-a{alpha:.3g}.csv", "text/csv", "x-all-csv")
+
+
+def main() -> None:
+    require_shell()
+    root = cache_root()
+    names = store_names(root)
+    page_header("Explore a neural dependency",
+                "One category's logit as a sparse linear combination of a few others (CovLasso). "
+                "Pick a model, a target and α.")
+    require_stores(names, root)
+    notes = st.container()
+    params = state.incoming()
+    model = model_ui(names, params)
+    store = guard(load_store, root, model)
+    path = guard(load_path, root, model)
+    gs = guard(load_gramset_for, root, model)
+    class_names = store.class_names
+
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        target = target_ui(class_names, params)
+    with right:
+        alpha, a_idx = alpha_ui(path, target, params)
+    state.publish(model=model, target=target, alpha=alpha)
+    with notes:
+        state.show_messages()
+
+    src, vals = path.coef_at(target, a_idx)
+    coef = path.coef_vector(target, a_idx)
+    target_name = class_names[target]
+    frame = views.dependency_frame(src, vals, class_names, gs.rhs[:, target])
+    metrics = dependency_metrics(store.logits, store.logits, store.labels, target, coef,
+                                 load_top2(root, model))
+    formula = views.dependency_formula(target_name, frame)
+    formula_ui(formula)
+
+    shown = frame.head(MAX_GRAPH_SOURCES)
+    images = class_images(root, model, [*shown["index"], target])
+    images["target"] = images.get(target)
+    graph_html = star_graph_html(
+        target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
+        title=f"{target_name} — {model}, α = {alpha:.3g}",
+    )
+    g_col, t_col = st.columns([3, 2], gap="large")
+    with g_col:
+        st.subheader("Star graph")
+        st.iframe(graph_html, height=640)
+        if len(frame) > MAX_GRAPH_SOURCES:
+            st.caption(f"Showing the {MAX_GRAPH_SOURCES} strongest of {len(frame)} sources.")
+    with t_col:
+        table1_card(metrics)
+        st.subheader(f"Coefficients ({len(frame)} sources)")
+        if frame.empty:
+            st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
+        else:
+            _coef_table(_image_column(frame, images))
+
+    scatter, path_chart = _charts(path, gs, class_names, target, coef, alpha)
+    _exports(model, class_names, target, alpha, a_idx, path, frame, metrics, formula, graph_html,
+             scatter, path_chart)
+
+
+def _charts(path, gs, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
+    """Fig. 3 and the α path, side by side; returns both charts (for the exports)."""
+    fig3 = covariance_vs_coef(gs.rhs[:, target], coef, target)
+    scatter_frame = pd.DataFrame({"covariance": fig3["covariance"], "coef": fig3["coef"],
+                                  "name": [class_names[j] for j in fig3["source"]]})
+    scatter = charts.covariance_scatter(
+        scatter_frame, alpha, "Fig. 3 — covariance vs coefficient, band |C_tj| < α")
+    pframe = views.path_frame(path.alphas, path.target_path(target), class_names)
+    path_chart = charts.alpha_path(pframe, alpha, "α path of the strongest sources")
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        charts.show(scatter)
+        inside = np.abs(fig3["covariance"]) < alpha
+        broken = int((inside & (fig3["coef"] != 0)).sum())
+        st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
+                   f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
+    with c2:
+        charts.show(path_chart)
+        st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
+                   "in colour, the others in grey; the purple line is the chosen α.")
+    return scatter, path_chart
+
+
+main()

@@ -1,0 +1,147 @@
+"""Jobs: launch the paper's two applications (and extractions), watch them, read their results.
+
+Thin over ``engine.jobs``: this page only reads the job table and submits or cancels jobs.
+Every job runs in its own process, so closing or killing the dashboard leaves them running,
+and reopening it shows them again.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.components.loaders import cache_root
+from dashboard.components.shell import require_shell
+from dashboard.components.widgets import page_header
+from engine.errors import EngineError
+from engine.jobs import (
+    JOB_KINDS,
+    cancel_job,
+    list_jobs,
+    read_log,
+    retry_job,
+    submit_job,
+)
+from engine.jobs.reports import load_report, report_stores, report_tables
+from engine.jobs.specs import field_types
+
+REFRESH_S = 2.0
+LOG_LINES = 40
+
+
+def _field_ui(kind: str, name: str, typ, default):
+    key = f"jobs-{kind}-{name}"
+    label = name.replace("_", " ")
+    if typ is bool:
+        return st.checkbox(label, value=default, key=key)
+    if typ is int:
+        return st.number_input(label, value=int(default), step=1, key=key)
+    if typ is float:
+        return st.number_input(label, value=float(default), format="%g", key=key)
+    if typing.get_origin(typ) is tuple:
+        text = st.text_area(label, value="\n".join(default), key=key,
+                            help="one per line, e.g. 'O,0' (target, source)")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return st.text_input(label, value=str(default), key=key)
+
+
+def _spec_form_ui(kind: str) -> dict | None:
+    """A form with one widget per spec field (the spec's defaults); returns values on submit."""
+    spec_cls = JOB_KINDS[kind].spec
+    defaults = {f.name: f.default for f in spec_cls.__dataclass_fields__.values()}
+    with st.form(f"form-{kind}"):
+        st.caption((spec_cls.__doc__ or "").strip().split("\n\n")[0])
+        columns = st.columns(3)
+        values = {}
+        for n, (name, typ) in enumerate(field_types(spec_cls).items()):
+            with columns[n % 3]:
+                values[name] = _field_ui(kind, name, typ, defaults[name])
+        submitted = st.form_submit_button("Submit job", type="primary")
+    return values if submitted else None
+
+
+def _submit_ui(cache: Path) -> None:
+    kind = st.selectbox("Job kind", list(JOB_KINDS), key="jobs-kind",
+                        format_func=lambda k: f"{JOB_KINDS[k].title} ({k})")
+    values = _spec_form_ui(kind)
+    if values is None:
+        return
+    try:
+        job = submit_job(cache, kind, values)
+    except EngineError as exc:
+        st.error(str(exc))
+        return
+    st.session_state["jobs-select-next"] = job.id
+    st.success(f"Job {job.id} ({kind}) is {job.state}.")
+
+
+def _jobs_frame(jobs) -> pd.DataFrame:
+    now = time.time()
+    return pd.DataFrame([{
+        "id": j.id, "kind": j.kind, "state": j.state, "progress": round(100 * j.progress, 1),
+        "time (s)": None if j.elapsed(now) is None else round(j.elapsed(now), 1),
+        "created": time.strftime("%m-%d %H:%M:%S", time.localtime(j.created)),
+        "message": j.error if j.state in ("failed", "cancelled") else j.message,
+    } for j in jobs])
+
+
+def _job_detail_ui(cache: Path, job) -> None:
+    st.subheader(f"Job {job.id}: {JOB_KINDS[job.kind].title}")
+    st.progress(min(1.0, job.progress), text=" · ".join(t for t in (job.state, job.message) if t))
+    if job.error:
+        (st.warning if job.state == "cancelled" else st.error)(job.error)
+    left, right = st.columns(2)
+    if job.active and left.button("Cancel", key=f"cancel-{job.id}"):
+        cancel_job(cache, job.id)
+        st.rerun()
+    if not job.active and right.button("Retry (resumes checkpoints)", key=f"retry-{job.id}"):
+        st.session_state["jobs-select-next"] = retry_job(cache, job.id).id
+        st.rerun()
+    report = load_report(job.result_path)
+    for title, rows in report_tables(report):
+        st.markdown(f"**{title}**")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    stores = report_stores(report)
+    if stores:
+        st.markdown("New logit stores (open them in the other pages): "
+                    + ", ".join(f"`{s}`" for s in stores))
+    with st.expander("Configuration"):
+        st.json(job.config)
+    st.markdown(f"Log (last {LOG_LINES} lines) · `{job.log_path}`")
+    st.code(read_log(job, LOG_LINES) or "(empty)", language=None)
+
+
+@st.fragment(run_every=REFRESH_S)
+def _jobs_list_ui(cache: Path) -> None:
+    jobs = list_jobs(cache, limit=100)
+    if not jobs:
+        st.info("No jobs yet: submit one above, or with `python -m engine jobs submit KIND`.")
+        return
+    st.dataframe(_jobs_frame(jobs), hide_index=True,
+                 column_config={"progress": st.column_config.ProgressColumn(
+                     "progress", min_value=0, max_value=100, format="%.0f%%")})
+    ids = [j.id for j in jobs]
+    wanted = st.session_state.pop("jobs-select-next", None)  # a job just submitted or retried
+    if wanted in ids or st.session_state.get("jobs-selected") not in ids:
+        running = [j.id for j in jobs if j.state == "running"]
+        st.session_state["jobs-selected"] = wanted if wanted in ids else (running or ids)[0]
+    selected = st.selectbox("Show job", ids, key="jobs-selected",
+                            format_func=lambda i: f"{i} · {next(j for j in jobs if j.id == i).kind}")
+    _job_detail_ui(cache, next(j for j in jobs if j.id == selected))
+
+
+def main() -> None:
+    require_shell()
+    root = Path(cache_root())
+    page_header("Jobs", "Training and extraction runs, each in its own process: they keep "
+                "running when the dashboard is closed, and show up here again when it reopens.")
+    with st.expander("New job", expanded=False):
+        _submit_ui(root)
+    _jobs_list_ui(root)
+
+
+main()

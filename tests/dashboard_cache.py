@@ -1,0 +1,89 @@
+"""A small cache for the dashboard's tests: two synthetic 'models' over glyph-named classes.
+
+Class names follow the glyph dataset's form ("é LATIN SMALL LETTER E WITH ACUTE") so the
+pages draw class images, as they do for the embedded default. The α paths are solved once
+here (within each model and between them), so the pages only read them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+from engine.service import load_or_compute_path, open_pairing
+from engine.store import Cache
+from engine.synthetic import classifier_like_logits
+
+MODEL_A = "syn-cnn"
+MODEL_B = "syn-vit"
+_CHARS = "OoQ0CcDdEeéèêëAaàâäBb8GgIl1|iíSs5Zz2Uuüù"
+_MORE = "FHJKLMNPRTVWXYfhjkmnprtvwxy34679"
+
+
+def glyph_class_names(k: int) -> list[str]:
+    chars = (_CHARS + _MORE)[:k]
+    if len(chars) < k:
+        raise ValueError(f"at most {len(_CHARS + _MORE)} glyph classes here; asked for {k}")
+    return [f"{c} {unicodedata.name(c)}" for c in chars]
+
+
+def build_cache(root: Path, k: int = 60, n: int = 2000) -> Path:
+    """Write two paired stores and their α paths under ``root``; return root."""
+    cache = Cache(root)
+    names = glyph_class_names(k)
+    logits, labels = classifier_like_logits(n, k, rank=k + 20, seed=0)
+    cache.save_store(MODEL_A, logits, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
+    other = logits + 0.6 * np.random.default_rng(1).standard_normal(logits.shape).astype(np.float32)
+    cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
+    for model, source in ((MODEL_A, None), (MODEL_B, None), (MODEL_B, MODEL_A)):
+        load_or_compute_path(cache, open_pairing(cache, model, source))
+    return root
+
+
+def copy_cache(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def shared_cache(base: Path) -> Path:
+    """The test cache, built once per test process (solving the paths takes a few seconds)."""
+    if "root" not in _BUILT:
+        _BUILT["root"] = build_cache(base / "dashboard-cache")
+    return _BUILT["root"]
+
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+def run_page(page: str | None = None, params: dict | None = None, timeout: float = 120):
+    """AppTest of the real entry script (navigation, sidebar), switched to ``pages/<page>.py``.
+
+    The cache is taken from $NDE_CACHE (set it with monkeypatch).
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    if page:
+        at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def iframe_html(at) -> list[str]:
+    """The HTML of every st.iframe on the page."""
+    return [el.proto.srcdoc for el in at.get("iframe")]
+
+
+def metric_values(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def messages(at) -> str:
+    return " | ".join([w.value for w in at.warning] + [i.value for i in at.info] + [e.value for e in at.error])

@@ -1,0 +1,57 @@
+"""AppTest of the Atlas page: the filtered global graph, communities, rankings, search."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dashboard_cache import iframe_html, messages, run_page, shared_cache
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    root = shared_cache(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    return root
+
+
+def _node_count(at) -> int:
+    (html,) = iframe_html(at)
+    return int(html.split('data-nodes="', 1)[1].split('"', 1)[0])
+
+
+def test_atlas_shows_graph_and_tables(cache):
+    at = run_page("atlas")
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Atlas of dependencies"
+    assert _node_count(at) > 5
+    assert {s.value for s in at.subheader} >= {"Communities", "Most depended-on", "Most redundant"}
+    assert len(at.dataframe) == 3 and all(len(d.value) > 0 for d in at.dataframe)
+
+
+def test_atlas_filters_change_the_graph(cache):
+    at = run_page("atlas")
+    before = _node_count(at)
+    depended_before = at.dataframe[1].value.copy()
+    next(s for s in at.slider if s.label == "Targets shown").set_value(2).run()
+    assert not at.exception
+    assert _node_count(at) < before
+    slider = at.select_slider[0]
+    slider.set_value(min(float(o) for o in slider.options)).run()
+    assert not at.exception
+    assert not at.dataframe[1].value.equals(depended_before)
+
+
+def test_atlas_search(cache):
+    at = run_page("atlas", {"q": "LATIN SMALL LETTER E"})
+    assert not at.exception
+    assert at.text_input[0].value == "LATIN SMALL LETTER E"
+    at.text_input[0].set_value("no such glyph").run()
+    assert not at.exception
+    assert "No category matches" in messages(at)
+
+
+def test_atlas_bad_alpha(cache):
+    at = run_page("atlas", {"alpha": "zero"})
+    assert not at.exception
+    assert "positive number" in messages(at)
+    assert _node_count(at) > 0

@@ -1,0 +1,86 @@
+"""AppTest of the Compare page: between-network dependency, shared/different sources, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.store import Cache
+from tests.dashboard_cache import (
+    MODEL_A,
+    MODEL_B,
+    copy_cache,
+    iframe_html,
+    messages,
+    metric_values,
+    run_page,
+    shared_cache,
+)
+
+LINK = {"model": MODEL_B, "source": MODEL_A}
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    root = shared_cache(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    return root
+
+
+def test_compare_shows_between_and_shared(cache):
+    at = run_page("compare", LINK)
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Compare two models"
+    labels = {s.label for s in at.selectbox}
+    assert {"Model B (its targets)", "Model A (the sources)", f"Target category of {MODEL_B}"} <= labels
+    values = metric_values(at)
+    assert {"Abs Err", "Rel Err", "Acc", "Pos Acc", "Shared sources", f"Only in {MODEL_A}"} <= set(values)
+    assert len(iframe_html(at)) == 1
+    assert dict(at.query_params)["source"] == MODEL_A
+
+
+def test_compare_target_and_alpha_change_the_numbers(cache):
+    at = run_page("compare", LINK)
+    before = metric_values(at)
+    target = next(s for s in at.selectbox if s.label.startswith("Target category"))
+    target.set_value(3).run()
+    assert not at.exception
+    after_target = metric_values(at)
+    assert after_target != before
+    slider = at.select_slider[0]
+    slider.set_value(min(float(o) for o in slider.options)).run()
+    assert not at.exception
+    assert metric_values(at) != after_target
+
+
+def test_same_model_twice_asks_for_two(cache):
+    at = run_page("compare", {"model": MODEL_A, "source": MODEL_A})
+    assert not at.exception
+    assert "two different models" in messages(at)
+
+
+def test_unknown_source_in_link_falls_back(cache):
+    at = run_page("compare", {"model": MODEL_B, "source": "nope"})
+    assert not at.exception
+    assert "'nope'" in messages(at)
+    assert "Abs Err" in metric_values(at)
+
+
+def test_stores_of_other_samples_are_refused(tmp_path_factory, tmp_path, monkeypatch):
+    root = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    Cache(root).save_store("other-samples", rng.standard_normal((500, 60)).astype(np.float32),
+                           rng.integers(0, 60, 500))
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    at = run_page("compare", {"model": "other-samples", "source": MODEL_A})
+    assert not at.exception
+    assert "same samples" in " ".join(e.value for e in at.error)
+
+
+def test_one_store_only(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    Cache(tmp_path).save_store("only", rng.standard_normal((200, 10)).astype(np.float32), rng.integers(0, 10, 200))
+    monkeypatch.setenv("NDE_CACHE", str(tmp_path))
+    at = run_page("compare")
+    assert not at.exception
+    assert "two logit stores" in messages(at)

@@ -1,0 +1,101 @@
+"""AppTest of the Explore page: widgets, numbers that follow target and α, URL state, bad links."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.dashboard_cache import (
+    MODEL_A,
+    MODEL_B,
+    iframe_html,
+    messages,
+    metric_values,
+    run_page,
+    shared_cache,
+)
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    root = shared_cache(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    return root
+
+
+def _target(at):
+    return next(s for s in at.selectbox if s.label == "Target category")
+
+
+def test_explore_shows_every_part(cache):
+    at = run_page()
+    assert not at.exception
+    assert at.title[0].value == "Explore a neural dependency"
+    assert _target(at).value == 0
+    assert len(at.select_slider) == 1
+    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "Acc", "Pos Acc"}
+    (html,) = iframe_html(at)
+    assert "new vis.Network" in html and "data:image/png;base64," in html  # glyph images as nodes
+    assert not re.search(r"(src|href)=[\"']https?:", html), "the graph must not load anything remotely"
+    assert len(at.get("vega_lite_chart")) == 2  # Fig. 3 and the α path
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 0
+    assert len(at.get("download_button")) >= 8
+    assert dict(at.query_params)["model"] == MODEL_A
+
+
+def test_alpha_changes_the_numbers(cache):
+    at = run_page()
+    before = metric_values(at)
+    slider = at.select_slider[0]
+    rows_before = len(at.dataframe[0].value)
+    smallest = min(float(o) for o in slider.options)
+    slider.set_value(smallest).run()
+    assert not at.exception
+    assert metric_values(at) != before
+    assert len(at.dataframe[0].value) > rows_before  # smaller α, more sources
+    assert float(dict(at.query_params)["alpha"]) == pytest.approx(smallest, rel=1e-2)
+
+
+def test_target_changes_the_numbers(cache):
+    at = run_page()
+    before = metric_values(at)
+    _target(at).set_value(7).run()
+    assert not at.exception
+    assert metric_values(at) != before
+    assert dict(at.query_params)["target"] == "7"
+
+
+def test_link_restores_the_view(cache):
+    at = run_page(params={"model": MODEL_B, "target": "5", "alpha": "0.3"})
+    assert not at.exception
+    assert not at.warning
+    model = next(s for s in at.selectbox if s.label == "Model")
+    assert model.value == MODEL_B
+    assert _target(at).value == 5
+    assert at.select_slider[0].value == pytest.approx(0.3, rel=0.2)  # the nearest α of the path's grid
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"model": "no-such-store"}, "not in this cache"),
+        ({"target": "9999"}, "out of range"),
+        ({"target": "no such class"}, "No category named"),
+        ({"alpha": "-1"}, "(0, ∞)"),
+        ({"alpha": "abc"}, "positive number"),
+        ({"alpha": "1e9"}, "α_max"),
+    ],
+)
+def test_bad_link_falls_back_with_a_message(cache, params, expected):
+    at = run_page(params=params)
+    assert not at.exception
+    assert expected in messages(at)
+    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "Acc", "Pos Acc"}  # the page still works
+
+
+def test_empty_cache_says_how_to_fill_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDE_CACHE", str(tmp_path / "empty"))
+    at = run_page()
+    assert not at.exception
+    assert "python -m engine demo" in messages(at)
