@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 
 _GROUP = 128  # targets per working-set group (similar sizes together: little padding)
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
 
 
 class ConvergenceWarning(UserWarning):
@@ -63,6 +65,17 @@ class SolverConfig:
     # product took 16 ms against 0.14 ms on one thread when the other core was busy, and
     # MKL's threaded batched Cholesky above 128×128 was 15–70× slower than one thread.
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
+            raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
+        for name in ("max_outer", "max_newton", "max_cd_sweeps", "min_working_set", "chunk", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be an integer >= 1; got {value!r}")
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
 
     def key(self) -> dict:
         """The settings that change the result (device and chunking do not)."""
@@ -436,6 +449,8 @@ def solve_covlasso(
     for a in np.unique(alphas):
         check_alpha(a)
     dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {cfg.device!r} asked for, but no CUDA device is available; use cpu")
     G = torch.as_tensor(design, device=dev)
     coef: list = []  # per chunk: (sources, values, n_targets, counts)
     gaps, objs, iters = np.zeros(T), np.zeros(T), np.zeros(T, dtype=np.int64)

@@ -27,6 +27,7 @@ from engine.store import Cache, LogitStore
 log = logging.getLogger(__name__)
 
 PAPER_ALPHAS = (2.5, 0.25)
+_SOLUTION_ARRAYS = ("offsets", "source", "value", "gap", "n_iter", "converged", "objective")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def solve_dependencies(
     key = {**pairing.key(), "alpha": alpha, "solver": cfg.key()}
     name = cache.derived_key("solution", key)
     with cache.lock(name):
-        hit = cache.load_derived("solution", key)
+        hit = cache.load_derived("solution", key, _SOLUTION_ARRAYS)
         if hit is not None:
             arrays, _ = hit
             return CovLassoResult(
@@ -176,7 +177,7 @@ def load_or_compute_path(
     key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key()}
     name = cache.derived_key("path", key)
     with cache.lock(name):
-        hit = cache.load_derived("path", key)
+        hit = cache.load_derived("path", key, ("offsets", "source", "value", "gaps"))
         if hit is None:
             arrays = _compute_path(gs, grid, cfg)
             cache.save_derived("path", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
