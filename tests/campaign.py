@@ -107,13 +107,13 @@ def op_read_stores(log_path: str, root: str, name: str, until: float, out: str) 
     """A reader: load ``name`` over and over until ``until``; write each content hash seen."""
     _child_setup(log_path)
     from engine.errors import EngineError
-    from engine.store import Cache, sha256_bytes
+    from engine.store import Cache
 
     seen, errors = [], []
     while time.time() < until:
         try:
             store = Cache(root).load_store(name)
-            seen.append(sha256_bytes(store.logits.tobytes() + store.labels.tobytes()))
+            seen.append(content_hash(store.logits, store.labels))
         except EngineError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # anything else is a bug the campaign reports
@@ -148,6 +148,30 @@ def _ppid(proc: Path) -> int | None:
     except OSError:
         return None
     return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
+def op_write_loop(log_path: str, root: str, files: list[str], until: float) -> None:
+    """A busy writer: overwrite store ``w`` with each file in turn, add new stores, solve."""
+    _child_setup(log_path)
+    from engine.importer import import_logits
+    from engine.service import open_pairing, solve_dependencies
+    from engine.store import Cache
+
+    cache, i = Cache(root), 0
+    while time.time() < until:
+        import_logits(cache, Path(files[i % len(files)]), "w", overwrite=True)
+        import_logits(cache, Path(files[i % len(files)]), f"new-{i}")
+        solve_dependencies(cache, open_pairing(cache, "w"), 0.1)
+        i += 1
+    sys.exit(0)
+
+
+def content_hash(logits: np.ndarray, labels: np.ndarray) -> str:
+    """What op_read_stores records for a store: its logits and labels, as stored."""
+    from engine.store import sha256_bytes
+
+    return sha256_bytes(np.ascontiguousarray(logits, np.float32).tobytes() +
+                        np.ascontiguousarray(labels, np.int64).tobytes())
 
 
 # ----------------------------------------------------------------------------- inputs
