@@ -156,6 +156,8 @@ class DependencyPath:
 def default_alpha_grid(amax: np.ndarray, n: int = 24, span: float = 5e-3) -> np.ndarray:
     """Log-spaced α from the largest α_max down to ``span`` times it, plus the paper's α."""
     hi = float(amax.max())
+    if not hi > 0:  # all-zero logits: every coefficient is zero at every α; any grid shows that
+        hi = 1.0
     grid = np.geomspace(hi, hi * span, n)
     extra = [a for a in PAPER_ALPHAS if hi * span < a < hi]
     return np.unique(np.concatenate([grid, extra]))[::-1]
