@@ -7,6 +7,7 @@ the inputs (store contents, α, solver settings), so asking again costs a file r
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -223,6 +224,19 @@ def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str,
 # ----------------------------------------------------------------------------- reports
 
 
+_INDEX_RE = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def parse_index(text: str) -> int | None:
+    """An integer written with ASCII digits (``"12"``, ``"-1"``), else None.
+
+    ``str.isdigit`` is not the test: it accepts "²" and "١٢", which ``int`` then refuses
+    or reads as another number; such text is a (non-existent) class name instead.
+    """
+    text = str(text).strip()
+    return int(text) if _INDEX_RE.match(text) else None
+
+
 def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[int]:
     """Targets given as indices or exact class names (the CLI accepts both)."""
     if not targets:
@@ -231,8 +245,8 @@ def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[
     out = []
     for t in targets:
         text = str(t)
-        if text.lstrip("-").isdigit():
-            i = int(text)
+        i = parse_index(text)
+        if i is not None:
             if not 0 <= i < store.k:
                 raise NotFoundError(
                     f"target {i} is out of range: store {store.name!r} has categories 0..{store.k - 1}"
