@@ -338,3 +338,47 @@ def test_the_payloads_are_live(tmp_path):
     canary.unlink()
     np.load(files["object .npy"], allow_pickle=True)
     assert canary.exists()
+
+
+HOSTILE_NAMES = ["</script><script>document.title='pwned'</script>", "<img src=x onerror=alert(1)>",
+                 "{{ 7*7 }} {% raw %}", "javascript:alert(1)", "\u202egnp.exe", "a\nb", "<!--", "x" * 500]
+
+
+def test_class_names_from_an_imported_file_cannot_inject_markup(tmp_path, monkeypatch):
+    """Class names are data from whoever made the file: the graphs, the formula and the tables
+    show them as text (the graph's script blocks are exactly the template's own)."""
+    from engine.service import load_or_compute_path, open_pairing
+    from engine.synthetic import classifier_like_logits
+    from tests.dashboard_cache import iframe_html, run_page
+
+    k = len(HOSTILE_NAMES)
+    F, y = classifier_like_logits(400, k, rank=4, seed=0)
+    cache = Cache(tmp_path / "cache")
+    cache.save_store("hostile", F, y, HOSTILE_NAMES)
+    load_or_compute_path(cache, open_pairing(cache, "hostile"))
+    monkeypatch.setenv("NDE_CACHE", str(cache.root))
+    at = run_page(params={"target": "0", "alpha": "0.05"})
+    assert not at.exception
+    (html,) = iframe_html(at)
+    tags = _start_tags(html)
+    assert tags.count("script") == 2, tags  # vis-network's and ours: no name opened another
+    assert "img" not in tags  # nor any other element
+    formula = [m.value for m in at.markdown if "nde-formula" in m.value]
+    assert formula and "<script>" not in formula[0] and "&lt;" in formula[0]
+
+
+def _start_tags(html: str) -> list[str]:
+    """The elements a browser's parser would create (script content is text to it)."""
+    from html.parser import HTMLParser
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+    parser = Tags()
+    parser.feed(html)
+    return parser.tags
