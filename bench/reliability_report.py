@@ -56,6 +56,7 @@ def _catalogue(work: Path) -> list[tuple[str, object]]:
     from tests.test_store import BAD_ARRAYS
     from tests.test_untrusted import ESCAPES, _malicious_files, _zip_bomb
 
+    work.mkdir(parents=True, exist_ok=True)
     cache = Cache(work / "catalogue-cache")
     cases: list[tuple[str, object]] = []
     for name, (logits, labels, names, _) in BAD_ARRAYS.items():

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except EngineError as exc:  # one line, whatever a library put into the message
+        print("error: " + " ".join(part.strip() for part in str(exc).splitlines() if part.strip()),
+              file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the user named: missing, unwritable, disk full
         where = f": {exc.filename}" if exc.filename else ""
