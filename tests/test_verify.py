@@ -184,3 +184,18 @@ def test_a_partially_copied_cache_is_caught_file_by_file(pristine, tmp_path, cap
         owners = {rel} | {str(m.relative_to(copy.root)) for m in copy.root.glob("*/*.json")
                           if p.suffix == ".safetensors" and p.stem in m.read_text(errors="replace")}
         assert flagged & owners, f"{rel} was truncated but not reported"
+
+
+def test_damage_is_reported_in_the_dashboard_too(cache, monkeypatch):
+    """A damaged store is moved aside when the Data page lists the stores: the page says so."""
+    from tests.dashboard_cache import messages, run_page
+
+    manifest = cache.stores_dir / "b.json"
+    manifest.write_text(manifest.read_text().replace('"b"', '"B"', 1))
+    monkeypatch.setenv("NDE_CACHE", str(cache.root))
+    at = run_page("data")
+    assert not at.exception
+    assert "moved to" in messages(at) and "verify" in messages(at)
+    assert list(at.dataframe[0].value["name"]) == ["a"]
+    at = run_page(params={"model": "b"})  # a link to the damaged store falls back, with a message
+    assert not at.exception and "not in this cache" in messages(at)
