@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -34,8 +35,8 @@ def _npy_header(handle, what: str) -> tuple[tuple[int, ...], np.dtype]:
         version = fmt.read_magic(handle)
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _fortran, dtype = read(handle, max_header_size=100_000)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-        raise InvalidInputError(f"{what}: not a NumPy array file ({exc})") from None
+    except Exception as exc:  # NumPy parses the header as Python source: it can raise anything
+        raise InvalidInputError(f"{what}: not a NumPy array file ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject:
         raise InvalidInputError(
             f"{what}: holds Python objects (dtype {dtype}); reading it would need pickle, which "
@@ -100,7 +101,8 @@ def _np_load(path: Path):
             f"{path.name}: not plain numeric arrays (reading it would need pickle, which is "
             "never loaded); save it with np.savez(file, logits=..., labels=...)"
         ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
+            SyntaxError, tokenize.TokenError) as exc:
         raise InvalidInputError(f"{path.name}: not a readable NumPy file ({exc})") from exc
 
 

@@ -424,3 +424,15 @@ def test_targets_written_with_non_ascii_digits_are_names_not_a_crash(cache, caps
     code = main(["--cache", str(cache.root), "dependencies", "--model", "a", "--alpha", "0.1",
                  "--target", "²", "--json", "-"])
     assert code == 2 and "no category named '²'" in capsys.readouterr().err
+
+
+def test_a_npy_header_cut_mid_expression_is_refused(cache, tmp_path):
+    """Found by fuzzing the import: NumPy parses the header as Python and raised TokenError."""
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((3, 2), np.float32))
+    raw = bytearray(buf.getvalue())
+    raw[raw.index(b")")] = ord(" ")  # "'shape': (3, 2 }": an unterminated expression
+    (tmp_path / "cut_logits.npy").write_bytes(bytes(raw))
+    np.save(tmp_path / "cut_labels.npy", np.zeros(3, np.int64))
+    with pytest.raises(EngineError, match="not a NumPy array file"):
+        import_logits(cache, tmp_path / "cut_logits.npy", "x")
