@@ -103,14 +103,15 @@ def op_job(log_path: str, root: str, job_id: int) -> None:
     sys.exit(run_job(root, job_id))
 
 
-def op_read_stores(log_path: str, root: str, name: str, until: float, out: str) -> None:
-    """A reader: load ``name`` over and over until ``until``; write each content hash seen."""
+def op_read_stores(log_path: str, root: str, name: str, stop: str, out: str) -> None:
+    """A reader: load ``name`` over and over until the file ``stop`` exists; write each
+    content hash seen (and every error) to ``out``."""
     _child_setup(log_path)
     from engine.errors import EngineError
     from engine.store import Cache
 
     seen, errors = [], []
-    while time.time() < until:
+    while not os.path.exists(stop):
         try:
             store = Cache(root).load_store(name)
             seen.append(content_hash(store.logits, store.labels))
