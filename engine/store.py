@@ -63,6 +63,20 @@ def check_store_name(name: str) -> str:
     return name
 
 
+def _non_finite(logits: np.ndarray, block: int = 1 << 22) -> tuple[int, tuple[int, int]] | None:
+    """(count, first position) of NaN/Inf values, or None; by row blocks (no N×K mask at once)."""
+    rows = max(1, block // max(logits.shape[1], 1))
+    count, first = 0, None
+    for start in range(0, logits.shape[0], rows):
+        finite = np.isfinite(logits[start : start + rows])
+        if not finite.all():
+            count += int((~finite).sum())
+            if first is None:
+                r, c = np.argwhere(~finite)[0]
+                first = (start + int(r), int(c))
+    return None if first is None else (count, first)
+
+
 def check_logit_arrays(
     logits: Any, labels: Any, class_names: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -85,12 +99,12 @@ def check_logit_arrays(
         raise InvalidInputError(
             f"logits must hold at least 1 sample and 2 categories; got shape {logits.shape}"
         )
-    finite = np.isfinite(logits)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
+    bad = _non_finite(logits)
+    if bad is not None:
+        count, (row, col) = bad
         raise InvalidInputError(
-            f"logits contain {int((~finite).sum())} NaN/Inf values (first at sample {bad[0]}, "
-            f"category {bad[1]}); recompute them or drop those samples before importing"
+            f"logits contain {count} NaN/Inf values (first at sample {row}, "
+            f"category {col}); recompute them or drop those samples before importing"
         )
     if labels.ndim != 1:
         raise InvalidInputError(f"labels must be a 1-D array of N integers; got shape {labels.shape}")

@@ -40,7 +40,7 @@ from engine.importer import import_logits
 from engine.store import Cache
 from tests.dashboard_cache import MODEL_A, MODEL_B, run_page, shared_cache
 
-DEFAULT_EXAMPLES = {"import": 60, "cli": 40, "pages": 3}  # pages: per page
+DEFAULT_EXAMPLES = {"import": 60, "cli": 40, "pages": 2}  # pages: per page
 SLOW_EXAMPLES = {"import": 1000, "cli": 400, "pages": 40}
 PAGES = ("explore", "compare", "atlas", "theory", "data", "jobs")
 

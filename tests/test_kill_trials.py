@@ -18,7 +18,7 @@ from engine.importer import import_logits
 from engine.store import Cache
 from tests.campaign import KINDS, Bench, cache_state, kill_campaign, torn_reasons
 
-DEFAULT_TRIALS = 3
+DEFAULT_TRIALS = 2
 SLOW_TRIALS = 100
 
 
