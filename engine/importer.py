@@ -45,6 +45,14 @@ def _npy_header(handle, what: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
+def _is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, which raises BadZipFile itself on some damaged archives."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
+
+
 def _check_declared_sizes(path: Path, max_bytes: int) -> None:
     """Refuse files whose arrays would unpack beyond ``max_bytes`` or beyond their own data
     (a compressed "zip bomb", or a header that promises more than the file holds), before
@@ -61,7 +69,7 @@ def _check_declared_sizes(path: Path, max_bytes: int) -> None:
                 f"({_gib(need)}) but only {_gib(data)} of data follow"
             )
         return
-    if suffix not in (".npz", ".pt", ".pth") or not zipfile.is_zipfile(path):
+    if suffix not in (".npz", ".pt", ".pth") or not _is_zip(path):
         return
     try:
         with zipfile.ZipFile(path) as archive:
@@ -210,7 +218,7 @@ def read_logits_file(
 def _read_logits_file(path: Path, labels_path, class_names_path, max_bytes: int):
     path = _checked_file(path, "logits file", max_bytes)
     suffix = path.suffix.lower()
-    if suffix == ".npz" and not zipfile.is_zipfile(path):
+    if suffix == ".npz" and not _is_zip(path):
         raise InvalidInputError(f"{path.name}: not an .npz archive (np.savez(file, logits=..., labels=...))")
     if suffix == ".npz":
         logits, labels, names = _from_mapping(_np_load(path), path)

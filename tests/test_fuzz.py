@@ -436,3 +436,20 @@ def test_a_npy_header_cut_mid_expression_is_refused(cache, tmp_path):
     np.save(tmp_path / "cut_labels.npy", np.zeros(3, np.int64))
     with pytest.raises(EngineError, match="not a NumPy array file"):
         import_logits(cache, tmp_path / "cut_logits.npy", "x")
+
+
+def test_an_archive_with_a_damaged_directory_is_refused(cache, tmp_path):
+    """Found by fuzzing the import: zipfile.is_zipfile itself raised BadZipFile ("zipfiles that
+    span multiple disks") for a .pt whose end-of-archive record had one changed byte."""
+    path = tmp_path / "x.pt"
+    torch.save({"logits": torch.zeros(5, 3), "labels": torch.zeros(5, dtype=torch.long)}, path)
+    raw = bytearray(path.read_bytes())
+    locator = raw.rindex(b"PK\x06\x07")  # torch writes zip64: the locator's disk count is at +16
+    raw[locator + 16] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(EngineError):
+        import_logits(cache, path, "x")
+    npz = tmp_path / "x.npz"
+    npz.write_bytes(bytes(raw))
+    with pytest.raises(EngineError):
+        import_logits(cache, npz, "y")
