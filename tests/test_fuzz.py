@@ -453,3 +453,12 @@ def test_an_archive_with_a_damaged_directory_is_refused(cache, tmp_path):
     npz.write_bytes(bytes(raw))
     with pytest.raises(EngineError):
         import_logits(cache, npz, "y")
+
+
+def test_a_value_with_a_line_break_still_gives_a_one_line_error(tmp_path, capsys):
+    """Found by fuzzing the CLI: argparse put a typed newline into its message verbatim."""
+    with pytest.raises(SystemExit) as info:
+        main(["--cache", str(tmp_path), "stores", "--no-such", "a\nb"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "a\\nb" in err
