@@ -178,7 +178,10 @@ def redundancy(gram: np.ndarray, rcond: float = 1e-13) -> tuple[np.ndarray, floa
     kept = lam > floor
     inv_diag = (u[:, kept] ** 2 / lam[kept]).sum(1)
     null_weight = (u[:, ~kept] ** 2).sum(1)
-    r = np.where(null_weight > 1e-6, 0.0, 1.0 / inv_diag)
+    with np.errstate(divide="ignore"):  # inv_diag = 0 only where null_weight decides anyway
+        r = np.where(null_weight > 1e-6, 0.0, 1.0 / inv_diag)
+    if not kept.any():  # all-zero logits: every category is "predicted exactly" by zero
+        return np.zeros(len(c)), 0.0
     precision = float(np.finfo(np.float64).eps * lam.max() / lam[kept].min())
     return np.clip(r, 0.0, 1.0), precision
 

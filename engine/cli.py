@@ -25,8 +25,21 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like the engine's (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def one_line(message: str) -> str:
+    """A message on one line: line breaks (a value typed with a newline, a library's long
+    explanation) become visible escapes."""
+    return str(message).strip().replace("\r", "\\r").replace("\n", "\\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m engine",
         description="Neural Dependency Explorer: logits -> Gram -> CovLasso dependencies.",
     )
@@ -49,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except EngineError as exc:  # one line, whatever a library or a value put into the message
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the user named: missing, unwritable, disk full
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {one_line(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 
 _GROUP = 128  # targets per working-set group (similar sizes together: little padding)
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
 
 
 class ConvergenceWarning(UserWarning):
@@ -63,6 +65,17 @@ class SolverConfig:
     # product took 16 ms against 0.14 ms on one thread when the other core was busy, and
     # MKL's threaded batched Cholesky above 128×128 was 15–70× slower than one thread.
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
+            raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
+        for name in ("max_outer", "max_newton", "max_cd_sweeps", "min_working_set", "chunk", "threads"):
+            value, low = getattr(self, name), 0 if name == "max_cd_sweeps" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
 
     def key(self) -> dict:
         """The settings that change the result (device and chunking do not)."""
@@ -152,6 +165,22 @@ def _check_problem(design, rhs, target_sq, within):
     if (np.diag(design) < 0).any() or (target_sq < 0).any():
         raise InvalidInputError("a Gram diagonal is negative: these are not Gram matrices")
     return design, rhs, target_sq
+
+
+# Below this fraction of the largest E[f²], α drowns in the float64 rounding of the Gram's
+# products (≈ 1e-16 of it): no solution could be told apart from another, nor certified.
+RESOLUTION = 1e-11
+
+
+def _check_resolution(alphas: np.ndarray, design: np.ndarray, target_sq: np.ndarray) -> None:
+    scale = max(float(np.max(np.diag(design), initial=0.0)), float(np.max(target_sq, initial=0.0)))
+    floor = RESOLUTION * scale
+    if float(alphas.min()) < floor:
+        raise InvalidInputError(
+            f"alpha = {float(alphas.min()):.3g} is below the numerical resolution of these logits "
+            f"(largest E[f²] = {scale:.3g}): in float64 any α under {floor:.3g} is the same as 0. "
+            f"Use α ≥ {floor:.3g}, or rescale the logits (divide them by a constant s and α by s²)"
+        )
 
 
 def alpha_max(design, rhs, within: bool, chunk: int = 2048) -> np.ndarray:
@@ -254,11 +283,18 @@ def _newton(H, bW, theta, alpha, max_steps):
 
 
 def _coordinate_descent(H, bW, theta, alpha, sweeps):
-    """Cyclic coordinate descent on (B, w, w) subproblems, all batched; always converges."""
+    """Cyclic coordinate descent on (B, w, w) subproblems, all batched; always converges.
+
+    Returns (θ, settled): ``settled`` marks the rows whose last sweep moved no coefficient
+    by more than 1e-12 (relative). Those are minimisers even where H is singular
+    (duplicated categories, fewer samples than categories), where the exact active-set
+    step cannot succeed.
+    """
     d = torch.diagonal(H, dim1=1, dim2=2).clamp(min=1e-300)
     c = bW - torch.bmm(H, theta[:, :, None])[:, :, 0]
     w = bW.shape[1]
     theta = theta.clone()
+    settled = torch.zeros(len(alpha), dtype=torch.bool, device=H.device)
     for _ in range(sweeps):
         biggest = torch.zeros_like(alpha)
         for k in range(w):
@@ -269,27 +305,31 @@ def _coordinate_descent(H, bW, theta, alpha, sweeps):
                 theta[:, k] = new
                 c -= delta[:, None] * H[:, :, k]
                 biggest = torch.maximum(biggest, delta.abs())
-        if bool((biggest <= 1e-12 * (1 + theta.abs().amax(1))).all()):
+        settled = biggest <= 1e-12 * (1 + theta.abs().amax(1))
+        if bool(settled.all()):
             break
-    return theta
+    return theta, settled
 
 
 def _solve_working_set(H, bW, theta, alpha, alpha_from, cfg: SolverConfig):
     """Exact solutions of the working-set subproblems, warm-started at θ.
 
     Active-set Newton first; the rare rows where it cycles get coordinate descent, which
-    always converges, in bursts of 10 sweeps each followed by the exact Newton polish.
+    always converges, in bursts of 10 sweeps each followed by the exact Newton polish. A row
+    whose coordinate descent has settled is done even if the polish fails: with a singular
+    H (duplicated categories) the exact step cannot succeed, and waiting for it cost the
+    whole sweep budget (measured: 2 s for six categories, three of them duplicates).
     """
     theta, solved = _newton(H, bW, theta, alpha, cfg.max_newton)
     sweeps = 0
     while not bool(solved.all()) and sweeps < cfg.max_cd_sweeps:
         rest = torch.nonzero(~solved)[:, 0]
         log.debug("active-set steps cycled for %d targets; coordinate descent", len(rest))
-        th = _coordinate_descent(H[rest], bW[rest], theta[rest], alpha[rest], 10)
+        th, settled = _coordinate_descent(H[rest], bW[rest], theta[rest], alpha[rest], 10)
         sweeps += 10
-        th, ok = _newton(H[rest], bW[rest], th, alpha[rest], 2)
-        theta[rest] = th
-        solved[rest] = ok
+        polished, ok = _newton(H[rest], bW[rest], th, alpha[rest], 2)
+        theta[rest] = torch.where(ok[:, None], polished, th)
+        solved[rest] = ok | settled
     return theta
 
 
@@ -435,7 +475,10 @@ def solve_covlasso(
     alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (T,)).copy()
     for a in np.unique(alphas):
         check_alpha(a)
+    _check_resolution(alphas, design, target_sq)
     dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {cfg.device!r} asked for, but no CUDA device is available; use cpu")
     G = torch.as_tensor(design, device=dev)
     coef: list = []  # per chunk: (sources, values, n_targets, counts)
     gaps, objs, iters = np.zeros(T), np.zeros(T), np.zeros(T, dtype=np.int64)

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Subset
 from engine.atomic import canonical_json, commit, sha256_bytes, temp_file, write_json_atomic
 from engine.data import ImageDataset, collate_skipping
 from engine.errors import EngineError, InvalidInputError
-from engine.gram import GramAccumulator, GramSet, gram_config, save_gramset
+from engine.gram import GramAccumulator, GramSet, gram_config, load_or_compute_gramset, save_gramset
 from engine.models import LoadedModel
 from engine.store import Cache, LogitStore, check_store_name
 
@@ -237,7 +237,22 @@ def default_workers(dataset: ImageDataset) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def extract_logits(
+def extract_logits(cache: Cache, loaded: LoadedModel, dataset: ImageDataset, name: str, **options):
+    """Compute and store the logits of ``loaded.model`` on ``dataset``; see the module doc and
+    :func:`_extract_logits` for the options.
+
+    Two processes extracting the same store at once do not interleave: the second waits for
+    the first (a lock per store name) and then finds the store done. Under torchrun the ranks
+    share the work by design and take no lock.
+    """
+    check_store_name(name)
+    if _dist_info()[1] > 1:
+        return _extract_logits(cache, loaded, dataset, name, **options)
+    with cache.lock(f"extract-{name}"):
+        return _extract_logits(cache, loaded, dataset, name, **options)
+
+
+def _extract_logits(
     cache: Cache,
     loaded: LoadedModel,
     dataset: ImageDataset,
@@ -283,7 +298,9 @@ def extract_logits(
         transform=repr(file_tf or tensor_tf), precision=prec, chunk_size=chunk_size,
     )
     existing = _existing_store(cache, name, config, overwrite)
-    if existing is not None:
+    if existing is not None:  # a run killed after writing the store left its chunks, or no Gram
+        shutil.rmtree(cache.root / "partial" / config.key(), ignore_errors=True)
+        load_or_compute_gramset(cache, existing)
         return existing, ExtractStats(name, existing.n, existing.k,
                                       existing.manifest["dataset_info"]["n_skipped"], 0, 0, 0.0, 0.0, True)
     folder = cache.root / "partial" / config.key()

@@ -139,7 +139,7 @@ def load_or_compute_gramset(
     config = gram_config(source, target)
     key = cache.derived_key("gram", config)
     with cache.lock(key):
-        hit = cache.load_derived("gram", config)
+        hit = cache.load_derived("gram", config, ("design", "target_sq") + (() if config["target"] is None else ("rhs",)))
         if hit is None:
             gs = compute_gramset(source, target, device=device)
             save_gramset(cache, config, gs)

@@ -8,18 +8,90 @@ from __future__ import annotations
 
 import json
 import logging
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import InvalidInputError
-from engine.store import Cache, LogitStore
+from engine.store import Cache, LogitStore, check_store_name
 
 log = logging.getLogger(__name__)
 
-MAX_IMPORT_BYTES = 8 << 30  # 8 GiB: larger files are refused rather than half-read
+MAX_IMPORT_BYTES = 8 << 30  # 8 GiB: larger files (or archives that unpack larger) are refused
 SUFFIXES = (".npz", ".npy", ".safetensors", ".pt", ".pth")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def _npy_header(handle, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an .npy header, read without reading (or allocating) the data."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(handle)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, dtype = read(handle, max_header_size=100_000)
+    except Exception as exc:  # NumPy parses the header as Python source: it can raise anything
+        raise InvalidInputError(f"{what}: not a NumPy array file ({type(exc).__name__}: {exc})") from None
+    if dtype.hasobject:
+        raise InvalidInputError(
+            f"{what}: holds Python objects (dtype {dtype}); reading it would need pickle, which "
+            "is never loaded. Save plain numbers with np.savez(file, logits=..., labels=...)"
+        )
+    return tuple(shape), dtype
+
+
+def _is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, which raises BadZipFile itself on some damaged archives."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
+
+
+def _check_declared_sizes(path: Path, max_bytes: int) -> None:
+    """Refuse files whose arrays would unpack beyond ``max_bytes`` or beyond their own data
+    (a compressed "zip bomb", or a header that promises more than the file holds), before
+    anything is allocated."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with open(path, "rb") as handle:
+            shape, dtype = _npy_header(handle, path.name)
+            data = path.stat().st_size - handle.tell()
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if need > data:
+            raise InvalidInputError(
+                f"{path.name}: truncated or damaged: its header promises an array of shape {shape} "
+                f"({_gib(need)}) but only {_gib(data)} of data follow"
+            )
+        return
+    if suffix not in (".npz", ".pt", ".pth") or not _is_zip(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > max_bytes:
+                raise InvalidInputError(
+                    f"{path.name}: unpacks to {_gib(total)}, over the {_gib(max_bytes)} limit for "
+                    "one import; import fewer samples at a time"
+                )
+            if suffix == ".npz":
+                for m in members:
+                    if m.filename.endswith(".npy"):
+                        with archive.open(m) as handle:
+                            shape, dtype = _npy_header(handle, f"{path.name}:{m.filename}")
+                        if int(np.prod(shape, dtype=object)) * dtype.itemsize > m.file_size:
+                            raise InvalidInputError(
+                                f"{path.name}: array {m.filename[:-4]!r} claims shape {shape}, more "
+                                "data than the archive holds (damaged or forged)"
+                            )
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
+        raise InvalidInputError(f"{path.name}: damaged archive ({exc})") from None
 
 
 def _np_load(path: Path):
@@ -31,19 +103,23 @@ def _np_load(path: Path):
                 return {k: loaded[k] for k in loaded.files}
         return loaded
     except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise InvalidInputError(f"{path.name}: damaged NumPy file ({exc})") from exc
         raise InvalidInputError(
             f"{path.name}: not plain numeric arrays (reading it would need pickle, which is "
             "never loaded); save it with np.savez(file, logits=..., labels=...)"
         ) from exc
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
+            SyntaxError, tokenize.TokenError) as exc:
         raise InvalidInputError(f"{path.name}: not a readable NumPy file ({exc})") from exc
 
 
 def _from_mapping(mapping, path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     keys = list(mapping.keys())
     if "logits" not in keys:
+        found = ", ".join(repr(k) for k in keys[:20]) or "nothing"
         raise InvalidInputError(
-            f"{path.name}: no array named 'logits' (found: {', '.join(keys) or 'nothing'}); "
+            f"{path.name}: no array named 'logits' (found: {found}); "
             "save it as logits=(N, K) and labels=(N,)"
         )
     logits = np.asarray(mapping["logits"])
@@ -51,10 +127,26 @@ def _from_mapping(mapping, path: Path) -> tuple[np.ndarray, np.ndarray | None, l
     names = None
     if "class_names" in keys:
         raw = np.asarray(mapping["class_names"])
-        if raw.dtype.kind not in "US":
-            raise InvalidInputError(f"{path.name}: class_names must be an array of strings; got {raw.dtype}")
-        names = [str(x) for x in raw.tolist()]
+        if raw.dtype.kind not in "US" or raw.ndim != 1:
+            raise InvalidInputError(
+                f"{path.name}: class_names must be a 1-D array of strings; got {raw.dtype} {raw.shape}"
+            )
+        names = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in raw.tolist()]
     return logits, labels, names
+
+
+def _to_numpy(value, what: str) -> np.ndarray:
+    """A torch tensor as a NumPy array (bfloat16, which NumPy lacks, becomes float32)."""
+    import torch
+
+    if value.layout != torch.strided or value.is_quantized:
+        raise InvalidInputError(f"{what}: a {value.layout} / quantized tensor; save a plain dense tensor")
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    try:
+        return value.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise InvalidInputError(f"{what}: tensor of dtype {value.dtype} cannot be read ({exc})") from None
 
 
 def _read_pt(path: Path):
@@ -72,26 +164,61 @@ def _read_pt(path: Path):
     conv = {}
     for k, v in obj.items():
         if isinstance(v, torch.Tensor):
-            conv[k] = v.numpy()
-        elif isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+            conv[k] = _to_numpy(v, f"{path.name}: {k!r}")
+        elif isinstance(v, list | tuple) and v and all(isinstance(x, str) for x in v):
             conv[k] = np.asarray(v, dtype=str)
     return conv
 
 
-def read_logits_file(
-    path: Path, labels_path: Path | None = None, class_names_path: Path | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """Read (logits, labels, class names or None) from a file; raise with a reason if not logits."""
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path.name}: not a readable safetensors file ({exc})") from None
+    except TypeError:  # a dtype NumPy lacks (bfloat16): read the tensors with torch instead
+        from safetensors.torch import load_file as load_torch
+
+        return {k: _to_numpy(v, f"{path.name}: {k!r}") for k, v in load_torch(str(path)).items()}
+
+
+def _checked_file(path: Path, what: str, max_bytes: int) -> Path:
+    """An existing, non-empty regular file within the size limit (declared sizes included)."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"no such file: {path}")
+        raise InvalidInputError(f"{what} not found (no such file): {path}")
     size = path.stat().st_size
     if size == 0:
         raise InvalidInputError(f"{path.name}: the file is empty")
-    if size > MAX_IMPORT_BYTES:
-        raise InvalidInputError(f"{path.name}: {size / 2**30:.1f} GiB exceeds the 8 GiB import limit")
+    if size > max_bytes:
+        raise InvalidInputError(f"{path.name}: {_gib(size)} exceeds the {_gib(max_bytes)} import limit")
+    _check_declared_sizes(path, max_bytes)
+    return path
+
+
+def read_logits_file(
+    path: Path, labels_path: Path | None = None, class_names_path: Path | None = None,
+    *, max_bytes: int = MAX_IMPORT_BYTES,
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Read (logits, labels, class names or None) from a file; raise with a reason if not logits.
+
+    Files larger than ``max_bytes``, or whose arrays would unpack larger, are refused before
+    they are read. Any file that cannot be read raises :class:`InvalidInputError`.
+    """
+    try:
+        return _read_logits_file(Path(path), labels_path, class_names_path, max_bytes)
+    except PermissionError as exc:
+        raise InvalidInputError(f"{exc.filename}: permission denied; make the file readable") from None
+    except IsADirectoryError as exc:
+        raise InvalidInputError(f"{exc.filename}: is a folder, not a file") from None
+
+
+def _read_logits_file(path: Path, labels_path, class_names_path, max_bytes: int):
+    path = _checked_file(path, "logits file", max_bytes)
     suffix = path.suffix.lower()
-    if suffix == ".npz" and not zipfile.is_zipfile(path):
+    if suffix == ".npz" and not _is_zip(path):
         raise InvalidInputError(f"{path.name}: not an .npz archive (np.savez(file, logits=..., labels=...))")
     if suffix == ".npz":
         logits, labels, names = _from_mapping(_np_load(path), path)
@@ -99,14 +226,7 @@ def read_logits_file(
         logits, labels, names = _np_load(path), None, None
         labels_path = labels_path or _sibling_labels(path)
     elif suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        try:
-            logits, labels, names = _from_mapping(load_file(str(path)), path)
-        except InvalidInputError:
-            raise
-        except Exception as exc:
-            raise InvalidInputError(f"{path.name}: not a readable safetensors file ({exc})") from exc
+        logits, labels, names = _from_mapping(_read_safetensors(path), path)
     elif suffix in (".pt", ".pth"):
         logits, labels, names = _from_mapping(_read_pt(path), path)
     else:
@@ -114,9 +234,10 @@ def read_logits_file(
             f"{path.name}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}"
         )
     if labels_path is not None:
-        labels = _np_load(Path(labels_path)) if Path(labels_path).is_file() else None
-        if labels is None:
-            raise InvalidInputError(f"labels file not found: {labels_path}")
+        labels_file = _checked_file(Path(labels_path), "labels file", max_bytes)
+        if labels_file.suffix.lower() != ".npy":
+            raise InvalidInputError(f"{labels_file.name}: labels must be a .npy file of N integers")
+        labels = _np_load(labels_file)
     if labels is None:
         raise InvalidInputError(
             f"{path.name}: no labels found; add an array 'labels' (N,) or pass --labels FILE.npy"
@@ -136,11 +257,19 @@ def _sibling_labels(path: Path) -> Path | None:
 def _read_class_names(path: Path) -> list[str]:
     if not path.is_file():
         raise InvalidInputError(f"class names file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > 64 << 20:
+        raise InvalidInputError(f"{path.name}: over 64 MiB; a class names file is one short line per class")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path.name}: class names must be UTF-8 text ({exc})") from None
     if path.suffix.lower() == ".json":
-        names = json.loads(text)
-        if not isinstance(names, list):
-            raise InvalidInputError(f"{path.name}: expected a JSON list of class names")
+        try:
+            names = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidInputError(f"{path.name}: not valid JSON ({exc})") from None
+        if not isinstance(names, list) or not all(isinstance(n, str | int | float) for n in names):
+            raise InvalidInputError(f"{path.name}: expected a JSON list of class names (strings)")
         return [str(n) for n in names]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -154,7 +283,10 @@ def import_logits(
     class_names_path: Path | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    max_bytes: int = MAX_IMPORT_BYTES,
 ) -> LogitStore:
-    logits, labels, names = read_logits_file(Path(path), labels_path, class_names_path)
+    """Read a logits file (see :func:`read_logits_file`) and save it as store ``name``."""
+    check_store_name(name)  # before reading a large file, not after
+    logits, labels, names = read_logits_file(Path(path), labels_path, class_names_path, max_bytes=max_bytes)
     meta = {"model": {"name": name, "source": "import"}, "imported_from": Path(path).name}
     return cache.save_store(name, logits, labels, names, meta=meta, dtype=dtype, overwrite=overwrite)

@@ -189,8 +189,9 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     except InvalidInputError:
         raise
     except Exception as exc:
+        first = str(exc).strip().split("\n", 1)[0][:300]  # torch's messages run to many lines
         raise InvalidInputError(
-            f"checkpoint {path.name!r} could not be read ({type(exc).__name__}: {exc}). "
+            f"checkpoint {path.name!r} could not be read ({type(exc).__name__}: {first}). "
             "Only tensors are loaded (weights_only=True): save it with "
             "`torch.save(model.state_dict(), path)` or as .safetensors"
         ) from exc

@@ -7,6 +7,7 @@ the inputs (store contents, α, solver settings), so asking again costs a file r
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,6 +28,7 @@ from engine.store import Cache, LogitStore
 log = logging.getLogger(__name__)
 
 PAPER_ALPHAS = (2.5, 0.25)
+_SOLUTION_ARRAYS = ("offsets", "source", "value", "gap", "n_iter", "converged", "objective")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def solve_dependencies(
     key = {**pairing.key(), "alpha": alpha, "solver": cfg.key()}
     name = cache.derived_key("solution", key)
     with cache.lock(name):
-        hit = cache.load_derived("solution", key)
+        hit = cache.load_derived("solution", key, _SOLUTION_ARRAYS)
         if hit is not None:
             arrays, _ = hit
             return CovLassoResult(
@@ -155,6 +157,8 @@ class DependencyPath:
 def default_alpha_grid(amax: np.ndarray, n: int = 24, span: float = 5e-3) -> np.ndarray:
     """Log-spaced α from the largest α_max down to ``span`` times it, plus the paper's α."""
     hi = float(amax.max())
+    if not hi > 0:  # all-zero logits: every coefficient is zero at every α; any grid shows that
+        hi = 1.0
     grid = np.geomspace(hi, hi * span, n)
     extra = [a for a in PAPER_ALPHAS if hi * span < a < hi]
     return np.unique(np.concatenate([grid, extra]))[::-1]
@@ -176,7 +180,7 @@ def load_or_compute_path(
     key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key()}
     name = cache.derived_key("path", key)
     with cache.lock(name):
-        hit = cache.load_derived("path", key)
+        hit = cache.load_derived("path", key, ("offsets", "source", "value", "gaps"))
         if hit is None:
             arrays = _compute_path(gs, grid, cfg)
             cache.save_derived("path", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
@@ -220,6 +224,19 @@ def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str,
 # ----------------------------------------------------------------------------- reports
 
 
+_INDEX_RE = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def parse_index(text: str) -> int | None:
+    """An integer written with ASCII digits (``"12"``, ``"-1"``), else None.
+
+    ``str.isdigit`` is not the test: it accepts "²" and "١٢", which ``int`` then refuses
+    or reads as another number; such text is a (non-existent) class name instead.
+    """
+    text = str(text).strip()
+    return int(text) if _INDEX_RE.match(text) else None
+
+
 def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[int]:
     """Targets given as indices or exact class names (the CLI accepts both)."""
     if not targets:
@@ -228,8 +245,8 @@ def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[
     out = []
     for t in targets:
         text = str(t)
-        if text.lstrip("-").isdigit():
-            i = int(text)
+        i = parse_index(text)
+        if i is not None:
             if not 0 <= i < store.k:
                 raise NotFoundError(
                     f"target {i} is out of range: store {store.name!r} has categories 0..{store.k - 1}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import platform
 import re
 import shutil
@@ -62,6 +63,20 @@ def check_store_name(name: str) -> str:
     return name
 
 
+def _non_finite(logits: np.ndarray, block: int = 1 << 22) -> tuple[int, tuple[int, int]] | None:
+    """(count, first position) of NaN/Inf values, or None; by row blocks (no N×K mask at once)."""
+    rows = max(1, block // max(logits.shape[1], 1))
+    count, first = 0, None
+    for start in range(0, logits.shape[0], rows):
+        finite = np.isfinite(logits[start : start + rows])
+        if not finite.all():
+            count += int((~finite).sum())
+            if first is None:
+                r, c = np.argwhere(~finite)[0]
+                first = (start + int(r), int(c))
+    return None if first is None else (count, first)
+
+
 def check_logit_arrays(
     logits: Any, labels: Any, class_names: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -84,12 +99,12 @@ def check_logit_arrays(
         raise InvalidInputError(
             f"logits must hold at least 1 sample and 2 categories; got shape {logits.shape}"
         )
-    finite = np.isfinite(logits)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
+    bad = _non_finite(logits)
+    if bad is not None:
+        count, (row, col) = bad
         raise InvalidInputError(
-            f"logits contain {int((~finite).sum())} NaN/Inf values (first at sample {bad[0]}, "
-            f"category {bad[1]}); recompute them or drop those samples before importing"
+            f"logits contain {count} NaN/Inf values (first at sample {row}, "
+            f"category {col}); recompute them or drop those samples before importing"
         )
     if labels.ndim != 1:
         raise InvalidInputError(f"labels must be a 1-D array of N integers; got shape {labels.shape}")
@@ -181,6 +196,54 @@ def _self_hash(manifest: dict[str, Any]) -> str:
     return sha256_bytes(canonical_json(body).encode())
 
 
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _layout_problem(manifest: dict[str, Any], kind: str) -> str | None:
+    """What is wrong with a self-consistent manifest's fields (a foreign file), or None."""
+    if not isinstance(manifest.get("arrays_sha256"), str) or not _HEX_RE.match(manifest["arrays_sha256"]):
+        return "its content hash 'arrays_sha256' is missing or malformed"
+    if kind == "derived":
+        if not isinstance(manifest.get("kind"), str) or not isinstance(manifest.get("config"), dict):
+            return "'kind' or 'config' is missing"
+        return None
+    if manifest.get("kind") != "logits" or not isinstance(manifest.get("name"), str):
+        return f"it is not a logit store manifest (kind {manifest.get('kind')!r})"
+    if not _is_int(manifest.get("n"), 1) or not _is_int(manifest.get("k"), 2):
+        return f"n = {manifest.get('n')!r} and k = {manifest.get('k')!r} are not valid sizes"
+    if manifest.get("dtype") not in _DTYPES:
+        return f"dtype {manifest.get('dtype')!r} is not one of {sorted(_DTYPES)}"
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or len(names) != manifest["k"] or not all(isinstance(c, str) for c in names):
+        return f"'class_names' is not a list of {manifest['k']} strings"
+    if not isinstance(manifest.get("sample_fingerprint"), str):
+        return "'sample_fingerprint' is missing"
+    return None
+
+
+def read_manifest(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """Read a manifest and check its self-hash (and, for ``kind`` "logits" or "derived", its
+    fields). Raises :class:`IntegrityError` saying what is wrong (nothing is moved here);
+    FileNotFoundError when the file is not there."""
+    import json
+
+    try:
+        manifest = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise IntegrityError(f"manifest {Path(path).name} is unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("manifest_sha256") != _self_hash(manifest):
+        raise IntegrityError(
+            f"manifest {Path(path).name} was edited or truncated (its self-hash does not match)"
+        )
+    problem = _layout_problem(manifest, kind) if kind else None
+    if problem:
+        raise IntegrityError(f"manifest {Path(path).name} is foreign: {problem}")
+    return manifest
+
+
 class Cache:
     """A cache folder: logit stores by name, derived results by configuration key."""
 
@@ -228,7 +291,13 @@ class Cache:
                 f"{what}: its data file objects/{digest}.safetensors is missing; "
                 "copy the whole cache folder, or recompute the entry"
             )
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError:  # another reader quarantined it a moment ago
+            raise IntegrityError(
+                f"{what}: its data file objects/{digest[:12]}… was just moved to quarantine "
+                "by another process (it is damaged); recompute or re-import it"
+            ) from None
         if actual != digest:
             moved = self.quarantine(path)
             raise IntegrityError(
@@ -240,12 +309,25 @@ class Cache:
         except Exception as exc:  # a file with the right hash but not safetensors: foreign
             raise IntegrityError(f"{what}: data file is not a readable safetensors file ({exc})") from exc
 
-    def quarantine(self, path: Path) -> Path:
+    def quarantine(self, path: Path) -> Path | None:
+        """Move a damaged file to ``quarantine/`` (never deleted); None if it is already gone.
+
+        Several readers may find the same damaged file at once: the first one moves it, the
+        others find nothing left to move, which is not an error.
+        """
         qdir = self.root / "quarantine"
         qdir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
-        target = qdir / f"{stamp}-{path.name}"
-        shutil.move(str(path), target)
+        target = qdir / f"{stamp}-{os.getpid()}-{path.name}"
+        try:
+            os.replace(path, target)  # same file system: atomic, and fails cleanly if gone
+        except FileNotFoundError:
+            return None
+        except OSError:  # quarantine/ on another file system (a symlinked folder)
+            try:
+                shutil.move(str(path), target)
+            except FileNotFoundError:
+                return None
         log.warning("quarantined %s -> %s", path, target)
         return target
 
@@ -272,11 +354,15 @@ class Cache:
         if dtype not in _DTYPES:
             raise InvalidInputError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
         logits, labels, class_names = check_logit_arrays(logits, labels, class_names)
-        stored = logits.astype(_DTYPES[dtype])
+        with np.errstate(over="ignore"):
+            stored = logits.astype(_DTYPES[dtype])
         if not np.isfinite(stored).all():
+            limit = float(np.finfo(_DTYPES[dtype]).max)
+            hint = ("store them as float32 (drop --float16)" if dtype == "float16" else
+                    "rescale them (logits of a classifier are rarely above 1e4) and import again")
             raise InvalidInputError(
-                f"logits overflow {dtype} (largest |value| {np.abs(logits).max():.3g}); "
-                "store them as float32"
+                f"logits overflow {dtype} (largest |value| {np.abs(logits).max():.3g}, {dtype} "
+                f"holds at most {limit:.3g}); {hint}"
             )
         with self.lock(f"store-{name}"):
             digest = self.put_arrays({"logits": stored, "labels": labels})
@@ -318,22 +404,27 @@ class Cache:
                 f"no store named {name!r} in {self.root} ({hint}). Create one with "
                 "`python -m engine import-logits FILE --name NAME` or `python -m engine demo`"
             )
-        return self._read_json_verified(path, f"store {name!r}")
-
-    def _read_json_verified(self, path: Path, what: str) -> dict[str, Any]:
-        import json
-
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            moved = self.quarantine(path)
-            raise IntegrityError(f"{what}: manifest is unreadable ({exc}); moved to {moved}") from exc
-        if not isinstance(manifest, dict) or manifest.get("manifest_sha256") != _self_hash(manifest):
+        manifest = self._read_json_verified(path, f"store {name!r}", "logits")
+        if manifest["name"] != name:
             moved = self.quarantine(path)
             raise IntegrityError(
-                f"{what}: manifest was edited or truncated (its self-hash does not match); "
-                f"moved to {moved}. Re-import or recompute it."
+                f"store {name!r}: its manifest belongs to store {manifest['name']!r} (the file was "
+                f"renamed or copied over); moved to {moved}. Import the data again under {name!r}"
             )
+        return manifest
+
+    def _read_json_verified(self, path: Path, what: str, kind: str | None = None) -> dict[str, Any]:
+        """A manifest whose self-hash (and, for ``kind``, layout) checks out; else quarantine it."""
+        try:
+            manifest = read_manifest(path, kind)
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"{what}: its manifest {path.name} was just moved away by another process "
+                "(it is damaged); look in the quarantine folder"
+            ) from None
+        except IntegrityError as exc:
+            moved = self.quarantine(path)
+            raise IntegrityError(f"{what}: {exc}; moved to {moved}. Re-import or recompute it.") from None
         return manifest
 
     def load_store(self, name: str) -> LogitStore:
@@ -343,6 +434,15 @@ class Cache:
         logits, labels = arrays.get("logits"), arrays.get("labels")
         if logits is None or labels is None or logits.shape != (manifest["n"], manifest["k"]):
             raise IntegrityError(f"store {name!r}: arrays do not match the manifest's shape")
+        if logits.dtype != _DTYPES[manifest["dtype"]] or labels.dtype != np.int64:
+            raise IntegrityError(
+                f"store {name!r}: arrays are {logits.dtype}/{labels.dtype}, the manifest says "
+                f"{manifest['dtype']}/int64 (a foreign file)"
+            )
+        try:  # content that no import would have written: refuse it before any page uses it
+            check_logit_arrays(logits, labels, manifest["class_names"])
+        except InvalidInputError as exc:
+            raise IntegrityError(f"store {name!r}: the stored arrays are not valid logits ({exc})") from None
         return LogitStore(name=name, manifest=manifest, logits=logits, labels=labels, cache=self.root)
 
     def store_names(self) -> list[str]:
@@ -364,8 +464,12 @@ class Cache:
     def derived_key(self, kind: str, config: dict[str, Any]) -> str:
         return f"{kind}-{sha256_bytes(canonical_json(config).encode())[:32]}"
 
-    def load_derived(self, kind: str, config: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict] | None:
+    def load_derived(
+        self, kind: str, config: dict[str, Any], required: tuple[str, ...] = ()
+    ) -> tuple[dict[str, np.ndarray], dict] | None:
         """Return (arrays, manifest) of a derived result, or None when absent.
+
+        ``required`` names the arrays the caller will read; an entry without them is foreign.
 
         A present but damaged entry is quarantined and reported as absent (it is a cache of
         a deterministic computation, so recomputing it loses nothing of the user's).
@@ -375,10 +479,14 @@ class Cache:
         if not path.exists():
             return None
         try:
-            manifest = self._read_json_verified(path, f"{kind} result")
-            if manifest.get("config") != config:
+            manifest = self._read_json_verified(path, f"{kind} result", "derived")
+            if manifest.get("config") != config or manifest.get("kind") != kind:
                 raise IntegrityError(f"{kind} result {key}: its config does not match its key")
-            return self.get_arrays(manifest["arrays_sha256"], f"{kind} result {key}"), manifest
+            arrays = self.get_arrays(manifest["arrays_sha256"], f"{kind} result {key}")
+            missing = sorted(set(required) - set(arrays))
+            if missing:
+                raise IntegrityError(f"{kind} result {key}: arrays {missing} are missing (a foreign file)")
+            return arrays, manifest
         except IntegrityError as exc:
             log.warning("%s; recomputing", exc)
             if path.exists():

@@ -76,7 +76,7 @@ def test_pickles_are_never_loaded(cache, tmp_path, logits_small):
     [
         (b"", ".npz", "empty"),
         (b"not a zip file at all", ".npz", "not an .npz archive"),
-        (b"\x93NUMPY garbage", ".npy", "not plain numeric arrays"),
+        (b"\x93NUMPY garbage", ".npy", "not a NumPy array file"),
         (b"garbage", ".safetensors", "safetensors"),
         (b"x", ".csv", "unsupported"),
     ],

@@ -12,6 +12,8 @@ import math
 
 import streamlit as st
 
+from engine.service import parse_index
+
 _LAST = "_nde_qp_written"
 _MESSAGES = "_nde_messages"
 
@@ -76,8 +78,8 @@ def parse_alpha(text: str) -> float | None:
 def parse_target(text: str, names: list[str]) -> int | None:
     """A target from the URL: an index 0..K-1 or an exact class name, else None (message)."""
     text = str(text).strip()
-    if text.lstrip("-").isdigit():
-        i = int(text)
+    i = parse_index(text)
+    if i is not None:
         if 0 <= i < len(names):
             return i
         warn(f"Target {i} in the link is out of range (this store has categories 0..{len(names) - 1}); "

@@ -7,6 +7,7 @@ the CLI command shown here.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -34,9 +35,20 @@ def _dataset_name(manifest: dict) -> str:
     return "" if data is None else str(data)
 
 
+def _quarantine_note(root: str) -> None:
+    """Damaged cache files are moved aside when read; say so here, not only in the log."""
+    folder = Path(root) / "quarantine"
+    moved = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if moved:
+        st.warning(f"{len(moved)} damaged cache file(s) were moved to `{folder}` and are not used "
+                   f"(latest: `{moved[-1]}`). Run `python -m engine --cache {root} verify` for a full "
+                   "check; re-import the stores it names.", icon=":material/gpp_maybe:")
+
+
 def _stores_section(root: str) -> None:
     st.subheader("Stores in the cache")
     manifests = Cache(root).store_manifests()
+    _quarantine_note(root)
     if not manifests:
         st.info(f"No stores in `{root}` yet. Fill the cache with the embedded default:\n\n"
                 f"`{FILL_COMMAND}`\n\nor import a logits file below.", icon=":material/inbox:")

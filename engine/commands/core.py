@@ -1,4 +1,4 @@
-"""Core commands: import-logits, stores, dependencies."""
+"""Core commands: import-logits, stores, dependencies, verify."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=cmd_dependencies)
 
+    p = sub.add_parser(
+        "verify", help="check every cache entry by hash; quarantine damaged ones (exit 1 if any)",
+        description="Re-hash every store, derived result, data file and job report of the cache "
+        "(e.g. after copying it between machines). Damaged files are moved to quarantine/ "
+        "(nothing is deleted); the exit code is 1 when something was damaged, 0 otherwise.",
+    )
+    p.add_argument("--no-quarantine", action="store_true", help="only report; move nothing")
+    p.add_argument("--clean", action="store_true",
+                   help="also remove temporary files of interrupted writes older than an hour")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
+
 
 def cmd_import(args) -> int:
     store = import_logits(
@@ -74,3 +86,28 @@ def cmd_dependencies(args) -> int:
         n_dep = sum(1 for t in report["targets"] if t["sources"])
         print(f"{len(report['targets'])} targets ({n_dep} with sources) at alpha={report['alpha']} -> {args.json_out}")
     return 0
+
+
+_LABELS = {"store": "store", "derived": "derived result", "object": "data file",
+           "chunk": "extraction chunk", "report": "job report", "jobs table": "job table"}
+
+
+def cmd_verify(args) -> int:
+    from engine.verify import verify_cache
+
+    report = verify_cache(Cache(args.cache), quarantine=not args.no_quarantine,
+                          clean_temp_older_than=3600.0 if args.clean else None)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1, ensure_ascii=False))
+        return 0 if report.ok else 1
+    for f in report.damaged:
+        moved = f" -> moved to {f.quarantined_to}" if f.quarantined_to else ""
+        print(f"DAMAGED  {f.path}: {f.problem}{moved}")
+    for f in report.notes:
+        print(f"note     {f.path}: {f.problem}")
+    checked = ", ".join(f"{n} {_LABELS.get(what, what)}{'s' if n != 1 else ''}"
+                        for what, n in sorted(report.checked.items()))
+    removed = f"; removed {report.removed_temp} old temporary files" if report.removed_temp else ""
+    verdict = f"{len(report.damaged)} damaged" if report.damaged else "no damage"
+    print(f"{args.cache}: {checked or 'nothing to check'} intact; {verdict}{removed}")
+    return 0 if report.ok else 1

@@ -184,8 +184,10 @@ class JobTable:
 
     # -- reads
     def get(self, job_id: int) -> JobRecord:
-        with self._connect() as con:
-            row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+        row = None
+        if -(2**63) <= int(job_id) < 2**63:  # SQLite's integer range; other ids exist nowhere
+            with self._connect() as con:
+                row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
         if row is None:
             raise NotFoundError(
                 f"no job with id {job_id} in {self.path}; `python -m engine jobs list` shows them"
@@ -200,7 +202,7 @@ class JobTable:
             args = list(states)
         sql += " ORDER BY id DESC LIMIT ?"
         with self._connect() as con:
-            rows = con.execute(sql, [*args, int(limit)]).fetchall()
+            rows = con.execute(sql, [*args, min(int(limit), 2**62)]).fetchall()
         return [_record(r) for r in rows]
 
     def integrity_ok(self) -> bool:

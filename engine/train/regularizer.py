@@ -31,6 +31,7 @@ from engine.errors import InvalidInputError
 from engine.gram import GramAccumulator
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_hash, spec_to_dict
+from engine.service import parse_index
 from engine.store import Cache
 from engine.train.appdata import (
     Relabeled,
@@ -107,8 +108,8 @@ def resolve_pairs(pairs: tuple[str, ...], class_names: list[str]) -> list[tuple[
     """"TARGET,SOURCE" strings (index, exact class name, or a name's first word) → indices."""
     def one(token: str) -> int:
         token = token.strip()
-        if token.lstrip("-").isdigit():
-            idx = int(token)
+        idx = parse_index(token)
+        if idx is not None:
             if not 0 <= idx < len(class_names):
                 raise InvalidInputError(
                     f"pairs: class index {idx} is out of range [0, {len(class_names) - 1}]")
