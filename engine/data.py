@@ -115,6 +115,10 @@ class ImageFolderDataset(ImageDataset):
         self.transform = transform
         self._fingerprint: str | None = None
 
+    def describe(self) -> dict[str, Any]:
+        # root + folder names let the dashboard show a sample image of each class
+        return {**super().describe(), "root": str(self.root), "folder_names": list(self.folder_names)}
+
     def fingerprint(self) -> str:
         """Hash of (relative path, byte size) of every image and of the class folders.
 

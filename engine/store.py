@@ -173,6 +173,43 @@ class LogitStore:
         return self.logits.astype(np.float64)
 
 
+def manifest_model(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What made a store's logits, whichever writer made it: ``{"name": …, …}`` or ``{}``.
+
+    Imports record ``model`` (``{"name", "source"}``), extraction ``model_info`` (name, arch,
+    checkpoint…), training jobs ``source`` (``{"job_kind", "model", …}``).
+    """
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        return dict(model)
+    if isinstance(model, str):
+        return {"name": model}
+    info = manifest.get("model_info")
+    if isinstance(info, dict):
+        return {"name": str(info.get("model", "")), **info}
+    source = manifest.get("source")
+    if isinstance(source, dict) and "job_kind" in source:
+        return {"name": f"{source['job_kind']} job: {source.get('model', '?')}"}
+    return {}
+
+
+def manifest_dataset(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The dataset a store's logits were computed on, as recorded: ``{"name", "split", …}`` or ``{}``.
+
+    Extraction records ``dataset_info`` (name, split, and for image folders their ``root`` and
+    ``folder_names``); other writers may record ``dataset``.
+    """
+    for key in ("dataset", "dataset_info"):
+        value = manifest.get(key)
+        if isinstance(value, dict):
+            out = dict(value)
+            out.setdefault("name", str(value.get("dataset", "")))
+            return out
+        if isinstance(value, str):
+            return {"name": value}
+    return {}
+
+
 def labels_fingerprint(labels: np.ndarray) -> str:
     """Sample fingerprint of imported logits, which carry no sample ids: N and the label order."""
     return "labels:" + sha256_bytes(np.ascontiguousarray(labels, dtype=np.int64).tobytes())

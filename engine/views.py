@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from engine.analysis import DependencyMetrics, ScreeningCheck, screening_check
+from engine.store import manifest_dataset
 
 # ----------------------------------------------------------------------------- one target
 
@@ -321,9 +322,8 @@ def gram_spectrum(design: np.ndarray) -> np.ndarray:
 
 def class_image_source(manifest: dict, class_names: list[str]) -> str | None:
     """How images of this store's classes can be shown: 'glyph', 'folder' or None."""
-    dataset = manifest.get("dataset")
-    text = json.dumps(dataset) if dataset is not None else ""
-    if "glyph" in text.lower() or (class_names and all(is_glyph_name(n) for n in class_names[:50])):
+    dataset = manifest_dataset(manifest)
+    if str(dataset.get("name", "")).lower().startswith("glyph") or (class_names and all(is_glyph_name(n) for n in class_names[:50])):
         return "glyph"
     if _image_folder_root(manifest) is not None:
         return "folder"
@@ -345,7 +345,9 @@ def class_image_png(
         return glyph_png(class_names[index][0], size)
     if kind == "folder":
         root = _image_folder_root(manifest)
-        return None if root is None else _folder_png(root, class_names[index], size)
+        folders = manifest_dataset(manifest).get("folder_names")
+        folder = folders[index] if isinstance(folders, list) and len(folders) == len(class_names) else class_names[index]
+        return None if root is None else _folder_png(root, str(folder), size)
     return None
 
 
@@ -384,9 +386,7 @@ def glyph_png(char: str, size: int = 64) -> bytes:
 
 
 def _image_folder_root(manifest: dict) -> Path | None:
-    dataset = manifest.get("dataset")
-    if not isinstance(dataset, dict):
-        return None
+    dataset = manifest_dataset(manifest)
     for key in ("root", "path", "folder"):
         value = dataset.get(key)
         if isinstance(value, str) and Path(value).is_dir():
@@ -401,6 +401,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 def _folder_png(root: Path, class_name: str, size: int) -> bytes | None:
     from PIL import Image
 
+    if class_name in ("", ".", "..") or "/" in class_name or "\\" in class_name:
+        return None  # a class is one folder directly under the root, never a path elsewhere
     folder = root / class_name
     if not folder.is_dir():
         return None

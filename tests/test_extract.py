@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import socket
 
@@ -250,3 +251,26 @@ def test_cli_extract(tmp_path, checkpoint, folder, capsys):
     assert cli_main(["--cache", str(tmp_path), "extract", "--model", "glyph-resnet", "--data",
                      "imagenett", "--name", "x"]) == 2
     assert "unknown dataset 'imagenett'" in capsys.readouterr().err
+
+
+def test_store_records_where_class_images_are(tmp_path, checkpoint, capsys):
+    """ImageNet-style synset folders: the store's readable class names differ from the folder
+    names, yet the dashboard's sample image of each class is that class folder's first image."""
+    from PIL import Image
+
+    from engine import views
+
+    synsets = ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475")
+    root = make_folder(tmp_path / "val", classes=synsets, per_class=2)
+    store, _ = extract_logits(Cache(tmp_path / "c"), _model(checkpoint), ImageFolderDataset(root),
+                              "synsets", workers=0, progress=False)
+    assert store.class_names[:2] == ["tench", "goldfish"]
+    assert views.class_image_source(store.manifest, store.class_names) == "folder"
+    for i, synset in enumerate(synsets):
+        png = views.class_image_png(store.manifest, store.class_names, i, size=64)
+        shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        first = Image.open(root / synset / "img0.png").convert("RGB")
+        first.thumbnail((64, 64))
+        assert np.array_equal(shown, np.asarray(first)), synset
+    assert cli_main(["--cache", str(tmp_path / "c"), "stores"]) == 0
+    assert "glyph-resnet" in capsys.readouterr().out.splitlines()[1]

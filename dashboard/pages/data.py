@@ -18,21 +18,16 @@ from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
 from engine.importer import SUFFIXES
-from engine.store import Cache
+from engine.store import Cache, manifest_dataset, manifest_model
 
 
 def _model_name(manifest: dict) -> str:
-    model = manifest.get("model")
-    if isinstance(model, dict):
-        return str(model.get("name", ""))
-    return "" if model is None else str(model)
+    return str(manifest_model(manifest).get("name", ""))
 
 
 def _dataset_name(manifest: dict) -> str:
-    data = manifest.get("dataset")
-    if isinstance(data, dict):
-        return str(data.get("name") or data.get("root") or "")
-    return "" if data is None else str(data)
+    data = manifest_dataset(manifest)
+    return " ".join(str(data[k]) for k in ("name", "split") if data.get(k))
 
 
 def _quarantine_note(root: str) -> None:

@@ -10,7 +10,7 @@ from engine.atomic import write_json_atomic
 from engine.covlasso import SolverConfig
 from engine.importer import import_logits
 from engine.service import dependency_report
-from engine.store import Cache
+from engine.store import Cache, manifest_model
 
 
 def register(sub) -> None:
@@ -70,7 +70,7 @@ def cmd_stores(args) -> int:
         return 0
     print(f"{'name':24} {'samples':>8} {'classes':>8} {'dtype':8} {'model':24} created")
     for m in manifests:
-        model = (m.get("model") or {}).get("name", "?") if isinstance(m.get("model"), dict) else str(m.get("model"))
+        model = manifest_model(m).get("name") or "?"
         print(f"{m['name']:24} {m['n']:>8} {m['k']:>8} {m['dtype']:8} {model:24} {m['created']}")
     return 0
 
