@@ -28,11 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.service import GridRule  # noqa: E402
+
 BENCH_STORE = "bench-1000"
+APP_SPAN = GridRule.span  # the app's α grid ends at this fraction of the largest α_max
 
 
 def use_grid_span(span: float) -> None:
-    """Make this process's α grid end at ``span`` × the largest α_max (the app's: 1e-3).
+    """Make this process's α grid end at ``span`` × the largest α_max (the app's:
+    ``GridRule().span``).
 
     Only for a quicker set-up: the AppTest runs in this process, so the page reads the same
     (shorter) cached path. Solving the smallest α of a 1,000-class path is what takes long.
@@ -40,7 +44,7 @@ def use_grid_span(span: float) -> None:
     import engine.service as service
 
     default = service.default_alpha_grid
-    service.default_alpha_grid = lambda amax, n=48, span_=span: default(amax, n, span_)
+    service.default_alpha_grid = lambda amax, n=service.GridRule.n, span_=span: default(amax, n, span_)
 
 
 def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
@@ -156,19 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="O LATIN CAPITAL LETTER O",
                         help="index or class name (default: the glyph 'O', else category 0)")
     parser.add_argument("--no-browser", action="store_true", help="skip the cold-start measurement")
-    parser.add_argument("--span", type=float, default=1e-3,
-                        help="α grid from the largest α_max down to SPAN times it (the app: 1e-3; a larger "
-                             "value solves the path faster; implies --no-browser)")
+    parser.add_argument("--span", type=float, default=APP_SPAN,
+                        help=f"α grid from the largest α_max down to SPAN times it (the app: {APP_SPAN:g}; a "
+                             "larger value solves the path faster; implies --no-browser)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    if args.span != 1e-3:
+    if args.span != APP_SPAN:
         use_grid_span(args.span)
     model = args.model or build_store(args.cache, args.k, args.n, args.rank)
     target = resolve_target(args.cache, model, args.target)
     report = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
               "grid_span": args.span,
               "slider": bench_slider(args.cache, model, args.moves, target)}
-    if not args.no_browser and args.span == 1e-3:
+    if not args.no_browser and args.span == APP_SPAN:
         report["first_page"] = bench_first_page(args.cache, model)
     text = json.dumps(report, indent=1)
     print(text)
