@@ -199,6 +199,31 @@ def histogram(values: np.ndarray, field: str, title: str, log_x: bool = False, h
 
 
 @lru_cache(maxsize=1)
+def _redundancy_template() -> dict:
+    bars = alt.Chart(_named("values")).mark_bar().encode(
+        x=alt.X("log_r:Q", bin=alt.Bin(maxbins=40), title="log10 r_i"),
+        y=alt.Y("count():Q", title="categories", stack=True),
+        color=alt.Color("kind:N", title="", scale=alt.Scale(domain=REDUNDANCY_KINDS, range=[ACCENT, POS]),
+                        legend=alt.Legend(orient="bottom")),
+    )
+    floor = alt.Chart(_named("floor")).mark_rule(color=ZERO, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
+    label = alt.Chart(_named("floor")).mark_text(align="left", dx=6, dy=-6, fontSize=14, color="#4b5563",
+                                                 font=FONT).encode(x="x:Q", y=alt.value(12), text="label:N")
+    return _template(floor + bars + label)
+
+
+REDUNDANCY_KINDS = ["exactly redundant (at the floor ρ)", "resolved"]
+
+
+def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 320) -> ChartSpec:
+    """log10 r_i of every category, exactly redundant ones apart, the floor ρ marked."""
+    frame = pd.DataFrame({"log_r": np.log10(np.maximum(np.asarray(r, dtype=float), 1e-300)),
+                          "kind": np.where(exact, REDUNDANCY_KINDS[0], REDUNDANCY_KINDS[1])})
+    return _fill(_redundancy_template(), title, height, values=frame,
+                 floor=pd.DataFrame({"x": [np.log10(floor)], "label": [f"ρ = {floor:.1e}"]}))
+
+
+@lru_cache(maxsize=1)
 def _support_template() -> dict:
     chart = alt.Chart(_named("support")).mark_line(point=True, color=NEG, strokeWidth=2.5).encode(
         x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),

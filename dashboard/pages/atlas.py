@@ -151,16 +151,18 @@ def _tables(root, model, coef, class_names, found, within, alpha) -> None:
     with c3:
         st.subheader("Most redundant")
         if within:
-            r, _precision = guard(load_redundancy, root, model)
+            red = guard(load_redundancy, root, model)
             gs = guard(load_gramset_for, root, model)
             err = views.sparse_relative_error(gs.design, gs.rhs, gs.target_sq, coef)
-            st.dataframe(views.most_redundant(r, class_names, 30, err), hide_index=True, width="stretch",
+            st.dataframe(views.most_redundant(red, class_names, 30, err), hide_index=True, width="stretch",
                          height=420, column_config={
-                             "index": None,
+                             "index": None, "null-space share": None,
                              "redundancy": st.column_config.NumberColumn("r_i", format="%.1e"),
+                             "exact": st.column_config.CheckboxColumn("exact", width="small"),
                              "rel. error at α": st.column_config.NumberColumn(format="%.2e")})
-            st.caption(f"r_i: smallest relative error from all other categories; ties broken by the "
-                       f"relative error of the sparse dependency at α = {alpha:.3g}.")
+            st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
+                       f"precision; those are ordered by how much of their axis lies in the null space of C, "
+                       f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
         else:
             st.info("Redundancy is defined within one model.")
 
