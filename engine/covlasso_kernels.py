@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 _GROUP = 128  # targets per working-set group (similar sizes together: little padding)
 # Growth limits. Both keep the subproblems small and well-conditioned; neither changes the
-# result (every solution is certified by its duality gap). Measured on the demo's logits
-# (1,000 classes spanning 128 or 257 dimensions), where they took the glyph-vit path from
-# ~550 s of CPU to ~30 s and glyph-vit ← glyph-resnet from 83 s to 54 s (docs/dashboard.md):
+# result (every solution is certified by its duality gap). On the demo's logits (1,000
+# classes spanning 128 or 257 dimensions, so supports approach the Gram's rank) the Newton
+# guesses used to cycle: glyph-vit's whole α path took > 150 s of CPU for its first 22 α,
+# each further α doubling; with these limits and the fallback below, 28 s (docs/dashboard.md).
 _GROWTH = 4  # a working set grows by at most 1/_GROWTH of the support per round (≥ min_working_set)
 _MIN_ADD = 4  # an active-set step adds at most max(_MIN_ADD, nnz/_GROWTH) features
 
