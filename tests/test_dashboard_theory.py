@@ -19,7 +19,7 @@ def test_theory_shows_three_sections(cache):
     assert not at.exception, at.exception
     values = metric_values(at)
     assert {"Dimensions the logits span", "Exactly redundant (r_i = 0)", "Median r_i, not exact",
-            "Floor ρ · precision", "Condition number"} <= set(values)
+            "Floor ρ (precision)", "Condition number"} <= set(values)
     assert values["Exactly redundant (r_i = 0)"] == "0 / 60"  # the test logits have full rank
     assert len(at.get("vega_lite_chart")) == 4  # redundancy, Conjecture 1, sparsity, spectrum
     assert any("Conjecture 1" in s.value for s in at.subheader)

@@ -245,27 +245,38 @@ def histogram(values: np.ndarray, field: str, title: str, log_x: bool = False, h
 def _build_redundancy() -> dict:
     import altair as alt
 
-    bars = alt.Chart(_named("values")).mark_bar().encode(
-        x=alt.X("log_r:Q", bin=alt.Bin(maxbins=40), title="log10 r_i"),
-        y=alt.Y("count():Q", title="categories", stack=True),
+    bars = alt.Chart(_named("values")).mark_bar(orient="vertical").encode(
+        x=alt.X("lo:Q", title="log10 r_i", scale=alt.Scale(zero=False, nice=False, domainMax=0)), x2="hi:Q",
+        y=alt.Y("count:Q", title="categories (symlog scale)", stack=True, scale=alt.Scale(type="symlog")),
         color=alt.Color("kind:N", title="", scale=alt.Scale(domain=REDUNDANCY_KINDS, range=[ACCENT, POS]),
                         legend=alt.Legend(orient="bottom")),
     )
     floor = alt.Chart(_named("floor")).mark_rule(color=ZERO, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
-    label = alt.Chart(_named("floor")).mark_text(align="left", dx=6, dy=-6, fontSize=14, color="#4b5563",
-                                                 font=FONT).encode(x="x:Q", y=alt.value(12), text="label:N")
-    return _template(floor + bars + label)
+    pad = alt.Chart(_named("floor")).mark_point(opacity=0).encode(x="pad:Q")  # room left of ρ for its label
+    label = alt.Chart(_named("floor")).mark_text(align="right", dx=-6, fontSize=14, color="#4b5563",
+                                                 font=FONT).encode(x="x:Q", y=alt.value(14), text="label:N")
+    return _template(floor + pad + bars + label)
 
 
-REDUNDANCY_KINDS = ["exactly redundant (at the floor ρ)", "resolved"]
+REDUNDANCY_KINDS = ["exact (r_i = 0 up to ρ)", "resolved"]
 
 
 def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 320) -> ChartSpec:
-    """log10 r_i of every category, exactly redundant ones apart, the floor ρ marked."""
-    frame = pd.DataFrame({"log_r": np.log10(np.maximum(np.asarray(r, dtype=float), 1e-300)),
-                          "kind": np.where(exact, REDUNDANCY_KINDS[0], REDUNDANCY_KINDS[1])})
+    """log10 r_i of every category from just below the floor ρ up to 1 (r_i ≤ 1 always), in
+    bins of 0.1, exactly redundant ones apart and ρ marked: where the categories sit on the
+    whole scale, even when all of them are piled up at the floor."""
+    log_r = np.log10(np.clip(np.asarray(r, dtype=float), floor, 1.0))
+    lo = np.floor(np.log10(floor) * 2) / 2 - 0.5
+    edges = np.arange(lo, 0.0 + 1e-9, 0.1)
+    rows = []
+    for kind, mask in ((REDUNDANCY_KINDS[0], exact), (REDUNDANCY_KINDS[1], ~exact)):
+        counts, _ = np.histogram(log_r[mask], bins=edges)
+        rows += [{"lo": a, "hi": b, "count": int(c), "kind": kind}
+                 for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
+    frame = pd.DataFrame(rows, columns=["lo", "hi", "count", "kind"])
     return _fill(_spec("redundancy"), title, height, values=frame,
-                 floor=pd.DataFrame({"x": [np.log10(floor)], "label": [f"ρ = {floor:.1e}"]}))
+                 floor=pd.DataFrame({"x": [np.log10(floor)], "pad": [np.log10(floor) - 1.0],
+                                     "label": [f"ρ = {floor:.0e}"]}))
 
 
 def _build_support() -> dict:

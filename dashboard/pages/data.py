@@ -21,17 +21,29 @@ from engine.store import Cache
 
 
 def _model_name(manifest: dict) -> str:
-    model = manifest.get("model")
+    """The model a store came from: ``model_info`` (extraction) or a ``model`` entry (imports)."""
+    model = manifest.get("model_info") or manifest.get("model")
     if isinstance(model, dict):
-        return str(model.get("name", ""))
+        return str(model.get("model") or model.get("name") or "")
     return "" if model is None else str(model)
 
 
 def _dataset_name(manifest: dict) -> str:
-    data = manifest.get("dataset")
+    data = manifest.get("dataset_info") or manifest.get("dataset")
     if isinstance(data, dict):
-        return str(data.get("name") or data.get("root") or "")
+        name = str(data.get("dataset") or data.get("name") or data.get("root") or "")
+        return f"{name} ({data['split']})" if name and data.get("split") else name
     return "" if data is None else str(data)
+
+
+def _summarised(manifest: dict, keep: int = 12) -> dict:
+    """The manifest with its long lists (class names, sample ids) cut to their first entries."""
+    out = {}
+    for key, value in manifest.items():
+        if isinstance(value, list) and len(value) > keep:
+            value = f"{len(value)} entries: " + ", ".join(map(str, value[:keep])) + " …"
+        out[key] = value
+    return out
 
 
 def _stores_section(root: str) -> None:
@@ -49,10 +61,7 @@ def _stores_section(root: str) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
     pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
     manifest = next(m for m in manifests if m["name"] == pick)
-    shown = dict(manifest)
-    names = shown.pop("class_names", [])
-    shown["class_names"] = f"{len(names)} names: " + ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
-    st.json(shown, expanded=1)
+    st.json(_summarised(manifest), expanded=1)
 
 
 def _import_section(root: str) -> None:
