@@ -34,7 +34,7 @@ _GROUP = 128  # targets per working-set group (similar sizes together: little pa
 # Growth limits. Both keep the subproblems small and well-conditioned; neither changes the
 # result (every solution is certified by its duality gap). On the demo's logits (1,000
 # classes spanning 128 or 257 dimensions, so supports approach the Gram's rank) the Newton
-# guesses used to cycle: glyph-vit's whole α path took > 150 s of CPU for its first 22 α,
+# guesses used to cycle: glyph-vit's α path took 161 s of CPU for its first 23 of 25 α,
 # each further α doubling; with these limits and the fallback below, 28 s (docs/dashboard.md).
 _GROWTH = 4  # a working set grows by at most 1/_GROWTH of the support per round (≥ min_working_set)
 _MIN_ADD = 4  # an active-set step adds at most max(_MIN_ADD, nnz/_GROWTH) features

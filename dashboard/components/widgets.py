@@ -43,7 +43,7 @@ def require_stores(names: list[str], root: str) -> None:
     if not names:
         st.info(
             f"The cache `{root}` holds no logit stores yet. Fill it with the embedded default "
-            f"(about 20 minutes on a laptop CPU, no download):\n\n`{FILL_COMMAND}`\n\n"
+            f"(a few minutes on a laptop CPU, no download):\n\n`{FILL_COMMAND}`\n\n"
             "or import logits computed elsewhere on the **Data** page.",
             icon=":material/inbox:",
         )
