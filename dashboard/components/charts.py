@@ -247,7 +247,7 @@ def _build_redundancy() -> dict:
 
     bars = alt.Chart(_named("values")).mark_bar(orient="vertical").encode(
         x=alt.X("lo:Q", title="log10 r_i", scale=alt.Scale(zero=False, nice=False, domainMax=0)), x2="hi:Q",
-        y=alt.Y("count:Q", title="categories (symlog scale)", stack=True, scale=alt.Scale(type="symlog")),
+        y=alt.Y("count:Q", title="categories (symlog)", stack=True, scale=alt.Scale(type="symlog")),
         color=alt.Color("kind:N", title="", scale=alt.Scale(domain=REDUNDANCY_KINDS, range=[ACCENT, POS]),
                         legend=alt.Legend(orient="bottom")),
     )
@@ -261,7 +261,7 @@ def _build_redundancy() -> dict:
 REDUNDANCY_KINDS = ["exact (r_i = 0 up to ρ)", "resolved"]
 
 
-def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 320) -> ChartSpec:
+def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 360) -> ChartSpec:
     """log10 r_i of every category from just below the floor ρ up to 1 (r_i ≤ 1 always), in
     bins of 0.1, exactly redundant ones apart and ρ marked: where the categories sit on the
     whole scale, even when all of them are piled up at the floor."""

@@ -62,7 +62,7 @@ def _redundancy_section(root: str, model: str, names: list[str]) -> None:
     with right:
         st.dataframe(views.most_redundant(red, names, k), hide_index=True, width="stretch", height=420,
                      column_config={"index": None,
-                                    "name": st.column_config.TextColumn("category", width=300),
+                                    "name": st.column_config.TextColumn("category", width=250),
                                     "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=90),
                                     "exact": st.column_config.CheckboxColumn("exact", width=60),
                                     "null-space share": st.column_config.NumberColumn("null share", format="%.3f",
