@@ -163,7 +163,7 @@ def _tables(root, model, coef, class_names, found, within, alpha) -> None:
             st.dataframe(views.most_redundant(red, class_names, 30, err), hide_index=True, width="stretch",
                          height=420, column_config={
                              "index": None, "null-space share": None,
-                             "name": st.column_config.TextColumn("category", width=260),
+                             "name": st.column_config.TextColumn("category", width=230),
                              "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
                              "exact": st.column_config.CheckboxColumn("exact", width=60),
                              "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
