@@ -19,7 +19,6 @@ Prints a JSON report (``--json FILE`` writes it too).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import print_report  # noqa: E402
 from engine.service import GridRule  # noqa: E402
 
 BENCH_STORE = "bench-1000"
@@ -227,10 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for key in starts[0] if isinstance(starts[0][key], float)}
         report["first_page"]["each"] = starts
         report["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_report(report, args.json)
     return 0
 
 

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import print_report  # noqa: E402
+
 PAIRINGS = (("glyph-resnet", "glyph-resnet"), ("glyph-vit", "glyph-vit"),
             ("glyph-resnet", "glyph-vit"), ("glyph-vit", "glyph-resnet"))  # (targets, sources)
 
@@ -64,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
               "total_cpu_s_with_stop": round(sum(r["cpu_s"] for r in rows if r["stop"]), 1),
               "paths": rows}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_report(report, args.json)
     return 0
 
 
