@@ -7,9 +7,11 @@
    real script, in process) on a store whose α path is already cached; after a warm-up, the
    α select-slider is moved ``--moves`` times and each rerun is timed (script + element
    serialisation, i.e. everything the server does for a move). Target: ≤ 300 ms.
-2. **First page.** ``streamlit run dashboard/app.py`` is started cold on a loopback port and
-   timed to its health check, then (when Debian's chromium is installed) to the moment the
-   Explore page's graph canvas has drawn in headless Chromium. Target: ≤ 5 s.
+2. **First page.** With headless Chromium already running (Debian's chromium), ``streamlit
+   run dashboard/app.py`` is started cold on a loopback port and timed to its health check
+   and to the moment the Explore page's graph canvas has drawn. Target: ≤ 5 s. The server's
+   CPU time is reported too: on a machine shared with other work it is what an idle 2-core
+   machine would wait for.
 
 Prints a JSON report (``--json FILE`` writes it too).
 """
@@ -17,7 +19,6 @@ Prints a JSON report (``--json FILE`` writes it too).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,11 +29,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import print_report  # noqa: E402
+from engine.service import GridRule  # noqa: E402
+
 BENCH_STORE = "bench-1000"
+APP_SPAN = GridRule.span  # the app's α grid ends at this fraction of the largest α_max
 
 
 def use_grid_span(span: float) -> None:
-    """Make this process's α grid end at ``span`` × the largest α_max (the app's: 1e-3).
+    """Make this process's α grid end at ``span`` × the largest α_max (the app's:
+    ``GridRule().span``).
 
     Only for a quicker set-up: the AppTest runs in this process, so the page reads the same
     (shorter) cached path. Solving the smallest α of a 1,000-class path is what takes long.
@@ -40,7 +46,7 @@ def use_grid_span(span: float) -> None:
     import engine.service as service
 
     default = service.default_alpha_grid
-    service.default_alpha_grid = lambda amax, n=48, span_=span: default(amax, n, span_)
+    service.default_alpha_grid = lambda amax, n=service.GridRule.n, span_=span: default(amax, n, span_)
 
 
 def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
@@ -116,32 +122,78 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and all its live descendants (the browser's processes)."""
+    parent, cpu = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo += [child for child, up in parent.items() if up == pid]
+    return total
+
+
+def _graph_drawn(driver, timeout: float) -> int:
+    """Poll every 50 ms until the first graph canvas has ink; its non-blank pixels (or -1)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_browser import _INK_JS
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        frames = driver.find_elements(By.CSS_SELECTOR, "iframe")
+        if frames:
+            try:
+                driver.switch_to.frame(frames[0])
+                ink = driver.execute_script(_INK_JS)
+            except Exception:  # the frame was replaced while we looked: look again
+                ink = -1
+            finally:
+                driver.switch_to.default_content()
+            if ink and ink > 0:
+                return int(ink)
+        time.sleep(0.05)
+    return -1
+
+
 def bench_first_page(cache_root: Path, model: str) -> dict:
-    """Cold server start → health check → Explore graph drawn in headless Chromium."""
-    from tests.test_browser import CHROMIUM, dashboard_server, graph_ink, make_driver, wait_for_page
+    """Cold ``streamlit run`` → Explore's graph drawn, in a headless Chromium already running.
+
+    The browser is started first (a speaker's browser is open already); the clock starts with
+    the server process and stops when the graph canvas has ink (polled every 50 ms).
+    """
+    from tests.test_browser import CHROMIUM, dashboard_server, make_driver
 
     out: dict = {}
+    if not CHROMIUM.exists():
+        return {"browser": "skipped: /usr/bin/chromium is not installed (tests/ensure_browser.sh)"}
     info: dict = {}
-    t0 = time.perf_counter()
-    with dashboard_server(cache_root, info=info) as base:
-        out["server_ready_s"] = round(time.perf_counter() - t0, 2)
-        if not CHROMIUM.exists():
-            out["browser"] = "skipped: /usr/bin/chromium is not installed (tests/ensure_browser.sh)"
-            return out
-        with tempfile.TemporaryDirectory() as user_dir:
-            driver = make_driver(Path(user_dir))
-            try:
-                t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as user_dir:
+        driver = make_driver(Path(user_dir))
+        try:
+            driver.get("about:blank")
+            browser_cpu0 = _tree_cpu_seconds(driver.service.process.pid)
+            t0 = time.perf_counter()
+            with dashboard_server(cache_root, info=info) as base:
+                out["server_ready_s"] = round(time.perf_counter() - t0, 2)
+                out["server_cpu_at_ready_s"] = round(_cpu_seconds(info["pid"]), 2)  # imports + runtime start
                 driver.get(f"{base}/explore?model={model}")
-                wait_for_page(driver, "Explore a neural dependency")
-                ink = graph_ink(driver, 1, timeout=60)
-                out["page_drawn_after_server_s"] = round(time.perf_counter() - t1, 2)
+                ink = _graph_drawn(driver, timeout=120)
                 out["first_page_usable_s"] = round(time.perf_counter() - t0, 2)
                 # the server's own work (start, imports, first run): what a quiet 2-core machine waits for
                 out["server_cpu_s"] = round(_cpu_seconds(info["pid"]), 2)
-                out["graph_drawn"] = bool(ink and ink[0] > 0)
-            finally:
-                driver.quit()
+                out["browser_cpu_s"] = round(_tree_cpu_seconds(driver.service.process.pid) - browser_cpu0, 2)
+                out["graph_drawn"] = ink > 0
+        finally:
+            driver.quit()
     return out
 
 
@@ -156,24 +208,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="O LATIN CAPITAL LETTER O",
                         help="index or class name (default: the glyph 'O', else category 0)")
     parser.add_argument("--no-browser", action="store_true", help="skip the cold-start measurement")
-    parser.add_argument("--span", type=float, default=1e-3,
-                        help="α grid from the largest α_max down to SPAN times it (the app: 1e-3; a larger "
-                             "value solves the path faster; implies --no-browser)")
+    parser.add_argument("--starts", type=int, default=3, help="cold starts measured (the median is reported)")
+    parser.add_argument("--span", type=float, default=APP_SPAN,
+                        help=f"α grid from the largest α_max down to SPAN times it (the app: {APP_SPAN:g}; a "
+                             "larger value solves the path faster; implies --no-browser)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    if args.span != 1e-3:
+    if args.span != APP_SPAN:
         use_grid_span(args.span)
     model = args.model or build_store(args.cache, args.k, args.n, args.rank)
     target = resolve_target(args.cache, model, args.target)
     report = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
               "grid_span": args.span,
               "slider": bench_slider(args.cache, model, args.moves, target)}
-    if not args.no_browser and args.span == 1e-3:
-        report["first_page"] = bench_first_page(args.cache, model)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    if not args.no_browser and args.span == APP_SPAN:
+        starts = [bench_first_page(args.cache, model) for _ in range(args.starts)]
+        report["first_page"] = {key: statistics.median(r[key] for r in starts)
+                                for key in starts[0] if isinstance(starts[0][key], float)}
+        report["first_page"]["each"] = starts
+        report["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
+    print_report(report, args.json)
     return 0
 
 

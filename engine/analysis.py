@@ -157,33 +157,73 @@ def screening_check(rhs: np.ndarray, coef: np.ndarray, alpha: float, within: boo
 # ----------------------------------------------------------------------------- redundancy
 
 
-def redundancy(gram: np.ndarray, rcond: float = 1e-13) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class Redundancy:
+    """Redundancy ``r_i`` of every category, with the resolution it was computed at.
+
+    r: (K,) r_i, float64, computed with the floor ρ (see :func:`redundancy`): > 0, and
+        sorting by it is meaningful for every category, exactly redundant or not.
+    exact: (K,) True where r_i is 0 at the data's precision — the category is a linear
+        combination of the others up to rounding, and ``r`` is set by the floor ρ.
+    null_share: (K,) ``‖P_null e_i‖²``, the share of category i's axis that lies in the
+        numerical null space of the scaled Gram (eigenvalues ≤ ρ); the paper's geometric
+        view: the closer the axis to the null space, the more redundant.
+    floor: ρ, the Tikhonov floor in the scaled Gram's units (unit diagonal).
+    rank: number of eigenvalues of the scaled Gram above ρ (the dimensions the logits span).
+    rel_precision: relative accuracy of ``r`` as computed (float64 eigendecomposition).
+    """
+
+    r: np.ndarray
+    exact: np.ndarray
+    null_share: np.ndarray
+    floor: float
+    rank: int
+    rel_precision: float
+
+
+def redundancy(
+    gram: np.ndarray, *, data_eps: float = float(np.finfo(np.float32).eps), margin: float = 1e3
+) -> Redundancy:
     """Redundancy ``r_i = 1 / (C_ii (C⁻¹)_ii)`` of every category, computed stably.
 
-    ``r_i`` is the minimal relative prediction error of category i from all others,
-    ``min_θ E[(f_i − θᵀf_{−i})²] / E[f_i²]``. Rather than inverting C (the paper's
-    Remark 2: tiny eigenvalues make that unstable), we work on the symmetric scaling
-    ``S = D^{-1/2} C D^{-1/2}`` (unit diagonal; the quantity is scale-invariant) and its
-    eigendecomposition in float64: ``r_i = 1 / Σ_k u_ik² / λ_k``. Eigenvalues below
-    ``rcond · λ_max`` are numerically zero: a category with weight on them is predicted
-    exactly, r_i = 0 (clamped, not divided by noise). Returns (r, precision) where the
-    precision bound is ``rcond·λ_max / λ_min_kept``-style: r_i is accurate to about
-    ``ε · cond(S)`` relative, reported as the second value.
+    ``r_i`` is the minimal relative prediction error of category i from all the others,
+    ``min_θ E[(f_i − θᵀf_{−i})²] / E[f_i²]`` (paper §2.2). Inverting C is unstable (the
+    paper's Remark 2): logits are an affine image of the penultimate features, so when there
+    are more categories than feature dimensions C is singular up to rounding and every
+    category is an exact combination of the others. We work on the unit-diagonal scaling
+    ``S = D^{-1/2} C D^{-1/2}`` (the quantity is scale-invariant) and its float64
+    eigendecomposition ``S = U diag(λ) Uᵀ``; eigenvalues below a floor ρ cannot be told from
+    0 and are raised to it (a rank-revealing regularisation)::
+
+        r_i = 1 / Σ_k u_ik² / max(λ_k, ρ)
+
+    ρ is the larger of ``margin · K·ε·λ_max`` (a bound on the rounding of S and of its
+    eigendecomposition: a perturbation η of S moves every term by at most η/ρ relative, so
+    ``r`` is accurate to ``1/margin`` relative — ``rel_precision``) and ``(4·data_eps)²`` (the
+    variance of the logits' own rounding relative to their power: float32 or float16 stores).
+    A category with no weight on eigenvalues below ρ gets its exact r_i. An exactly redundant
+    one gets ``≈ ρ / null_share``: no longer noise but the paper's geometry (how much of its
+    axis lies in the null space of C), so sorting by ``r`` stays meaningful, with ties only
+    where the geometry is the same. ``exact`` marks categories whose sum is more than half
+    made of the floored directions.
     """
     c = np.asarray(gram, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise InvalidInputError(f"the Gram must be square; got shape {c.shape}")
     d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
     s = c / d[:, None] / d[None, :]
     lam, u = np.linalg.eigh((s + s.T) / 2)
-    floor = rcond * lam.max()
-    kept = lam > floor
-    inv_diag = (u[:, kept] ** 2 / lam[kept]).sum(1)
-    null_weight = (u[:, ~kept] ** 2).sum(1)
-    with np.errstate(divide="ignore"):  # inv_diag = 0 only where null_weight decides anyway
-        r = np.where(null_weight > 1e-6, 0.0, 1.0 / inv_diag)
-    if not kept.any():  # all-zero logits: every category is "predicted exactly" by zero
-        return np.zeros(len(c)), 0.0
-    precision = float(np.finfo(np.float64).eps * lam.max() / lam[kept].min())
-    return np.clip(r, 0.0, 1.0), precision
+    lam_max = float(max(lam.max(), 1e-300))
+    rounding = len(lam) * np.finfo(np.float64).eps * lam_max
+    floor = max(margin * rounding, (4.0 * data_eps) ** 2)
+    below = lam <= floor
+    weights = u**2 / np.maximum(lam, floor)
+    total = weights.sum(1)
+    r = np.clip(1.0 / total, 0.0, 1.0)
+    exact = weights[:, below].sum(1) > 0.5 * total
+    null_share = (u[:, below] ** 2).sum(1)
+    return Redundancy(r=r, exact=exact, null_share=null_share, floor=float(floor), rank=int((~below).sum()),
+                      rel_precision=float(rounding / floor))
 
 
 # ----------------------------------------------------------------------------- graphs

@@ -9,12 +9,15 @@ to float64 before its product, so the sum is exact to float64 rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from engine.errors import IncompatibleStoresError, InvalidInputError
 from engine.store import Cache, LogitStore
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CHUNK = 8192
 
@@ -28,6 +31,8 @@ class GramAccumulator:
     """
 
     def __init__(self, k_a: int, k_b: int | None = None, device: str | torch.device = "cpu"):
+        import torch  # only to accumulate: reading cached Grams needs numpy alone
+
         self.device = torch.device(device)
         self.n = 0
         kw = {"dtype": torch.float64, "device": self.device}
@@ -36,6 +41,8 @@ class GramAccumulator:
         self._bb_diag = torch.zeros(k_b, **kw) if k_b else None
 
     def update(self, f, g=None) -> None:
+        import torch
+
         f = torch.as_tensor(f).to(self.device, torch.float64)
         if f.ndim != 2 or f.shape[1] != self._aa.shape[0]:
             raise InvalidInputError(

@@ -154,6 +154,26 @@ class DependencyPath:
         return np.diff(self.offsets).reshape(len(self.alphas), self.n_targets)
 
 
+@dataclass(frozen=True)
+class GridRule:
+    """How a path's α grid is chosen when none is given; part of the path's cache key.
+
+    Log-spaced from the largest α_max down to ``span`` times it (plus the paper's α), and
+    stopped after the first α at which the median target uses more than
+    ``max_median_sources`` sources: below that a dependency is neither sparse nor readable
+    (the star graph shows 16 sources, the formula 8), and the solves there cost the most —
+    measured on the demo, the glyph-vit ← glyph-resnet path spent 35 of its 54 s of CPU
+    below a median of 73 sources (docs/dashboard.md).
+    """
+
+    n: int = 24
+    span: float = 5e-3
+    max_median_sources: int = 64
+
+    def alphas(self, amax: np.ndarray) -> np.ndarray:
+        return default_alpha_grid(amax, self.n, self.span)
+
+
 def default_alpha_grid(amax: np.ndarray, n: int = 24, span: float = 5e-3) -> np.ndarray:
     """Log-spaced α from the largest α_max down to ``span`` times it, plus the paper's α."""
     hi = float(amax.max())
@@ -169,20 +189,31 @@ def load_or_compute_path(
     pairing: Pairing,
     alphas: np.ndarray | None = None,
     config: SolverConfig | None = None,
+    rule: GridRule | None = None,
 ) -> DependencyPath:
-    """The α path of every target, from the cache or computed once (warm starts) and cached."""
+    """The α path of every target, from the cache or computed once (warm starts) and cached.
+
+    ``alphas``: an explicit grid, solved in full; otherwise ``rule`` (default
+    :class:`GridRule`) chooses it, and the path may end before the grid's last α.
+    """
     cfg = config or SolverConfig()
     gs = load_gramset(cache, pairing)
     amax = alpha_max(gs.design, gs.rhs, gs.within)
-    grid = np.sort(np.asarray(alphas if alphas is not None else default_alpha_grid(amax)))[::-1]
+    stop = None
+    if alphas is None:
+        rule = rule or GridRule()
+        alphas, stop = rule.alphas(amax), rule.max_median_sources
+    grid = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
     for a in grid:
         check_alpha(a)
     key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key()}
+    if stop is not None:
+        key["stop_median_sources"] = stop
     name = cache.derived_key("path", key)
     with cache.lock(name):
         hit = cache.load_derived("path", key, ("offsets", "source", "value", "gaps"))
         if hit is None:
-            arrays = _compute_path(gs, grid, cfg)
+            arrays = compute_path(gs, grid, cfg, stop)
             cache.save_derived("path", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
         else:
             arrays = hit[0]
@@ -190,7 +221,7 @@ def load_or_compute_path(
         model=pairing.model.name,
         source=pairing.source.name,
         within=pairing.within,
-        alphas=grid,
+        alphas=arrays.get("alphas", grid),
         alpha_max=amax,
         gaps=arrays["gaps"],
         offsets=arrays["offsets"],
@@ -201,7 +232,9 @@ def load_or_compute_path(
     )
 
 
-def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str, np.ndarray]:
+def compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Warm-started solves down the grid; after the first α whose median support exceeds
+    ``stop`` (when given), the path ends."""
     prev, prev_alpha = None, None
     offsets, sources, values, gaps = [np.zeros(1, dtype=np.int64)], [], [], []
     for a in grid:
@@ -213,7 +246,12 @@ def _compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig) -> dict[str,
         sources.append(arr["source"])
         values.append(arr["value"])
         gaps.append(res.duality_gap)
+        if stop is not None and np.median(res.support_sizes) > stop:
+            log.info("α path ends at α = %.4g: the median target has %d sources (> %d)",
+                     a, int(np.median(res.support_sizes)), stop)
+            break
     return {
+        "alphas": grid[: len(gaps)].copy(),
         "offsets": np.concatenate(offsets),
         "source": np.concatenate(sources),
         "value": np.concatenate(values),
@@ -309,16 +347,12 @@ def _none_if_nan(x: float) -> float | None:
 def prepare_demo_dependencies(
     cache: Cache, stores: list[str], pairs: list[tuple[str, str]], alpha: float
 ) -> bool:
-    """Solutions at ``alpha`` for every store (within) and every (model, source) pair
-    (between), and the α paths of the within-model pairings, which the Explore page reads.
-    Between-model paths are left to the first opening of Compare: measured here, one took
-    over 10 minutes on a loaded 2-core CPU, against ~12 s for a within-model path.
-    Returns True when everything was a cache hit."""
+    """Solutions at ``alpha`` and the α paths (what Explore and Compare read) for every store
+    (within) and every (model, source) pair (between). Returns True when all were cache hits."""
     before = set(cache.derived_dir.glob("*.json")) if cache.derived_dir.exists() else set()
     for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
         pairing = open_pairing(cache, model, source)
         solve_dependencies(cache, pairing, alpha)
-        if pairing.within:
-            load_or_compute_path(cache, pairing)
+        load_or_compute_path(cache, pairing)
         log.info("dependencies ready: %s from %s", model, source)
     return set(cache.derived_dir.glob("*.json")) == before

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from engine.analysis import DependencyMetrics, ScreeningCheck, screening_check
+from engine.analysis import DependencyMetrics, Redundancy, ScreeningCheck, screening_check
 from engine.store import manifest_dataset
 
 # ----------------------------------------------------------------------------- one target
@@ -190,17 +190,19 @@ def sparse_relative_error(design: np.ndarray, rhs: np.ndarray, target_sq: np.nda
     return np.clip(err, 0.0, None) / np.maximum(target_sq, 1e-300)
 
 
-def most_redundant(r: np.ndarray, names: list[str], top: int = 20,
+def most_redundant(red: Redundancy, names: list[str], top: int = 20,
                    sparse_err: np.ndarray | None = None) -> pd.DataFrame:
-    """Categories with the smallest redundancy r_i (the best predicted from the others).
+    """Categories with the smallest redundancy r_i first (the best predicted from the others).
 
-    When the logits span fewer dimensions than there are classes, many r_i are exactly 0;
-    ``sparse_err`` (the relative error of the sparse dependency at the chosen α) then breaks
-    the ties, so the list shows the categories best predicted by a *few* others first.
+    r_i is computed with a floor (:func:`engine.analysis.redundancy`), so exactly redundant
+    categories — all of them when the logits span fewer dimensions than there are classes —
+    are ordered by the share of their axis in the null space of C, not by rounding noise.
+    ``sparse_err`` (the relative error of the sparse dependency at the chosen α) is shown
+    alongside: how much of that redundancy a few sources capture.
     """
-    keys = (r,) if sparse_err is None else (sparse_err, r)
-    order = np.lexsort(keys)[:top]
-    frame = pd.DataFrame({"index": order, "name": [names[i] for i in order], "redundancy": r[order]})
+    order = np.argsort(red.r, kind="stable")[:top]
+    frame = pd.DataFrame({"index": order, "name": [names[i] for i in order], "redundancy": red.r[order],
+                          "exact": red.exact[order], "null-space share": red.null_share[order]})
     if sparse_err is not None:
         frame["rel. error at α"] = sparse_err[order]
     return frame

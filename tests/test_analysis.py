@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LinearRegression
 
 from engine.analysis import (
     dependency_graph,
@@ -56,24 +57,79 @@ def test_screening_check_counts(logits_small):
     assert 0 <= sc.precision <= 1 and 0 <= sc.recall <= 1
 
 
-def test_redundancy_equals_least_squares_residual(logits_small):
-    F = logits_small[0].astype(np.float64)
+def _relative_residual(F: np.ndarray, i: int) -> float:
+    """Independent reference: sklearn's least squares of column i on all the others."""
+    X = np.delete(F, i, axis=1)
+    fit = LinearRegression(fit_intercept=False).fit(X, F[:, i])
+    return float(np.mean((F[:, i] - fit.predict(X)) ** 2) / np.mean(F[:, i] ** 2))
+
+
+def test_redundancy_equals_least_squares_residual():
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((3000, 30)) @ rng.standard_normal((30, 30))
+    F[:, 5] = F[:, :5] @ rng.standard_normal(5) + 0.01 * rng.standard_normal(3000)  # nearly redundant
+    red = redundancy(gram_of(F), data_eps=np.finfo(np.float64).eps)
+    assert red.rank == 30 and not red.exact.any()
+    assert red.rel_precision <= 1e-3
+    for i in (0, 5, 9, 29):
+        assert red.r[i] == pytest.approx(_relative_residual(F, i), rel=1e-6)
+    assert np.argmin(red.r) == 5
+
+
+def test_redundancy_of_an_ill_conditioned_gram_matches_50_digit_arithmetic():
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((400, 5))
+    scales = np.array([1e-3, 1e-4, 1e-5])  # three columns close to combinations of the others
+    F = np.hstack([base, base[:, :3] @ rng.standard_normal((3, 3)) + scales * rng.standard_normal((400, 3))])
     C = gram_of(F)
-    r, precision = redundancy(C)
-    for i in (0, 9, 31):
-        X = np.delete(F, i, axis=1)
-        theta, *_ = np.linalg.lstsq(X, F[:, i], rcond=None)
-        direct = np.mean((F[:, i] - X @ theta) ** 2) / np.mean(F[:, i] ** 2)
-        assert r[i] == pytest.approx(direct, rel=1e-6)
-    assert precision < 1e-6
+    assert np.linalg.cond(C) > 1e10
+    red = redundancy(C, data_eps=np.finfo(np.float64).eps)
+    mpmath.mp.dps = 50
+    M = mpmath.matrix(C.tolist())
+    inv = M**-1
+    exact = np.array([float(1 / (M[i, i] * inv[i, i])) for i in range(C.shape[0])])
+    assert exact.min() < 1e-9  # the float64 Gram is near-singular, yet …
+    assert not red.exact.any()
+    np.testing.assert_allclose(red.r, exact, rtol=max(red.rel_precision, 1e-6))
 
 
-def test_redundancy_of_an_exact_copy_is_zero(logits_small):
+def test_low_rank_logits_are_exactly_redundant_and_ordered_by_their_null_space_share():
+    rng = np.random.default_rng(2)
+    H = rng.standard_normal((2000, 12))
+    W = rng.standard_normal((12, 40)) * rng.uniform(0.2, 3.0, 40)  # 40 categories, 12 dimensions + bias
+    F = (H @ W + rng.standard_normal(40)).astype(np.float32)  # float32 logits, like a store
+    red = redundancy(gram_of(F))
+    assert red.rank == 13
+    assert red.exact.all()
+    assert max(_relative_residual(F.astype(np.float64), i) for i in (0, 7)) < red.floor  # truly ≈ 0
+    # null-space share from the data's own SVD (not from the Gram's eigendecomposition)
+    Fs = F.astype(np.float64) / np.sqrt(np.mean(F.astype(np.float64) ** 2, axis=0))
+    _, _, vt = np.linalg.svd(Fs, full_matrices=True)
+    share = (vt[13:] ** 2).sum(0)
+    np.testing.assert_allclose(red.null_share, share, rtol=1e-6)
+    np.testing.assert_allclose(red.r, red.floor / share, rtol=1e-3)
+    assert (np.argsort(red.r, kind="stable") == np.argsort(-share, kind="stable")).all()
+
+
+def test_a_category_outside_the_span_of_the_others_is_not_exact():
+    rng = np.random.default_rng(3)
+    F = (rng.standard_normal((2000, 10)) @ rng.standard_normal((10, 30))).astype(np.float32)
+    F[:, 4] += 0.2 * rng.standard_normal(2000).astype(np.float32)  # private direction
+    red = redundancy(gram_of(F))
+    assert not red.exact[4] and red.exact[np.arange(30) != 4].all()
+    assert red.r[4] == pytest.approx(_relative_residual(F.astype(np.float64), 4), rel=1e-4)
+    assert red.r.argmax() == 4
+
+
+def test_duplicates_tie_and_float16_stores_have_a_coarser_floor(logits_small):
     F = logits_small[0].astype(np.float64)
-    F = np.hstack([F, F[:, [2]] * 3.0])
-    r, _ = redundancy(gram_of(F))
-    assert r[-1] == 0.0 and r[2] == 0.0
-    assert (r[[0, 1, 5]] > 0).all()
+    F = np.hstack([F, F[:, [2]]])
+    red = redundancy(gram_of(F))
+    assert red.exact[[2, 40]].all()
+    assert red.r[2] == pytest.approx(red.r[40], rel=1e-9) and red.null_share[2] == pytest.approx(0.5, rel=1e-6)
+    coarse = redundancy(gram_of(F), data_eps=float(np.finfo(np.float16).eps))
+    assert coarse.floor >= (4 * np.finfo(np.float16).eps) ** 2 > red.floor
 
 
 def test_dependency_graph_edges_follow_coefficients():

@@ -40,3 +40,26 @@ def test_dependency_formula_and_markdown():
     frame = views.dependency_frame(np.array([3, 1]), np.array([0.2, -0.5]), ["a", "b", "c", "d"])
     assert list(frame["name"]) == ["b", "d"]
     assert views.dependency_formula("t", frame) == "t ≈ −0.500·b + 0.200·d"
+
+
+def test_stored_chart_specs_match_the_altair_builders():
+    """chart_specs.json (read at start instead of importing altair) is what the builders make."""
+    import json
+
+    stored = json.loads(charts.SPECS_FILE.read_text(encoding="utf-8"))
+    assert stored["specs"] == json.loads(json.dumps(charts.build_specs())), \
+        "a chart changed: run `python -m dashboard.components.charts` to rewrite chart_specs.json"
+
+
+def test_dashboard_start_imports_neither_torch_nor_altair():
+    """The first page only reads caches: the engine's solver (torch) and altair stay unloaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dashboard.components.loaders, dashboard.components.widgets, dashboard.components.graph, "
+            "dashboard.components.charts as c, pandas as pd; "
+            "c.covariance_scatter(pd.DataFrame({'covariance': [0.1], 'coef': [0.2], 'name': ['a']}), 0.3, 't'); "
+            "print(sorted(m for m in ('torch', 'altair', 'sklearn', 'timm', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=charts.SPECS_FILE.parents[2])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

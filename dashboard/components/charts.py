@@ -5,15 +5,21 @@ slider. So each chart's *shape* is written once with altair over named datasets
 (``alt.NamedData``), turned into a Vega-Lite dict and cached; a rerun only fills in the
 data and the title (:class:`ChartSpec`). ``st.vega_lite_chart`` shows it, and
 :func:`chart_png` / :func:`chart_svg` export it offline.
+
+The built templates are also kept in ``chart_specs.json`` (``python -m
+dashboard.components.charts`` rewrites it; a test checks it matches the builders), so a
+cold start does not import altair at all.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from importlib.metadata import version
+from pathlib import Path
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
@@ -53,7 +59,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
             for row in frame.to_dict(orient="records")]
 
 
-def _named(name: str) -> alt.NamedData:
+def _named(name: str):
+    import altair as alt
+
     return alt.NamedData(name=name)
 
 
@@ -70,6 +78,37 @@ def _template(chart) -> dict:
     return spec
 
 
+SPECS_FILE = Path(__file__).with_name("chart_specs.json")
+
+
+@cache
+def _spec(name: str) -> dict:
+    """The Vega-Lite template ``name``: read from chart_specs.json when the installed altair
+    wrote it, else built now (importing altair and building costs ~0.6 s of a cold start)."""
+    stored = _stored_specs()
+    return stored[name] if name in stored else _BUILDERS[name]()
+
+
+@lru_cache(maxsize=1)
+def _stored_specs() -> dict:
+    try:
+        data = json.loads(SPECS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("specs", {}) if data.get("altair") == version("altair") else {}
+
+
+def build_specs() -> dict:
+    """Every chart template, built with altair (what chart_specs.json holds)."""
+    return {name: build() for name, build in _BUILDERS.items()}
+
+
+def write_specs() -> None:
+    """Rebuild chart_specs.json: ``python -m dashboard.components.charts`` after changing a chart."""
+    data = {"altair": version("altair"), "specs": build_specs()}
+    SPECS_FILE.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _fill(template: dict, title: str, height: int, **datasets: pd.DataFrame) -> ChartSpec:
     spec = dict(template)
     spec["title"] = title
@@ -79,8 +118,9 @@ def _fill(template: dict, title: str, height: int, **datasets: pd.DataFrame) -> 
 # ----------------------------------------------------------------------------- Fig. 3
 
 
-@lru_cache(maxsize=1)
-def _scatter_template() -> dict:
+def _build_scatter() -> dict:
+    import altair as alt
+
     band = alt.Chart(_named("band")).mark_rect(color=ACCENT, opacity=0.10).encode(x="lo:Q", x2="hi:Q")
     edges = alt.Chart(_named("edges")).mark_rule(color=ACCENT, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
     points = alt.Chart(_named("points")).mark_circle(size=70, opacity=0.85).encode(
@@ -101,15 +141,16 @@ def covariance_scatter(frame: pd.DataFrame, alpha: float, title: str, height: in
     """
     coef = frame["coef"].to_numpy()
     points = frame.assign(sign=np.where(coef > 0, "positive", np.where(coef < 0, "negative", "zero")))
-    return _fill(_scatter_template(), title, height, points=points,
+    return _fill(_spec("scatter"), title, height, points=points,
                  band=pd.DataFrame({"lo": [-alpha], "hi": [alpha]}), edges=pd.DataFrame({"x": [-alpha, alpha]}))
 
 
 # ----------------------------------------------------------------------------- α path
 
 
-@lru_cache(maxsize=1)
-def _path_template() -> dict:
+def _build_path() -> dict:
+    import altair as alt
+
     lines = alt.Chart(_named("path")).mark_line(strokeWidth=2.5, interpolate="step-after").encode(
         x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log", reverse=True)),
         y=alt.Y("coef:Q", title="coefficient θ_j"),
@@ -134,7 +175,7 @@ def alpha_path(frames: tuple[pd.DataFrame, pd.DataFrame], alpha: float, title: s
     """Every source's coefficient against α (log scale): the strongest in colour, the rest in
     grey, the chosen α marked. ``frames``: :func:`engine.views.path_frame`."""
     top, others = frames
-    return _fill(_path_template(), title, height, path=top, others=others,
+    return _fill(_spec("path"), title, height, path=top, others=others,
                  marker=pd.DataFrame({"alpha": [alpha], "label": [f"α = {alpha:.3g}"]}),
                  zero=pd.DataFrame({"y": [0.0]}))
 
@@ -142,8 +183,9 @@ def alpha_path(frames: tuple[pd.DataFrame, pd.DataFrame], alpha: float, title: s
 # ----------------------------------------------------------------------------- theory
 
 
-@lru_cache(maxsize=1)
-def _screening_template() -> dict:
+def _build_screening() -> dict:
+    import altair as alt
+
     chart = alt.Chart(_named("curve")).mark_line(point=True, strokeWidth=2.5).encode(
         x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),
         y=alt.Y("value:Q", title="fraction", scale=alt.Scale(domain=[0, 1.02])),
@@ -156,11 +198,12 @@ def _screening_template() -> dict:
 
 def screening_chart(frame: pd.DataFrame, title: str, height: int = 340) -> ChartSpec:
     """Conjecture 1 precision and recall against α (frame: alpha, measure, value)."""
-    return _fill(_screening_template(), title, height, curve=frame)
+    return _fill(_spec("screening"), title, height, curve=frame)
 
 
-@lru_cache(maxsize=1)
-def _spectrum_template() -> dict:
+def _build_spectrum() -> dict:
+    import altair as alt
+
     chart = alt.Chart(_named("spectrum")).mark_line(color=POS, strokeWidth=2.5).encode(
         x=alt.X("rank:Q", title="rank k"),
         y=alt.Y("eigenvalue:Q", title="λ_k (log scale)", scale=alt.Scale(type="log")),
@@ -174,11 +217,12 @@ def spectrum_chart(eigenvalues: np.ndarray, title: str, height: int = 340) -> Ch
     lam = np.asarray(eigenvalues, dtype=float)
     floor = max(float(lam.max()) * 1e-16, 1e-300)
     frame = pd.DataFrame({"rank": np.arange(1, len(lam) + 1), "eigenvalue": np.maximum(lam, floor)})
-    return _fill(_spectrum_template(), title, height, spectrum=frame)
+    return _fill(_spec("spectrum"), title, height, spectrum=frame)
 
 
-@lru_cache(maxsize=1)
-def _histogram_template() -> dict:
+def _build_histogram() -> dict:
+    import altair as alt
+
     chart = alt.Chart(_named("values")).mark_bar(color=POS).encode(
         x=alt.X("value:Q", bin=alt.Bin(maxbins=40), title=None),
         y=alt.Y("count():Q", title="categories"),
@@ -192,14 +236,52 @@ def histogram(values: np.ndarray, field: str, title: str, log_x: bool = False, h
     v = v[np.isfinite(v)]
     if log_x:
         v = np.log10(np.maximum(v, 1e-16))
-    spec = _fill(_histogram_template(), title, height, values=pd.DataFrame({"value": v}))
+    spec = _fill(_spec("histogram"), title, height, values=pd.DataFrame({"value": v}))
     layer = copy.deepcopy(spec.spec)
     layer["encoding"]["x"]["title"] = f"log10 {field}" if log_x else field
     return ChartSpec(layer, spec.datasets, height)
 
 
-@lru_cache(maxsize=1)
-def _support_template() -> dict:
+def _build_redundancy() -> dict:
+    import altair as alt
+
+    bars = alt.Chart(_named("values")).mark_bar(orient="vertical").encode(
+        x=alt.X("lo:Q", title="log10 r_i", scale=alt.Scale(zero=False, nice=False, domainMax=0)), x2="hi:Q",
+        y=alt.Y("count:Q", title="categories (symlog)", stack=True, scale=alt.Scale(type="symlog")),
+        color=alt.Color("kind:N", title="", scale=alt.Scale(domain=REDUNDANCY_KINDS, range=[ACCENT, POS]),
+                        legend=alt.Legend(orient="bottom")),
+    )
+    floor = alt.Chart(_named("floor")).mark_rule(color=ZERO, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
+    pad = alt.Chart(_named("floor")).mark_point(opacity=0).encode(x="pad:Q")  # room left of ρ for its label
+    label = alt.Chart(_named("floor")).mark_text(align="right", dx=-6, fontSize=14, color="#4b5563",
+                                                 font=FONT).encode(x="x:Q", y=alt.value(14), text="label:N")
+    return _template(floor + pad + bars + label)
+
+
+REDUNDANCY_KINDS = ["exact (r_i = 0 up to ρ)", "resolved"]
+
+
+def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 360) -> ChartSpec:
+    """log10 r_i of every category from just below the floor ρ up to 1 (r_i ≤ 1 always), in
+    bins of 0.1, exactly redundant ones apart and ρ marked: where the categories sit on the
+    whole scale, even when all of them are piled up at the floor."""
+    log_r = np.log10(np.clip(np.asarray(r, dtype=float), floor, 1.0))
+    lo = np.floor(np.log10(floor) * 2) / 2 - 0.5
+    edges = np.arange(lo, 0.0 + 1e-9, 0.1)
+    rows = []
+    for kind, mask in ((REDUNDANCY_KINDS[0], exact), (REDUNDANCY_KINDS[1], ~exact)):
+        counts, _ = np.histogram(log_r[mask], bins=edges)
+        rows += [{"lo": a, "hi": b, "count": int(c), "kind": kind}
+                 for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
+    frame = pd.DataFrame(rows, columns=["lo", "hi", "count", "kind"])
+    return _fill(_spec("redundancy"), title, height, values=frame,
+                 floor=pd.DataFrame({"x": [np.log10(floor)], "pad": [np.log10(floor) - 1.0],
+                                     "label": [f"ρ = {floor:.0e}"]}))
+
+
+def _build_support() -> dict:
+    import altair as alt
+
     chart = alt.Chart(_named("support")).mark_line(point=True, color=NEG, strokeWidth=2.5).encode(
         x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),
         y=alt.Y("median_sources:Q", title="median sources per target"),
@@ -210,7 +292,10 @@ def _support_template() -> dict:
 
 def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSpec:
     """Median number of sources per target against α (frame: alpha, median_sources)."""
-    return _fill(_support_template(), title, height, support=frame)
+    return _fill(_spec("support"), title, height, support=frame)
+
+
+_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support}
 
 
 # ----------------------------------------------------------------------------- export
@@ -233,3 +318,7 @@ def show(chart: ChartSpec) -> None:
     import streamlit as st
 
     st.vega_lite_chart(spec=chart.for_streamlit(), width="stretch")
+
+
+if __name__ == "__main__":
+    write_specs()

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from engine import views
-from engine.analysis import Top2, redundancy
+from engine.analysis import Redundancy, Top2, redundancy
 from engine.service import DependencyPath, load_gramset, load_or_compute_path, open_pairing
 from engine.store import Cache, LogitStore
 
@@ -83,11 +83,12 @@ def load_top2(root: str, model: str) -> Top2:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Computing redundancy (eigendecomposition of the Gram)…")
-def _redundancy(root: str, model: str, stamp: tuple) -> tuple[np.ndarray, float]:
-    return redundancy(_gramset(root, model, model, stamp).design)
+def _redundancy(root: str, model: str, stamp: tuple) -> Redundancy:
+    eps = float(np.finfo(_store(root, model, stamp).logits.dtype).eps)  # float16 stores: a coarser floor
+    return redundancy(_gramset(root, model, model, stamp).design, data_eps=eps)
 
 
-def load_redundancy(root: str, model: str) -> tuple[np.ndarray, float]:
+def load_redundancy(root: str, model: str) -> Redundancy:
     return _redundancy(root, model, _stamp(root, model))
 
 

@@ -17,6 +17,8 @@ from engine.service import PAPER_ALPHAS, DependencyPath
 
 FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
+# The demo opens on the design notes' example (O ≈ 0.36·"0" + 0.19·"C" + …); other stores on category 0.
+PREFERRED_TARGETS = ("O LATIN CAPITAL LETTER O",)
 
 
 def page_header(title: str, caption: str) -> None:
@@ -41,7 +43,7 @@ def require_stores(names: list[str], root: str) -> None:
     if not names:
         st.info(
             f"The cache `{root}` holds no logit stores yet. Fill it with the embedded default "
-            f"(about 20 minutes on a laptop CPU, no download):\n\n`{FILL_COMMAND}`\n\n"
+            f"(a few minutes on a laptop CPU, no download):\n\n`{FILL_COMMAND}`\n\n"
             "or import logits computed elsewhere on the **Data** page.",
             icon=":material/inbox:",
         )
@@ -84,8 +86,11 @@ def model_ui(
     return value
 
 
-def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
-              default: int = 0) -> int:
+def _default_target(class_names: list[str]) -> int:
+    return next((class_names.index(n) for n in PREFERRED_TARGETS if n in class_names), 0)
+
+
+def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category") -> int:
     """A searchable picker of the target category (type to search the names)."""
     state.restore(key)
     if "target" in params:
@@ -94,7 +99,7 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
             st.session_state[key] = parsed
     current = st.session_state.get(key)
     if not isinstance(current, int) or not 0 <= current < len(class_names):
-        st.session_state[key] = min(default, len(class_names) - 1)
+        st.session_state[key] = _default_target(class_names)
     value = st.selectbox(
         label, range(len(class_names)), key=key,
         format_func=lambda i: f"{class_names[i]}  ·  #{i}",

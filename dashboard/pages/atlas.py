@@ -137,30 +137,39 @@ def main() -> None:
 
 
 def _tables(root, model, coef, class_names, found, within, alpha) -> None:
-    c1, c2, c3 = st.columns(3, gap="large")
+    st.subheader("Communities")
+    rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])}
+            for k, m in enumerate(found) if len(m) > 1][:30]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 320),
+                 column_config={"#": st.column_config.NumberColumn(width=40),
+                                "size": st.column_config.NumberColumn(width=60),
+                                "members": st.column_config.TextColumn(width=1100)})
+    c1, c2 = st.columns(2, gap="large")
     with c1:
-        st.subheader("Communities")
-        rows = [{"#": k + 1, "size": len(m), "members": ", ".join(views.short_name(class_names[i], 16) for i in m[:14])}
-                for k, m in enumerate(found) if len(m) > 1][:30]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 420))
-    with c2:
         st.subheader("Most depended-on")
         st.dataframe(views.most_depended_on(coef, class_names, 30), hide_index=True, width="stretch",
                      height=420, column_config={"index": None,
-                                                "sum |coef|": st.column_config.NumberColumn(format="%.3f")})
-    with c3:
+                                                "name": st.column_config.TextColumn("category", width=320),
+                                                "targets": st.column_config.NumberColumn(width=80),
+                                                "sum |coef|": st.column_config.NumberColumn(format="%.3f",
+                                                                                           width=100)})
+        st.caption(f"Sources used by the most targets at α = {alpha:.3g}.")
+    with c2:
         st.subheader("Most redundant")
         if within:
-            r, _precision = guard(load_redundancy, root, model)
+            red = guard(load_redundancy, root, model)
             gs = guard(load_gramset_for, root, model)
             err = views.sparse_relative_error(gs.design, gs.rhs, gs.target_sq, coef)
-            st.dataframe(views.most_redundant(r, class_names, 30, err), hide_index=True, width="stretch",
+            st.dataframe(views.most_redundant(red, class_names, 30, err), hide_index=True, width="stretch",
                          height=420, column_config={
-                             "index": None,
-                             "redundancy": st.column_config.NumberColumn("r_i", format="%.1e"),
-                             "rel. error at α": st.column_config.NumberColumn(format="%.2e")})
-            st.caption(f"r_i: smallest relative error from all other categories; ties broken by the "
-                       f"relative error of the sparse dependency at α = {alpha:.3g}.")
+                             "index": None, "null-space share": None,
+                             "name": st.column_config.TextColumn("category", width=230),
+                             "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
+                             "exact": st.column_config.CheckboxColumn("exact", width=60),
+                             "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
+            st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
+                       f"precision; those are ordered by how much of their axis lies in the null space of C, "
+                       f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
         else:
             st.info("Redundancy is defined within one model.")
 

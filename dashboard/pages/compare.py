@@ -76,8 +76,10 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_
     with t:
         table1_card(metrics)
         st.dataframe(frame, hide_index=True, width="stretch", height=min(38 + 35 * len(frame), 300),
-                     column_config={"coef": st.column_config.NumberColumn("θ_j", format="%+.4f"),
-                                    "name": st.column_config.TextColumn(f"source category of {model_a}")})
+                     column_config={"index": None,
+                                    "name": st.column_config.TextColumn(f"source category of {model_a}",
+                                                                        width=300),
+                                    "coef": st.column_config.NumberColumn("θ_j", format="%+.4f", width=90)})
     return {"frame": frame, "metrics": metrics, "formula": formula, "html": html, "target_name": target_name}
 
 
@@ -115,7 +117,9 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
                 share.style.map(lambda v: f"color: {POS}" if v > 0 else (f"color: {NEG}" if v < 0 else ""),
                                 subset=[f"coef {model_a}", f"coef {model_b}"]).format(
                     {f"coef {model_a}": "{:+.4f}", f"coef {model_b}": "{:+.4f}"}),
-                hide_index=True, width="stretch", height=min(38 + 35 * len(share), 420))
+                hide_index=True, width="stretch", height=min(38 + 35 * len(share), 420),
+                column_config={"index": None, "name": st.column_config.TextColumn("source category", width=260),
+                               "kind": st.column_config.TextColumn(width=130)})
     with right:
         charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"))
 

@@ -27,7 +27,8 @@ def _model_name(manifest: dict) -> str:
 
 def _dataset_name(manifest: dict) -> str:
     data = manifest_dataset(manifest)
-    return " ".join(str(data[k]) for k in ("name", "split") if data.get(k))
+    name = str(data.get("name") or data.get("root") or "")
+    return f"{name} ({data['split']})" if name and data.get("split") else name
 
 
 def _quarantine_note(root: str) -> None:
@@ -38,6 +39,16 @@ def _quarantine_note(root: str) -> None:
         st.warning(f"{len(moved)} damaged cache file(s) were moved to `{folder}` and are not used "
                    f"(latest: `{moved[-1]}`). Run `python -m engine --cache {root} verify` for a full "
                    "check; re-import the stores it names.", icon=":material/gpp_maybe:")
+
+
+def _summarised(manifest: dict, keep: int = 12) -> dict:
+    """The manifest with its long lists (class names, sample ids) cut to their first entries."""
+    out = {}
+    for key, value in manifest.items():
+        if isinstance(value, list) and len(value) > keep:
+            value = f"{len(value)} entries: " + ", ".join(map(str, value[:keep])) + " …"
+        out[key] = value
+    return out
 
 
 def _stores_section(root: str) -> None:
@@ -56,10 +67,7 @@ def _stores_section(root: str) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
     pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
     manifest = next(m for m in manifests if m["name"] == pick)
-    shown = dict(manifest)
-    names = shown.pop("class_names", [])
-    shown["class_names"] = f"{len(names)} names: " + ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
-    st.json(shown, expanded=1)
+    st.json(_summarised(manifest), expanded=1)
 
 
 def _import_section(root: str) -> None:

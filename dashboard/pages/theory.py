@@ -33,24 +33,40 @@ def _chart_downloads(chart, slug: str, key: str) -> None:
 
 def _redundancy_section(root: str, model: str, names: list[str]) -> None:
     st.subheader("Redundancy r_i — what brings dependencies")
-    r, precision = guard(load_redundancy, root, model)
+    red = guard(load_redundancy, root, model)
+    k, n_exact = len(red.r), int(red.exact.sum())
+    resolved = red.r[~red.exact]
     c = st.columns(4)
-    c[0].metric("Median r_i", f"{np.median(r):.2e}")
-    c[1].metric("Categories with r_i < 1 %", f"{int((r < 0.01).sum())} / {len(r)}")
-    c[2].metric("Exactly predictable (r_i = 0)", int((r == 0).sum()))
-    c[3].metric("Relative precision", f"{precision:.1e}", help="≈ machine ε × condition number of the "
-                "scaled Gram: r_i below this is indistinguishable from 0")
-    st.caption("r_i = 1 / (C_ii (C⁻¹)_ii) is the smallest relative error of predicting category i "
-               "from all the others (paper §2.2); small r_i ⇒ i is redundant ⇒ it has neural "
-               "dependencies. Computed stably from the eigendecomposition of the scaled Gram.")
-    left, right = st.columns([3, 2], gap="large")
+    c[0].metric("Dimensions the logits span", f"{red.rank} / {k}",
+                help="Eigenvalues of the scaled Gram above the floor ρ: the numerical rank of C")
+    c[1].metric("Exactly redundant (r_i = 0)", f"{n_exact} / {k}",
+                help="A linear combination of the other categories up to the data's rounding")
+    c[2].metric("Median r_i, not exact", f"{np.median(resolved):.2e}" if resolved.size else "—",
+                help="Over the categories that are not exact combinations of the others")
+    c[3].metric("Floor ρ (precision)", f"{red.floor:.0e} (±{100 * red.rel_precision:.2g} %)",
+                help="Eigenvalues of the scaled Gram below ρ cannot be told from 0 (rounding of the Gram and "
+                     "of the logits); every r_i is accurate to the relative precision in brackets")
+    st.caption(
+        "r_i = 1 / (C_ii (C⁻¹)_ii) is the smallest relative error of predicting category i from all the "
+        "others (paper §2.2): small r_i ⇒ i is redundant ⇒ it has neural dependencies. Computed from the "
+        "float64 eigendecomposition of the scaled Gram, eigenvalues below ρ raised to ρ."
+        + (f" The logits span {red.rank} dimensions for {k} categories (the penultimate layer's width, "
+           f"plus the bias): {n_exact} categories are exact combinations of the others, r_i = 0 at the data's "
+           "precision. Their value here, ≈ ρ / null share (the share of the category's axis in the null space "
+           "of C), orders them by the paper's geometric view instead of by rounding noise." if n_exact else ""))
+    left, right = st.columns(2, gap="large")
     with left:
-        chart = charts.histogram(r, "r_i", "Redundancy of every category", log_x=True)
+        chart = charts.redundancy_histogram(red.r, red.exact, red.floor, "Redundancy of every category")
         charts.show(chart)
         _chart_downloads(chart, f"{model}-redundancy", "th-r")
     with right:
-        st.dataframe(views.most_redundant(r, names, len(r)), hide_index=True, width="stretch", height=380,
-                     column_config={"redundancy": st.column_config.NumberColumn("r_i", format="%.3e")})
+        st.dataframe(views.most_redundant(red, names, k), hide_index=True, width="stretch", height=420,
+                     column_config={"index": None,
+                                    "name": st.column_config.TextColumn("category", width=250),
+                                    "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=90),
+                                    "exact": st.column_config.CheckboxColumn("exact", width=60),
+                                    "null-space share": st.column_config.NumberColumn("null share", format="%.3f",
+                                                                                      width=90)})
 
 
 def _screening_section(root: str, model: str) -> None:

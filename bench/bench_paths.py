@@ -1,0 +1,74 @@
+"""How long the demo's α paths take to compute: within each model and between them.
+
+    python -m bench.bench_paths                      # the demo cache (python -m engine demo first)
+    python -m bench.bench_paths --full               # also the whole grid, without the sparsity stop
+
+For each (model, source) pairing of the demo, the path the dashboard reads is computed from
+the cached Grams — not read from the cache — in this process, one pairing after another,
+exactly as ``python -m engine demo`` computes it (engine.service.GridRule), and timed: wall
+time, this process's CPU time (what a quiet machine waits for), number of α values, the
+median number of sources at the path's last α. Prints JSON (``--json FILE`` writes it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import print_report  # noqa: E402
+
+PAIRINGS = (("glyph-resnet", "glyph-resnet"), ("glyph-vit", "glyph-vit"),
+            ("glyph-resnet", "glyph-vit"), ("glyph-vit", "glyph-resnet"))  # (targets, sources)
+
+
+def time_path(cache, model: str, source: str, stop: bool) -> dict:
+    from engine.covlasso import SolverConfig, alpha_max
+    from engine.service import GridRule, compute_path, load_gramset, open_pairing
+
+    gs = load_gramset(cache, open_pairing(cache, model, source))
+    rule = GridRule()
+    grid = rule.alphas(alpha_max(gs.design, gs.rhs, gs.within))
+    t0, c0 = time.perf_counter(), time.process_time()
+    arrays = compute_path(gs, grid, SolverConfig(), rule.max_median_sources if stop else None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    counts = np.diff(arrays["offsets"]).reshape(len(arrays["alphas"]), -1)
+    return {"targets": model, "sources": source, "stop": stop, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "alphas": len(arrays["alphas"]), "last_alpha": float(arrays["alphas"][-1]),
+            "median_sources_at_last_alpha": float(np.median(counts[-1]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", type=Path, default=ROOT / "cache")
+    ap.add_argument("--full", action="store_true", help="also time the whole grid (no sparsity stop)")
+    ap.add_argument("--json", type=Path, help="also write the report here")
+    args = ap.parse_args(argv)
+    import torch  # imported once, outside the timings (the first solve would import it)
+
+    from engine.store import Cache
+
+    torch.zeros(1)
+    cache = Cache(args.cache)
+    rows = []
+    for model, source in PAIRINGS:
+        for stop in (True, False) if args.full else (True,):
+            rows.append(time_path(cache, model, source, stop))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    report = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
+              "total_cpu_s_with_stop": round(sum(r["cpu_s"] for r in rows if r["stop"]), 1),
+              "paths": rows}
+    print_report(report, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
