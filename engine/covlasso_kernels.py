@@ -2,19 +2,31 @@
 
 Algorithm (all targets of a chunk advance together, as batched torch tensors):
 
-1. **Working sets.** Each target keeps a small set of candidate features: its current
+1. **Prediction** (warm starts). A solution θ at α' stays on a straight line as α moves
+   until its support changes; one solve on the old support and signs at the new α gives
+   that line's point, and the full gradient there says which features will enter.
+2. **Working sets.** Each target keeps a small set of candidate features: its current
    support plus the features that violate the KKT condition ``|b_j − G_jθ| ≤ α`` the most.
-2. **Subproblem.** On the working set, a primal-dual active-set (semismooth Newton) step
-   solves ``G_AA θ_A = b_A − α·sign`` exactly for the guessed support ``A`` and signs; it
-   stops when signs and the inactive bound are consistent, i.e. when the subproblem's KKT
-   conditions hold to rounding. Targets where the guess cycles fall back to coordinate
-   descent, which always converges, followed by the same exact polish.
-3. **Certificate.** The full gradient ``b − Gθ`` over *all* features (a sparse×dense product)
-   gives sklearn's duality gap per target; targets whose gap exceeds ``tol·E[g_t²]`` get their
-   violators added to the working set and go round again. Nothing unconverged is returned
-   silently: a :class:`ConvergenceWarning` names how many targets and the worst gap.
+3. **Subproblem**, solved exactly on the working set:
 
-Paths over α use warm starts, which is also what keeps the active-set steps few.
+   * *primal-dual active set* (semismooth Newton) steps guess the support and signs from
+     the gradient and solve ``G_AA θ_A = b_A − α·sign`` for it; a target is solved when the
+     guess is consistent (signs as assumed, ``|c_j| ≤ α`` off the support), which is the
+     KKT system. Columns that are (numerically) combinations of the ones before them are
+     left out of the guess: the Gram of logits has as many zero eigenvalues as there are
+     categories beyond the penultimate width, and a guess past that rank is singular.
+   * where the guesses stop improving (they can cycle on ill-conditioned sets), a
+     *monotone active-set method* takes over: it moves only as far as the signs stay
+     feasible, lets features in by blocks that halve down to one at a time when a block
+     fails, and exchanges a dependent feature along the null direction of the set. Every
+     step lowers the objective or shrinks an entering block, so it cannot cycle.
+4. **Certificate.** The full gradient ``b − Gθ`` over *all* features gives sklearn's
+   duality gap per target; targets whose gap exceeds ``tol·E[g_t²]`` go round again with
+   their violators added. Nothing unconverged is returned silently: a
+   :class:`~engine.covlasso.ConvergenceWarning` names how many targets and the worst gap.
+
+Cold starts at small α go down a short ladder of α values from α_max (each rung a warm
+start for the next); paths over α use the previous grid point.
 """
 
 from __future__ import annotations
@@ -32,17 +44,17 @@ from engine.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 _GROUP = 128  # targets per working-set group (similar sizes together: little padding)
-# Growth limits. Both keep the subproblems small and well-conditioned; neither changes the
-# result (every solution is certified by its duality gap). On the demo's logits (1,000
-# classes spanning 128 or 257 dimensions, so supports approach the Gram's rank) the Newton
-# guesses used to cycle: glyph-vit's α path took 161 s of CPU for its first 23 of 25 α,
-# each further α doubling; with these limits and the fallback below, 28 s (docs/dashboard.md).
+# Growth limits: they keep the subproblems small and the guesses near the solution;
+# neither changes the result (every solution is certified by its duality gap).
 _GROWTH = 4  # a working set grows by at most 1/_GROWTH of the support per round (≥ min_working_set)
-_MIN_ADD = 4  # an active-set step adds at most max(_MIN_ADD, nnz/_GROWTH) features
+_MIN_ADD = 4  # an active-set guess adds at most max(_MIN_ADD, nnz/_GROWTH) features
+# A column whose squared distance to the span of the columns before it (in the Gram's metric)
+# is below _PIVOT of its squared norm counts as a combination of them (cond ≳ 1/_PIVOT).
+_PIVOT = 1e-10
+_STALL = 3  # Newton steps without fewer KKT violations before the monotone method takes over
 
 
-def _soft(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.clamp(x.abs() - t, min=0.0)
+# ----------------------------------------------------------------------------- full problem
 
 
 def _gradient(G: torch.Tensor, b: torch.Tensor, theta: torch.Tensor, forbid) -> torch.Tensor:
@@ -73,12 +85,7 @@ def _gap_and_objective(theta, c, b, ysq, alpha):
     return torch.clamp(gap, min=0.0), 0.5 * r2 + alpha * l1
 
 
-def _entering(c: torch.Tensor, nz: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Zeros that violate ``|c_j| ≤ α``, only the largest excesses (see :func:`_newton`)."""
-    excess = torch.where(nz, 0.0, c.abs() - alpha)
-    cap = min(c.shape[1], max(_MIN_ADD, int(nz.sum(1).max()) // _GROWTH))
-    kth = torch.topk(excess, cap, dim=1).values[:, -1:]
-    return (excess > 0) & (excess >= kth)
+# ----------------------------------------------------------------------------- active sets
 
 
 def _batched_submatrix(H: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -92,195 +99,309 @@ def _batched_submatrix(H: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return H.reshape(B, w * w).gather(1, flat).reshape(B, s, s)
 
 
+def _ordered(active: torch.Tensor, key: torch.Tensor):
+    """Positions of the active features, by increasing ``key``, padded to the largest set.
+
+    Returns (pos (B, s), valid (B, s)): ``valid`` is False on the padding.
+    """
+    s = max(int(active.sum(1).max()), 1)
+    pos = torch.argsort(torch.where(active, key, float("inf")), dim=1, stable=True)[:, :s]
+    return pos, torch.gather(active, 1, pos)
+
+
+def _factor(H: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor):
+    """Cholesky factor of ``H[pos][:, pos]`` (identity on the padding) and, per row, the
+    first position whose column is a combination of the ones before it (s if none).
+
+    Only the leading block before that position is used (:func:`_leading_solve`): the
+    factor of a leading block is the leading block of the factor.
+    """
+    s = pos.shape[1]
+    eye = torch.eye(s, dtype=H.dtype, device=H.device)
+    Hs = torch.where(valid[:, :, None] & valid[:, None, :], _batched_submatrix(H, pos), eye)
+    L, info = torch.linalg.cholesky_ex(Hs)
+    ar = torch.arange(s, device=H.device)
+    pivot = torch.diagonal(L, dim1=1, dim2=2) ** 2
+    bad = ~(pivot >= _PIVOT * torch.diagonal(Hs, dim1=1, dim2=2))  # NaN counts as bad
+    bad |= (info > 0)[:, None] & (ar >= info[:, None] - 1)
+    first = torch.where(bad & valid, ar, s).amin(1)
+    return Hs, L, first
+
+
+def _leading_solve(L: torch.Tensor, first: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve with the leading ``first × first`` block of each factor (zeros beyond)."""
+    s = L.shape[1]
+    lead = torch.arange(s, device=L.device) < first[:, None]
+    if bool(lead.all()):
+        return torch.cholesky_solve(rhs[:, :, None], L)[:, :, 0]
+    eye = torch.eye(s, dtype=L.dtype, device=L.device)
+    Lk = torch.where(lead[:, :, None] & lead[:, None, :], L, eye)
+    return torch.cholesky_solve((rhs * lead)[:, :, None], Lk)[:, :, 0] * lead
+
+
+def _subproblem_objective(theta, c, b, alpha):
+    """½θᵀHθ − bᵀθ + α‖θ‖₁ from c = b − Hθ (no product needed)."""
+    return -0.5 * (theta * (b + c)).sum(1) + alpha[:, 0] * theta.abs().sum(1)
+
+
+def _kkt_holds(theta, c, alpha, slack):
+    """Subproblem KKT: c_j = α·sign θ_j on the support, |c_j| ≤ α off it (to ``slack``)."""
+    on = (c - alpha * torch.sign(theta)).abs() <= slack
+    return torch.where(theta != 0, on, c.abs() <= alpha + slack).all(1)
+
+
+def _slack(H, alpha):
+    """Rounding allowance of the subproblem's KKT test."""
+    return 1e-9 * alpha + 1e-13 * torch.diagonal(H, dim1=1, dim2=2).amax(1, keepdim=True)
+
+
+def _entering(c: torch.Tensor, nz: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Zeros that violate ``|c_j| ≤ α``, only the largest excesses (see :func:`_newton`)."""
+    excess = torch.where(nz, 0.0, c.abs() - alpha)
+    cap = min(c.shape[1], max(_MIN_ADD, int(nz.sum(1).max()) // _GROWTH))
+    kth = torch.topk(excess, cap, dim=1).values[:, -1:]
+    return (excess > 0) & (excess >= kth)
+
+
+# ----------------------------------------------------------------------------- Newton (fast)
+
+
 def _newton(H, bW, theta, alpha, max_steps):
     """Primal-dual active-set (semismooth Newton) steps on (B, w, w) subproblems.
 
     With ``c = b − Hθ``, the next active set keeps the non-zeros whose sign agrees with
     ``c`` and adds the zeros with ``|c_j| > α`` — the largest excesses first, at most
     ``max(_MIN_ADD, nnz/_GROWTH)`` of them per step: adding every violator at once makes
-    the guessed set overshoot (past the Gram's rank when the logits span few dimensions),
-    its system near-singular and the steps cycle. On it, ``H_AA θ_A = b_A − α·sign(c_A)``
-    is solved exactly (Cholesky on the active set only, padded to the largest in the batch).
-    A target is solved when the result is consistent — signs as assumed and ``|c_j| ≤ α``
-    off the support — which are the KKT conditions, so it is the subproblem's minimiser.
-    Returns (θ, solved); unsolved rows keep their input θ.
+    the guess overshoot. On it, ``H_AA θ_A = b_A − α·sign(c_A)`` is solved exactly
+    (Cholesky on the active set only, padded to the largest in the batch); the kept
+    features come first and the entering ones by decreasing excess, and the guess is cut
+    at the first column that depends on the ones before it (:func:`_factor`). A row is
+    solved when the result is consistent — signs as assumed and ``|c_j| ≤ α`` off the
+    support — which are the KKT conditions. A row stops when its number of violations has
+    not fallen for ``_STALL`` steps. Returns (θ, solved, best): ``best`` is each row's
+    iterate of lowest objective (its input if none was lower), where the monotone method
+    starts.
     """
     B, w = bW.shape
-    out = theta.clone()
-    solved = torch.zeros(B, dtype=torch.bool, device=H.device)
+    out, solved = theta.clone(), torch.zeros(B, dtype=torch.bool, device=H.device)
     rows = torch.arange(B, device=H.device)
     cur, Hr, br, ar = theta, H, bW, alpha[:, None]
+    c = br - torch.bmm(Hr, cur[:, :, None])[:, :, 0]
+    best, f_best = theta.clone(), _subproblem_objective(cur, c, br, ar)
+    fewest = torch.full((B,), w + 1, device=H.device)
+    since = torch.zeros(B, dtype=torch.int64, device=H.device)
     for _ in range(max_steps):
-        c = br - torch.bmm(Hr, cur[:, :, None])[:, :, 0]
         nz = cur != 0
-        active = (nz & (torch.sign(cur) == torch.sign(c))) | _entering(c, nz, ar)
-        s = max(int(active.sum(1).max()), 1)
-        pos = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :s]
-        valid = torch.gather(active, 1, pos)
-        Hs = _batched_submatrix(Hr, pos)
-        eye = torch.eye(s, dtype=H.dtype, device=H.device)
-        Hs = torch.where(valid[:, :, None] & valid[:, None, :], Hs, eye)
-        sign = torch.sign(torch.gather(c, 1, pos)) * valid
-        rhs = (torch.gather(br, 1, pos) - ar * sign) * valid
-        L, info = torch.linalg.cholesky_ex(Hs)
-        x = torch.cholesky_solve(rhs[:, :, None], L)[:, :, 0] * valid
+        kept = nz & (torch.sign(cur) == torch.sign(c))
+        enter = _entering(c, nz, ar)
+        key = torch.where(kept, -1.0, -(c.abs() - ar) / ar)  # kept first, then by excess
+        pos, valid = _ordered(kept | enter, key)
+        Hs, L, first = _factor(Hr, pos, valid)
+        valid &= torch.arange(pos.shape[1], device=H.device) < first[:, None]
+        sign = torch.sign(torch.gather(torch.where(kept, cur, c), 1, pos)) * valid
+        x = _leading_solve(L, first, (torch.gather(br, 1, pos) - ar * sign) * valid) * valid
         new = torch.zeros_like(cur).scatter_(1, pos, x)
-        c_new = br - torch.bmm(Hr, new[:, :, None])[:, :, 0]
-        d = torch.diagonal(Hr, dim1=1, dim2=2)
-        slack = 1e-9 * ar + 1e-13 * d.amax(1, keepdim=True)
+        c = br - torch.bmm(Hr, new[:, :, None])[:, :, 0]
         sign_full = torch.zeros_like(cur).scatter_(1, pos, sign)
-        act_full = sign_full != 0
-        consistent = ((torch.sign(new) == sign_full) | ~act_full).all(1) & (
-            (c_new.abs() <= ar + slack) | act_full
-        ).all(1)
-        done = (info == 0) & consistent
+        wrong = (sign_full != 0) & (torch.sign(new) != sign_full)
+        outside = (sign_full == 0) & (c.abs() > ar + _slack(Hr, ar))
+        n_viol = (wrong | outside).sum(1)
+        done = n_viol == 0
+        f = _subproblem_objective(new, c, br, ar)
+        lower = f < f_best
+        best[rows[lower]], f_best = new[lower], torch.where(lower, f, f_best)
+        since = torch.where(n_viol < fewest, 0, since + 1)
+        fewest = torch.minimum(fewest, n_viol)
         out[rows[done]] = new[done]
+        solved[rows[done]] = True
+        keep = ~done & (since < _STALL)
+        if not bool(keep.any()):
+            break
+        cur, c, rows, Hr, br, ar = new[keep], c[keep], rows[keep], Hr[keep], br[keep], ar[keep]
+        f_best, fewest, since = f_best[keep], fewest[keep], since[keep]
+    return out, solved, best
+
+
+# ----------------------------------------------------------------------------- monotone (safe)
+
+
+def _null_exchange(Hs, L, first, th_p, sig_p, c_p, valid, alpha):
+    """Rows whose column at position p depends on the columns before it (all non-zero):
+    move along the null direction of those columns until a coefficient reaches zero (the
+    exchange step of the exact active-set method; Osborne et al. 2000, §4).
+
+    ``v`` solves ``H v = 0`` on positions ≤ p with ``v_p = 1``. Along ``t·d·v`` (d = ±1) the
+    quadratic part of the objective is constant, so it changes linearly in t; the direction
+    that lowers it is taken, and since the objective is bounded below some coefficient
+    reaches zero and leaves. Returns (new θ on pos, new σ on pos).
+    """
+    s = Hs.shape[1]
+    p = first.clamp(max=s - 1)
+    at_p = torch.arange(s, device=Hs.device) == p[:, None]
+    col = torch.gather(Hs, 2, p[:, None, None].expand(-1, s, 1))[:, :, 0]
+    v = (at_p.to(Hs.dtype) - _leading_solve(L, first, col)) * valid
+    p_zero = (th_p * at_p).sum(1) == 0
+    a, sig_at_p = alpha[:, 0], (sig_p * at_p).sum(1)
+    # slope of F along d·v: d·(−cᵀv + α Σ_{j<p} σ_j v_j) + α·(1 if θ_p = 0 else σ_p d)
+    lin = -(c_p * v).sum(1) + a * (sig_p * v * ~at_p).sum(1)
+    up = lin + torch.where(p_zero, a, a * sig_at_p)
+    down = -lin + torch.where(p_zero, a, -a * sig_at_p)
+    d = torch.where(up <= down, 1.0, -1.0).to(Hs.dtype)
+    slope = torch.minimum(up, down)
+    dv = d[:, None] * v
+    towards = (th_p != 0) & (th_p * dv < 0) & valid
+    tj = torch.where(towards, -th_p / torch.where(towards, dv, 1.0), float("inf"))
+    t = tj.amin(1)
+    moves = torch.isfinite(t) & ((slope < 0) | (~p_zero & (slope <= 0)))
+    new = torch.where(moves[:, None], th_p + torch.where(moves, t, 0.0)[:, None] * dv, th_p)
+    leaves = (moves[:, None] & towards & (tj <= t[:, None])) | (~moves[:, None] & at_p)
+    new = torch.where(leaves, 0.0, new)
+    new_sig = torch.where(leaves, 0.0, torch.where(at_p & moves[:, None], d[:, None], sig_p))
+    return new, new_sig
+
+
+def _monotone_step(Hr, br, ar, th, sig, stamp):
+    """One step of the monotone active-set method (see :func:`_monotone`).
+
+    Returns (θ, σ, full, reject) for every row: ``full`` when θ reached the minimiser on
+    its signs, ``reject`` when entering features were withdrawn instead of moving.
+    """
+    pos, valid = _ordered(sig != 0, stamp)
+    s = pos.shape[1]
+    Hs, L, first = _factor(Hr, pos, valid)
+    th_p, sig_p = torch.gather(th, 1, pos) * valid, torch.gather(sig, 1, pos) * valid
+    b_p = torch.gather(br, 1, pos) * valid
+    entering = valid & (th_p == 0)  # the newest block, at the end of the order
+    ar_s = torch.arange(s, device=Hr.device)
+    first_in = torch.where(entering, ar_s, s).amin(1)
+    singular = first < s
+    exchange = singular & (first <= first_in)  # dependent among the non-zeros or the first entering
+    x = _leading_solve(L, first, (b_p - ar * sig_p) * valid) * valid
+    wrong = valid & (x * sig_p <= 0) & ~singular[:, None]
+    # entering features that would start with the wrong sign (or depend on the others) withdraw
+    withdraw = entering & (wrong | (singular & ~exchange)[:, None] & (ar_s >= first[:, None]))
+    reject = withdraw.any(1)
+    tj = torch.where(wrong, th_p / torch.where(wrong, th_p - x, 1.0), float("inf"))
+    t = tj.amin(1).clamp(max=1.0)
+    ratio = torch.where(wrong & (tj <= t[:, None]), 0.0, th_p + t[:, None] * (x - th_p))
+    proj = torch.where(wrong, 0.0, x)  # the Newton point with the flipped signs removed
+
+    def f(z):
+        return 0.5 * (z * torch.bmm(Hs, z[:, :, None])[:, :, 0]).sum(1) - (b_p * z).sum(1) + ar[:, 0] * z.abs().sum(1)
+
+    use_proj = wrong.any(1) & (f(proj) < f(ratio))
+    new = torch.where(use_proj[:, None], proj, ratio)
+    new_sig = torch.where(new != 0, torch.sign(new), sig_p)
+    new_sig = torch.where(valid & (th_p != 0) & (new == 0), 0.0, new_sig)
+    if bool(exchange.any()):
+        c_p = b_p - torch.bmm(Hs, th_p[:, :, None])[:, :, 0]
+        n_new, n_sig = _null_exchange(Hs, L, first, th_p, sig_p, c_p, valid, ar)
+        new = torch.where(exchange[:, None], n_new, new)
+        new_sig = torch.where(exchange[:, None], n_sig, new_sig)
+    new = torch.where(reject[:, None], th_p, new)
+    new_sig = torch.where(reject[:, None], torch.where(withdraw, 0.0, sig_p), new_sig)
+    th = torch.zeros_like(th).scatter_(1, pos, new * valid)
+    sig = torch.zeros_like(sig).scatter_(1, pos, new_sig * valid)
+    full = ~singular & ~reject & ~(valid & (x * sig_p <= 0)).any(1)
+    return th, sig, full, reject
+
+
+def _monotone(H, bW, theta, alpha, max_steps):
+    """The monotone active-set method on (B, w, w) subproblems, for the rows where
+    :func:`_newton` stalls (Osborne, Presnell & Turlach 2000, with block entering).
+
+    Working signs σ (the support plus entering features) start as sign(θ). Each step solves
+    ``H_AA x = b_A − α·σ_A``: if a feature entering at zero would start with the wrong sign,
+    the block is withdrawn and the row's block size halves (a single violator always starts
+    with its gradient's sign, so this ends); otherwise θ moves towards x, to the first
+    coefficient that reaches zero (which leaves) or, if lower, to x with its sign-flipped
+    coefficients removed. After a full step the largest violators enter (the block doubles).
+    Dependent columns are exchanged along the null direction (:func:`_null_exchange`).
+    The objective never increases, so it cannot cycle. Returns (θ, solved).
+    """
+    B, w = bW.shape
+    out, solved = theta.clone(), torch.zeros(B, dtype=torch.bool, device=H.device)
+    rows = torch.arange(B, device=H.device)
+    th, sig, Hr, br, ar = theta.clone(), torch.sign(theta), H, bW, alpha[:, None]
+    stamp = torch.zeros_like(th)  # entry order: the newest features are factored last
+    block = torch.full((B, 1), float(max(_MIN_ADD, w // 8)), dtype=H.dtype, device=H.device)
+    for step in range(max_steps):
+        th, sig, full, reject = _monotone_step(Hr, br, ar, th, sig, stamp)
+        block = torch.where(reject[:, None], (block / 2).floor().clamp(min=1.0), block)
+        c = br - torch.bmm(Hr, th[:, :, None])[:, :, 0]
+        excess = torch.where(sig != 0, -1.0, c.abs() - ar - _slack(Hr, ar))
+        done = full & (excess <= 0).all(1)
+        grow = full & ~done
+        if bool(grow.any()):
+            k = min(w, int(block[grow].max()))
+            top = torch.topk(excess, k, dim=1)
+            enters = (top.values > 0) & (torch.arange(k, device=H.device) < block) & grow[:, None]
+            sig.scatter_(1, top.indices, torch.where(enters, torch.sign(torch.gather(c, 1, top.indices)),
+                                                     torch.gather(sig, 1, top.indices)))
+            order = step + 1 + torch.arange(k, device=H.device, dtype=H.dtype) / (k + 1)
+            stamp.scatter_(1, top.indices, torch.where(enters, order, torch.gather(stamp, 1, top.indices)))
+            block = torch.where(grow[:, None], torch.clamp(2 * block, max=float(w)), block)
+        out[rows[done]] = th[done]
         solved[rows[done]] = True
         keep = ~done
         if not bool(keep.any()):
             break
-        cur = torch.where((info == 0)[:, None], new, cur)[keep]
-        rows, Hr, br, ar = rows[keep], Hr[keep], br[keep], ar[keep]
+        rows, th, sig, stamp, Hr, br, ar, block = (z[keep] for z in (rows, th, sig, stamp, Hr, br, ar, block))
+    else:
+        out[rows] = th
     return out, solved
 
 
-def _coordinate_descent(H, bW, theta, alpha, sweeps):
-    """Cyclic coordinate descent on (B, w, w) subproblems, all batched; always converges."""
-    d = torch.diagonal(H, dim1=1, dim2=2).clamp(min=1e-300)
-    c = bW - torch.bmm(H, theta[:, :, None])[:, :, 0]
-    w = bW.shape[1]
-    theta = theta.clone()
-    for _ in range(sweeps):
-        biggest = torch.zeros_like(alpha)
-        for k in range(w):
-            old = theta[:, k]
-            new = _soft(old + c[:, k] / d[:, k], alpha / d[:, k])
-            delta = new - old
-            if bool((delta != 0).any()):
-                theta[:, k] = new
-                c -= delta[:, None] * H[:, :, k]
-                biggest = torch.maximum(biggest, delta.abs())
-        if bool((biggest <= 1e-12 * (1 + theta.abs().amax(1))).all()):
-            break
+def _solve_working_set(H, bW, theta, alpha, cfg: SolverConfig):
+    """Exact solutions of the working-set subproblems, warm-started at θ: Newton steps
+    first, the monotone method for the rows where they stall (from the lowest iterate).
+    ``cfg.max_cd_sweeps = 0`` turns the monotone method off."""
+    theta, solved, best = _newton(H, bW, theta, alpha, cfg.max_newton)
+    rest = torch.nonzero(~solved)[:, 0]
+    theta[rest] = best[rest]
+    if len(rest) and cfg.max_cd_sweeps > 0:
+        log.debug("active-set Newton stalled for %d targets; monotone active set", len(rest))
+        theta[rest], _ = _monotone(H[rest], bW[rest], best[rest], alpha[rest], 4 * H.shape[1])
     return theta
 
 
-def _ridge_retry(Hs, L, info):
-    """Cholesky of the singular systems again with a tiny ridge (10⁻⁹ of the largest diagonal).
-
-    The regularised step points almost exactly along the null direction of the set; moving
-    along it until the first coefficient reaches zero is the exchange step of the exact
-    method, after which the set is regular again (the final answer never uses the ridge:
-    a row is solved only when the unregularised KKT conditions hold).
-    """
-    bad = info != 0
-    d = torch.diagonal(Hs[bad], dim1=1, dim2=2).amax(1)
-    eye = torch.eye(Hs.shape[1], dtype=Hs.dtype, device=Hs.device)
-    L2, info2 = torch.linalg.cholesky_ex(Hs[bad] + 1e-9 * d[:, None, None] * eye)
-    L, info = L.clone(), info.clone()
-    L[bad], info[bad] = L2, info2
-    return L, info
+# ----------------------------------------------------------------------------- rounds
 
 
-def _one_at_a_time(H, bW, theta, alpha, max_steps):
-    """The classic active-set method for the Lasso (Osborne, Presnell & Turlach, 2000),
-    batched over (B, w, w) subproblems; for the rows where :func:`_newton` cycles.
+def _predict(G, b, theta, alpha):
+    """θ moved along its current segment of the α path: solved on its own support and
+    signs at the new α (rows without support, or with a dependent one, are left as they are).
 
-    The working signs σ start as sign(θ). Each step solves ``H_AA x = b_A − α·σ_A`` on the
-    working set; if x keeps the signs, θ moves to it and the worst violator (if any) enters
-    with the sign of its gradient; otherwise θ moves towards x only until the first
-    coefficient reaches zero, which leaves the set. The objective never increases, so it
-    cannot cycle like the Newton guesses (one feature enters per step, hence the cost).
-    Returns (θ, solved); an unsolved row returns its last iterate.
+    The gradient at the predicted point ranks the features that will enter far better
+    than the gradient at the old solution, where every feature near the old α ties.
     """
     out = theta.clone()
-    solved = torch.zeros(len(theta), dtype=torch.bool, device=H.device)
-    rows = torch.arange(len(theta), device=H.device)
-    cur, sigma, Hr, br, ar = theta.clone(), torch.sign(theta), H, bW, alpha[:, None]
-    for _ in range(max_steps):
-        act = sigma != 0
-        s = max(int(act.sum(1).max()), 1)
-        pos = torch.argsort((~act).to(torch.int8), dim=1, stable=True)[:, :s]
-        valid = torch.gather(act, 1, pos)
-        eye = torch.eye(s, dtype=H.dtype, device=H.device)
-        Hs = torch.where(valid[:, :, None] & valid[:, None, :], _batched_submatrix(Hr, pos), eye)
-        rhs = (torch.gather(br, 1, pos) - ar * torch.gather(sigma, 1, pos)) * valid
-        L, info = torch.linalg.cholesky_ex(Hs)
-        if bool((info != 0).any()):  # the entering feature is (numerically) a combination of the set
-            L, info = _ridge_retry(Hs, L, info)
-        x = torch.zeros_like(cur).scatter_(1, pos, torch.cholesky_solve(rhs[:, :, None], L)[:, :, 0] * valid)
-        wrong = act & (torch.sign(x) != sigma)
-        # ratio test: the step t ∈ [0, 1] towards x at which the first wrong-signed coefficient hits 0
-        d = x - cur
-        t = torch.where(wrong, cur / torch.where(wrong, cur - x, 1.0), float("inf")).clamp(0.0, 1.0)
-        step = t.amin(1, keepdim=True).clamp(max=1.0)
-        cur = torch.where(act, cur + step * d, 0.0)
-        leaves = wrong & (t <= step)
-        cur[leaves], sigma[leaves] = 0.0, 0.0
-        c = br - torch.bmm(Hr, cur[:, :, None])[:, :, 0]
-        slack = 1e-9 * ar + 1e-13 * torch.diagonal(Hr, dim1=1, dim2=2).amax(1, keepdim=True)
-        excess = torch.where(sigma != 0, -1.0, c.abs() - ar - slack)
-        moved_fully = ~wrong.any(1)
-        done = moved_fully & (excess <= 0).all(1) & (info == 0)
-        enter = moved_fully & ~done
-        j = excess.argmax(1)
-        idx = torch.nonzero(enter)[:, 0]
-        sigma[idx, j[idx]] = torch.sign(c[idx, j[idx]])
-        out[rows[done]] = cur[done]
-        solved[rows[done]] = True
-        keep = ~done & (info == 0)  # a singular working set (duplicates): left to coordinate descent
-        if not bool(keep.any()):
-            break
-        rows, cur, sigma, Hr, br, ar = rows[keep], cur[keep], sigma[keep], Hr[keep], br[keep], ar[keep]
-    else:
-        out[rows] = cur
-    return out, solved
+    n_sup = (theta != 0).sum(1)
+    order = torch.argsort(n_sup)
+    order = order[n_sup[order] > 0]
+    for start in range(0, len(order), _GROUP):
+        grp = order[start : start + _GROUP]
+        th = theta[grp]
+        pos, valid = _ordered(th != 0, torch.zeros_like(th))
+        Hs = torch.take(G, pos[:, :, None] * G.shape[1] + pos[:, None, :])
+        _, L, first = _factor(Hs, torch.arange(pos.shape[1], device=G.device).expand_as(pos), valid)
+        sign = torch.sign(torch.gather(th, 1, pos)) * valid
+        x = _leading_solve(L, first, (torch.gather(b[grp], 1, pos) - alpha[grp, None] * sign) * valid) * valid
+        regular = first == pos.shape[1]
+        out[grp[regular]] = torch.zeros_like(th[regular]).scatter_(1, pos[regular], x[regular])
+    return out
 
 
-def _solve_working_set(H, bW, theta, alpha, alpha_from, cfg: SolverConfig):
-    """Exact solutions of the working-set subproblems, warm-started at θ.
+def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig):
+    """Working-set rounds at fixed α until every target's duality gap is below tolerance.
 
-    Active-set Newton first. The rare rows where it cycles (ill-conditioned working sets:
-    supports near the Gram's rank) get the one-at-a-time active-set method, and what still
-    resists gets coordinate descent, which always converges, in bursts of 10 sweeps each
-    followed by the exact Newton polish. ``cfg.max_cd_sweeps = 0`` turns both fallbacks off.
+    ``warm`` marks the rows whose θ solves a nearby α: they start from :func:`_predict`.
     """
-    theta, solved = _newton(H, bW, theta, alpha, cfg.max_newton)
-    if not bool(solved.all()) and cfg.max_cd_sweeps > 0:
-        rest = torch.nonzero(~solved)[:, 0]
-        log.debug("active-set Newton cycled for %d targets; one-at-a-time active set", len(rest))
-        th, ok = _one_at_a_time(H[rest], bW[rest], theta[rest], alpha[rest], 4 * H.shape[1])
-        theta[rest] = th
-        solved[rest] = ok
-    sweeps = 0
-    while not bool(solved.all()) and sweeps < cfg.max_cd_sweeps:
-        rest = torch.nonzero(~solved)[:, 0]
-        log.debug("active-set steps cycled for %d targets; coordinate descent", len(rest))
-        th = _coordinate_descent(H[rest], bW[rest], theta[rest], alpha[rest], 10)
-        sweeps += 10
-        th, ok = _newton(H[rest], bW[rest], th, alpha[rest], 2)
-        theta[rest] = th
-        solved[rest] = ok
-    return theta
-
-
-def _solve_chunk(G, b, ysq, alpha, forbid, theta, alpha_from, cfg: SolverConfig):
-    """Solve targets of one chunk: b (T, P), ysq (T,), alpha (T,), theta (T, P) warm start.
-
-    ``alpha_from`` is the α at which ``theta`` is (nearly) optimal: α_max for a cold start,
-    the previous grid point on a path. Cold starts go straight to α: measured on classifier-
-    like logits (K = 1,000, 77 sources per target), a geometric continuation from α_max
-    (ratio 0.6) took 6.0 s against 2.2 s for direct working sets, whose rare active-set
-    failures are handled by the α ladder in :func:`_solve_working_set`.
-    """
-    return _solve_at(G, b, ysq, alpha, forbid, theta, alpha_from, cfg)
-
-
-def _solve_at(G, b, ysq, alpha, forbid, theta, alpha_from, cfg: SolverConfig):
-    """Working-set rounds at fixed α until every target's duality gap is below tolerance."""
     T, P = b.shape
     n_iter = torch.zeros(T, dtype=torch.int64, device=b.device)
     allowed = P - (1 if forbid is not None else 0)
+    if bool(warm.any()):
+        theta[warm] = _predict(G, b[warm], theta[warm], alpha[warm])
     for _ in range(cfg.max_outer):
         c = _gradient(G, b, theta, forbid)
         gap, _ = _gap_and_objective(theta, c, b, ysq, alpha)
@@ -289,24 +410,23 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, alpha_from, cfg: SolverConfig):
             break
         idx = torch.nonzero(todo)[:, 0]
         n_iter[idx] += 1
-        support = theta[idx] != 0
-        n_sup = support.sum(1)
-        n_viol = (c[idx].abs() > alpha[idx, None]).sum(1)
-        # support + the worst violators (at most a quarter of the support), never fewer than the minimum
+        n_sup = (theta[idx] != 0).sum(1)
+        # support + the largest gradients outside it (a quarter of the support, at least the
+        # minimum): violators first, then the features nearest to violating
         grow = torch.clamp(n_sup // _GROWTH, min=cfg.min_working_set)
-        need = torch.clamp(n_sup + torch.minimum(n_viol, grow), min=cfg.min_working_set, max=allowed)
+        need = torch.clamp(n_sup + grow, max=allowed)
         order = torch.argsort(need)
         for start in range(0, len(order), _GROUP):
             grp = idx[order[start : start + _GROUP]]
             w = int(need[order[start : start + _GROUP]].max())
-            theta[grp] = _round(G, b[grp], theta[grp], c[grp], alpha[grp], alpha_from[grp],
+            theta[grp] = _round(G, b[grp], theta[grp], c[grp], alpha[grp],
                                 None if forbid is None else forbid[grp], w, cfg)
     c = _gradient(G, b, theta, forbid)
     gap, obj = _gap_and_objective(theta, c, b, ysq, alpha)
     return theta, gap, obj, n_iter
 
 
-def _round(G, b, th, c, al, alpha_from, forbid, w, cfg: SolverConfig):
+def _round(G, b, th, c, al, forbid, w, cfg: SolverConfig):
     """One working-set round for a group of targets of similar working-set size ``w``."""
     score = c.abs() / al[:, None]
     score[th != 0] = float("inf")
@@ -314,8 +434,11 @@ def _round(G, b, th, c, al, alpha_from, forbid, w, cfg: SolverConfig):
         score[torch.arange(len(th), device=th.device), forbid] = -1.0
     W = torch.topk(score, w, dim=1).indices
     H = torch.take(G, W[:, :, None] * G.shape[1] + W[:, None, :])  # G[W_t][:, W_t] per target
-    thW = _solve_working_set(H, torch.gather(b, 1, W), torch.gather(th, 1, W), al, alpha_from, cfg)
+    thW = _solve_working_set(H, torch.gather(b, 1, W), torch.gather(th, 1, W), al, cfg)
     return torch.zeros_like(th).scatter_(1, W, thW)
+
+
+# ----------------------------------------------------------------------------- chunks
 
 
 def _warm_rows(warm_start, sl: slice, like: torch.Tensor) -> torch.Tensor:
@@ -344,8 +467,7 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, warm_alpha, start, cfg,
-                   coef, gaps, objs, iters):
+def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, start, cfg, coef, gaps, objs, iters):
     """Solve the targets of one chunk (columns start … start+chunk) into the output arrays."""
     T = rhs.shape[1]
     dev = G.device
@@ -355,16 +477,14 @@ def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, warm_alp
     al = torch.as_tensor(alphas[sl], device=dev)
     forbid = torch.arange(sl.start, sl.stop, device=dev) if within else None
     theta = _warm_rows(warm_start, sl, b) if warm_start is not None else torch.zeros_like(b)
+    if forbid is not None:
+        theta[torch.arange(len(theta), device=dev), forbid] = 0.0
     theta[torch.as_tensor(amax[sl] <= alphas[sl], device=dev)] = 0.0
-    cold = (theta == 0).all(1)
-    a_from = torch.as_tensor(amax[sl].copy(), device=dev)
-    if warm_alpha is not None:
-        a_from = torch.where(cold, a_from, torch.as_tensor(warm_alpha, dtype=a_from.dtype, device=dev))
-    th, gap, obj, n_it = _solve_chunk(G, b, ysq, al, forbid, theta, a_from, cfg)
+    warm = (theta != 0).any(1)
+    th, gap, obj, n_it = _solve_at(G, b, ysq, al, forbid, theta, warm, cfg)
     rows, cols = torch.nonzero(th, as_tuple=True)  # row-major: by target, then source
-    coef.append((cols.cpu().numpy(), th[rows, cols].cpu().numpy(), th.shape[0]))
     counts = torch.bincount(rows, minlength=th.shape[0]).cpu().numpy()
-    coef[-1] = (*coef[-1], counts)
+    coef.append((cols.cpu().numpy(), th[rows, cols].cpu().numpy(), th.shape[0], counts))
     gaps[sl], objs[sl], iters[sl] = gap.cpu().numpy(), obj.cpu().numpy(), n_it.cpu().numpy()
 
 
@@ -383,6 +503,5 @@ def solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, warm_
     gaps, objs, iters = np.zeros(T), np.zeros(T), np.zeros(T, dtype=np.int64)
     with _torch_threads(cfg.threads if dev.type == "cpu" else None):
         for start in range(0, T, cfg.chunk):
-            _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, warm_alpha, start,
-                           cfg, coef, gaps, objs, iters)
+            _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, start, cfg, coef, gaps, objs, iters)
     return coef, gaps, objs, iters
