@@ -4,7 +4,8 @@ A backbone is trained on the base classes and frozen; the new classes' logits ar
 ``W · f_base(x)`` with W (new × base, no bias), learned with cross-entropy over all the
 logits ``[f_base(x); W f_base(x)]`` on the new classes' training images. The frozen
 backbone's logits are computed once, so learning W costs seconds. A baseline of the same
-architecture and recipe is trained on all the classes. Reported (Tables 2 and 4):
+architecture and recipe is trained on all the classes, beside the backbone on a CPU with two
+cores (``engine.train.parallel``). Reported (Tables 2 and 4):
 
 * accuracy over all classes (argmax over every logit, every test image);
 * within base: base test images, argmax over the base logits only;

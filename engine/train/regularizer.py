@@ -6,7 +6,8 @@ for the chosen pairs (target i, source j). By Conjecture 1, a small ``|C_ij| = |
 means no dependency of i on j, so the penalty drives the CovLasso coefficient θ_j of
 target i towards zero. Two fine-tunes start from the same trained model with the same
 recipe and seed — with the penalty, and a control with β = 0 — so that what differs is the
-penalty's doing. Reported (Table 3): top-1 accuracy, θ_j of target i at ``alpha`` (and
+penalty's doing; they run side by side on a CPU with two cores (``engine.train.parallel``).
+Reported (Table 3): top-1 accuracy, θ_j of target i at ``alpha`` (and
 ``C_ij``) before and after, and OOD AUPR (anomaly score −max softmax, OOD samples positive).
 Test logits of the three models become stores (``<prefix>-before``, ``-after``, ``-control``).
 """
