@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,16 @@ import timm
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine.jobs import cancel_job, get_job, jobs_table, set_settings, submit_job, wait_for
+from engine.errors import InvalidInputError
+from engine.jobs import (
+    cancel_job,
+    dispatch,
+    get_job,
+    jobs_table,
+    set_settings,
+    submit_job,
+    wait_for,
+)
 from engine.jobs.procs import process_identity
 from engine.jobs.reports import load_report, report_stores, report_tables
 from engine.store import Cache
@@ -90,9 +100,25 @@ def test_both_training_jobs_run_as_jobs_and_leave_stores_and_reports(tmp_path, d
     assert json.loads((Path(nc["run_dir"]) / "report.json").read_text())["kind"] == "newclasses"
 
 
-def test_a_training_job_with_a_bad_dataset_fails_with_a_clear_error(tmp_path):
+def test_missing_data_or_models_are_refused_at_submission_and_a_vanished_dataset_fails_the_job(
+        tmp_path, data):
     cache = tmp_path / "cache"
-    job = submit_job(cache, "newclasses", {"dataset": str(tmp_path / "nowhere"), "device": "cpu"})
+    for kind, values, field in [
+        ("newclasses", {"dataset": str(tmp_path / "nowhere")}, "dataset"),
+        ("newclasses", {"arch": "resnet5O"}, "arch"),
+        ("regularizer", {"ood": "imagenet-o"}, "ood"),
+        ("regularizer", {"checkpoint": str(tmp_path / "none.pt")}, "checkpoint"),
+        ("extract", {"name": "x", "model": "nosuchnet"}, "model"),
+    ]:
+        with pytest.raises(InvalidInputError, match=f"field '{field}'"):
+            submit_job(cache, kind, values)
+    assert jobs_table(cache).list() == []  # nothing was queued
+    # A dataset that disappears between submission and start: the job fails, saying why.
+    folder = shutil.copytree(data["world"], tmp_path / "world")
+    job = submit_job(cache, "newclasses", {"dataset": str(folder), "arch": "test_resnet", "device": "cpu"},
+                     start=False)
+    shutil.rmtree(folder)
+    dispatch(cache)
     job = wait_for(cache, [job.id], timeout=120)[0]
     assert job.state == "failed" and "unknown dataset" in job.error
 

@@ -297,6 +297,38 @@ def spec_from_dict(kind: str, values: dict[str, Any] | None = None) -> Any:
     return entry.spec(**coerced)
 
 
+# fields naming data (with the registry names each accepts besides a folder) and models
+_DATA_FIELDS = {"newclasses": {"dataset": ("glyphs",)},
+                "regularizer": {"dataset": ("glyphs",), "ood": ("glyphs-ood", "")},
+                "extract": {"data": ("glyphs",)}}
+_MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",)}
+
+
+def check_spec_inputs(kind: str, spec: Any) -> None:
+    """The data, models and checkpoints a spec names exist, or :class:`InvalidInputError`
+    naming the field: run when a job is submitted, so that a typo fails at once rather than
+    minutes later in the job. Model names are looked up in the model registry (it imports
+    timm, a second or two), which is why this is not part of the spec's own validation."""
+    from pathlib import Path
+
+    for name, registry in _DATA_FIELDS.get(kind, {}).items():
+        value = getattr(spec, name)
+        if value not in registry and not Path(value).expanduser().is_dir():
+            names = " or ".join(repr(r) for r in registry)
+            _fail(kind, name, value, f"expected {names} or an existing ImageFolder folder")
+    checkpoint = getattr(spec, "checkpoint", "")
+    if checkpoint and not Path(checkpoint).expanduser().is_file():
+        _fail(kind, "checkpoint", checkpoint, "expected an existing weights file (.safetensors, .pt, .pth)")
+    for name in _MODEL_FIELDS.get(kind, ()):
+        from engine.errors import NotFoundError
+        from engine.models import resolve_arch
+
+        try:
+            resolve_arch(getattr(spec, name))
+        except NotFoundError as exc:
+            _fail(kind, name, getattr(spec, name), str(exc))
+
+
 def spec_to_dict(spec: Any) -> dict[str, Any]:
     """JSON-ready values of a spec (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
