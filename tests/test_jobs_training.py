@@ -147,7 +147,8 @@ def _until(predicate, timeout: float, what: str):
 
 @pytest.mark.skipif(not Path("/proc").is_dir() or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and two cores (helper processes)")
-@pytest.mark.parametrize("how", ["cancel", "kill -9 of the job alone"])
+@pytest.mark.parametrize("how", [  # a cancel kills the process group: test_jobs.py covers it already
+    pytest.param("cancel", marks=pytest.mark.slow), "kill -9 of the job alone"])
 def test_a_stopped_training_job_leaves_no_helper_process_behind(tmp_path, data, how):
     """§3.2 trains its baseline in a helper process beside the backbone: a cancel stops both,
     and so does a hard kill of the job's own process (the helper dies with its parent)."""
