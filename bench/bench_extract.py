@@ -28,15 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.data import GlyphDataset, ImageDataset, ImageFolderDataset  # noqa: E402
-from engine.extract import (  # noqa: E402
+from engine.data import (  # noqa: E402
+    GlyphDataset,
+    ImageDataset,
+    ImageFolderDataset,
     TensorTransform,
-    _forward,
-    extract_logits,
     prepare_transform,
-    resolve_device,
-    resolve_precision,
 )
+from engine.extract import _forward, extract_logits, resolve_device, resolve_precision  # noqa: E402
 from engine.models import create_classifier  # noqa: E402
 from engine.store import Cache  # noqa: E402
 

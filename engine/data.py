@@ -6,7 +6,11 @@
   is used when that sub-folder exists, as in ImageNet's ``train`` / ``val`` layout). Folders named
   by ImageNet synsets (``n01440764``) get readable class names from timm's ImageNet info;
 * ``"glyphs"`` -> :class:`GlyphDataset`, the glyph world's ``train`` / ``val`` / ``test`` / ``ood``
-  split, rendered once and cached under ``<cache>/datasets/``.
+  split, rendered once and cached under ``<cache>/datasets/``;
+* images already in memory (uint8 arrays) -> :class:`ArrayDataset`.
+
+:func:`iterate_batches` feeds a model any of them, preprocessed by the model's own data
+config (:func:`prepare_transform`): extraction and training both read data this way.
 
 Every dataset knows its class names, a stable id per sample (relative path, or split/index)
 and a fingerprint of its content; items are ``(image, label, index)``. An unreadable or
@@ -24,7 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.atomic import canonical_json, sha256_bytes
 from engine.errors import InvalidInputError, NotFoundError
@@ -145,32 +150,37 @@ class ImageFolderDataset(ImageDataset):
         return image, int(self.labels[index]), index
 
 
-# ----------------------------------------------------------------------------- glyphs
+# ----------------------------------------------------------------------------- arrays, glyphs
 
 
-class GlyphDataset(ImageDataset):
-    """One split of the glyph world as uint8 tensors (1, S, S)."""
+class ArrayDataset(ImageDataset):
+    """Images held in memory: uint8 (N, C, H, W) with labels (N,) (numpy arrays, renderers, tests)."""
 
     yields_tensors = True
 
-    def __init__(self, split: str = "test", cache_root: Path | str = "cache", config: GlyphConfig | None = None):
-        if split not in GLYPH_SPLITS:
-            raise InvalidInputError(f"unknown glyph split {split!r}; valid splits: {', '.join(GLYPH_SPLITS)}")
-        self.splits = GlyphSplits(cache_root, config or GlyphConfig())
-        images, labels, digest = self.splits.load(split)
-        self.images = torch.from_numpy(images)[:, None]
-        self.labels = labels.astype(np.int64)
-        self.class_names = self.splits.class_names(split)
-        self.name, self.split = "glyphs", split
-        key = self.splits.config.split_key(split)
-        self.sample_ids = [f"glyphs-{key}/{split}/{i:06d}" for i in range(len(labels))]
-        self._digest = digest
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray, class_names: list[str],
+                 name: str = "arrays", split: str = "", sample_ids: list[str] | None = None):
+        images = torch.as_tensor(images)
+        labels = np.asarray(labels, dtype=np.int64)
+        if images.ndim != 4 or images.dtype != torch.uint8:
+            raise InvalidInputError(
+                f"images must be a uint8 array (N, C, H, W); got {images.dtype} of shape {tuple(images.shape)}")
+        if labels.shape != (len(images),):
+            raise InvalidInputError(f"{len(images)} images but labels of shape {labels.shape}: one label per image")
+        if len(labels) and not 0 <= labels.min() <= labels.max() < len(class_names):
+            raise InvalidInputError(
+                f"labels must lie in [0, {len(class_names) - 1}] (one class name each); "
+                f"got [{labels.min()}, {labels.max()}]")
+        self.images, self.labels, self.class_names = images, labels, list(class_names)
+        self.name, self.split = name, split
+        self.sample_ids = sample_ids or [f"{name}/{split}/{i:06d}" for i in range(len(labels))]
+        self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
-        return "glyphs:" + self._digest
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "glyph_config": self.splits.config.world_dict()}
+        if self._fingerprint is None:
+            body = self.images.contiguous().numpy().tobytes() + self.labels.tobytes()
+            self._fingerprint = "arrays:" + sha256_bytes(body)
+        return self._fingerprint
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         return self.images[index], int(self.labels[index]), index
@@ -181,12 +191,37 @@ class GlyphDataset(ImageDataset):
         return self.images[idx], torch.from_numpy(self.labels[indices])
 
 
-def load_glyph_arrays(split: str, cache_root: Path | str = "cache", train_per_class: int = 48,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, S, S) uint8, labels (N,), class names) of a glyph split, for training."""
-    splits = GlyphSplits(cache_root, GlyphConfig(seed=seed, train_per_class=train_per_class))
-    images, labels, _ = splits.load(split)
-    return images, labels, splits.class_names(split)
+class GlyphDataset(ArrayDataset):
+    """One split of the glyph world as uint8 tensors (1, S, S)."""
+
+    def __init__(self, split: str = "test", cache_root: Path | str = "cache", config: GlyphConfig | None = None):
+        if split not in GLYPH_SPLITS:
+            raise InvalidInputError(f"unknown glyph split {split!r}; valid splits: {', '.join(GLYPH_SPLITS)}")
+        self.splits = GlyphSplits(cache_root, config or GlyphConfig())
+        images, labels, digest = self.splits.load(split)
+        key = self.splits.config.split_key(split)
+        super().__init__(torch.from_numpy(images)[:, None], labels, self.splits.class_names(split), "glyphs",
+                         split, [f"glyphs-{key}/{split}/{i:06d}" for i in range(len(labels))])
+        self._digest = digest
+
+    def fingerprint(self) -> str:
+        return "glyphs:" + self._digest
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "glyph_config": self.splits.config.world_dict()}
+
+    def render(self, label: int, n: int, seed: int) -> ArrayDataset:
+        """``n`` fresh images of class ``label``, drawn with ``seed`` (in no split when the seed
+        differs from the splits' own): the glyph world can always make more."""
+        from engine.glyphs import render_images
+
+        owners = np.full(n, label, dtype=np.int64)
+        if self.split == "ood":
+            raise InvalidInputError("fresh images are rendered for the trained classes, not the OOD split")
+        images = render_images(self.splits.world, owners, seed)
+        key = self.splits.config.world_key()
+        return ArrayDataset(torch.from_numpy(images)[:, None], owners, self.class_names, "glyphs",
+                            f"fresh-{seed}", [f"glyphs-{key}/fresh-{seed}/{label}/{i:06d}" for i in range(n)])
 
 
 # ----------------------------------------------------------------------------- registry
@@ -216,3 +251,77 @@ def collate_skipping(batch: list[tuple[Any, int, int]]) -> tuple[torch.Tensor | 
     labels = torch.tensor([b[1] for b in ok], dtype=torch.long)
     indices = torch.tensor([b[2] for b in ok], dtype=torch.long)
     return images, labels, indices, skipped
+
+
+def sample_fingerprint(sample_ids: Sequence[str]) -> str:
+    """Fingerprint of an ordered list of samples: stores over the same samples pair up."""
+    return "samples:" + sha256_bytes("\n".join(sample_ids).encode())
+
+
+# ----------------------------------------------------------------------------- batches for a model
+
+
+class TensorTransform:
+    """The model's data config applied to a uint8 batch (B, C, H, W) on the device."""
+
+    def __init__(self, data_config: dict[str, Any]):
+        self.chans, self.height, self.width = data_config["input_size"]
+        self.mean = tuple(float(m) for m in data_config["mean"])
+        self.std = tuple(float(s) for s in data_config["std"])
+        self.interpolation = "bicubic" if data_config.get("interpolation") == "bicubic" else "bilinear"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255)
+        if x.shape[1] != self.chans:
+            x = x.mean(1, keepdim=True).expand(-1, self.chans, -1, -1) if self.chans != 1 else x.mean(1, keepdim=True)
+        if x.shape[-2:] != (self.height, self.width):
+            x = F.interpolate(x, size=(self.height, self.width), mode=self.interpolation, align_corners=False, antialias=True)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __repr__(self) -> str:
+        return (f"TensorTransform(uint8/255, channels->{self.chans}, size->{self.height}x{self.width} "
+                f"{self.interpolation}, mean={self.mean}, std={self.std})")
+
+
+def prepare_transform(model: torch.nn.Module, dataset: ImageDataset) -> tuple[dict, Callable | None, TensorTransform | None]:
+    """(data config, per-image transform for file datasets, per-batch transform for tensor datasets)."""
+    import timm.data
+
+    data_config = timm.data.resolve_data_config(model=model)
+    if dataset.yields_tensors:
+        return data_config, None, TensorTransform(data_config)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    if data_config["input_size"][0] == 1:  # a one-channel model on RGB files
+        import torchvision.transforms as T
+
+        transform = T.Compose([T.Grayscale(1), transform])
+    dataset.transform = transform
+    return data_config, transform, None
+
+
+def iterate_batches(dataset: ImageDataset, indices: np.ndarray, batch_size: int, device: torch.device,
+                    transform: TensorTransform | None, workers: int = 0):
+    """Yield (images on ``device``, labels, indices, skipped indices) over ``indices``, in that order.
+
+    Tensor datasets are batched by fancy indexing and ``transform`` (per batch, on the device);
+    file datasets go through a DataLoader with their per-image transform, and unreadable
+    images are dropped from their batch and listed in ``skipped`` (images is None when a
+    whole batch was unreadable).
+    """
+    if dataset.yields_tensors:
+        for s in range(0, len(indices), batch_size):
+            idx = indices[s : s + batch_size]
+            images, labels = dataset.get_batch(idx)
+            yield transform(images.to(device, non_blocking=True)), labels, torch.from_numpy(idx), []
+        return
+    loader = DataLoader(
+        Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=collate_skipping, pin_memory=device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+    )
+    for images, labels, idx, skipped in loader:
+        if images is not None:
+            images = images.to(device, non_blocking=True)
+        yield images, labels, idx, skipped

@@ -34,17 +34,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
-from torch.utils.data import DataLoader, Subset
 
 from engine.atomic import canonical_json, commit, sha256_bytes, temp_file, write_json_atomic
-from engine.data import ImageDataset, collate_skipping
+from engine.data import (
+    ImageDataset,
+    iterate_batches,
+    prepare_transform,
+    sample_fingerprint,
+)
 from engine.errors import EngineError, InvalidInputError
 from engine.gram import GramAccumulator, GramSet, gram_config, load_or_compute_gramset, save_gramset
 from engine.models import LoadedModel
@@ -117,44 +119,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"  # on CPU: exact logits, equal to a plain forward pass
 
 
-class TensorTransform:
-    """The model's data config applied to a uint8 batch (B, C, H, W) on the device."""
-
-    def __init__(self, data_config: dict[str, Any]):
-        self.chans, self.height, self.width = data_config["input_size"]
-        self.mean = tuple(float(m) for m in data_config["mean"])
-        self.std = tuple(float(s) for s in data_config["std"])
-        self.interpolation = "bicubic" if data_config.get("interpolation") == "bicubic" else "bilinear"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255)
-        if x.shape[1] != self.chans:
-            x = x.mean(1, keepdim=True).expand(-1, self.chans, -1, -1) if self.chans != 1 else x.mean(1, keepdim=True)
-        if x.shape[-2:] != (self.height, self.width):
-            x = F.interpolate(x, size=(self.height, self.width), mode=self.interpolation, align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    def __repr__(self) -> str:
-        return (f"TensorTransform(uint8/255, channels->{self.chans}, size->{self.height}x{self.width} "
-                f"{self.interpolation}, mean={self.mean}, std={self.std})")
-
-
-def prepare_transform(model: torch.nn.Module, dataset: ImageDataset) -> tuple[dict, Callable | None, TensorTransform | None]:
-    """(data config, per-image transform for file datasets, per-batch transform for tensor datasets)."""
-    data_config = timm.data.resolve_data_config(model=model)
-    if dataset.yields_tensors:
-        return data_config, None, TensorTransform(data_config)
-    transform = timm.data.create_transform(**data_config, is_training=False)
-    if data_config["input_size"][0] == 1:  # a one-channel model on RGB files
-        import torchvision.transforms as T
-
-        transform = T.Compose([T.Grayscale(1), transform])
-    dataset.transform = transform
-    return data_config, transform, None
-
-
 # ----------------------------------------------------------------------------- chunks
 
 
@@ -201,26 +165,6 @@ def _dist_info() -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- the pass
-
-
-def _batches(dataset: ImageDataset, indices: np.ndarray, batch_size: int, workers: int,
-             device: torch.device, transform: TensorTransform | None):
-    """Yield (images on device, labels, indices, skipped) over ``indices`` in order."""
-    if dataset.yields_tensors:
-        for s in range(0, len(indices), batch_size):
-            idx = indices[s : s + batch_size]
-            images, labels = dataset.get_batch(idx)
-            yield transform(images.to(device, non_blocking=True)), labels, torch.from_numpy(idx), []
-        return
-    loader = DataLoader(
-        Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=collate_skipping, pin_memory=device.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
-    )
-    for images, labels, idx, skipped in loader:
-        if images is not None:
-            images = images.to(device, non_blocking=True)
-        yield images, labels, idx, skipped
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
@@ -388,7 +332,7 @@ def _run_chunks(model, dataset, todo, folder, n, chunk_size, batch_size, workers
     bar = tqdm(total=len(indices), unit="img", desc="logits", disable=not progress, smoothing=0.1)
     computed = 0
     with torch.inference_mode():
-        for images, labels, idx, skipped in _batches(dataset, indices, batch_size, workers, dev, tensor_tf):
+        for images, labels, idx, skipped in iterate_batches(dataset, indices, batch_size, dev, tensor_tf, workers):
             if images is not None and len(idx):
                 logits = _forward(model, images, dev, prec).cpu().numpy()
                 if logits.shape[1] != k:
@@ -441,7 +385,7 @@ def _merge(cache, folder, n_chunks, name, dataset, loaded, config, results, gram
     if len(kept) == 0:
         raise InvalidInputError(f"none of the {len(dataset)} images of {dataset.name!r} could be read")
     ids = [dataset.sample_ids[i] for i in kept.tolist()]
-    sample_fp = "samples:" + sha256_bytes("\n".join(ids).encode())
+    sample_fp = sample_fingerprint(ids)
     if skipped:
         log.warning("%d unreadable image(s) skipped, e.g. %s", len(skipped), dataset.sample_ids[skipped[0]])
     meta = {

@@ -65,6 +65,7 @@ default_cfgs = generate_default_cfgs(
     {
         "nde_glyph_resnet.glyphs": _glyph_cfg(first_conv="conv1", classifier="fc"),
         "nde_glyph_vit.glyphs": _glyph_cfg(first_conv="patch_embed.backbone.0", classifier="head"),
+        "nde_glyph_cnn.glyphs": _glyph_cfg(first_conv="features.0", classifier="head"),
     }
 )
 
@@ -107,6 +108,39 @@ def nde_glyph_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     args = dict(img_size=32, patch_size=1, in_chans=in_chans, embed_dim=128, depth=6, num_heads=4,
                 mlp_ratio=2.0, embed_layer=embed)
     return build_model_with_cfg(VisionTransformer, "nde_glyph_vit", pretrained, **dict(args, **kwargs))
+
+
+class GlyphCNN(nn.Module):
+    """Four conv-BN-ReLU-max-pool blocks (32-64-128-256 channels), global pooling, a linear head.
+
+    The applications' default backbone (``glyph-cnn``): among the small networks we measured
+    on 32×32 glyphs the fastest to train on a 2-core CPU, so that §3.2 trains a backbone and
+    a baseline from scratch within minutes (docs/jobs-and-training.md).
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 1,
+                 channels: tuple[int, ...] = (32, 64, 128, 256), **kwargs: Any):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in zip((in_chans, *channels[:-1]), channels):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*layers)
+        self.num_classes, self.num_features = num_classes, channels[-1]
+        self.head = nn.Linear(channels[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+@register_model
+def nde_glyph_cnn(pretrained: bool = False, **kwargs: Any) -> GlyphCNN:
+    """``glyph-cnn`` (:class:`GlyphCNN`) for 32×32 glyphs; no shipped weights."""
+    return build_model_with_cfg(GlyphCNN, "nde_glyph_cnn", pretrained, **kwargs)
+
+
+# short names of the glyph architectures (trained from scratch by the applications' jobs)
+ARCH_ALIASES = {"glyph-cnn": "nde_glyph_cnn"}
 
 
 @dataclass(frozen=True)
@@ -152,8 +186,20 @@ class LoadedModel:
 
 def list_model_names(pattern: str = "") -> list[str]:
     """Demo models first, then timm architectures (optionally filtered by a wildcard)."""
-    demo = [n for n in DEMO_MODELS if not pattern or pattern in n]
+    demo = [n for n in (*DEMO_MODELS, *ARCH_ALIASES) if not pattern or pattern in n]
     return demo + timm.list_models(pattern or "", exclude_filters=["nde_glyph_*"])
+
+
+def resolve_arch(name: str) -> str:
+    """The timm architecture of a demo model, an alias (``glyph-cnn``) or a timm name."""
+    if name in DEMO_MODELS:
+        return DEMO_MODELS[name].arch
+    return ARCH_ALIASES.get(name) or _arch_of(name)
+
+
+def create_architecture(name: str, num_classes: int) -> nn.Module:
+    """A freshly initialised model of architecture ``name`` (see :func:`resolve_arch`)."""
+    return timm.create_model(resolve_arch(name), pretrained=False, num_classes=num_classes)
 
 
 def _arch_of(name: str) -> str:
@@ -164,7 +210,8 @@ def _arch_of(name: str) -> str:
     close = [n for n in timm.list_models(f"*{arch[:6]}*")][:8] if arch else []
     hint = f"; similar timm names: {', '.join(close)}" if close else ""
     raise NotFoundError(
-        f"unknown model {name!r}: not a demo model ({', '.join(DEMO_MODELS)}) nor a timm "
+        f"unknown model {name!r}: not a demo model ({', '.join(DEMO_MODELS)}), a glyph "
+        f"architecture ({', '.join(ARCH_ALIASES)}) nor a timm "
         f"architecture{hint}. List them with `python -c \"import timm; print(timm.list_models())\"`"
     )
 
@@ -266,10 +313,8 @@ def create_classifier(
                 f"the demo weights {checkpoint} are missing; reinstall the project or train "
                 f"them with `python -m engine train-classifier --model {name}`"
             )
-    elif name in DEMO_MODELS:
-        arch = DEMO_MODELS[name].arch
     else:
-        arch = _arch_of(name)
+        arch = resolve_arch(name)
     if checkpoint is not None:
         state = read_state_dict(checkpoint)
         model = timm.create_model(arch, pretrained=False)
@@ -301,7 +346,7 @@ def _offline() -> None:
 def _create_timm(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return timm.create_model(ARCH_ALIASES.get(name, name), pretrained=False, **kwargs)
     arch = name.split(".", 1)[0]
     tags = timm.list_pretrained(f"{arch}.*")
     if not tags:

@@ -80,7 +80,9 @@ def test_report_tables_stores_and_cancel(page):
     table = at.dataframe[1].value
     assert list(table["method"]) == ["Baseline (all classes)", "Ours (W · f_base)", "Improvement"]
     assert table["within 10 new (%)"].tolist() == [70.0, 75.0, 5.0]
-    assert any("newclasses-abc-ours" in m.value for m in at.markdown)
+    links = " ".join(m.value for m in at.markdown)
+    assert "(explore?model=newclasses-abc-ours)" in links  # Explore opens the store named in the URL
+    assert "(compare?model=newclasses-abc-ours&source=newclasses-abc-baseline)" in links
     at.selectbox(key="jobs-selected").set_value(running.id).run()
     deadline = time.monotonic() + 20
     while jobs_table(cache).get(running.id).pid is None and time.monotonic() < deadline:

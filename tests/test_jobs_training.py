@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,17 @@ import timm
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine.jobs import set_settings, submit_job, wait_for
+from engine.errors import InvalidInputError
+from engine.jobs import (
+    cancel_job,
+    dispatch,
+    get_job,
+    jobs_table,
+    set_settings,
+    submit_job,
+    wait_for,
+)
+from engine.jobs.procs import process_identity
 from engine.jobs.reports import load_report, report_stores, report_tables
 from engine.store import Cache
 
@@ -87,11 +100,76 @@ def test_both_training_jobs_run_as_jobs_and_leave_stores_and_reports(tmp_path, d
     assert json.loads((Path(nc["run_dir"]) / "report.json").read_text())["kind"] == "newclasses"
 
 
-def test_a_training_job_with_a_bad_dataset_fails_with_a_clear_error(tmp_path):
+def test_missing_data_or_models_are_refused_at_submission_and_a_vanished_dataset_fails_the_job(
+        tmp_path, data):
     cache = tmp_path / "cache"
-    job = submit_job(cache, "newclasses", {"dataset": str(tmp_path / "nowhere"), "device": "cpu"})
+    for kind, values, field in [
+        ("newclasses", {"dataset": str(tmp_path / "nowhere")}, "dataset"),
+        ("newclasses", {"arch": "resnet5O"}, "arch"),
+        ("regularizer", {"ood": "imagenet-o"}, "ood"),
+        ("regularizer", {"checkpoint": str(tmp_path / "none.pt")}, "checkpoint"),
+        ("extract", {"name": "x", "model": "nosuchnet"}, "model"),
+    ]:
+        with pytest.raises(InvalidInputError, match=f"field '{field}'"):
+            submit_job(cache, kind, values)
+    assert jobs_table(cache).list() == []  # nothing was queued
+    # A dataset that disappears between submission and start: the job fails, saying why.
+    folder = shutil.copytree(data["world"], tmp_path / "world")
+    job = submit_job(cache, "newclasses", {"dataset": str(folder), "arch": "test_resnet", "device": "cpu"},
+                     start=False)
+    shutil.rmtree(folder)
+    dispatch(cache)
     job = wait_for(cache, [job.id], timeout=120)[0]
     assert job.state == "failed" and "unknown dataset" in job.error
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir() or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two cores (helper processes)")
+@pytest.mark.parametrize("how", [  # a cancel kills the process group: test_jobs.py covers it already
+    pytest.param("cancel", marks=pytest.mark.slow), "kill -9 of the job alone"])
+def test_a_stopped_training_job_leaves_no_helper_process_behind(tmp_path, data, how):
+    """§3.2 trains its baseline in a helper process beside the backbone: a cancel stops both,
+    and so does a hard kill of the job's own process (the helper dies with its parent)."""
+    cache = tmp_path / "cache"
+    job = submit_job(cache, "newclasses", {
+        "dataset": str(data["world"]), "arch": "test_resnet", "num_classes": 0, "n_new": 1,
+        "epochs": 10_000, "batch_size": 4, "device": "cpu", "side_by_side": True})
+    table = jobs_table(cache)
+    job = _until(lambda: (j := table.get(job.id)).proc_identity and "alongside" in j.message and j,
+                 120, "the backbone and the baseline to train side by side")
+    _until(lambda: list((cache / "runs").glob("newclasses-*/data-*/baseline/last.pt")), 120,
+           "the helper to finish an epoch of the baseline")  # it is training, not starting up
+    helpers = [p for p in _group(job.pid) if p != job.pid]
+    assert helpers, "no helper process in the job's process group"
+    if how == "cancel":
+        assert cancel_job(cache, job.id, grace=2.0).state == "cancelled"
+    else:
+        os.kill(job.pid, signal.SIGKILL)
+    _until(lambda: not _group(job.pid), 30, "every process of the job to end")
+    assert all(process_identity(p) is None for p in helpers)
+    assert get_job(cache, job.id).state == ("cancelled" if how == "cancel" else "failed")
 
 
 @pytest.mark.slow  # two fresh torch processes: about a minute on a busy 2-core CPU

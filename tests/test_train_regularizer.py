@@ -9,26 +9,25 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 from torch import nn
-from torch.utils.data import TensorDataset
 
+from engine.data import ArrayDataset, prepare_transform
 from engine.errors import InvalidInputError
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_from_dict
 from engine.store import Cache
-from engine.train.appdata import tensor_splits
-from engine.train.loop import LoopConfig, fit
+from engine.train.loop import LoopConfig, Samples, fit
 from engine.train.regularizer import (
+    DependencyPenalty,
     dependency_coefficients,
-    dependency_penalty,
     ood_aupr,
     regularize_dependencies,
     resolve_pairs,
     strongest_dependency,
 )
+from tests.tiny_images import DIM, SHAPE, blob_images, image_mlp
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
-K, DIM = 8, 16
-
+K = 8
 
 
 @pytest.fixture(scope="module")
@@ -37,27 +36,23 @@ def world(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     protos = torch.randn(K, DIM, generator=g)
     protos[1] = protos[0] + 0.5 * torch.randn(DIM, generator=g)
-
-    def blobs(n, seed):
-        gen = torch.Generator().manual_seed(seed)
-        y = torch.arange(K).repeat_interleave(n)
-        return protos[y] + 0.7 * torch.randn(len(y), DIM, generator=gen), y
-
-    splits = tensor_splits(*blobs(60, 1), *blobs(40, 2), identity="blobs")
-    ood = TensorDataset(torch.randn(200, DIM, generator=g), torch.zeros(200, dtype=torch.long))
+    train, test = blob_images(protos, 60, 1, noise=0.7), blob_images(protos, 40, 2, noise=0.7, split="test")
+    noise = (128 + 32 * torch.randn(200, DIM, generator=g)).clamp(0, 255).to(torch.uint8)
+    ood = ArrayDataset(noise.reshape(200, *SHAPE), np.zeros(200), ["noise"], "noise", "ood")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(DIM, 32), nn.ReLU(), nn.Linear(32, K))
-    fit(model, splits.train, LoopConfig(epochs=8, lr=1e-2, weight_decay=0.0, batch_size=32),
-        tmp_path_factory.mktemp("pretrain"), device=torch.device("cpu"))
-    return splits, ood, model
+    model = image_mlp(K)
+    _, _, tf = prepare_transform(model, train)
+    fit(model, Samples.all_of(train), LoopConfig(epochs=8, lr=1e-2, weight_decay=0.0, batch_size=32),
+        tmp_path_factory.mktemp("pretrain"), device=torch.device("cpu"), transform=tf)
+    return train, test, ood, model
 
 
 def test_penalty_drives_the_coefficient_to_zero(tmp_path, world):
-    splits, ood, model = world
+    train, test, ood, model = world
     spec = RegularizerSpec(dataset="blobs", model="mlp", pairs=("0,1",), beta=0.2, alpha=0.5, train_per_class=0,
-                           epochs=4, batch_size=32, lr=0.01, device="cpu")
+                           epochs=4, batch_size=32, lr=0.01, device="cpu", side_by_side=False)
     ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
-    report = json.loads(regularize_dependencies(spec, ctx, splits, ood, model).read_text())
+    report = json.loads(regularize_dependencies(spec, ctx, train, test, ood, model).read_text())
     m = report["metrics"]
     before, after, control = (m[k]["pairs"][0] for k in ("before", "after", "control"))
     assert abs(before["coef"]) > 0.2  # a real dependency to cut...
@@ -71,7 +66,7 @@ def test_penalty_drives_the_coefficient_to_zero(tmp_path, world):
     assert stored.logits.shape == (K * 40, K)
     assert dependency_coefficients(stored.logits, 0, 0.5)[1] == pytest.approx(after["coef"])
     # The model handed in is left as it was (both fine-tunes start from a copy).
-    again = json.loads(regularize_dependencies(spec, ctx, splits, ood, model).read_text())
+    again = json.loads(regularize_dependencies(spec, ctx, train, test, ood, model).read_text())
     assert again["metrics"]["before"] == m["before"]
 
 
@@ -99,7 +94,7 @@ def test_strongest_dependency_finds_a_planted_copy():
 
 def test_penalty_and_aupr_by_hand():
     logits = torch.tensor([[1.0, 2.0, 0.0], [3.0, -1.0, 1.0]], requires_grad=True)
-    value = dependency_penalty([(0, 1), (2, 0)], beta=0.5)(logits)
+    value = DependencyPenalty([(0, 1), (2, 0)], beta=0.5)(logits)
     assert value.item() == pytest.approx(0.5 * (abs((2 - 3) / 2) + abs((0 + 3) / 2)))
     confident = np.array([[10.0, 0, 0]] * 4)
     unsure = np.zeros((4, 3))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import typing
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -26,7 +27,7 @@ from engine.jobs import (
     retry_job,
     submit_job,
 )
-from engine.jobs.reports import load_report, report_stores, report_tables
+from engine.jobs.reports import load_report, report_pairing, report_stores, report_tables
 from engine.jobs.specs import field_types
 
 REFRESH_S = 2.0
@@ -106,9 +107,13 @@ def _job_detail_ui(cache: Path, job) -> None:
         st.markdown(f"**{title}**")
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     stores = report_stores(report)
-    if stores:
-        st.markdown("New logit stores (open them in the other pages): "
-                    + ", ".join(f"`{s}`" for s in stores))
+    if stores:  # relative links: the other pages read their store from the URL
+        st.markdown("New logit stores, to explore: "
+                    + ", ".join(f"[`{s}`](explore?{urlencode({'model': s})})" for s in stores))
+    pair = report_pairing(report)
+    if pair:
+        st.markdown(f"[Compare `{pair[0]}` with `{pair[1]}`]"
+                    f"(compare?{urlencode({'model': pair[0], 'source': pair[1]})})")
     with st.expander("Configuration"):
         st.json(job.config)
     st.markdown(f"Log (last {LOG_LINES} lines) · `{job.log_path}`")

@@ -131,9 +131,24 @@ def _submit(args) -> int:
         job = wait_for(args.cache, [job.id], timeout=float("inf"))[0]
         print(_row(job))
         if job.result_path:
-            print(f"report: {job.result_path}")
+            _print_result(job)
         return 0 if job.state == "succeeded" else 1
     return 0
+
+
+def _print_result(job) -> None:
+    """The finished job's tables, stores and times (what `jobs report` shows, plus timings)."""
+    from engine.jobs.reports import load_report, markdown_tables, report_stores
+
+    report = load_report(job.result_path) or {}
+    print(markdown_tables(report))
+    if report_stores(report):
+        print("stores: " + ", ".join(report_stores(report)))
+    timings = report.get("timings") or {}
+    if "cpu_s" in timings and job.started and job.finished:
+        print(f"time: {job.finished - job.started:.0f} s wall, {timings['cpu_s']:.0f} s CPU "
+              "(the job and its helper processes)")
+    print(f"report: {job.result_path}")
 
 
 def _list(args) -> int:

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.jobs.context import LogProgress
     from engine.train.classifier import train_classifier
 
     config = TrainConfig(
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         train_per_class=args.train_per_class, seed=args.seed, precision=args.precision,
         threads=args.threads, cache=args.cache, out_dir=args.out or f"runs/{args.model}",
     )
-    result = train_classifier(config, progress=lambda line: print(line, flush=True))
+    result = train_classifier(config, progress=LogProgress(every_s=30))
     print(json.dumps({"weights": str(result.weights), "val_acc": result.val_acc,
                       "test_acc": result.test_acc, "seconds": round(result.seconds, 1),
                       "config": asdict(config)}))

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.errors import InvalidInputError
 from engine.jobs import procs
-from engine.jobs.specs import spec_from_dict, spec_to_dict
+from engine.jobs.specs import check_spec_inputs, spec_from_dict, spec_to_dict
 from engine.jobs.table import ACTIVE, FINISHED, JobRecord, JobTable
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def submit_job(
     queued. Safe to call from many processes at once: each call gets its own job.
     """
     spec = spec_from_dict(kind, values)
+    check_spec_inputs(kind, spec)
     cache_root = Path(cache_root).resolve()
     settings = get_settings(cache_root)
     table = jobs_table(cache_root)

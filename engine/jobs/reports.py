@@ -89,6 +89,20 @@ def report_stores(report: dict[str, Any] | None) -> list[str]:
     return list(stores.values()) if isinstance(stores, dict) else list(stores)
 
 
+# which of a kind's stores to put side by side: (targets' store, sources' store)
+_PAIRINGS = {"newclasses": ("ours", "baseline"), "regularizer": ("after", "control")}
+
+
+def report_pairing(report: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(store, source store) whose comparison shows what the job changed, when both exist:
+    §3.2's new model against the baseline, §3.3's regularised model against its control."""
+    if not report or report.get("kind") not in _PAIRINGS:
+        return None
+    stores = report.get("stores") or {}
+    names = [stores.get(k) for k in _PAIRINGS[report["kind"]]] if isinstance(stores, dict) else []
+    return (names[0], names[1]) if names and all(names) else None
+
+
 def markdown_tables(report: dict[str, Any] | None) -> str:
     """The report's tables as Markdown (for a terminal, an issue, the docs)."""
     out = []

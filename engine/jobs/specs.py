@@ -105,8 +105,9 @@ class NewClassesSpec:
     and accuracy over all classes collapses (docs/jobs-and-training.md). A baseline of the same architecture and recipe is trained on all the
     classes. The paper's settings are ``n_new`` = 100, 50, 1 out of 1,000 (900→100, 950→50,
     999→1: ``num_classes=0`` with the glyph world). The defaults keep the same 9:1 split on
-    the glyph world's first 200 classes (180→20): both networks from scratch in about 430 s of
-    CPU time (4–7 minutes on an idle 2-core CPU); the full 1,000 is five times the work.
+    the glyph world's first 200 classes (180→20): both networks from scratch, 8 epochs, side by
+    side on two cores (about 3 minutes on an idle 2-core CPU, see docs/jobs-and-training.md);
+    the full 1,000 classes are five times the work.
     """
 
     dataset: str = "glyphs"  # dataset registry name or ImageFolder root with train/ and test/
@@ -114,7 +115,7 @@ class NewClassesSpec:
     num_classes: int = 200  # use the first N classes of the dataset (0 = all; the paper: 1,000)
     n_new: int = 20  # new categories, the rest are base (paper: 100, 50, 1 of 1,000)
     new_classes: str = "random"  # which ones are new: "random" (from seed) or "last"
-    epochs: int = 3  # backbone and baseline epochs (the paper: 90 on ImageNet)
+    epochs: int = 8  # backbone and baseline epochs (the paper: 90 on ImageNet)
     w_epochs: int = 60  # epochs over the new classes' precomputed base logits (paper: 60)
     lr: float = 2e-3  # backbone / baseline AdamW peak learning rate (one-cycle)
     w_lr: float = 1e-2  # AdamW learning rate of W
@@ -128,7 +129,9 @@ class NewClassesSpec:
     train_per_class: int = 0  # cap on training images per class (0 = all)
     seed: int = 0
     device: str = "auto"
-    workers: int = 0  # DataLoader workers
+    workers: int = 0  # DataLoader workers (image files)
+    threads: int = 1  # CPU threads (0: one per core); 1 is fastest on a CPU shared with other work
+    side_by_side: bool = True  # CPU: train the baseline in a helper process beside the backbone
 
     def __post_init__(self) -> None:
         k = "newclasses"
@@ -140,7 +143,7 @@ class NewClassesSpec:
         _non_negative(k, num_classes=self.num_classes, weight_decay=self.weight_decay,
                       w_weight_decay=self.w_weight_decay, base_negatives=self.base_negatives,
                       binary_pairs=self.binary_pairs, train_per_class=self.train_per_class,
-                      seed=self.seed, workers=self.workers)
+                      seed=self.seed, workers=self.workers, threads=self.threads)
         if self.num_classes and self.num_classes < self.n_new + 2:
             _fail(k, "n_new", self.n_new,
                   f"expected at most num_classes - 2 = {self.num_classes - 2} (at least 2 base classes)")
@@ -177,7 +180,9 @@ class RegularizerSpec:
     control: bool = True  # also fine-tune with β = 0 (the baseline of Table 3)
     seed: int = 0
     device: str = "auto"
-    workers: int = 0
+    workers: int = 0  # DataLoader workers (image files)
+    threads: int = 1  # CPU threads (0: one per core); 1 is fastest on a CPU shared with other work
+    side_by_side: bool = True  # CPU: fine-tune the control in a helper process beside ours
 
     def __post_init__(self) -> None:
         k = "regularizer"
@@ -187,7 +192,7 @@ class RegularizerSpec:
         _positive(k, alpha=self.alpha, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
         _non_negative(k, beta=self.beta, momentum=self.momentum, weight_decay=self.weight_decay,
                       train_per_class=self.train_per_class, seed=self.seed, workers=self.workers,
-                      num_classes=self.num_classes)
+                      num_classes=self.num_classes, threads=self.threads)
         for pair in self.pairs:
             if not isinstance(pair, str) or not _PAIR_RE.match(pair):
                 _fail(k, "pairs", pair, "expected 'TARGET,SOURCE' with a class index or name each")
@@ -292,15 +297,49 @@ def spec_from_dict(kind: str, values: dict[str, Any] | None = None) -> Any:
     return entry.spec(**coerced)
 
 
+# fields naming data (with the registry names each accepts besides a folder) and models
+_DATA_FIELDS = {"newclasses": {"dataset": ("glyphs",)},
+                "regularizer": {"dataset": ("glyphs",), "ood": ("glyphs-ood", "")},
+                "extract": {"data": ("glyphs",)}}
+_MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",)}
+
+
+def check_spec_inputs(kind: str, spec: Any) -> None:
+    """The data, models and checkpoints a spec names exist, or :class:`InvalidInputError`
+    naming the field: run when a job is submitted, so that a typo fails at once rather than
+    minutes later in the job. Model names are looked up in the model registry (it imports
+    timm, a second or two), which is why this is not part of the spec's own validation."""
+    from pathlib import Path
+
+    for name, registry in _DATA_FIELDS.get(kind, {}).items():
+        value = getattr(spec, name)
+        if value not in registry and not Path(value).expanduser().is_dir():
+            names = " or ".join(repr(r) for r in registry)
+            _fail(kind, name, value, f"expected {names} or an existing ImageFolder folder")
+    checkpoint = getattr(spec, "checkpoint", "")
+    if checkpoint and not Path(checkpoint).expanduser().is_file():
+        _fail(kind, "checkpoint", checkpoint, "expected an existing weights file (.safetensors, .pt, .pth)")
+    for name in _MODEL_FIELDS.get(kind, ()):
+        from engine.errors import NotFoundError
+        from engine.models import resolve_arch
+
+        try:
+            resolve_arch(getattr(spec, name))
+        except NotFoundError as exc:
+            _fail(kind, name, getattr(spec, name), str(exc))
+
+
 def spec_to_dict(spec: Any) -> dict[str, Any]:
     """JSON-ready values of a spec (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
 
 
-def spec_hash(kind: str, spec: Any, ignore: tuple[str, ...] = ("device", "workers")) -> str:
+def spec_hash(kind: str, spec: Any,
+              ignore: tuple[str, ...] = ("device", "workers", "threads", "side_by_side")) -> str:
     """Key of a spec's results: equal configs share a run folder (and resume each other).
 
-    Fields that change where, not what, is computed (device, loader workers) are left out.
+    Fields that change where, not what, is computed (device, loader workers, threads, helper
+    processes) are left out.
     """
     body = {k: v for k, v in spec_to_dict(spec).items() if k not in ignore}
     return sha256_bytes(canonical_json({"kind": kind, "spec": body}).encode())[:16]

@@ -1,60 +1,80 @@
-"""What the two applications need from a dataset, and class subsets of it.
+"""The applications' data and models by name, and the class subsets they train on.
 
-:class:`Splits` is the applications' whole view of the data: a training and a test set of
-``(image tensor, label)`` pairs with their labels known up front (so class subsets are
-chosen without decoding images), the class names, and an identity for the samples. The
-registries (``engine.data``, ``engine.models``) fill it for named datasets and models; tests
-fill it with tiny tensors.
+Datasets come from the one dataset registry (``engine.data.create_dataset``): ``glyphs``
+(the embedded glyph world: its train and test splits, and ``glyphs-ood``, the characters
+never used in training), or an ImageFolder root holding ``train/`` and ``test/`` (or
+``val/``) class folders; an OOD set may also be a folder of class folders (ImageNet-O's
+layout). Models come from the one model registry (``engine.models``): architectures to train
+from scratch (``glyph-cnn``, the demo models' architectures, timm names) and trained models
+(the demo models, or an architecture with a checkpoint).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch import nn
 
 from engine.atomic import sha256_bytes
+from engine.data import ImageDataset, create_dataset, sample_fingerprint
+from engine.errors import InvalidInputError, NotFoundError
+from engine.jobs.context import RunContext
+from engine.jobs.specs import spec_hash, spec_to_dict
+from engine.store import Cache
+
+GLYPHS, GLYPHS_OOD = "glyphs", "glyphs-ood"
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Train and test sets of one dataset, with labels known without reading images."""
-
-    train: Dataset  # yields (image tensor, int label)
-    test: Dataset
-    train_labels: np.ndarray  # (N_train,) int64
-    test_labels: np.ndarray  # (N_test,) int64
-    class_names: list[str]
-    identity: str  # names the dataset and its version (goes into sample fingerprints)
-    # (class, count, seed) -> that many fresh images of the class, never seen in any split;
-    # for datasets that can make more (the glyph world renders them), else None
-    fresh_images: Callable[[int, int, int], Dataset] | None = None
-    # the test samples' ids as engine.extract names them, so that stores written here pair
-    # with stores extracted from the same samples (None: fingerprints of our own)
-    test_sample_ids: list[str] | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+# ----------------------------------------------------------------------------- by name
 
 
-class Relabeled(Dataset):
-    """The samples ``indices`` of ``base`` with labels mapped through ``label_map``."""
+def load_splits(name: str, cache_root: Path | str) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of the dataset ``glyphs`` or of an ImageFolder root with train/ and test/."""
+    test_split = "test"
+    if name != GLYPHS:
+        root = Path(name).expanduser()
+        if not root.is_dir():
+            raise NotFoundError(
+                f"unknown dataset {name!r}: use {GLYPHS!r} (the embedded glyph world) or the path of an "
+                "ImageFolder root with train/ and test/ (or val/) folders")
+        test_split = next((d for d in ("test", "val") if (root / d).is_dir()), "")
+        if not (root / "train").is_dir() or not test_split:
+            raise InvalidInputError(f"dataset folder {root} must hold train/ and test/ (or val/) ImageFolder trees")
+    train, test = (create_dataset(name, split, cache_root=cache_root) for split in ("train", test_split))
+    if train.class_names != test.class_names:
+        raise InvalidInputError(f"{name}: train/ and {test_split}/ have different class folders")
+    return train, test
 
-    def __init__(self, base: Dataset, indices: np.ndarray, label_map: np.ndarray):
-        self.base, self.indices, self.label_map = base, np.asarray(indices, dtype=np.int64), label_map
 
-    def __len__(self) -> int:
-        return len(self.indices)
+def load_ood(name: str, cache_root: Path | str) -> ImageDataset | None:
+    """The OOD set: ``glyphs-ood``, an ImageFolder of unseen classes (ImageNet-O), or '' (none)."""
+    if not name:
+        return None
+    if name == GLYPHS_OOD:
+        return create_dataset(GLYPHS, "ood", cache_root=cache_root)
+    if Path(name).expanduser().is_dir():
+        return create_dataset(name, "", cache_root=cache_root)
+    raise NotFoundError(
+        f"unknown OOD set {name!r}: use {GLYPHS_OOD!r}, an ImageFolder path (ImageNet-O), or '' for none")
 
-    def __getitem__(self, i: int):
-        x, y = self.base[int(self.indices[i])]
-        return x, int(self.label_map[int(y)])
+
+def load_trained_model(name: str, checkpoint: str, num_classes: int) -> nn.Module:
+    """A trained model: a demo model, or an architecture (``glyph-cnn``, timm) with ``checkpoint``
+    (e.g. a §3.2 baseline's ``last.pt``); checks its class count against the data's."""
+    from engine.models import create_classifier
+
+    model = create_classifier(name, checkpoint=checkpoint or None, num_classes=num_classes).model
+    if model.num_classes != num_classes:
+        raise InvalidInputError(
+            f"model {name!r} has {model.num_classes} classes but the dataset (num_classes) has {num_classes}")
+    return model
+
+
+# ----------------------------------------------------------------------------- class subsets
 
 
 def select_indices(labels: np.ndarray, classes: np.ndarray, per_class: int = 0) -> np.ndarray:
@@ -62,11 +82,10 @@ def select_indices(labels: np.ndarray, classes: np.ndarray, per_class: int = 0) 
     class when ``per_class`` > 0), in dataset order."""
     keep = np.isin(labels, classes)
     if per_class > 0:
-        rank = np.zeros(len(labels), dtype=np.int64)
-        seen: dict[int, int] = {}
-        for i, y in enumerate(labels.tolist()):
-            rank[i] = seen.get(y, 0)
-            seen[y] = rank[i] + 1
+        order = np.argsort(labels, kind="stable")
+        starts = np.searchsorted(labels[order], labels[order])
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[order] = np.arange(len(labels)) - starts
         keep &= rank < per_class
     return np.flatnonzero(keep)
 
@@ -78,35 +97,33 @@ def label_map_for(classes: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def test_fingerprint(splits: Splits, indices: np.ndarray) -> str:
-    """Sample fingerprint of test samples ``indices``: stores over the same samples pair.
+# ----------------------------------------------------------------------------- results
 
-    With sample ids, the same fingerprint ``engine.extract`` gives those samples.
+
+def save_test_stores(ctx: RunContext, kind: str, spec: Any, test: ImageDataset, test_idx: np.ndarray,
+                     class_names: list[str], logits_by_name: dict[str, np.ndarray],
+                     meta: dict[str, Any] | None = None) -> dict[str, str]:
+    """Each model's test logits as a store ``<kind>-<spec hash>-<model>``; returns model → store.
+
+    The stores carry the fingerprint that ``engine.extract`` gives the same test samples, so
+    they pair with each other and with stores extracted from those images.
     """
-    if splits.test_sample_ids is not None:
-        return "samples:" + sha256_bytes("\n".join(splits.test_sample_ids[i] for i in indices).encode())
-    body = f"{splits.identity}|test|".encode() + np.ascontiguousarray(indices, dtype=np.int64).tobytes()
-    return "subset:" + sha256_bytes(body)
+    cache = Cache(ctx.cache_root)
+    prefix = f"{kind}-{spec_hash(kind, spec)[:10]}"
+    fingerprint = sample_fingerprint([test.sample_ids[i] for i in test_idx])
+    source = {"job_kind": kind, "config": spec_to_dict(spec), "run_dir": str(ctx.run_dir), **(meta or {})}
+    return {name: cache.save_store(f"{prefix}-{name}", logits, test.labels[test_idx], class_names,
+                                   overwrite=True, sample_fingerprint=fingerprint,
+                                   meta={"source": {**source, "model": name}}).name
+            for name, logits in logits_by_name.items()}
 
 
-def tensor_splits(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
-    class_names: list[str] | None = None, identity: str = "tensors",
-) -> Splits:
-    """Splits over in-memory tensors (generated data, tests)."""
-    from torch.utils.data import TensorDataset
-
-    k = int(max(int(y_train.max()), int(y_test.max())) + 1)
-    return Splits(
-        train=TensorDataset(x_train, y_train), test=TensorDataset(x_test, y_test),
-        train_labels=y_train.numpy().astype(np.int64), test_labels=y_test.numpy().astype(np.int64),
-        class_names=class_names or [f"class {i}" for i in range(k)], identity=identity,
-    )
+# ----------------------------------------------------------------------------- run folders
 
 
 def checkpoint_dir(run_dir: Path, *identities: str) -> Path:
     """Where a run keeps its checkpoints: under ``run_dir``, keyed by what it was trained from
-    (the data's identity, the starting weights...), so a run over changed data or weights
+    (the data's fingerprints, the starting weights...), so a run over changed data or weights
     starts afresh instead of resuming checkpoints that belong to something else."""
     return Path(run_dir) / ("data-" + sha256_bytes("|".join(identities).encode())[:12])
 

@@ -4,7 +4,8 @@ A backbone is trained on the base classes and frozen; the new classes' logits ar
 ``W · f_base(x)`` with W (new × base, no bias), learned with cross-entropy over all the
 logits ``[f_base(x); W f_base(x)]`` on the new classes' training images. The frozen
 backbone's logits are computed once, so learning W costs seconds. A baseline of the same
-architecture and recipe is trained on all the classes. Reported (Tables 2 and 4):
+architecture and recipe is trained on all the classes, beside the backbone on a CPU with two
+cores (``engine.train.parallel``). Reported (Tables 2 and 4):
 
 * accuracy over all classes (argmax over every logit, every test image);
 * within base: base test images, argmax over the base logits only;
@@ -17,6 +18,7 @@ same samples, so they pair), beside ``report.json`` in the run's folder.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,30 +30,30 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import Dataset, Subset
 
 from engine.atomic import atomic_path, write_json_atomic
+from engine.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.errors import InvalidInputError
 from engine.jobs.context import RunContext
-from engine.jobs.specs import NewClassesSpec, spec_hash, spec_to_dict
-from engine.store import Cache
+from engine.jobs.specs import NewClassesSpec, spec_to_dict
 from engine.train.appdata import (
-    Relabeled,
-    Splits,
     checkpoint_dir,
     label_map_for,
+    load_splits,
+    save_test_stores,
     select_indices,
-    test_fingerprint,
 )
 from engine.train.loop import (
     LoopConfig,
+    Samples,
     barrier,
-    fit,
     is_main_process,
     predict_logits,
     process_cpu_seconds,
     resolve_device,
+    use_threads,
 )
+from engine.train.parallel import FitTask, fit_tasks
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,8 @@ def class_metrics(logits: np.ndarray, labels: np.ndarray, base: np.ndarray, new:
     return {
         "acc_all": pct(pred_all == labels),
         "acc_within_base": pct(pred_base[~is_new] == labels[~is_new]),
-        "acc_within_new": pct(pred_new[is_new] == labels[is_new]),
+        # with one new class, "within new" is an argmax over one logit: always right, so not reported
+        "acc_within_new": pct(pred_new[is_new] == labels[is_new]) if len(new) > 1 else None,
         "acc_all_on_base_images": pct(pred_all[~is_new] == labels[~is_new]),
         "acc_all_on_new_images": pct(pred_all[is_new] == labels[is_new]),
         "n_test": int(len(labels)),
@@ -151,9 +154,22 @@ def binary_test(pos_logits: np.ndarray, neg_logits: np.ndarray, new_class: int) 
             "pair_acc": float(100 * (prob(pos_logits) > prob(neg_logits)).mean())}
 
 
-def _binary_pairs(spec: NewClassesSpec, splits: Splits, new_class: int, labels: np.ndarray,
-                  device) -> tuple[Dataset, np.ndarray, str]:
-    """Positives and negatives of the binary test: (positives dataset, negative test indices, source).
+def _task(name: str, classes: np.ndarray, spec: NewClassesSpec, train: ImageDataset,
+          make_model: ModelFactory, ckpt: Path) -> FitTask:
+    """Training from scratch on ``classes`` (targets: their positions), seeded."""
+    torch.manual_seed(spec.seed)
+    samples = Samples(train, select_indices(train.labels, classes, spec.train_per_class),
+                      label_map_for(classes, train.num_classes))
+    return FitTask(name, make_model(len(classes)), samples, _loop_config(spec), ckpt / name)
+
+
+Scorer = Callable[[ImageDataset, np.ndarray], tuple[np.ndarray, np.ndarray]]  # -> (logits, kept indices)
+
+
+def _binary_pairs(spec: NewClassesSpec, test: ImageDataset, new_class: int, test_idx: np.ndarray,
+                  labels: np.ndarray) -> tuple[ImageDataset, np.ndarray, np.ndarray, str]:
+    """The binary test's samples: (positives' dataset, their indices, negatives' rows among the
+    evaluated test samples, where the positives come from).
 
     Positives are fresh images of the new class where the dataset can render them (the
     paper draws them from ImageNet's unused training images), else the new class's test
@@ -162,104 +178,95 @@ def _binary_pairs(spec: NewClassesSpec, splits: Splits, new_class: int, labels: 
     """
     rng = np.random.default_rng(spec.seed)
     negatives = np.flatnonzero(labels != new_class)
-    if splits.fresh_images is not None:
-        positives = splits.fresh_images(new_class, spec.binary_pairs, spec.seed + 7_777)
-        source = "fresh images of the new class"
+    if isinstance(test, GlyphDataset):
+        source, positives = "fresh images of the new class", test.render(new_class, spec.binary_pairs, spec.seed + 7_777)
+        pos_idx = np.arange(len(positives))
     else:
-        idx = np.flatnonzero(labels == new_class)
-        positives = Relabeled(splits.test, idx, np.arange(splits.num_classes))
-        source = "test images of the new class"
-    n = min(len(positives), len(negatives), spec.binary_pairs)
-    if n < len(positives):
-        positives = Subset(positives, range(n))
-    return positives, np.sort(rng.choice(negatives, n, replace=False)), source
+        source, positives = "test images of the new class", test
+        pos_idx = test_idx[labels == new_class]
+    n = min(len(pos_idx), len(negatives), spec.binary_pairs)
+    return positives, pos_idx[:n], np.sort(rng.choice(negatives, n, replace=False)), source
 
 
-def _train_model(name: str, n_out: int, data, spec: NewClassesSpec, ctx: RunContext,
-                 make_model: ModelFactory, device, span, ckpt: Path) -> nn.Module:
-    torch.manual_seed(spec.seed)
-    model = make_model(n_out)
-    fit(model, data, _loop_config(spec), ckpt / name, device=device,
-        progress=ctx.progress, span=span, phase=name)
-    return model.eval()
-
-
-def _ours_logits(backbone: nn.Module, w: torch.Tensor, data: Dataset, base, new, k, device) -> np.ndarray:
-    """``[f_base; W f_base]`` placed in the dataset's class order (K columns)."""
-    f, _ = predict_logits(backbone, data, device)
-    out = np.zeros((len(f), k), dtype=np.float32)
-    out[:, base] = f
-    out[:, new] = (torch.as_tensor(f) @ w.T).numpy()
-    return out
-
-
-def _evaluate(spec, splits, scorers, base, new, k, device) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-    """Metrics per model, test logits per model, test indices and labels."""
-    test_idx = select_indices(splits.test_labels, np.arange(k))
-    test = Relabeled(splits.test, test_idx, np.arange(splits.num_classes))
-    labels = splits.test_labels[test_idx]
-    logits = {name: score(test) for name, score in scorers.items()}
+def _evaluate(spec, test, scorers: dict[str, Scorer], base, new, k) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """Metrics per model, test logits per model, the test samples' indices and labels."""
+    logits, kept = {}, None
+    for name, score in scorers.items():
+        logits[name], kept = score(test, select_indices(test.labels, np.arange(k)))
+    labels = test.labels[kept]
     rows = {name: class_metrics(x, labels, base, new) for name, x in logits.items()}
     if len(new) == 1 and spec.binary_pairs:
-        positives, neg_idx, source = _binary_pairs(spec, splits, int(new[0]), labels, device)
+        positives, pos_idx, neg_rows, source = _binary_pairs(spec, test, int(new[0]), kept, labels)
         for name, score in scorers.items():
-            rows[name]["binary"] = {**binary_test(score(positives), logits[name][neg_idx], int(new[0])),
+            pos_logits, _ = score(positives, pos_idx)
+            rows[name]["binary"] = {**binary_test(pos_logits, logits[name][neg_rows], int(new[0])),
                                     "pairs_requested": spec.binary_pairs, "positives": source}
-    return rows, logits, test_idx, labels
+    return rows, logits, kept, labels
 
 
-def train_new_classes(spec: NewClassesSpec, ctx: RunContext, splits: Splits,
+def train_new_classes(spec: NewClassesSpec, ctx: RunContext, train: ImageDataset, test: ImageDataset,
                       make_model: ModelFactory) -> Path | None:
     """Run the whole §3.2 experiment; returns the report's path (None on ranks > 0)."""
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
-    base, new = choose_classes(spec, splits.num_classes)
-    k = spec.num_classes or splits.num_classes
-    log.info("%d base and %d new classes: new = %s", len(base), len(new),
-             [splits.class_names[c] for c in new[:10]])
+    base, new = choose_classes(spec, train.num_classes)
+    k = spec.num_classes or train.num_classes
+    log.info("%d base and %d new classes: new = %s", len(base), len(new), [train.class_names[c] for c in new[:10]])
     timings: dict[str, float] = {}
-    ckpt = checkpoint_dir(ctx.run_dir, splits.identity)
+    ckpt = checkpoint_dir(ctx.run_dir, train.fingerprint(), test.fingerprint())
+    probe = make_model(2)  # the architecture's data config decides the preprocessing
+    _, _, transform = prepare_transform(probe, train)
+    prepare_transform(probe, test)
 
     t = time.perf_counter()
-    base_train = Relabeled(splits.train, select_indices(splits.train_labels, base, spec.train_per_class),
-                           label_map_for(base, splits.num_classes))
-    backbone = _train_model("backbone", len(base), base_train, spec, ctx, make_model, device,
-                            (0.0, 0.45 if spec.baseline else 0.9), ckpt)
-    timings["backbone_s"] = time.perf_counter() - t
+    tasks = [_task("backbone", base, spec, train, make_model, ckpt)]
+    if spec.baseline:
+        tasks.append(_task("baseline", np.arange(k), spec, train, make_model, ckpt))
+    backbone, *others = fit_tasks(tasks, device=device, transform=transform, threads=spec.threads,
+                                  side_by_side=spec.side_by_side, progress=ctx.progress, span=(0.0, 0.9))
+    baseline = others[0] if others else None
+    timings["train_s"] = time.perf_counter() - t
     for p in backbone.parameters():
         p.requires_grad_(False)
-    baseline = None
-    if spec.baseline:
-        t = time.perf_counter()
-        every = np.arange(k)
-        all_train = Relabeled(splits.train, select_indices(splits.train_labels, every, spec.train_per_class),
-                              label_map_for(every, splits.num_classes))
-        baseline = _train_model("baseline", k, all_train, spec, ctx, make_model, device, (0.45, 0.9),
-                                ckpt)
-        timings["baseline_s"] = time.perf_counter() - t
     if not is_main_process():
         barrier()
         return None
 
     t = time.perf_counter()
-    w = _learn_or_load_w(spec, ctx, splits, backbone, base, new, device, ckpt / "w.safetensors")
+    w = _learn_or_load_w(spec, ctx, train, backbone, base, new, device, transform, ckpt / "w.safetensors")
     timings["w_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
     ctx.progress(0.95, "evaluating")
-    scorers = {"ours": lambda data: _ours_logits(backbone, w, data, base, new, k, device)}
+
+    def ours(data: ImageDataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[f_base; W f_base]`` placed in the dataset's class order (K columns)."""
+        f, _, kept = predict_logits(backbone, data, idx, device, transform)
+        out = np.zeros((len(f), k), dtype=np.float32)
+        out[:, base] = f
+        out[:, new] = (torch.as_tensor(f) @ w.T).numpy()
+        return out, kept
+
+    def plain(data: ImageDataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, _, kept = predict_logits(baseline, data, idx, device, transform)
+        return logits, kept
+
+    scorers: dict[str, Scorer] = {"ours": ours}
     if baseline is not None:
-        scorers["baseline"] = lambda data: predict_logits(baseline, data, device)[0]
-    rows, logits, test_idx, labels = _evaluate(spec, splits, scorers, base, new, k, device)
+        scorers["baseline"] = plain
+    rows, logits, test_idx, labels = _evaluate(spec, test, scorers, base, new, k)
+    timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    timings["cpu_s"] = process_cpu_seconds()
+    timings["cpu_s"] = process_cpu_seconds()  # the whole process: imports and data loading too
     report = {
         "kind": "newclasses", "config": spec_to_dict(spec), "run_dir": str(ctx.run_dir),
-        "checkpoints": str(ckpt), "data": splits.identity,
+        "checkpoints": str(ckpt), "data": {"train": train.fingerprint(), "test": test.fingerprint()},
         "n_base": int(len(base)), "n_new": int(len(new)),
-        "new_classes": [splits.class_names[c] for c in new],
+        "new_classes": [train.class_names[c] for c in new],
         "metrics": rows, "improvement": _improvement(rows),
-        "stores": _save_stores(spec, ctx, splits, test_idx, labels, logits, base, new),
-        "timings": timings, "device": str(device),
+        "stores": save_test_stores(ctx, "newclasses", spec, test, test_idx, test.class_names[:k], logits,
+                                   {"base_classes": base.tolist(), "new_classes": new.tolist()}),
+        "timings": timings, "device": str(device), "threads": torch.get_num_threads(),
     }
     path = ctx.run_dir / "report.json"
     write_json_atomic(path, report)
@@ -267,19 +274,19 @@ def train_new_classes(spec: NewClassesSpec, ctx: RunContext, splits: Splits,
     return path
 
 
-def _learn_or_load_w(spec, ctx, splits, backbone, base, new, device, path: Path) -> torch.Tensor:
+def _learn_or_load_w(spec, ctx, train, backbone, base, new, device, transform, path: Path) -> torch.Tensor:
     """W from ``path`` if already learned, else learned now and saved there (atomically)."""
     if path.exists():
         return load_file(str(path))["w"]
-    idx = select_indices(splits.train_labels, new, spec.train_per_class)
-    targets = len(base) + label_map_for(new, splits.num_classes)[splits.train_labels[idx]]
+    idx = select_indices(train.labels, new, spec.train_per_class)
     if spec.base_negatives:
-        neg = select_indices(splits.train_labels, base, spec.base_negatives)
-        idx = np.concatenate([idx, neg])
-        targets = np.concatenate([targets, label_map_for(base, splits.num_classes)[splits.train_labels[neg]]])
+        idx = np.concatenate([idx, select_indices(train.labels, base, spec.base_negatives)])
     ctx.progress(0.9, f"base logits of {len(idx)} training images for W")
-    feats, _ = predict_logits(backbone, Relabeled(splits.train, idx, np.arange(splits.num_classes)), device)
-    w = learn_w(torch.as_tensor(feats), torch.as_tensor(targets), len(base), len(new), spec,
+    feats, labels, _ = predict_logits(backbone, train, idx, device, transform)
+    # positions in [f_base; W f_base]: base class c -> its rank among base, new class j -> n_base + j
+    position = label_map_for(base, train.num_classes)
+    position[new] = len(base) + np.arange(len(new))
+    w = learn_w(torch.as_tensor(feats), torch.as_tensor(position[labels]), len(base), len(new), spec,
                 progress=lambda f, m: ctx.progress(0.91 + 0.03 * f, m))
     with atomic_path(path) as tmp:
         save_file({"w": w.contiguous()}, str(tmp))
@@ -297,29 +304,10 @@ def _improvement(rows: dict) -> dict:
     return out
 
 
-def _save_stores(spec, ctx, splits, test_idx, labels, logits_by_name, base, new) -> dict[str, str]:
-    cache = Cache(ctx.cache_root)
-    prefix = f"newclasses-{spec_hash('newclasses', spec)[:10]}"
-    fingerprint = test_fingerprint(splits, test_idx)
-    k = logits_by_name["ours"].shape[1]
-    names = {}
-    for name, logits in logits_by_name.items():
-        store = cache.save_store(
-            f"{prefix}-{name}", logits, labels, splits.class_names[:k], overwrite=True,
-            sample_fingerprint=fingerprint,
-            meta={"source": {"job_kind": "newclasses", "model": name, "config": spec_to_dict(spec),
-                             "base_classes": base.tolist(), "new_classes": new.tolist(),
-                             "run_dir": str(ctx.run_dir)}},
-        )
-        names[name] = store.name
-    return names
-
-
 def run_job(spec: NewClassesSpec, ctx: RunContext) -> Path | None:
-    """The job entry: resolve the dataset and architecture by name, then run."""
-    from engine.train import registry_adapter as reg
+    """The job entry: the dataset and the architecture by name, then the experiment."""
+    from engine.models import create_architecture
 
-    splits = reg.load_splits(spec.dataset, ctx.cache_root)
-    if spec.dataset != reg.GLYPHS:
-        reg.set_transform([splits.train, splits.test], reg.model_transform(reg.create_model(spec.arch, 2)))
-    return train_new_classes(spec, ctx, splits, lambda n: reg.create_model(spec.arch, n))
+    use_threads(spec.threads)
+    train, test = load_splits(spec.dataset, ctx.cache_root)
+    return train_new_classes(spec, ctx, train, test, functools.partial(create_architecture, spec.arch))

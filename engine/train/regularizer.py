@@ -6,7 +6,8 @@ for the chosen pairs (target i, source j). By Conjecture 1, a small ``|C_ij| = |
 means no dependency of i on j, so the penalty drives the CovLasso coefficient θ_j of
 target i towards zero. Two fine-tunes start from the same trained model with the same
 recipe and seed — with the penalty, and a control with β = 0 — so that what differs is the
-penalty's doing. Reported (Table 3): top-1 accuracy, θ_j of target i at ``alpha`` (and
+penalty's doing; they run side by side on a CPU with two cores (``engine.train.parallel``).
+Reported (Table 3): top-1 accuracy, θ_j of target i at ``alpha`` (and
 ``C_ij``) before and after, and OOD AUPR (anomaly score −max softmax, OOD samples positive).
 Test logits of the three models become stores (``<prefix>-before``, ``-after``, ``-control``).
 """
@@ -16,40 +17,41 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
-from torch.utils.data import Dataset
 
 from engine.atomic import write_json_atomic
 from engine.covlasso import solve_covlasso
+from engine.data import ImageDataset, prepare_transform
 from engine.errors import InvalidInputError
 from engine.gram import GramAccumulator
 from engine.jobs.context import RunContext
-from engine.jobs.specs import RegularizerSpec, spec_hash, spec_to_dict
+from engine.jobs.specs import RegularizerSpec, spec_to_dict
 from engine.service import parse_index
-from engine.store import Cache
 from engine.train.appdata import (
-    Relabeled,
-    Splits,
     checkpoint_dir,
+    load_ood,
+    load_splits,
+    load_trained_model,
     model_fingerprint,
+    save_test_stores,
     select_indices,
-    test_fingerprint,
 )
 from engine.train.loop import (
     LoopConfig,
+    Samples,
     barrier,
-    fit,
     is_main_process,
     predict_logits,
     process_cpu_seconds,
     resolve_device,
+    use_threads,
 )
+from engine.train.parallel import FitTask, fit_tasks
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +59,16 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- the pieces
 
 
-def dependency_penalty(pairs: list[tuple[int, int]], beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``logits -> β · Σ |mean_batch f_i f_j|`` (the paper's regulariser)."""
-    i = torch.tensor([p[0] for p in pairs])
-    j = torch.tensor([p[1] for p in pairs])
+class DependencyPenalty:
+    """``logits -> β · Σ_(i,j) |mean_batch f_i f_j|`` (the paper's regulariser); picklable."""
 
-    def penalty(logits: torch.Tensor) -> torch.Tensor:
-        return beta * (logits[:, i] * logits[:, j]).mean(0).abs().sum()
+    def __init__(self, pairs: list[tuple[int, int]], beta: float):
+        self.i = torch.tensor([p[0] for p in pairs])
+        self.j = torch.tensor([p[1] for p in pairs])
+        self.beta = beta
 
-    return penalty
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.beta * (logits[:, self.i] * logits[:, self.j]).mean(0).abs().sum()
 
 
 def dependency_coefficients(logits: np.ndarray, target: int, alpha: float) -> np.ndarray:
@@ -134,10 +137,12 @@ def resolve_pairs(pairs: tuple[str, ...], class_names: list[str]) -> list[tuple[
 # ----------------------------------------------------------------------------- the experiment
 
 
-def _predict(model: nn.Module, test: Dataset, ood: Dataset | None, device) -> tuple[np.ndarray, ...]:
-    """(test logits, test labels, OOD logits or None)."""
-    logits, labels = predict_logits(model, test, device)
-    return logits, labels, None if ood is None else predict_logits(model, ood, device)[0]
+def _predict(model: nn.Module, test: ImageDataset, test_idx: np.ndarray, ood: ImageDataset | None,
+             device, transform) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(test logits, test labels, OOD logits or None, the test samples read)."""
+    logits, labels, kept = predict_logits(model, test, test_idx, device, transform)
+    ood_logits = None if ood is None else predict_logits(model, ood, None, device, transform)[0]
+    return logits, labels, ood_logits, kept
 
 
 def _metrics(logits: np.ndarray, labels: np.ndarray, ood_logits: np.ndarray | None,
@@ -158,61 +163,68 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, ood_logits: np.ndarray | No
     return row
 
 
-def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, splits: Splits,
-                            ood: Dataset | None, model: nn.Module) -> Path | None:
+def _loop_config(spec: RegularizerSpec) -> LoopConfig:
+    return LoopConfig(epochs=spec.epochs, lr=spec.lr, weight_decay=spec.weight_decay,
+                      batch_size=spec.batch_size, optimizer="sgd", momentum=spec.momentum,
+                      schedule="cosine", seed=spec.seed, workers=spec.workers)
+
+
+def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: ImageDataset, test: ImageDataset,
+                            ood: ImageDataset | None, model: nn.Module) -> Path | None:
     """Run the whole §3.3 experiment from the trained ``model``; returns the report's path."""
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
-    k = spec.num_classes or splits.num_classes
-    if k > splits.num_classes:
-        raise InvalidInputError(
-            f"num_classes = {k} but the dataset has only {splits.num_classes} classes")
-    classes, class_names = np.arange(k), splits.class_names[:k]
-    test_idx = select_indices(splits.test_labels, classes)
-    test = Relabeled(splits.test, test_idx, np.arange(splits.num_classes))
+    k = spec.num_classes or train.num_classes
+    if k > train.num_classes:
+        raise InvalidInputError(f"num_classes = {k} but the dataset has only {train.num_classes} classes")
+    classes, class_names = np.arange(k), train.class_names[:k]
+    _, _, transform = prepare_transform(model, train)
+    for data in (test, ood):
+        if data is not None:
+            prepare_transform(model, data)
     ctx.progress(0.0, "evaluating the original model")
     pairs = resolve_pairs(spec.pairs, class_names)
-    before = _predict(model, test, ood, device)
+    ckpt = checkpoint_dir(ctx.run_dir, train.fingerprint(), test.fingerprint(), model_fingerprint(model))
+    timings = {}
+    t = time.perf_counter()
+    before = _predict(model, test, select_indices(test.labels, classes), ood, device, transform)
+    test_idx = before[3]
     if not pairs:
         pairs = [strongest_dependency(before[0], spec.alpha)]
         log.info("no pairs given: cutting the strongest dependency %s", pairs)
-    rows = {"before": _metrics(*before, pairs, spec.alpha)}
+    rows = {"before": _metrics(*before[:3], pairs, spec.alpha)}
     logits_by_name = {"before": before[0]}
-    train = Relabeled(splits.train, select_indices(splits.train_labels, classes, spec.train_per_class),
-                      np.arange(splits.num_classes))
-    cfg = LoopConfig(epochs=spec.epochs, lr=spec.lr, weight_decay=spec.weight_decay,
-                     batch_size=spec.batch_size, optimizer="sgd", momentum=spec.momentum,
-                     schedule="cosine", seed=spec.seed, workers=spec.workers)
+    timings["before_s"] = time.perf_counter() - t
+    samples = Samples(train, select_indices(train.labels, classes, spec.train_per_class))
     runs = [("after", spec.beta)] + ([("control", 0.0)] if spec.control else [])
-    ckpt = checkpoint_dir(ctx.run_dir, splits.identity, model_fingerprint(model))
-    timings = {}
-    for n, (name, beta) in enumerate(runs):
+    tasks = [FitTask(f"fine-tune β={beta:g}", copy.deepcopy(model), samples, _loop_config(spec), ckpt / name,
+                     DependencyPenalty(pairs, beta) if beta > 0 else None) for name, beta in runs]
+    t = time.perf_counter()
+    tuned = fit_tasks(tasks, device=device, transform=transform, threads=spec.threads,
+                      side_by_side=spec.side_by_side, progress=ctx.progress, span=(0.05, 0.9))
+    timings["fine_tune_s"] = time.perf_counter() - t
+    if is_main_process():
         t = time.perf_counter()
-        tuned = copy.deepcopy(model)
-        span = (0.05 + 0.9 * n / len(runs), 0.05 + 0.9 * (n + 1) / len(runs))
-        fit(tuned, train, cfg, ckpt / name, device=device, progress=ctx.progress, span=span,
-            phase=f"fine-tune β={beta:g}",
-            extra_loss=dependency_penalty(pairs, beta) if beta > 0 else None)
-        timings[f"{name}_s"] = time.perf_counter() - t
-        if is_main_process():
-            after = _predict(tuned, test, ood, device)
-            rows[name], logits_by_name[name] = _metrics(*after, pairs, spec.alpha), after[0]
+        for (name, _), net in zip(runs, tuned, strict=True):
+            after = _predict(net, test, test_idx, ood, device, transform)
+            rows[name], logits_by_name[name] = _metrics(*after[:3], pairs, spec.alpha), after[0]
+        timings["evaluate_s"] = time.perf_counter() - t
     if not is_main_process():
         barrier()
         return None
     timings["total_s"] = time.perf_counter() - t0
-    timings["cpu_s"] = process_cpu_seconds()
-    stores = _save_stores(spec, ctx, splits, test_idx, class_names, logits_by_name)
+    timings["cpu_s"] = process_cpu_seconds()  # the whole process: imports and data loading too
+    stores = save_test_stores(ctx, "regularizer", spec, test, test_idx, class_names, logits_by_name)
     for row in rows.values():
         for p in row["pairs"]:
             p["target_name"] = class_names[p["target"]]
             p["source_name"] = class_names[p["source"]]
     report = {
         "kind": "regularizer", "config": spec_to_dict(spec), "run_dir": str(ctx.run_dir),
-        "checkpoints": str(ckpt), "data": splits.identity,
+        "checkpoints": str(ckpt), "data": {"train": train.fingerprint(), "test": test.fingerprint()},
         "pairs": [list(p) for p in pairs], "metrics": rows, "stores": stores,
-        "timings": timings, "device": str(device), "n_test": int(len(test_idx)),
-        "n_ood": None if ood is None else len(ood),
+        "timings": timings, "device": str(device), "threads": torch.get_num_threads(),
+        "n_train": len(samples), "n_test": int(len(test_idx)), "n_ood": None if ood is None else len(ood),
     }
     path = ctx.run_dir / "report.json"
     write_json_atomic(path, report)
@@ -220,29 +232,10 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, splits: Spli
     return path
 
 
-def _save_stores(spec, ctx, splits, test_idx, class_names, logits_by_name) -> dict[str, str]:
-    cache = Cache(ctx.cache_root)
-    prefix = f"regularizer-{spec_hash('regularizer', spec)[:10]}"
-    fingerprint = test_fingerprint(splits, test_idx)
-    names = {}
-    for name, logits in logits_by_name.items():
-        store = cache.save_store(
-            f"{prefix}-{name}", logits, splits.test_labels[test_idx], class_names,
-            overwrite=True, sample_fingerprint=fingerprint,
-            meta={"source": {"job_kind": "regularizer", "model": name, "config": spec_to_dict(spec),
-                             "run_dir": str(ctx.run_dir)}},
-        )
-        names[name] = store.name
-    return names
-
-
 def run_job(spec: RegularizerSpec, ctx: RunContext) -> Path | None:
-    """The job entry: resolve the dataset, OOD set and trained model by name, then run."""
-    from engine.train import registry_adapter as reg
-
-    splits = reg.load_splits(spec.dataset, ctx.cache_root)
-    ood = reg.load_ood(spec.ood, ctx.cache_root)
-    model = reg.load_trained_model(spec.model, spec.checkpoint, spec.num_classes or splits.num_classes)
-    if spec.dataset != reg.GLYPHS:
-        reg.set_transform([splits.train, splits.test, ood], reg.model_transform(model))
-    return regularize_dependencies(spec, ctx, splits, ood, model)
+    """The job entry: the dataset, OOD set and trained model by name, then the experiment."""
+    use_threads(spec.threads)
+    train, test = load_splits(spec.dataset, ctx.cache_root)
+    ood = load_ood(spec.ood, ctx.cache_root)
+    model = load_trained_model(spec.model, spec.checkpoint, spec.num_classes or train.num_classes)
+    return regularize_dependencies(spec, ctx, train, test, ood, model)
