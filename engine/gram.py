@@ -30,7 +30,8 @@ class GramAccumulator:
     >>> C = acc.gram()                              # (1000, 1000) float64 numpy, E[f fᵀ]
     """
 
-    def __init__(self, k_a: int, k_b: int | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, k_a: int, k_b: int | None = None, device: str | torch.device = "cpu",
+                 syrk: bool | None = None):
         import torch  # only to accumulate: reading cached Grams needs numpy alone
 
         self.device = torch.device(device)
@@ -38,8 +39,11 @@ class GramAccumulator:
         kw = {"dtype": torch.float64, "device": self.device}
         # On CPU, Σ fᵀf goes through BLAS's symmetric rank-k update (dsyrk: the upper triangle
         # only, half the FLOPs of a GEMM; measured 2.0× faster for 4,096 × 1,000 chunks, which
-        # is what keeps extraction of a small model limited by the model). On CUDA, addmm.
-        self._syrk = self.device.type == "cpu"
+        # is what keeps extraction of a small model limited by the model). On CUDA, addmm
+        # (``syrk=False`` takes that path on CPU too: the tests check both against numpy).
+        self._syrk = self.device.type == "cpu" if syrk is None else bool(syrk)
+        if self._syrk and self.device.type != "cpu":
+            raise InvalidInputError(f"syrk=True is a CPU path; the device is {self.device}")
         self._aa = np.zeros((k_a, k_a), order="F") if self._syrk else torch.zeros(k_a, k_a, **kw)
         self._ab = torch.zeros(k_a, k_b, **kw) if k_b else None
         self._bb_diag = torch.zeros(k_b, **kw) if k_b else None

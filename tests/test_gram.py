@@ -9,13 +9,27 @@ from engine.errors import IncompatibleStoresError, InvalidInputError
 from engine.gram import GramAccumulator, compute_gramset, load_or_compute_gramset
 
 
-def test_chunked_gram_equals_direct(logits_small):
+@pytest.mark.parametrize("syrk", [True, False], ids=["blas-syrk", "torch-addmm"])
+def test_chunked_gram_equals_direct(logits_small, syrk):
     F, _ = logits_small
-    acc = GramAccumulator(F.shape[1])
+    acc = GramAccumulator(F.shape[1], syrk=syrk)
     for s in range(0, len(F), 97):
         acc.update(F[s : s + 97])
     F64 = F.astype(np.float64)
-    np.testing.assert_allclose(acc.gram(), F64.T @ F64 / len(F), rtol=1e-12)
+    g = acc.gram()
+    np.testing.assert_allclose(g, F64.T @ F64 / len(F), rtol=1e-12)
+    assert np.array_equal(g, g.T)
+
+
+def test_syrk_gram_mirrors_every_block():
+    """K above the mirroring block (1,024): the lower triangle is filled across blocks."""
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((300, 1100)).astype(np.float32)
+    acc = GramAccumulator(1100)
+    acc.update(F[:150])
+    acc.update(F[150:])
+    F64 = F.astype(np.float64)
+    np.testing.assert_allclose(acc.gram(), F64.T @ F64 / 300, rtol=1e-10, atol=1e-13)
 
 
 def test_cross_gram_equals_direct(logits_small):
