@@ -36,8 +36,10 @@ class SolverConfig:
 
     tol: float = 1e-7  # stop when duality gap ≤ tol · E[g_t²] (sklearn's convention)
     max_outer: int = 50  # working-set rounds (each ends with a full KKT/gap check)
-    max_newton: int = 30  # active-set Newton steps per round before falling back to CD
-    max_cd_sweeps: int = 5000  # coordinate-descent sweeps of the fallback, per round
+    max_newton: int = 30  # active-set Newton steps per round before the monotone method
+    # steps of the monotone active-set method (where Newton stalls), per feature of the
+    # working set; 0 turns it off (then stalled targets wait for the next round)
+    monotone_steps: int = 4
     min_working_set: int = 24  # features per target in the first working set
     chunk: int = 1024  # targets solved together (bounds memory: chunk × P float64)
     device: str = "cpu"
@@ -51,8 +53,8 @@ class SolverConfig:
         tol = self.tol
         if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
             raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
-        for name in ("max_outer", "max_newton", "max_cd_sweeps", "min_working_set", "chunk", "threads"):
-            value, low = getattr(self, name), 0 if name == "max_cd_sweeps" else 1
+        for name in ("max_outer", "max_newton", "monotone_steps", "min_working_set", "chunk", "threads"):
+            value, low = getattr(self, name), 0 if name == "monotone_steps" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):

@@ -355,13 +355,14 @@ def _monotone(H, bW, theta, alpha, max_steps):
 def _solve_working_set(H, bW, theta, alpha, cfg: SolverConfig):
     """Exact solutions of the working-set subproblems, warm-started at θ: Newton steps
     first, the monotone method for the rows where they stall (from the lowest iterate).
-    ``cfg.max_cd_sweeps = 0`` turns the monotone method off."""
+    ``cfg.monotone_steps = 0`` turns the monotone method off."""
     theta, solved, best = _newton(H, bW, theta, alpha, cfg.max_newton)
     rest = torch.nonzero(~solved)[:, 0]
     theta[rest] = best[rest]
-    if len(rest) and cfg.max_cd_sweeps > 0:
+    if len(rest) and cfg.monotone_steps > 0:
         log.debug("active-set Newton stalled for %d targets; monotone active set", len(rest))
-        theta[rest], _ = _monotone(H[rest], bW[rest], best[rest], alpha[rest], 4 * H.shape[1])
+        theta[rest], _ = _monotone(H[rest], bW[rest], best[rest], alpha[rest],
+                                   cfg.monotone_steps * H.shape[1])
     return theta
 
 

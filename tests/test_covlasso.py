@@ -148,7 +148,7 @@ def test_duplicated_category_still_solved():
 
 def test_nonconvergence_warns_and_reports_gap(logits_small):
     C = gram_of(logits_small[0])
-    cfg = SolverConfig(max_outer=1, max_newton=1, max_cd_sweeps=0, tol=1e-14)
+    cfg = SolverConfig(max_outer=1, max_newton=1, monotone_steps=0, tol=1e-14)
     with pytest.warns(ConvergenceWarning, match="did not converge"):
         res = solve_covlasso(C, C, np.diag(C), 0.01, within=True, config=cfg)
     assert (~res.converged).any()
