@@ -7,6 +7,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from engine.analysis import (
+    Top2,
     dependency_graph,
     dependency_metrics,
     redundancy,
@@ -142,3 +143,20 @@ def test_dependency_graph_edges_follow_coefficients():
     assert set(top1.edges) == {(0, 1)}
     between = dependency_graph(coef, names, names, between=True)
     assert (("s", 1), ("t", 2)) in between.edges
+
+
+def test_top2_matches_argmax_with_ties():
+    """Ori. Acc and the replaced argmax rest on Top2: it must be np.argmax's answer, ties
+    included (float16 stores and saturated logits tie often), and the runner-up the argmax
+    of the rest."""
+    rng = np.random.default_rng(0)
+    for logits in (rng.integers(0, 3, (2000, 40)).astype(np.float32),
+                   rng.standard_normal((500, 300)).astype(np.float16)):
+        top = Top2.of(logits)
+        rows = np.arange(len(logits))
+        assert np.array_equal(top.idx1, logits.argmax(1))
+        rest = logits.astype(np.float64)
+        rest[rows, top.idx1] = -np.inf
+        assert np.array_equal(top.idx2, rest.argmax(1))
+        assert np.array_equal(top.val2, rest.max(1))
+        assert not np.any(top.idx1 == top.idx2)

@@ -98,7 +98,9 @@ def dashboard_server(cache: Path, port: int | None = None, info: dict | None = N
             proc.kill()
 
 
-def make_driver(user_dir: Path, width: int = 1600, height: int = 1000):
+def make_driver(user_dir: Path, width: int = 1600, height: int = 1000, log_requests: bool = True):
+    """Headless Chromium. ``log_requests`` records every network event (what the tests check
+    for requests leaving the machine); timing benchmarks turn it off, it costs browser CPU."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -113,7 +115,8 @@ def make_driver(user_dir: Path, width: int = 1600, height: int = 1000):
                  f"--user-data-dir={user_dir}", f"--window-size={width},{height}",
                  "--force-device-scale-factor=1"):
         opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    if log_requests:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     return webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
 
 
