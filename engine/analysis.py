@@ -230,6 +230,35 @@ def redundancy(
                       rel_precision=float(rounding / floor))
 
 
+class LeastSquaresFloor:
+    """The dense least-squares fit of every target from *all* sources: the limit α → 0.
+
+    ``coef(t)`` minimises ``E[(g_t − θᵀf)²]`` with no sparsity (the minimum-norm solution
+    where the sources' Gram is singular; its fitted values, hence Abs/Rel Err and accuracy,
+    are those of every least-squares solution, and of the CovLasso as α → 0). Between two
+    models it says how far *any* dependency can go: a target whose floor is 20 % Rel Err has
+    no α with 5 %. Built once per pairing from the design's float64 eigendecomposition
+    (unit-diagonal scaling); eigenvalues under ``K·ε·λ_max·margin`` count as zero.
+    """
+
+    def __init__(self, design: np.ndarray, rhs: np.ndarray, margin: float = 1e3):
+        c = np.asarray(design, dtype=np.float64)
+        if c.ndim != 2 or c.shape[0] != c.shape[1] or np.shape(rhs)[0] != c.shape[0]:
+            raise InvalidInputError(f"design must be (P, P) and rhs (P, T); got {c.shape} and {np.shape(rhs)}")
+        self._d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
+        s = c / self._d[:, None] / self._d[None, :]
+        lam, self._u = np.linalg.eigh((s + s.T) / 2)
+        cut = margin * len(lam) * np.finfo(np.float64).eps * max(float(lam.max()), 1e-300)
+        self._inv = np.where(lam > cut, 1.0 / np.where(lam > cut, lam, 1.0), 0.0)
+        self.rank = int((lam > cut).sum())
+        self._rhs = rhs
+
+    def coef(self, target: int) -> np.ndarray:
+        """(P,) least-squares coefficients of target ``target`` on every source."""
+        b = np.asarray(self._rhs[:, target], dtype=np.float64) / self._d
+        return (self._u @ (self._inv * (self._u.T @ b))) / self._d
+
+
 # ----------------------------------------------------------------------------- graphs
 
 

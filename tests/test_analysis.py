@@ -160,3 +160,21 @@ def test_top2_matches_argmax_with_ties():
         assert np.array_equal(top.idx2, rest.argmax(1))
         assert np.array_equal(top.val2, rest.max(1))
         assert not np.any(top.idx1 == top.idx2)
+
+
+@pytest.mark.parametrize("rank", [None, 12])
+def test_least_squares_floor_matches_numpy_lstsq(rank):
+    """The α → 0 limit shown on the Compare page: fitted values equal numpy's least squares
+    (full rank, and logits of rank 12 from 30 categories: a singular Gram)."""
+    from engine.analysis import LeastSquaresFloor
+
+    rng = np.random.default_rng(1)
+    n, p = 400, 30
+    F = rng.standard_normal((n, p)) if rank is None else rng.standard_normal((n, rank)) @ rng.standard_normal((rank, p))
+    F = F * 3 - 2  # float64: exactly rank-deficient (float32 rounding would lift the null space to ~1e-7)
+    Y = F[:, :5] @ rng.standard_normal((5, 4)) + 0.5 * rng.standard_normal((n, 4))
+    floor = LeastSquaresFloor(F.T @ F / n, F.T @ Y / n)
+    assert floor.rank == (p if rank is None else rank + 1)  # the offset −2 adds one dimension
+    for t in range(4):
+        ref, *_ = np.linalg.lstsq(F, Y[:, t], rcond=None)
+        np.testing.assert_allclose(F @ floor.coef(t), F @ ref, rtol=1e-7, atol=1e-7)

@@ -37,6 +37,8 @@ def test_compare_shows_between_and_shared(cache):
     assert {"Abs Err", "Rel Err", "Acc", "Pos Acc", "Shared sources", f"Only in {MODEL_A}"} <= set(values)
     assert len(iframe_html(at)) == 1
     assert dict(at.query_params)["source"] == MODEL_A
+    floor = [c.value for c in at.caption if c.value.startswith("**Floor**")]
+    assert len(floor) == 1 and "least squares on all" in floor[0] and "Rel Err" in floor[0]
 
 
 def test_compare_target_and_alpha_change_the_numbers(cache):

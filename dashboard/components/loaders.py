@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from engine import views
-from engine.analysis import Redundancy, Top2, redundancy
+from engine.analysis import LeastSquaresFloor, Redundancy, Top2, redundancy
 from engine.service import DependencyPath, load_gramset, load_or_compute_path, open_pairing
 from engine.store import Cache, LogitStore
 
@@ -71,6 +71,17 @@ def _gramset(root: str, model: str, source: str, stamp: tuple):
 def load_gramset_for(root: str, model: str, source: str | None = None):
     source = source or model
     return _gramset(root, model, source, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Least-squares floor (eigendecomposition of the Gram)…")
+def _ls_floor(root: str, model: str, source: str, stamp: tuple) -> LeastSquaresFloor:
+    gs = _gramset(root, model, source, stamp)
+    return LeastSquaresFloor(gs.design, gs.rhs)
+
+
+def load_ls_floor(root: str, model: str, source: str) -> LeastSquaresFloor:
+    """The dense least-squares fit of ``model``'s categories from all of ``source``'s logits."""
+    return _ls_floor(root, model, source, _stamp(root, model, source))
 
 
 @st.cache_resource(max_entries=8)

@@ -13,6 +13,7 @@ from dashboard.components.loaders import (
     cache_root,
     class_images,
     load_coef_matrix,
+    load_ls_floor,
     load_path,
     load_store,
     load_top2,
@@ -75,12 +76,24 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_
         st.caption(f"Around: {model_a}’s categories; in the middle: {model_b}’s “{views.short_name(target_name)}”.")
     with t:
         table1_card(metrics)
+        _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
         st.dataframe(frame, hide_index=True, width="stretch", height=min(38 + 35 * len(frame), 300),
                      column_config={"index": None,
                                     "name": st.column_config.TextColumn(f"source category of {model_a}",
                                                                         width=300),
                                     "coef": st.column_config.NumberColumn("θ_j", format="%+.4f", width=90)})
     return {"frame": frame, "metrics": metrics, "formula": formula, "html": html, "target_name": target_name}
+
+
+def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> None:
+    """How far any α can go: the dense least-squares fit on all of A's logits (α → 0)."""
+    floor = guard(load_ls_floor, root, model_b, model_a)
+    best = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target, floor.coef(target),
+                              load_top2(root, model_b))
+    st.caption(f"**Floor** — {model_b}’s logit fitted by least squares on all {len(store_a.class_names):,} "
+               f"of {model_a}’s logits (no sparsity, the limit α → 0; their Gram has rank {floor.rank}): "
+               f"Rel Err {best.rel_err:.2f} %, Acc {best.acc:.1f} %. No α gets the squared error below "
+               f"this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %.")
 
 
 def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
