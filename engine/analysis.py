@@ -161,6 +161,21 @@ def screening_check(rhs: np.ndarray, coef: np.ndarray, alpha: float, within: boo
 # ----------------------------------------------------------------------------- redundancy
 
 
+def _scaled_eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 eigendecomposition of the unit-diagonal scaling ``S = D^{-1/2} C D^{-1/2}``.
+
+    Returns (√diag C, λ ascending, U). The scaling makes every category weigh the same
+    whatever its logit's size, so one relative cut-off on λ fits all of them.
+    """
+    c = np.asarray(gram, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise InvalidInputError(f"the Gram must be square; got shape {c.shape}")
+    d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
+    s = c / d[:, None] / d[None, :]
+    lam, u = np.linalg.eigh((s + s.T) / 2)
+    return d, lam, u
+
+
 @dataclass(frozen=True)
 class Redundancy:
     """Redundancy ``r_i`` of every category, with the resolution it was computed at.
@@ -211,12 +226,7 @@ def redundancy(
     where the geometry is the same. ``exact`` marks categories whose sum is more than half
     made of the floored directions.
     """
-    c = np.asarray(gram, dtype=np.float64)
-    if c.ndim != 2 or c.shape[0] != c.shape[1]:
-        raise InvalidInputError(f"the Gram must be square; got shape {c.shape}")
-    d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
-    s = c / d[:, None] / d[None, :]
-    lam, u = np.linalg.eigh((s + s.T) / 2)
+    _, lam, u = _scaled_eigh(gram)
     lam_max = float(max(lam.max(), 1e-300))
     rounding = len(lam) * np.finfo(np.float64).eps * lam_max
     floor = max(margin * rounding, (4.0 * data_eps) ** 2)
@@ -242,12 +252,9 @@ class LeastSquaresFloor:
     """
 
     def __init__(self, design: np.ndarray, rhs: np.ndarray, margin: float = 1e3):
-        c = np.asarray(design, dtype=np.float64)
-        if c.ndim != 2 or c.shape[0] != c.shape[1] or np.shape(rhs)[0] != c.shape[0]:
-            raise InvalidInputError(f"design must be (P, P) and rhs (P, T); got {c.shape} and {np.shape(rhs)}")
-        self._d = np.sqrt(np.clip(np.diag(c), 1e-300, None))
-        s = c / self._d[:, None] / self._d[None, :]
-        lam, self._u = np.linalg.eigh((s + s.T) / 2)
+        self._d, lam, self._u = _scaled_eigh(design)
+        if np.shape(rhs)[0] != len(lam):
+            raise InvalidInputError(f"rhs must have {len(lam)} rows (one per source); got shape {np.shape(rhs)}")
         cut = margin * len(lam) * np.finfo(np.float64).eps * max(float(lam.max()), 1e-300)
         self._inv = np.where(lam > cut, 1.0 / np.where(lam > cut, lam, 1.0), 0.0)
         self.rank = int((lam > cut).sum())
