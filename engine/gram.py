@@ -86,7 +86,8 @@ class GramAccumulator:
     def gram(self) -> np.ndarray:
         """``E[f fᵀ]``, symmetrised in place by blocks (no second K×K copy at large K)."""
         if self._syrk:  # only the upper triangle was accumulated: mirror it, by blocks
-            self._mean(np.zeros(0))  # refuses an empty accumulator
+            if self.n == 0:
+                raise InvalidInputError("no samples were accumulated; the Gram of nothing is undefined")
             k, block = self._aa.shape[0], 1024
             g = np.empty((k, k))
             np.divide(self._aa, self.n, out=g)
