@@ -193,7 +193,6 @@ def solve_covlasso(
     within: bool,
     config: SolverConfig | None = None,
     warm_start: np.ndarray | CovLassoResult | None = None,
-    warm_alpha: float | None = None,
 ) -> CovLassoResult:
     """Solve the CovLasso for every target (column of ``rhs``) at once.
 
@@ -205,8 +204,8 @@ def solve_covlasso(
     alpha : float or (T,) array — the L1 weight, sklearn's ``Lasso(alpha=…)``.
     within : if True, P == T and target t may not use itself (θ_t = 0).
     warm_start : optional (P, T) coefficients, or a previous :class:`CovLassoResult`, to start
-        from (e.g. the previous α of a path).
-    warm_alpha : the α at which ``warm_start`` was solved (lets hard targets step from it).
+        from (e.g. the previous α of a path); rows that are not zero start from their
+        solution moved along its current segment of the path (engine.covlasso_kernels).
 
     Returns a :class:`CovLassoResult`; warns with :class:`ConvergenceWarning` for targets
     whose duality gap is still above ``tol · E[g_t²]``.
@@ -223,8 +222,7 @@ def solve_covlasso(
     from engine.covlasso_kernels import solve_chunks  # torch: imported only to solve
 
     amax = alpha_max(design, rhs, within)
-    coef, gaps, objs, iters = solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start,
-                                           warm_alpha, cfg)
+    coef, gaps, objs, iters = solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, cfg)
     converged = gaps <= cfg.tol * target_sq
     if not converged.all():
         worst = int(np.argmax(gaps / np.maximum(target_sq, 1e-300)))

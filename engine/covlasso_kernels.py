@@ -99,6 +99,11 @@ def _batched_submatrix(H: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return H.reshape(B, w * w).gather(1, flat).reshape(B, s, s)
 
 
+def _shared_submatrix(G: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``G[pos_b][:, pos_b]`` for every row b of ``pos`` from one shared (P, P) G: (B, s, s)."""
+    return torch.take(G, pos[:, :, None] * G.shape[1] + pos[:, None, :])
+
+
 def _ordered(active: torch.Tensor, key: torch.Tensor):
     """Positions of the active features, by increasing ``key``, padded to the largest set.
 
@@ -109,18 +114,19 @@ def _ordered(active: torch.Tensor, key: torch.Tensor):
     return pos, torch.gather(active, 1, pos)
 
 
-def _factor(H: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor):
-    """Cholesky factor of ``H[pos][:, pos]`` (identity on the padding) and, per row, the
-    first position whose column is a combination of the ones before it (s if none).
+def _factor(sub: torch.Tensor, valid: torch.Tensor):
+    """Cholesky factor of the gathered systems ``sub`` (B, s, s) (identity on the padding)
+    and, per row, the first position whose column is a combination of the ones before it
+    (s if none).
 
     Only the leading block before that position is used (:func:`_leading_solve`): the
     factor of a leading block is the leading block of the factor.
     """
-    s = pos.shape[1]
-    eye = torch.eye(s, dtype=H.dtype, device=H.device)
-    Hs = torch.where(valid[:, :, None] & valid[:, None, :], _batched_submatrix(H, pos), eye)
+    s = sub.shape[1]
+    eye = torch.eye(s, dtype=sub.dtype, device=sub.device)
+    Hs = torch.where(valid[:, :, None] & valid[:, None, :], sub, eye)
     L, info = torch.linalg.cholesky_ex(Hs)
-    ar = torch.arange(s, device=H.device)
+    ar = torch.arange(s, device=sub.device)
     pivot = torch.diagonal(L, dim1=1, dim2=2) ** 2
     bad = ~(pivot >= _PIVOT * torch.diagonal(Hs, dim1=1, dim2=2))  # NaN counts as bad
     bad |= (info > 0)[:, None] & (ar >= info[:, None] - 1)
@@ -142,12 +148,6 @@ def _leading_solve(L: torch.Tensor, first: torch.Tensor, rhs: torch.Tensor) -> t
 def _subproblem_objective(theta, c, b, alpha):
     """½θᵀHθ − bᵀθ + α‖θ‖₁ from c = b − Hθ (no product needed)."""
     return -0.5 * (theta * (b + c)).sum(1) + alpha[:, 0] * theta.abs().sum(1)
-
-
-def _kkt_holds(theta, c, alpha, slack):
-    """Subproblem KKT: c_j = α·sign θ_j on the support, |c_j| ≤ α off it (to ``slack``)."""
-    on = (c - alpha * torch.sign(theta)).abs() <= slack
-    return torch.where(theta != 0, on, c.abs() <= alpha + slack).all(1)
 
 
 def _slack(H, alpha):
@@ -196,7 +196,7 @@ def _newton(H, bW, theta, alpha, max_steps):
         enter = _entering(c, nz, ar)
         key = torch.where(kept, -1.0, -(c.abs() - ar) / ar)  # kept first, then by excess
         pos, valid = _ordered(kept | enter, key)
-        Hs, L, first = _factor(Hr, pos, valid)
+        Hs, L, first = _factor(_batched_submatrix(Hr, pos), valid)
         valid &= torch.arange(pos.shape[1], device=H.device) < first[:, None]
         sign = torch.sign(torch.gather(torch.where(kept, cur, c), 1, pos)) * valid
         x = _leading_solve(L, first, (torch.gather(br, 1, pos) - ar * sign) * valid) * valid
@@ -268,7 +268,7 @@ def _monotone_step(Hr, br, ar, th, sig, stamp):
     """
     pos, valid = _ordered(sig != 0, stamp)
     s = pos.shape[1]
-    Hs, L, first = _factor(Hr, pos, valid)
+    Hs, L, first = _factor(_batched_submatrix(Hr, pos), valid)
     th_p, sig_p = torch.gather(th, 1, pos) * valid, torch.gather(sig, 1, pos) * valid
     b_p = torch.gather(br, 1, pos) * valid
     entering = valid & (th_p == 0)  # the newest block, at the end of the order
@@ -384,8 +384,7 @@ def _predict(G, b, theta, alpha):
         grp = order[start : start + _GROUP]
         th = theta[grp]
         pos, valid = _ordered(th != 0, torch.zeros_like(th))
-        Hs = torch.take(G, pos[:, :, None] * G.shape[1] + pos[:, None, :])
-        _, L, first = _factor(Hs, torch.arange(pos.shape[1], device=G.device).expand_as(pos), valid)
+        _, L, first = _factor(_shared_submatrix(G, pos), valid)
         sign = torch.sign(torch.gather(th, 1, pos)) * valid
         x = _leading_solve(L, first, (torch.gather(b[grp], 1, pos) - alpha[grp, None] * sign) * valid) * valid
         regular = first == pos.shape[1]
@@ -434,7 +433,7 @@ def _round(G, b, th, c, al, forbid, w, cfg: SolverConfig):
     if forbid is not None:
         score[torch.arange(len(th), device=th.device), forbid] = -1.0
     W = torch.topk(score, w, dim=1).indices
-    H = torch.take(G, W[:, :, None] * G.shape[1] + W[:, None, :])  # G[W_t][:, W_t] per target
+    H = _shared_submatrix(G, W)
     thW = _solve_working_set(H, torch.gather(b, 1, W), torch.gather(th, 1, W), al, cfg)
     return torch.zeros_like(th).scatter_(1, W, thW)
 
@@ -489,7 +488,7 @@ def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, start, c
     gaps[sl], objs[sl], iters[sl] = gap.cpu().numpy(), obj.cpu().numpy(), n_it.cpu().numpy()
 
 
-def solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, warm_alpha, cfg: SolverConfig):
+def solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, cfg: SolverConfig):
     """Solve every target, ``cfg.chunk`` targets at a time (inputs validated by the caller).
 
     Returns (coef, gaps, objectives, n_iter) with coef a list of (sources, values, n_targets,

@@ -235,12 +235,12 @@ def load_or_compute_path(
 def compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig, stop: int | None = None) -> dict[str, np.ndarray]:
     """Warm-started solves down the grid; after the first α whose median support exceeds
     ``stop`` (when given), the path ends."""
-    prev, prev_alpha = None, None
+    prev = None
     offsets, sources, values, gaps = [np.zeros(1, dtype=np.int64)], [], [], []
     for a in grid:
         res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg,
-                             warm_start=prev, warm_alpha=prev_alpha)
-        prev, prev_alpha = res, float(a)
+                             warm_start=prev)
+        prev = res
         arr = _sparse_arrays(res)
         offsets.append(arr["offsets"][1:] + offsets[-1][-1])
         sources.append(arr["source"])

@@ -118,12 +118,12 @@ def test_planted_sparse_dependencies_recovered():
 def test_warm_started_path_equals_cold_solves(logits_small):
     C = gram_of(logits_small[0])
     amax = float(alpha_max(C, C, True).max())
-    prev = prev_a = None
+    prev = None
     for a in np.geomspace(amax, amax * 0.01, 6):
-        warm = solve_covlasso(C, C, np.diag(C), a, within=True, warm_start=prev, warm_alpha=prev_a)
+        warm = solve_covlasso(C, C, np.diag(C), a, within=True, warm_start=prev)
         cold = solve_covlasso(C, C, np.diag(C), a, within=True)
         np.testing.assert_allclose(warm.coef, cold.coef, atol=1e-9)
-        prev, prev_a = warm.coef, a
+        prev = warm.coef
 
 
 def test_per_target_alpha(logits_small):
