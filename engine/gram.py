@@ -76,18 +76,18 @@ class GramAccumulator:
             self._bb_diag += (g * g).sum(0)
         self.n += int(f.shape[0])
 
-    def _mean(self, total) -> np.ndarray:
+    def _require_samples(self) -> None:
         if self.n == 0:
             raise InvalidInputError("no samples were accumulated; the Gram of nothing is undefined")
-        if isinstance(total, np.ndarray):
-            return total / self.n
+
+    def _mean(self, total: torch.Tensor) -> np.ndarray:
+        self._require_samples()
         return (total / self.n).cpu().numpy()
 
     def gram(self) -> np.ndarray:
         """``E[f fᵀ]``, symmetrised in place by blocks (no second K×K copy at large K)."""
         if self._syrk:  # only the upper triangle was accumulated: mirror it, by blocks
-            if self.n == 0:
-                raise InvalidInputError("no samples were accumulated; the Gram of nothing is undefined")
+            self._require_samples()
             k, block = self._aa.shape[0], 1024
             g = np.empty((k, k))
             np.divide(self._aa, self.n, out=g)
