@@ -275,27 +275,34 @@ def parse_index(text: str) -> int | None:
     return int(text) if _INDEX_RE.match(text) else None
 
 
+def find_category(class_names: list[str], token: str | int) -> int | str:
+    """One category from an index, an exact class name, or a name's first word when that is
+    unique (glyph classes: the character itself, ``"é"``). Returns the index, or a sentence
+    saying why there is none (callers raise it with their own error type and context)."""
+    text = str(token).strip()
+    i = parse_index(text)
+    if i is not None:
+        return i if 0 <= i < len(class_names) else f"index {i} is out of range 0..{len(class_names) - 1}"
+    matches = [j for j, n in enumerate(class_names) if n == text]
+    matches = matches or [j for j, n in enumerate(class_names) if n.split(" ")[0] == text]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        return (f"no category named {text!r} ({text!r} matches 0 class names or first words); give an "
+                f"index 0..{len(class_names) - 1}, an exact class name or a name's first word "
+                f"(e.g. {class_names[0]!r})")
+    return f"{text!r} matches {len(matches)} class names by their first word; give its index or its exact name"
+
+
 def resolve_targets(store: LogitStore, targets: list[str | int] | None) -> list[int]:
-    """Targets given as indices or exact class names (the CLI accepts both)."""
+    """Targets given as indices, exact class names or unique first words (the CLI)."""
     if not targets:
         return list(range(store.k))
-    names = {n: i for i, n in enumerate(store.class_names)}
     out = []
     for t in targets:
-        text = str(t)
-        i = parse_index(text)
-        if i is not None:
-            if not 0 <= i < store.k:
-                raise NotFoundError(
-                    f"target {i} is out of range: store {store.name!r} has categories 0..{store.k - 1}"
-                )
-        elif text in names:
-            i = names[text]
-        else:
-            raise NotFoundError(
-                f"no category named {text!r} in store {store.name!r}; give an index 0..{store.k - 1} "
-                "or an exact class name"
-            )
+        i = find_category(store.class_names, t)
+        if isinstance(i, str):
+            raise NotFoundError(f"store {store.name!r}: {i}")
         out.append(i)
     return out
 

@@ -68,3 +68,21 @@ def test_explicit_grid_is_solved_in_full(pair):
     np.testing.assert_array_equal(path.alphas, [0.5, 0.1, 0.01])
     ref = np.insert(_sk(np.delete(F, 3, axis=1), F[:, 3], 0.01), 3, 0.0)
     np.testing.assert_allclose(path.coef_vector(3, 2), ref, atol=1e-6)
+
+
+def test_targets_by_index_exact_name_or_unique_first_word():
+    """The CLI and the regulariser's pairs share one resolver (engine.service.find_category)."""
+    from types import SimpleNamespace
+
+    from engine.errors import NotFoundError
+    from engine.service import resolve_targets
+
+    names = ["é LATIN SMALL LETTER E WITH ACUTE", "e LATIN SMALL LETTER E", "crane bird", "crane machine"]
+    store = SimpleNamespace(name="s", k=len(names), class_names=names)
+    assert resolve_targets(store, ["é", "1", "crane bird", "e"]) == [0, 1, 2, 1]
+    with pytest.raises(NotFoundError, match="'crane' matches 2 class names"):
+        resolve_targets(store, ["crane"])
+    with pytest.raises(NotFoundError, match="no category named 'E'"):
+        resolve_targets(store, ["E"])
+    with pytest.raises(NotFoundError, match="out of range"):
+        resolve_targets(store, ["4"])

@@ -12,7 +12,7 @@ import math
 
 import streamlit as st
 
-from engine.service import parse_index
+from engine.service import find_category
 
 _LAST = "_nde_qp_written"
 _MESSAGES = "_nde_messages"
@@ -76,16 +76,10 @@ def parse_alpha(text: str) -> float | None:
 
 
 def parse_target(text: str, names: list[str]) -> int | None:
-    """A target from the URL: an index 0..K-1 or an exact class name, else None (message)."""
-    text = str(text).strip()
-    i = parse_index(text)
-    if i is not None:
-        if 0 <= i < len(names):
-            return i
-        warn(f"Target {i} in the link is out of range (this store has categories 0..{len(names) - 1}); "
-             "showing another target.")
-        return None
-    if text in names:
-        return names.index(text)
-    warn(f"No category named {text!r} in this store; showing another target.")
+    """A target from the URL (index, exact class name or unique first word, as the CLI takes
+    it: :func:`engine.service.find_category`), else None with a message."""
+    found = find_category(names, text)
+    if isinstance(found, int):
+        return found
+    warn(f"{found[:1].upper()}{found[1:]} — the link's target; showing another target.")
     return None

@@ -31,7 +31,7 @@ from engine.errors import InvalidInputError
 from engine.gram import GramAccumulator
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_to_dict
-from engine.service import parse_index
+from engine.service import find_category
 from engine.train.appdata import (
     checkpoint_dir,
     load_ood,
@@ -110,20 +110,10 @@ def ood_aupr(in_logits: np.ndarray, ood_logits: np.ndarray) -> float:
 def resolve_pairs(pairs: tuple[str, ...], class_names: list[str]) -> list[tuple[int, int]]:
     """"TARGET,SOURCE" strings (index, exact class name, or a name's first word) → indices."""
     def one(token: str) -> int:
-        token = token.strip()
-        idx = parse_index(token)
-        if idx is not None:
-            if not 0 <= idx < len(class_names):
-                raise InvalidInputError(
-                    f"pairs: class index {idx} is out of range [0, {len(class_names) - 1}]")
-            return idx
-        matches = [i for i, n in enumerate(class_names) if n == token]
-        matches = matches or [i for i, n in enumerate(class_names) if n.split(" ")[0] == token]
-        if len(matches) != 1:
-            raise InvalidInputError(
-                f"pairs: class {token!r} matches {len(matches)} class names; give its index "
-                f"or its exact name (e.g. {class_names[0]!r})")
-        return matches[0]
+        i = find_category(class_names, token)
+        if isinstance(i, str):
+            raise InvalidInputError(f"pairs: {i}")
+        return i
 
     out = []
     for pair in pairs:
