@@ -36,7 +36,7 @@ case "$cmd" in
   dashboard|--)
     [ "${1:-}" = "--" ] && shift
     .venv/bin/python -m engine demo
-    exec .venv/bin/python -m streamlit run dashboard/app.py "$@"
+    exec .venv/bin/python -m dashboard "$@"
     ;;
   *)
     echo "unknown command '$cmd': use ./run.sh, ./run.sh test or ./run.sh demo" >&2

@@ -1,9 +1,11 @@
 """Neural Dependency Explorer — the dashboard's entry point.
 
-    streamlit run dashboard/app.py          # reads ./cache, or $NDE_CACHE
+    python -m dashboard                     # reads ./cache, or $NDE_CACHE (what ./run.sh starts)
+    streamlit run dashboard/app.py          # the same app, started a little slower
 
-One file per page under ``dashboard/pages/``; this script sets the layout, the shared
-sidebar (which cache) and the navigation.
+One file per page under ``dashboard/app_pages/`` (not ``pages/``: Streamlit would treat that
+folder as its older multipage mode and run a deep-linked page without this script). This
+script sets the layout, the shared sidebar (which cache) and the navigation.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
 import streamlit as st  # noqa: E402
 
 from dashboard.components.loaders import cache_root  # noqa: E402
-from dashboard.components.shell import mark_shell  # noqa: E402
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "app_pages"
 
 st.set_page_config(
     page_title="Neural Dependency Explorer",
@@ -43,7 +44,6 @@ def _pages() -> list:
     return pages
 
 
-mark_shell()
 root = cache_root()
 page = st.navigation(_pages())
 st.sidebar.caption(f"Cache: `{root}`")

@@ -62,7 +62,7 @@ APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
 def run_page(page: str | None = None, params: dict | None = None, timeout: float = 120):
-    """AppTest of the real entry script (navigation, sidebar), switched to ``pages/<page>.py``.
+    """AppTest of the real entry script (navigation, sidebar), switched to ``app_pages/<page>.py``.
 
     The cache is taken from $NDE_CACHE (set it with monkeypatch).
     """
@@ -72,13 +72,25 @@ def run_page(page: str | None = None, params: dict | None = None, timeout: float
     for key, value in (params or {}).items():
         at.query_params[key] = value
     if page:
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"app_pages/{page}.py")
     return at.run()
 
 
 def iframe_html(at) -> list[str]:
     """The HTML of every st.iframe on the page."""
     return [el.proto.srcdoc for el in at.get("iframe")]
+
+
+def coef_rows(at) -> list[tuple[int, float]]:
+    """(source index, θ_j) of every row of the page's coefficient tables (``.nde-coefs``)."""
+    import re
+
+    rows = []
+    for el in at.get("html"):
+        if 'class="nde-coefs"' in el.proto.body:
+            rows += [(int(j), float(c)) for j, c in
+                     re.findall(r'<tr data-source="(\d+)" data-coef="([^"]+)">', el.proto.body)]
+    return rows
 
 
 def metric_values(at) -> dict[str, str]:

@@ -62,14 +62,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(cache: Path, port: int | None = None, info: dict | None = None):
+def dashboard_server(cache: Path, port: int | None = None, info: dict | None = None, poll: float = 0.25,
+                     launcher: str = "dashboard"):
     """The real Streamlit server on 127.0.0.1, reading ``cache``; yields its base URL.
 
-    ``info`` (optional) receives the server's ``pid``.
+    ``launcher``: ``"dashboard"`` runs ``python -m dashboard`` (what ``./run.sh`` runs),
+    ``"streamlit"`` the plain ``streamlit run dashboard/app.py``. ``info`` (optional) receives
+    the server's ``pid``; the health check is polled every ``poll`` seconds.
     """
     port = port or _free_port()
     env = {**os.environ, "NDE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+    start = {"dashboard": [sys.executable, "-m", "dashboard"],
+             "streamlit": [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py")]}
+    cmd = start[launcher] + [
            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -88,7 +93,7 @@ def dashboard_server(cache: Path, port: int | None = None, info: dict | None = N
             if proc.poll() is not None or time.time() > deadline:
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
                 raise RuntimeError(f"the dashboard server did not start:\n{out[-3000:]}")
-            time.sleep(0.25)
+            time.sleep(poll)
         yield base
     finally:
         proc.terminate()
@@ -271,6 +276,24 @@ def test_every_page_renders_offline(browser_ready, tmp_path_factory):
         assert len(got["ink"]) == n_graphs and all(i > 50 for i in got["ink"]), \
             f"{page}: graph canvas not drawn (non-blank pixels per graph: {got['ink']})"
         assert (out_dir / f"dashboard-{page}.png").stat().st_size > 10_000
+
+
+def test_plain_streamlit_run_routes_a_deep_link_through_the_shell(browser_ready, tmp_path_factory):
+    """``streamlit run dashboard/app.py`` works too, and a first request for /compare runs the
+    page inside app.py's navigation (the pages live in app_pages/, not in Streamlit's
+    legacy pages/ folder, which would run the page on its own)."""
+    from tests.dashboard_cache import MODEL_A, MODEL_B, shared_cache
+
+    cache = shared_cache(tmp_path_factory.getbasetemp())
+    with dashboard_server(cache, launcher="streamlit") as base:
+        driver = make_driver(tmp_path_factory.mktemp("chrome-plain"), log_requests=False)
+        try:
+            driver.get(f"{base}/compare?model={MODEL_B}&source={MODEL_A}&target=0&alpha=0.3")
+            wait_for_page(driver, PAGES["compare"][0])
+            assert graph_ink(driver, 1) and graph_ink(driver, 1)[0] > 50
+            assert "Compare models" in sidebar_text(driver) and not page_errors(driver)
+        finally:
+            driver.quit()
 
 
 # ----------------------------------------------------------------------------- screenshots tool

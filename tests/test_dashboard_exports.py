@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.components import charts
-from dashboard.components.graph import star_graph_html
+from dashboard.components.graph import star_graph
 from engine import views
 
 
@@ -23,8 +23,8 @@ def test_chart_exports_png_and_svg():
 
 
 def test_star_graph_is_standalone_and_offline():
-    html = star_graph_html("O LATIN CAPITAL LETTER O", [(1, "0 DIGIT ZERO", 0.4), (2, "C LATIN CAPITAL LETTER C", -0.1)],
-                           {1: views.glyph_png("0"), "target": views.glyph_png("O")}, title="O")
+    html = star_graph("O LATIN CAPITAL LETTER O", [(1, "0 DIGIT ZERO", 0.4), (2, "C LATIN CAPITAL LETTER C", -0.1)],
+                           {1: views.glyph_png("0"), "target": views.glyph_png("O")}, title="O").standalone()
     assert "new vis.Network" in html and 'data-nodes="3"' in html
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)
     assert "bootstrap" not in html.lower()
@@ -32,7 +32,7 @@ def test_star_graph_is_standalone_and_offline():
 
 
 def test_class_names_cannot_break_out_of_the_script():
-    html = star_graph_html("</script><script>alert(1)</script>", [(1, "x", 0.5)], {}, title="t")
+    html = star_graph("</script><script>alert(1)</script>", [(1, "x", 0.5)], {}, title="t").standalone()
     assert "</script><script>alert(1)" not in html
 
 

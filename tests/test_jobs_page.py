@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from engine.atomic import write_json_atomic
 from engine.jobs import jobs_table, submit_job, wait_for
 
-PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "jobs.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "app_pages" / "jobs.py")
 
 
 @pytest.fixture

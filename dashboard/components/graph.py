@@ -1,15 +1,25 @@
-"""Dependency graphs as self-contained HTML: pyvis builds them, nothing comes from a CDN.
+"""Dependency graphs drawn by vis-network: pyvis builds them, nothing comes from a CDN.
 
 pyvis's own templates link vis-network and Bootstrap from CDNs. Here pyvis only builds the
-node, edge and option lists; :func:`standalone_html` writes them into our template with the
-vis-network script and stylesheet that the pyvis package ships (``pyvis/lib/vis-9.1.2``)
-inlined, so the page works offline and the same file is the HTML export.
+node, edge and option lists (a :class:`GraphView`), which our template renders in two ways:
+
+- :meth:`GraphView.standalone`: the exported file, with the vis-network script that the pyvis
+  package ships (``pyvis/lib/vis-9.1.2``) inlined, so it opens anywhere, offline;
+- :meth:`GraphView.embedded`: the dashboard's iframe, which loads that same script from the
+  app's static folder (``dashboard/static/vendor``, copied there from pyvis on first use).
+  The browser then parses it off its main thread and keeps it between reruns, instead of
+  receiving and parsing ~0.5 MB of script with every graph.
+
+vis-network's 220 kB stylesheet styles widgets these graphs do not use (navigation buttons,
+the manipulation toolbar, the configurator); the template styles the one element they use,
+the tooltip.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,17 +31,34 @@ from markupsafe import Markup
 from pyvis.network import Network
 
 from dashboard.components.style import NEG, POS, community_color, edge_color
+from engine.atomic import write_bytes_atomic
 from engine.views import short_name
 
-_VIS_DIR = Path(pyvis.__file__).parent / "lib" / "vis-9.1.2"
+_VIS_JS = Path(pyvis.__file__).parent / "lib" / "vis-9.1.2" / "vis-network.min.js"
 _TEMPLATE_DIR = Path(__file__).parent
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # served at app/static/
+VIS_STATIC = Path("vendor") / "vis-network-9.1.2.min.js"
 
 
 @lru_cache(maxsize=1)
-def _vis_assets() -> tuple[str, str]:
-    js = (_VIS_DIR / "vis-network.min.js").read_text(encoding="utf-8")
-    css = (_VIS_DIR / "vis-network.css").read_text(encoding="utf-8")
-    return js, css
+def _vis_js() -> str:
+    return _VIS_JS.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def vis_script_url() -> str | None:
+    """The app-relative URL of vis-network in the static folder (copied from pyvis once), or
+    None when the folder cannot be written (the graph then inlines the script)."""
+    target = STATIC_DIR / VIS_STATIC
+    data = _VIS_JS.read_bytes()
+    try:
+        if not target.is_file() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, data)
+    except OSError:
+        return None
+    # relative: an iframe's srcdoc resolves it against the page's URL, base path included
+    return f"app/static/{VIS_STATIC.as_posix()}"
 
 
 @lru_cache(maxsize=1)
@@ -46,25 +73,46 @@ def _script_json(value) -> Markup:
     return Markup(text)
 
 
-def standalone_html(net: Network, title: str, height: int, legend: str = "") -> str:
-    """The whole graph page: vis-network inlined, no external request of any kind."""
-    js, css = _vis_assets()
-    nodes, edges, _heading, _h, _w, options = net.get_network_data()
-    opts = json.loads(options) if isinstance(options, str) else options
-    return _template().render(
-        title=title,
-        height=height,
-        nodes=_script_json(nodes),
-        edges=_script_json(edges),
-        options=_script_json(opts),
-        n_nodes=len(nodes),
-        n_edges=len(edges),
-        legend=legend,
-        pos_color=POS,
-        neg_color=NEG,
-        vis_js=Markup(js.replace("</script", "<\\/script")),
-        vis_css=Markup(css),
-    )
+@dataclass(frozen=True)
+class GraphView:
+    """A graph ready to draw: vis-network's nodes, edges and options, a title and a legend."""
+
+    title: str
+    height: int
+    nodes: list
+    edges: list
+    options: dict
+    legend: str = ""
+
+    @classmethod
+    def from_pyvis(cls, net: Network, title: str, height: int, legend: str = "") -> GraphView:
+        nodes, edges, _heading, _h, _w, options = net.get_network_data()
+        opts = json.loads(options) if isinstance(options, str) else options
+        return cls(title, height, nodes, edges, opts, legend)
+
+    def standalone(self) -> str:
+        """The whole page with vis-network inlined: no request of any kind (the export)."""
+        return self._render(None)
+
+    def embedded(self) -> str:
+        """The page for the dashboard's iframe: vis-network from the app's static folder."""
+        return self._render(vis_script_url())
+
+    def _render(self, script_url: str | None) -> str:
+        return _template().render(
+            title=self.title,
+            height=self.height,
+            nodes=_script_json(self.nodes),
+            edges=_script_json(self.edges),
+            options=_script_json(self.options),
+            n_nodes=len(self.nodes),
+            n_edges=len(self.edges),
+            legend=self.legend,
+            pos_color=POS,
+            neg_color=NEG,
+            vis_url=script_url,
+            vis_js=None if script_url else Markup(_vis_js().replace("</script", "<\\/script")),
+        )
 
 
 def _data_uri(png: bytes) -> str:
@@ -106,14 +154,14 @@ def _add_node(net: Network, node_id, label: str, title: str, image: bytes | None
         net.add_node(node_id, shape="dot", color={"background": color, "border": color}, **common)
 
 
-def star_graph_html(
+def star_graph(
     target_name: str,
     sources: list[tuple[int, str, float]],
     images: dict[int | str, bytes | None],
     *,
     title: str,
     height: int = 560,
-) -> str:
+) -> GraphView:
     """The paper's Fig. 2: the target in the middle, its sources around it.
 
     sources: (index, name, coef) strongest first; images: class image PNG by source index and
@@ -137,10 +185,10 @@ def star_graph_html(
                      title=f"θ = {coef:+.5f}", **({"label": label} if label else {}))
     net.get_node("target").update({"x": 0.0, "y": 0.0})
     legend = f"{n} source{'s' if n != 1 else ''} → {short_name(target_name, 40)}."
-    return standalone_html(net, title, height, legend)
+    return GraphView.from_pyvis(net, title, height, legend)
 
 
-def atlas_graph_html(
+def atlas_graph(
     graph: nx.DiGraph,
     positions: dict,
     targets: set,
@@ -149,7 +197,7 @@ def atlas_graph_html(
     *,
     title: str,
     height: int = 720,
-) -> str:
+) -> GraphView:
     """The paper's Fig. 4: selected targets inside, the categories they depend on around them.
 
     Node colour: community; edge colour and width: sign and |coef|.
@@ -173,4 +221,4 @@ def atlas_graph_html(
         net.add_edge(str(u), str(v), width=_edge_width(c, scale) * 0.6, color=edge_color(c),
                      title=f"{graph.nodes[u]['name']} → {graph.nodes[v]['name']}: θ = {c:+.4f}")
     legend = f"{len(targets)} targets (inner ring), {graph.number_of_nodes() - len(targets)} sources; node colour = community."
-    return standalone_html(net, title, height, legend)
+    return GraphView.from_pyvis(net, title, height, legend)

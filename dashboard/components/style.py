@@ -29,6 +29,16 @@ CSS = """
                  border-radius: 8px; display: inline-block; margin-bottom: .6rem; }
   .nde-pos { color: #1d4ed8; font-weight: 600; }
   .nde-neg { color: #ea580c; font-weight: 600; }
+  /* coefficient tables (tables.coef_table_html) */
+  .nde-coefs { overflow-y: auto; border: 1px solid #e5e7eb; border-radius: 8px; }
+  .nde-coefs table { width: 100%; border-collapse: collapse; font-size: 1rem; margin: 0; }
+  .nde-coefs th { position: sticky; top: 0; background: #f9fafb; text-align: left; font-weight: 600;
+                  padding: .35rem .6rem; border-bottom: 1px solid #e5e7eb; z-index: 1; }
+  .nde-coefs td { padding: .25rem .6rem; border-bottom: 1px solid #f3f4f6; vertical-align: middle; }
+  .nde-coefs td.num { font-variant-numeric: tabular-nums; white-space: nowrap; text-align: right; }
+  .nde-coefs img { width: 34px; height: 34px; display: block; }
+  .nde-coefs .bar { display: inline-block; height: .7rem; border-radius: 3px; margin-right: .5rem;
+                    vertical-align: middle; }
 </style>
 """
 

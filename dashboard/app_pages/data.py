@@ -13,7 +13,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components.loaders import cache_root
-from dashboard.components.shell import require_shell
 from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
@@ -150,7 +149,6 @@ def _submit(root: str, values: dict) -> None:
 
 
 def main() -> None:
-    require_shell()
     root = cache_root()
     page_header("Data", "Logit stores, their manifests, imports and extraction.")
     _stores_section(root)

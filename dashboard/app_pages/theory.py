@@ -18,7 +18,6 @@ from dashboard.components.loaders import (
     load_store,
     store_names,
 )
-from dashboard.components.shell import require_shell
 from dashboard.components.widgets import download_ui, guard, model_ui, page_header, require_stores
 from engine import views
 
@@ -117,7 +116,6 @@ def _spectrum_section(root: str, model: str) -> None:
 
 
 def main() -> None:
-    require_shell()
     root = cache_root()
     names = store_names(root)
     page_header("Theory", "Redundancy brings dependencies; low covariance brings sparsity (paper §2.2–2.3).")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts, state
-from dashboard.components.graph import star_graph_html
+from dashboard.components.graph import star_graph
 from dashboard.components.loaders import (
     cache_root,
     class_images,
@@ -20,7 +20,7 @@ from dashboard.components.loaders import (
     load_top2,
     store_names,
 )
-from dashboard.components.shell import require_shell
+from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     alpha_ui,
     download_ui,
@@ -38,43 +38,20 @@ from engine.analysis import covariance_vs_coef, dependency_metrics
 MAX_GRAPH_SOURCES = 16
 
 
-def _image_column(frame: pd.DataFrame, images: dict) -> pd.DataFrame:
-    import base64
-
-    if not any(images.get(int(j)) for j in frame["index"]):
-        return frame
-    uris = [("data:image/png;base64," + base64.b64encode(images[int(j)]).decode())
-            if images.get(int(j)) else None for j in frame["index"]]
-    return frame.assign(image=uris)[["image", *frame.columns]]
-
-
-def _coef_table(frame: pd.DataFrame) -> None:
-    st.dataframe(
-        frame, hide_index=True, height=min(38 + 35 * len(frame), 420), width="stretch",
-        column_config={
-            "image": st.column_config.ImageColumn("", width="small"),
-            "index": None,  # in the CSV/JSON exports; the name says it here
-            "name": st.column_config.TextColumn("source category", width="medium"),
-            "coef": st.column_config.NumberColumn("θ_j", format="%+.4f"),
-            "covariance": st.column_config.NumberColumn("C_tj", format="%.3f"),
-        },
-    )
-
-
 def _exports(model, class_names, target, alpha, alpha_index, path, frame, metrics, formula,
-             graph_html, scatter, path_chart) -> None:
+             graph, scatter, path_chart) -> None:
     target_name = class_names[target]
     slug = f"{model}-t{target}-a{alpha:.3g}"
     with st.expander("Export this view", icon=":material/download:"):
         c = st.columns(4)
         with c[0]:
-            download_ui("Dependencies (CSV)", lambda: frame.drop(columns="image", errors="ignore").to_csv(index=False),
+            download_ui("Dependencies (CSV)", lambda: frame.to_csv(index=False),
                         f"{slug}.csv", "text/csv", "x-csv")
             download_ui("Dependencies (JSON)", lambda: views.dependency_json(model, model, alpha, target, target_name,
                                                                              frame, metrics),
                         f"{slug}.json", "application/json", "x-json")
         with c[1]:
-            download_ui("Star graph (HTML)", graph_html, f"{slug}-graph.html", "text/html", "x-html")
+            download_ui("Star graph (HTML)", graph.standalone, f"{slug}-graph.html", "text/html", "x-html")
             download_ui("Table 1 card (Markdown)",
                         lambda: views.metrics_markdown(model, model, target_name, alpha, metrics, formula),
                         f"{slug}-table1.md", "text/markdown", "x-md")
@@ -98,7 +75,6 @@ def _exports(model, class_names, target, alpha, alpha_index, path, frame, metric
 
 
 def main() -> None:
-    require_shell()
     root = cache_root()
     names = store_names(root)
     page_header("Explore a neural dependency",
@@ -134,14 +110,14 @@ def main() -> None:
     shown = frame.head(MAX_GRAPH_SOURCES)
     images = class_images(root, model, [*shown["index"], target])
     images["target"] = images.get(target)
-    graph_html = star_graph_html(
+    graph = star_graph(
         target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
         title=f"{target_name} — {model}, α = {alpha:.3g}",
     )
     g_col, t_col = st.columns([3, 2], gap="large")
     with g_col:
         st.subheader("Star graph")
-        st.iframe(graph_html, height=640)
+        st.iframe(graph.embedded(), height=640)
         if len(frame) > MAX_GRAPH_SOURCES:
             st.caption(f"Showing the {MAX_GRAPH_SOURCES} strongest of {len(frame)} sources.")
     with t_col:
@@ -150,10 +126,10 @@ def main() -> None:
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
-            _coef_table(_image_column(frame, images))
+            st.html(coef_table_html(frame, images))
 
     scatter, path_chart = _charts(path, gs, class_names, target, coef, alpha)
-    _exports(model, class_names, target, alpha, a_idx, path, frame, metrics, formula, graph_html,
+    _exports(model, class_names, target, alpha, a_idx, path, frame, metrics, formula, graph,
              scatter, path_chart)
 
 

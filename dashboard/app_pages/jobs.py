@@ -16,7 +16,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components.loaders import cache_root
-from dashboard.components.shell import require_shell
 from dashboard.components.widgets import page_header
 from engine.errors import EngineError
 from engine.jobs import (
@@ -140,7 +139,6 @@ def _jobs_list_ui(cache: Path) -> None:
 
 
 def main() -> None:
-    require_shell()
     root = Path(cache_root())
     page_header("Jobs", "Training and extraction runs, each in its own process: they keep "
                 "running when the dashboard is closed, and show up here again when it reopens.")

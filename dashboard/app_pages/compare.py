@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard.components import charts, state
-from dashboard.components.graph import star_graph_html
+from dashboard.components.graph import star_graph
 from dashboard.components.loaders import (
     cache_root,
     class_images,
@@ -19,8 +19,8 @@ from dashboard.components.loaders import (
     load_top2,
     store_names,
 )
-from dashboard.components.shell import require_shell
 from dashboard.components.style import NEG, POS
+from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     alpha_ui,
     download_ui,
@@ -68,21 +68,20 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_
     shown = frame.head(16)
     images = class_images(root, model_a, shown["index"])
     images["target"] = class_images(root, model_b, [target])[target]
-    html = star_graph_html(target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
-                           title=f"{target_name} of {model_b} from {model_a}, α = {alpha:.3g}", height=500)
+    graph = star_graph(target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
+                       title=f"{target_name} of {model_b} from {model_a}, α = {alpha:.3g}", height=500)
     g, t = st.columns([3, 2], gap="large")
     with g:
-        st.iframe(html, height=580)
+        st.iframe(graph.embedded(), height=580)
         st.caption(f"Around: {model_a}’s categories; in the middle: {model_b}’s “{views.short_name(target_name)}”.")
     with t:
         table1_card(metrics)
         _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
-        st.dataframe(frame, hide_index=True, width="stretch", height=min(38 + 35 * len(frame), 300),
-                     column_config={"index": None,
-                                    "name": st.column_config.TextColumn(f"source category of {model_a}",
-                                                                        width=300),
-                                    "coef": st.column_config.NumberColumn("θ_j", format="%+.4f", width=90)})
-    return {"frame": frame, "metrics": metrics, "formula": formula, "html": html, "target_name": target_name}
+        if frame.empty:
+            st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
+        else:
+            st.html(coef_table_html(frame, images, source_label=f"source category of {model_a}", max_height=300))
+    return {"frame": frame, "metrics": metrics, "formula": formula, "graph": graph, "target_name": target_name}
 
 
 def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> None:
@@ -138,7 +137,6 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
 
 
 def main() -> None:
-    require_shell()
     root = cache_root()
     names = store_names(root)
     page_header("Compare two models",
@@ -172,7 +170,7 @@ def main() -> None:
             download_ui("Dependencies (JSON)", views.dependency_json(
                 model_b, model_a, alpha, target, between["target_name"], between["frame"], between["metrics"]),
                 f"{slug}.json", "application/json", "cx-json")
-            download_ui("Star graph (HTML)", between["html"], f"{slug}-graph.html", "text/html", "cx-html")
+            download_ui("Star graph (HTML)", between["graph"].standalone, f"{slug}-graph.html", "text/html", "cx-html")
         with c[2]:
             download_ui("Table 1 card (Markdown)", views.metrics_markdown(
                 model_b, model_a, between["target_name"], alpha, between["metrics"], between["formula"]),

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import state
-from dashboard.components.graph import atlas_graph_html
+from dashboard.components.graph import atlas_graph
 from dashboard.components.loaders import (
     _stamp,
     cache_root,
@@ -21,7 +21,6 @@ from dashboard.components.loaders import (
     load_store,
     store_names,
 )
-from dashboard.components.shell import require_shell
 from dashboard.components.widgets import (
     alpha_digits,
     default_alpha,
@@ -86,7 +85,6 @@ def _controls(path, coef, params) -> dict:
 
 
 def main() -> None:
-    require_shell()
     root = cache_root()
     names = store_names(root)
     page_header("Atlas of dependencies",
@@ -129,11 +127,11 @@ def main() -> None:
     graph = dependency_graph(coef, class_names, class_names, targets=targets,
                              min_abs_coef=ctl["min_coef"], top_k=ctl["top_k"])
     images = class_images(root, model, list(graph.nodes))
-    html = atlas_graph_html(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
-                            title=f"{model} atlas, α = {ctl['alpha']:.3g}")
-    st.iframe(html, height=800)
+    view = atlas_graph(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
+                       title=f"{model} atlas, α = {ctl['alpha']:.3g}")
+    st.iframe(view.embedded(), height=800)
     _tables(root, model, coef, class_names, found, path.within, ctl["alpha"])
-    _exports(model, ctl, coef, class_names, html, graph)
+    _exports(model, ctl, coef, class_names, view, graph)
 
 
 def _tables(root, model, coef, class_names, found, within, alpha) -> None:
@@ -174,7 +172,7 @@ def _tables(root, model, coef, class_names, found, within, alpha) -> None:
             st.info("Redundancy is defined within one model.")
 
 
-def _exports(model, ctl, coef, class_names, html, graph) -> None:
+def _exports(model, ctl, coef, class_names, view, graph) -> None:
     slug = f"{model}-atlas-a{ctl['alpha']:.3g}"
     edges = pd.DataFrame([{"source": u, "source_name": graph.nodes[u]["name"], "target": v,
                            "target_name": graph.nodes[v]["name"], "coef": d["coef"]}
@@ -182,7 +180,7 @@ def _exports(model, ctl, coef, class_names, html, graph) -> None:
     with st.expander("Export", icon=":material/download:"):
         c = st.columns(3)
         with c[0]:
-            download_ui("Graph (HTML)", html, f"{slug}.html", "text/html", "ax-html")
+            download_ui("Graph (HTML)", view.standalone, f"{slug}.html", "text/html", "ax-html")
         with c[1]:
             download_ui("Shown edges (CSV)", edges.to_csv(index=False), f"{slug}-edges.csv", "text/csv", "ax-csv")
         with c[2]:

@@ -1,0 +1,113 @@
+"""Start the dashboard: ``python -m dashboard [streamlit options]``.
+
+The same server as ``streamlit run dashboard/app.py``, started so that the first page comes
+sooner (see docs/dashboard.md, *First page*):
+
+- Streamlit scans the metadata of every installed package for custom components at start-up
+  (~0.5 s here); this app uses none, so the scan is skipped (``NDE_COMPONENT_SCAN=1`` keeps it).
+- Once the server listens, a background thread does the first page's one-off work while the
+  browser is still loading Streamlit's frontend (~1 s), instead of after the page was asked
+  for: it imports the libraries the pages use, opens the glyph fonts, and runs Streamlit's
+  once-per-process check for a REPL, which walks the stack and every loaded module (~0.2 s).
+  ``NDE_WARM_UP=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+APP = Path(__file__).resolve().with_name("app.py")
+
+# What the default page (Explore) imports, heaviest first; the first request finds them loaded.
+WARM_MODULES = (
+    "pandas",
+    "pyarrow",
+    "dashboard.components.loaders",
+    "dashboard.components.graph",
+    "dashboard.components.charts",
+    "dashboard.components.widgets",
+    "dashboard.components.state",
+    "engine.analysis",
+    "streamlit.elements.vega_charts",
+    "streamlit.elements.arrow",
+)
+
+
+def skip_component_scan() -> bool:
+    """Make Streamlit's start-up scan for v2 components find nothing; False if it cannot."""
+    if os.environ.get("NDE_COMPONENT_SCAN") == "1":
+        return False
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:  # another Streamlit: leave it as it is
+        return False
+    if not callable(getattr(manifest_scanner, "scan_component_manifests", None)):
+        return False
+    manifest_scanner.scan_component_manifests = lambda *args, **kwargs: []
+    return True
+
+
+def _first_element_check() -> None:
+    """Streamlit's one-time 'are we in a REPL / bare script?' check, done before a page needs it."""
+    from streamlit import delta_generator
+
+    check = getattr(delta_generator, "_maybe_print_use_warning", None)
+    if callable(check):  # nothing is printed under a running server
+        check()
+
+
+def _open_glyph_fonts() -> None:
+    from engine.views import glyph_png
+
+    glyph_png("A")
+
+
+def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:
+    """In a daemon thread, once the Streamlit runtime has started: import ``modules``, open
+    the glyph fonts and run Streamlit's first-element check."""
+
+    def run() -> None:
+        from streamlit.runtime import Runtime, RuntimeState
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if Runtime.exists() and Runtime.instance().state != RuntimeState.INITIAL:
+                break
+            time.sleep(0.02)
+        else:
+            return
+        import importlib
+
+        steps = [*(lambda name=name: importlib.import_module(name) for name in modules),
+                 _open_glyph_fonts, _first_element_check]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # the page meets it again, with context; never crash the server
+                return
+
+    thread = threading.Thread(target=run, name="nde-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str] | None = None) -> None:
+    root = str(APP.parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from streamlit.web import cli
+
+    skip_component_scan()
+    if os.environ.get("NDE_WARM_UP", "1") != "0":
+        warm_up()
+    args = sys.argv[1:] if argv is None else argv
+    sys.argv = ["streamlit", "run", str(APP), *args]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
