@@ -36,6 +36,7 @@ PAGES = {  # url path -> (title text, number of graph iframes expected)
     "theory": ("Theory", 0),
     "data": ("Data", 0),
 }
+CHARTS = {"explore": 2, "theory": 4}  # vega-lite charts that must have drawn
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -198,6 +199,20 @@ def graph_ink(driver, expected: int, timeout: float = 30) -> list[int]:
     return out
 
 
+def drawn_charts(driver, expected: int, timeout: float = 30) -> int:
+    """How many vega-lite charts have drawn (a canvas or svg), waiting up to ``timeout`` for
+    ``expected`` of them (the Explore page draws its charts after the graph)."""
+    from selenium.webdriver.common.by import By
+
+    selector = '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
+    deadline = time.time() + timeout
+    while True:
+        n = len(driver.find_elements(By.CSS_SELECTOR, selector))
+        if n >= expected or time.time() > deadline:
+            return n
+        time.sleep(0.2)
+
+
 def sidebar_text(driver) -> str:
     """The sidebar's text: app.py's navigation titles show that the page ran inside the shell."""
     from selenium.webdriver.common.by import By
@@ -235,11 +250,13 @@ def visit_all(driver, base: str, out_dir: Path, queries: dict[str, str] | None =
         driver.get(url)
         wait_for_page(driver, title)
         ink = graph_ink(driver, n_graphs)
+        charts = drawn_charts(driver, CHARTS.get(page, 0))
         time.sleep(0.5)  # let charts finish their transitions
         if top:  # what a projector shows first (README)
             screenshot(driver, out_dir / f"dashboard-{page}-top.png", full=False)
         screenshot(driver, out_dir / f"dashboard-{page}.png", full=True)
-        report[page] = {"ink": ink, "errors": page_errors(driver), "foreign": foreign(requested_urls(driver), base),
+        report[page] = {"ink": ink, "charts": charts, "errors": page_errors(driver),
+                        "foreign": foreign(requested_urls(driver), base),
                         "shell": "Compare models" in sidebar_text(driver)}
     return report
 
@@ -275,6 +292,7 @@ def test_every_page_renders_offline(browser_ready, tmp_path_factory):
         assert not got["foreign"], f"{page}: requests left the machine: {got['foreign']}"
         assert len(got["ink"]) == n_graphs and all(i > 50 for i in got["ink"]), \
             f"{page}: graph canvas not drawn (non-blank pixels per graph: {got['ink']})"
+        assert got["charts"] >= CHARTS.get(page, 0), f"{page}: {got['charts']} charts drawn"
         assert (out_dir / f"dashboard-{page}.png").stat().st_size > 10_000
 
 

@@ -22,6 +22,7 @@ from dashboard.components.loaders import (
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
+    after_first_paint,
     alpha_ui,
     download_ui,
     formula_ui,
@@ -36,6 +37,7 @@ from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
 
 MAX_GRAPH_SOURCES = 16
+CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
 
 
 def _exports(model, class_names, target, alpha, alpha_index, path, frame, metrics, formula,
@@ -134,7 +136,8 @@ def main() -> None:
 
 
 def _charts(path, gs, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
-    """Fig. 3 and the α path, side by side; returns both charts (for the exports)."""
+    """Fig. 3 and the α path, side by side, below the fold (drawn once the graph is, on a
+    session's first visit); returns both charts (for the exports)."""
     fig3 = covariance_vs_coef(gs.rhs[:, target], coef, target)
     scatter_frame = pd.DataFrame({"covariance": fig3["covariance"], "coef": fig3["coef"],
                                   "name": [class_names[j] for j in fig3["source"]]})
@@ -142,17 +145,21 @@ def _charts(path, gs, class_names: list[str], target: int, coef: np.ndarray, alp
         scatter_frame, alpha, "Fig. 3 — covariance vs coefficient, band |C_tj| < α")
     pframe = views.path_frame(path.alphas, path.target_path(target), class_names)
     path_chart = charts.alpha_path(pframe, alpha, "α path of the strongest sources")
-    c1, c2 = st.columns(2, gap="large")
-    with c1:
-        charts.show(scatter)
-        inside = np.abs(fig3["covariance"]) < alpha
-        broken = int((inside & (fig3["coef"] != 0)).sum())
-        st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
-                   f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
-    with c2:
-        charts.show(path_chart)
-        st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
-                   "in colour, the others in grey; the purple line is the chosen α.")
+    inside = np.abs(fig3["covariance"]) < alpha
+    broken = int((inside & (fig3["coef"] != 0)).sum())
+
+    def draw() -> None:
+        c1, c2 = st.columns(2, gap="large")
+        with c1:
+            charts.show(scatter)
+            st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
+                       f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
+        with c2:
+            charts.show(path_chart)
+            st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
+                       "in colour, the others in grey; the purple line is the chosen α.")
+
+    after_first_paint("explore-charts", draw, height=CHARTS_HEIGHT)
     return scatter, path_chart
 
 

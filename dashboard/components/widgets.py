@@ -21,6 +21,37 @@ PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
 PREFERRED_TARGETS = ("O LATIN CAPITAL LETTER O",)
 
 
+FIRST_PAINT_DELAY_S = 0.5
+
+
+def after_first_paint(key: str, draw: Callable[[], None], height: int, note: str = "Drawing the charts…") -> None:
+    """Call ``draw`` — except on the session's first run of this page, where a placeholder of
+    ``height`` pixels stands in and the browser asks for the real thing once it is idle.
+
+    For heavy elements below the fold: the first vega-lite charts of a session cost the
+    browser ~0.8 s of main-thread work, which would otherwise delay the graph at the top of
+    the page. The request rides on a fragment's ``run_every`` timer, which the browser fires
+    only when it is free; that first tick reruns the whole page, which then draws everything
+    and defines no timer, so nothing keeps polling. Any rerun before the tick draws too.
+    """
+    drawn, ticks = f"_nde_drawn_{key}", f"_nde_ticks_{key}"
+    if st.session_state.get(drawn):
+        draw()
+        return
+    st.session_state[drawn] = True
+    st.session_state[ticks] = 0
+
+    @st.fragment(run_every=FIRST_PAINT_DELAY_S)
+    def placeholder() -> None:
+        st.session_state[ticks] = st.session_state.get(ticks, 0) + 1
+        if st.session_state[ticks] > 1:  # the browser's first tick: the page above is drawn
+            st.rerun()
+        with st.container(height=height, border=False):
+            st.caption(note)
+
+    placeholder()
+
+
 def page_header(title: str, caption: str) -> None:
     st.html(CSS)
     st.title(title)
