@@ -39,6 +39,11 @@ PAGES = {  # url path -> (title text, number of graph iframes expected)
 CHARTS = {"explore": 2, "theory": 4}  # vega-lite charts that must have drawn
 
 
+def page_url(base: str, page: str) -> str:
+    """Explore is the default page: its address is the root (``/explore`` is not a page)."""
+    return f"{base}/" if page == "explore" else f"{base}/{page}"
+
+
 # ----------------------------------------------------------------------------- set-up
 
 
@@ -221,9 +226,10 @@ def sidebar_text(driver) -> str:
 
 
 def page_errors(driver) -> list[str]:
+    """Exceptions on the page, and Streamlit's dialogs (e.g. "Page not found")."""
     from selenium.webdriver.common.by import By
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [role="dialog"]')]
 
 
 def screenshot(driver, path: Path, full: bool = True) -> None:
@@ -246,7 +252,7 @@ def visit_all(driver, base: str, out_dir: Path, queries: dict[str, str] | None =
     queries = queries or {}
     for page, (title, n_graphs) in PAGES.items():
         driver.set_window_size(1600, 1000)
-        url = f"{base}/{page}" + (f"?{queries[page]}" if page in queries else "")
+        url = page_url(base, page) + (f"?{queries[page]}" if page in queries else "")
         driver.get(url)
         wait_for_page(driver, title)
         ink = graph_ink(driver, n_graphs)

@@ -81,7 +81,7 @@ def test_report_tables_stores_and_cancel(page):
     assert list(table["method"]) == ["Baseline (all classes)", "Ours (W · f_base)", "Improvement"]
     assert table["within 10 new (%)"].tolist() == [70.0, 75.0, 5.0]
     links = " ".join(m.value for m in at.markdown)
-    assert "(explore?model=newclasses-abc-ours)" in links  # Explore opens the store named in the URL
+    assert "(./?model=newclasses-abc-ours)" in links  # Explore (the root) opens the store named in the URL
     assert "(compare?model=newclasses-abc-ours&source=newclasses-abc-baseline)" in links
     at.selectbox(key="jobs-selected").set_value(running.id).run()
     deadline = time.monotonic() + 20

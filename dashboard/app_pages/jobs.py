@@ -108,7 +108,7 @@ def _job_detail_ui(cache: Path, job) -> None:
     stores = report_stores(report)
     if stores:  # relative links: the other pages read their store from the URL
         st.markdown("New logit stores, to explore: "
-                    + ", ".join(f"[`{s}`](explore?{urlencode({'model': s})})" for s in stores))
+                    + ", ".join(f"[`{s}`](./?{urlencode({'model': s})})" for s in stores))
     pair = report_pairing(report)
     if pair:
         st.markdown(f"[Compare `{pair[0]}` with `{pair[1]}`]"

@@ -36,6 +36,8 @@ CSS = """
                   padding: .35rem .6rem; border-bottom: 1px solid #e5e7eb; z-index: 1; }
   .nde-coefs td { padding: .25rem .6rem; border-bottom: 1px solid #f3f4f6; vertical-align: middle; }
   .nde-coefs td.num { font-variant-numeric: tabular-nums; white-space: nowrap; text-align: right; }
+  .nde-coefs th { white-space: nowrap; }
+  .nde-coefs td.name { width: 100%; max-width: 1px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
   .nde-coefs img { width: 34px; height: 34px; display: block; }
   .nde-coefs .bar { display: inline-block; height: .7rem; border-radius: 3px; margin-right: .5rem;
                     vertical-align: middle; }

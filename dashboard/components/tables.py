@@ -18,7 +18,7 @@ import pandas as pd
 
 from dashboard.components.style import edge_color
 
-BAR_EM = 5.0  # the strongest source's bar, in em
+BAR_EM = 4.0  # the strongest source's bar, in em
 
 
 def _image_cell(png: bytes | None) -> str:
@@ -44,7 +44,7 @@ def coef_table_html(frame: pd.DataFrame, images: dict | None = None, *,
         width = BAR_EM * abs(coef) / scale if scale > 0 else 0.0
         cells = [
             _image_cell(images.get(j)) if with_images else "",
-            f"<td>{html.escape(str(name))}</td>",
+            f'<td class="name" title="{html.escape(str(name))}">{html.escape(str(name))}</td>',
             f'<td class="num"><span class="bar" style="width:{width:.2f}em;background:{edge_color(coef)}">'
             f'</span>{coef:+.4f}</td>',
             f'<td class="num">{float(cov):.3f}</td>' if with_cov else "",
