@@ -1,10 +1,10 @@
 """Start the dashboard: ``python -m dashboard [streamlit options]``.
 
 The same server as ``streamlit run dashboard/app.py``, started so that the first page comes
-sooner (see docs/dashboard.md, *First page*):
+sooner (docs/dashboard.md, *Speed*):
 
 - Streamlit scans the metadata of every installed package for custom components at start-up
-  (~0.5 s here); this app uses none, so the scan is skipped (``NDE_COMPONENT_SCAN=1`` keeps it).
+  (~0.25 s here); this app uses none, so the scan is skipped (``NDE_COMPONENT_SCAN=1`` keeps it).
 - Once the server listens, a background thread does the first page's one-off work while the
   browser is still loading Streamlit's frontend (~1 s), instead of after the page was asked
   for: it imports the libraries the pages use, opens the glyph fonts, and runs Streamlit's
