@@ -12,14 +12,12 @@ from dashboard.components import state
 from dashboard.components.graph import atlas_graph
 from dashboard.components.loaders import (
     _stamp,
-    cache_root,
     class_images,
     load_coef_matrix,
     load_gramset_for,
     load_path,
     load_redundancy,
     load_store,
-    store_names,
 )
 from dashboard.components.widgets import (
     alpha_digits,
@@ -27,8 +25,7 @@ from dashboard.components.widgets import (
     download_ui,
     guard,
     model_ui,
-    page_header,
-    require_stores,
+    store_page,
 )
 from engine import views
 from engine.analysis import dependency_graph
@@ -85,23 +82,17 @@ def _controls(path, coef, params) -> dict:
 
 
 def main() -> None:
-    root = cache_root()
-    names = store_names(root)
-    page_header("Atlas of dependencies",
+    page = store_page("Atlas of dependencies",
                 "The global graph (the paper’s Fig. 4): chosen targets in the middle, the categories they "
                 "depend on around them. Filter to keep it readable.")
-    require_stores(names, root)
-    notes = st.container()
-    params = state.incoming()
-    model = model_ui(names, params)
+    root, params = page.root, page.params
+    model = model_ui(page.names, params)
     store = guard(load_store, root, model)
     path = guard(load_path, root, model)
     class_names = store.class_names
     coef0 = load_coef_matrix(root, model, None, path.nearest_alpha_index(float(np.median(path.alpha_max))))
     ctl = _controls(path, coef0, params)
-    state.publish(model=model, alpha=ctl["alpha"], q=ctl["query"] or None)
-    with notes:
-        state.show_messages()
+    page.publish(model=model, alpha=ctl["alpha"], q=ctl["query"] or None)
     coef = load_coef_matrix(root, model, None, ctl["a_idx"])
     found, community_of = _communities(root, model, ctl["a_idx"], ctl["min_coef"], ctl["top_k"],
                                        _stamp(root, model))

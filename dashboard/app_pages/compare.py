@@ -7,17 +7,15 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard.components import charts, state
+from dashboard.components import charts
 from dashboard.components.graph import star_graph
 from dashboard.components.loaders import (
-    cache_root,
     class_images,
     load_coef_matrix,
     load_ls_floor,
     load_path,
     load_store,
     load_top2,
-    store_names,
 )
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
@@ -27,8 +25,7 @@ from dashboard.components.widgets import (
     formula_ui,
     guard,
     model_ui,
-    page_header,
-    require_stores,
+    store_page,
     table1_card,
     target_ui,
 )
@@ -137,15 +134,11 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
 
 
 def main() -> None:
-    root = cache_root()
-    names = store_names(root)
-    page_header("Compare two models",
+    page = store_page("Compare two models",
                 "Neural dependencies between networks: B’s category as a sparse combination of A’s "
                 "categories — and where the two models agree.")
-    require_stores(names, root)
-    notes = st.container()
-    params = state.incoming()
-    model_a, model_b = _pick_models(names, params)
+    root, params = page.root, page.params
+    model_a, model_b = _pick_models(page.names, params)
     store_a, store_b = guard(load_store, root, model_a), guard(load_store, root, model_b)
     guard(check_pairable, store_a, store_b)
     path = guard(load_path, root, model_b, model_a)
@@ -154,9 +147,7 @@ def main() -> None:
         target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}")
     with right:
         alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
-    state.publish(model=model_b, source=model_a, target=target, alpha=alpha)
-    with notes:
-        state.show_messages()
+    page.publish(model=model_b, source=model_a, target=target, alpha=alpha)
     between = _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path)
     st.divider()
     _within_section(root, model_a, model_b, store_a, store_b, target, alpha)

@@ -9,16 +9,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import charts, state
+from dashboard.components import charts
 from dashboard.components.graph import star_graph
 from dashboard.components.loaders import (
-    cache_root,
     class_images,
     load_gramset_for,
     load_path,
     load_store,
     load_top2,
-    store_names,
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
@@ -28,8 +26,7 @@ from dashboard.components.widgets import (
     formula_ui,
     guard,
     model_ui,
-    page_header,
-    require_stores,
+    store_page,
     table1_card,
     target_ui,
 )
@@ -77,15 +74,11 @@ def _exports(model, class_names, target, alpha, alpha_index, path, frame, metric
 
 
 def main() -> None:
-    root = cache_root()
-    names = store_names(root)
-    page_header("Explore a neural dependency",
+    page = store_page("Explore a neural dependency",
                 "One category's logit as a sparse linear combination of a few others (CovLasso). "
                 "Pick a model, a target and α.")
-    require_stores(names, root)
-    notes = st.container()
-    params = state.incoming()
-    model = model_ui(names, params)
+    root, params = page.root, page.params
+    model = model_ui(page.names, params)
     store = guard(load_store, root, model)
     path = guard(load_path, root, model)
     gs = guard(load_gramset_for, root, model)
@@ -96,9 +89,7 @@ def main() -> None:
         target = target_ui(class_names, params)
     with right:
         alpha, a_idx = alpha_ui(path, target, params)
-    state.publish(model=model, target=target, alpha=alpha)
-    with notes:
-        state.show_messages()
+    page.publish(model=model, target=target, alpha=alpha)
 
     src, vals = path.coef_at(target, a_idx)
     coef = path.coef_vector(target, a_idx)

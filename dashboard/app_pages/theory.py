@@ -8,17 +8,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import charts, state
+from dashboard.components import charts
 from dashboard.components.loaders import (
-    cache_root,
     load_path,
     load_redundancy,
     load_screening,
     load_spectrum,
     load_store,
-    store_names,
 )
-from dashboard.components.widgets import download_ui, guard, model_ui, page_header, require_stores
+from dashboard.components.widgets import download_ui, guard, model_ui, store_page
 from engine import views
 
 
@@ -116,16 +114,10 @@ def _spectrum_section(root: str, model: str) -> None:
 
 
 def main() -> None:
-    root = cache_root()
-    names = store_names(root)
-    page_header("Theory", "Redundancy brings dependencies; low covariance brings sparsity (paper §2.2–2.3).")
-    require_stores(names, root)
-    notes = st.container()
-    params = state.incoming()
-    model = model_ui(names, params)
-    state.publish(model=model)
-    with notes:
-        state.show_messages()
+    page = store_page("Theory", "Redundancy brings dependencies; low covariance brings sparsity (paper §2.2–2.3).")
+    root = page.root
+    model = model_ui(page.names, page.params)
+    page.publish(model=model)
     store = guard(load_store, root, model)
     guard(load_path, root, model)
     _redundancy_section(root, model, store.class_names)

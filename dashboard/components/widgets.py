@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 
 from dashboard.components import state
+from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
 from engine.analysis import DependencyMetrics
 from engine.errors import EngineError
@@ -79,6 +81,33 @@ def require_stores(names: list[str], root: str) -> None:
             icon=":material/inbox:",
         )
         st.stop()
+
+
+@dataclass(frozen=True)
+class StorePage:
+    """What a page over the logit stores starts from (:func:`store_page`)."""
+
+    root: str  # the cache
+    names: list[str]  # its stores (never empty)
+    params: dict[str, str]  # the link's query parameters, if they just arrived
+    notes: object  # a slot under the header for what the link got wrong
+
+    def publish(self, **values) -> None:
+        """Write the page's state to the URL and show, under the header, what the link got wrong."""
+        state.publish(**values)
+        with self.notes:
+            state.show_messages()
+
+
+def store_page(title: str, caption: str) -> StorePage:
+    """The opening of every page over the stores: the header, the stores (or the one command
+    that makes some, and stop), the slot for the link's messages, the link's parameters."""
+    root = cache_root()
+    names = store_names(root)
+    page_header(title, caption)
+    require_stores(names, root)
+    notes = st.container()
+    return StorePage(root, names, state.incoming(), notes)
 
 
 def _default_model(names: list[str], avoid: str | None = None) -> str:
