@@ -37,7 +37,7 @@ from engine.data import (  # noqa: E402
 )
 from engine.extract import _forward, extract_logits, resolve_device, resolve_precision  # noqa: E402
 from engine.models import create_classifier  # noqa: E402
-from engine.store import Cache  # noqa: E402
+from engine.store import DEFAULT_CACHE, Cache  # noqa: E402
 
 
 def make_jpeg_folder(root: Path, n: int, classes: int = 1000, size=(500, 375)) -> Path:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cache", default="cache", help="where the glyph world is cached")
+    ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the glyph world is cached")
     ap.add_argument("--out", default=None, help="append the JSON result to this file")
     args = ap.parse_args(argv)
 

@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli import main as cli_main  # noqa: E402
+from engine.store import DEFAULT_CACHE  # noqa: E402
 
 PAIRINGS = (("glyph-resnet", None), ("glyph-vit", None), ("glyph-vit", "glyph-resnet"),
             ("glyph-resnet", "glyph-vit"))
@@ -67,7 +68,7 @@ def summarise(report: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", default="cache")
+    ap.add_argument("--cache", default=str(DEFAULT_CACHE))
     ap.add_argument("--alpha", type=float, action="append", help="repeatable (default 0.25)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
     args = ap.parse_args(argv)

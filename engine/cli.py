@@ -13,6 +13,7 @@ import logging
 import sys
 
 from engine.errors import EngineError
+from engine.store import DEFAULT_CACHE
 
 # Modules that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m engine",
         description="Neural Dependency Explorer: logits -> Gram -> CovLasso dependencies.",
     )
-    parser.add_argument("--cache", default="cache", help="cache directory (default: ./cache)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"cache directory (default: ./{DEFAULT_CACHE})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -14,174 +14,42 @@ dashboard starts without importing torch).
 
 from __future__ import annotations
 
-import re
+import logging
 import warnings
-from dataclasses import asdict, dataclass
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from engine.covlasso_types import (  # noqa: F401 - the solver's public vocabulary, re-exported
+    RESOLUTION,
+    ConvergenceWarning,
+    CovLassoResult,
+    SolverConfig,
+    alpha_max,
+    check_alpha,
+    check_problem,
+    check_resolution,
+    max_correlation,
+)
 from engine.errors import InvalidInputError
+from engine.sparse import SparseColumns
 
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
-
-
-class ConvergenceWarning(UserWarning):
-    """Some targets did not reach the requested duality gap within the iteration budget."""
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SolverConfig:
-    """How the CovLasso is solved; part of every cached solution's key."""
-
-    tol: float = 1e-7  # stop when duality gap ≤ tol · E[g_t²] (sklearn's convention)
-    max_outer: int = 50  # working-set rounds (each ends with a full KKT/gap check)
-    max_newton: int = 30  # active-set Newton steps per round before the monotone method
-    # steps of the monotone active-set method (where Newton stalls), per feature of the
-    # working set; 0 turns it off (then stalled targets wait for the next round)
-    monotone_steps: int = 4
-    min_working_set: int = 24  # features per target in the first working set
-    chunk: int = 1024  # targets solved together (bounds memory: chunk × P float64)
-    device: str = "cpu"
-    # CPU threads for the solve. The work is many small batched ops; measured here (torch
-    # 2.14 + MKL, 2 cores) one thread is faster: a threaded batched 36×36 matrix-vector
-    # product took 16 ms against 0.14 ms on one thread when the other core was busy, and
-    # MKL's threaded batched Cholesky above 128×128 was 15–70× slower than one thread.
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
-            raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
-        for name in ("max_outer", "max_newton", "monotone_steps", "min_working_set", "chunk", "threads"):
-            value, low = getattr(self, name), 0 if name == "monotone_steps" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
-        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
-
-    def key(self) -> dict:
-        """The settings that change the result (device and chunking do not)."""
-        d = asdict(self)
-        for name in ("device", "chunk", "threads"):
-            d.pop(name)
-        return d
+def _forbid_for(within: bool, forbid, n_targets: int, n_sources: int):
+    if within:
+        if n_targets != n_sources:
+            raise InvalidInputError("within one model the Gram is K×K and every category is a target")
+        return np.arange(n_targets)
+    return forbid
 
 
-@dataclass
-class CovLassoResult:
-    """Solutions for every target at one α (or one α per target).
-
-    The coefficients are kept sparse, column by column (targets are columns):
-    target t's sources are ``sources[offsets[t]:offsets[t+1]]`` with ``values`` alongside.
-    ``coef`` gives the dense (P, T) matrix (built on first use: avoid it when P·T is large).
-    duality_gap: (T,) sklearn's gap, in the normalised units of the objective above.
-    n_iter: (T,) working-set rounds used; converged: (T,) gap ≤ tol · E[g_t²].
-    """
-
-    alpha: np.ndarray
-    offsets: np.ndarray
-    sources: np.ndarray
-    values: np.ndarray
-    n_sources: int
-    duality_gap: np.ndarray
-    n_iter: np.ndarray
-    converged: np.ndarray
-    objective: np.ndarray
-
-    @property
-    def n_targets(self) -> int:
-        return len(self.offsets) - 1
-
-    @cached_property
-    def coef(self) -> np.ndarray:
-        out = np.zeros((self.n_sources, self.n_targets))
-        cols = np.repeat(np.arange(self.n_targets), np.diff(self.offsets))
-        out[self.sources, cols] = self.values
-        return out
-
-    def column(self, t: int) -> np.ndarray:
-        """Dense (P,) coefficients of target t."""
-        vec = np.zeros(self.n_sources)
-        sl = slice(self.offsets[t], self.offsets[t + 1])
-        vec[self.sources[sl]] = self.values[sl]
-        return vec
-
-    @property
-    def support_sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def check_alpha(alpha) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"alpha must be a positive number; got {alpha!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise InvalidInputError(
-            f"alpha must be finite and > 0; got {alpha!r}. The paper uses 2.5 (ResNet, ViT) "
-            "and 0.25 (Swin-T); α ≥ α_max gives no dependency at all"
-        )
-    return value
-
-
-def _check_problem(design, rhs, target_sq, within):
-    design = np.asarray(design, dtype=np.float64)
-    rhs = np.asarray(rhs, dtype=np.float64)
-    target_sq = np.asarray(target_sq, dtype=np.float64)
-    if design.ndim != 2 or design.shape[0] != design.shape[1]:
-        raise InvalidInputError(f"design Gram must be square; got shape {design.shape}")
-    if rhs.ndim != 2 or rhs.shape[0] != design.shape[0]:
-        raise InvalidInputError(
-            f"right-hand sides must have shape ({design.shape[0]}, T); got {rhs.shape}"
-        )
-    if target_sq.shape != (rhs.shape[1],):
-        raise InvalidInputError(f"target_sq must have shape ({rhs.shape[1]},); got {target_sq.shape}")
-    if within and rhs.shape[1] != design.shape[0]:
-        raise InvalidInputError("within one model the Gram is K×K and every category is a target")
-    for what, arr in (("design", design), ("rhs", rhs), ("target_sq", target_sq)):
-        if not np.isfinite(arr).all():
-            raise InvalidInputError(f"the {what} Gram holds NaN/Inf; the logits were not finite")
-    if (np.diag(design) < 0).any() or (target_sq < 0).any():
-        raise InvalidInputError("a Gram diagonal is negative: these are not Gram matrices")
-    return design, rhs, target_sq
-
-
-# Below this fraction of the largest E[f²], α drowns in the float64 rounding of the Gram's
-# products (≈ 1e-16 of it): no solution could be told apart from another, nor certified.
-RESOLUTION = 1e-11
-
-
-def _check_resolution(alphas: np.ndarray, design: np.ndarray, target_sq: np.ndarray) -> None:
-    scale = max(float(np.max(np.diag(design), initial=0.0)), float(np.max(target_sq, initial=0.0)))
-    floor = RESOLUTION * scale
-    if float(alphas.min()) < floor:
-        raise InvalidInputError(
-            f"alpha = {float(alphas.min()):.3g} is below the numerical resolution of these logits "
-            f"(largest E[f²] = {scale:.3g}): in float64 any α under {floor:.3g} is the same as 0. "
-            f"Use α ≥ {floor:.3g}, or rescale the logits (divide them by a constant s and α by s²)"
-        )
-
-
-def alpha_max(design, rhs, within: bool, chunk: int = 2048) -> np.ndarray:
-    """Smallest α with θ*(α) = 0, per target: ``max_j |b_j|`` over the allowed features."""
-    rhs = np.asarray(rhs, dtype=np.float64)
-    out = np.empty(rhs.shape[1])
-    for s in range(0, rhs.shape[1], chunk):
-        b = np.abs(rhs[:, s : s + chunk])
-        if within:
-            b = b.copy()
-            idx = np.arange(s, min(s + chunk, rhs.shape[1]))
-            b[idx, idx - s] = 0.0
-        out[s : s + chunk] = b.max(axis=0)
-    return out
-
-
-
-# ----------------------------------------------------------------------------- public API
+def _scale(design: np.ndarray, target_sq: np.ndarray, check_input: bool) -> float:
+    """The problem's largest E[f²] (the diagonal: a strided read of P values, not the Gram)."""
+    diag = np.diagonal(design) if check_input or design.shape[0] < 4096 else design.ravel()[:: design.shape[0] + 1]
+    return max(float(np.max(diag, initial=0.0)), float(np.max(target_sq, initial=0.0)))
 
 
 def solve_covlasso(
@@ -190,55 +58,156 @@ def solve_covlasso(
     target_sq,
     alpha,
     *,
-    within: bool,
+    within: bool = False,
+    forbid=None,
     config: SolverConfig | None = None,
-    warm_start: np.ndarray | CovLassoResult | None = None,
+    warm_start=None,
+    check_input: bool = True,
 ) -> CovLassoResult:
     """Solve the CovLasso for every target (column of ``rhs``) at once.
 
     Parameters
     ----------
-    design : (P, P) array — ``E[f fᵀ]`` of the source model.
+    design : (P, P) array — ``E[f fᵀ]`` of the source model (a read-only memory map is fine:
+        only the rows a solve needs are read).
     rhs : (P, T) array — ``E[f g_t]`` per target (``design`` itself within one model).
     target_sq : (T,) array — ``E[g_t²]`` (the diagonal of ``design`` within one model).
     alpha : float or (T,) array — the L1 weight, sklearn's ``Lasso(alpha=…)``.
     within : if True, P == T and target t may not use itself (θ_t = 0).
-    warm_start : optional (P, T) coefficients, or a previous :class:`CovLassoResult`, to start
-        from (e.g. the previous α of a path); rows that are not zero start from their
-        solution moved along its current segment of the path (engine.covlasso_kernels).
+    forbid : (T,) int, optional — the source target t may not use (a subset of one model's
+        targets: ``forbid = targets``, ``rhs = design[:, targets]``).
+    warm_start : optional (P, T) coefficients, :class:`~engine.sparse.SparseColumns` or a
+        previous :class:`CovLassoResult` to start from (e.g. the previous α of a path).
+    check_input : False skips the O(P²) scan of ``design`` (a Gram checked when built).
 
     Returns a :class:`CovLassoResult`; warns with :class:`ConvergenceWarning` for targets
     whose duality gap is still above ``tol · E[g_t²]``.
     """
     cfg = config or SolverConfig()
-    design, rhs, target_sq = _check_problem(design, rhs, target_sq, within)
-    P, T = rhs.shape
+    design, rhs, target_sq, forbid = check_problem(
+        design, rhs, target_sq, _forbid_for(within, forbid, np.shape(rhs)[1], np.shape(design)[0]),
+        check_design=check_input)
+    T = rhs.shape[1]
     if np.ndim(alpha) == 0:
         alpha = check_alpha(alpha)
     alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (T,)).copy()
     for a in np.unique(alphas):
         check_alpha(a)
-    _check_resolution(alphas, design, target_sq)
+    check_resolution(alphas, _scale(design, target_sq, check_input))
     from engine.covlasso_kernels import solve_chunks  # torch: imported only to solve
 
-    amax = alpha_max(design, rhs, within)
-    coef, gaps, objs, iters = solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, cfg)
-    converged = gaps <= cfg.tol * target_sq
-    if not converged.all():
-        worst = int(np.argmax(gaps / np.maximum(target_sq, 1e-300)))
-        warnings.warn(
-            f"CovLasso did not converge for {int((~converged).sum())} of {T} targets "
-            f"(worst: target {worst}, gap {gaps[worst]:.3g} > tol·E[g²] = "
-            f"{cfg.tol * target_sq[worst]:.3g}); raise max_outer or check for duplicated "
-            "categories",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    counts = np.concatenate([c[3] for c in coef])
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    sources = np.concatenate([c[0] for c in coef]).astype(np.int64)
-    values = np.concatenate([c[1] for c in coef])
-    return CovLassoResult(alphas, offsets, sources, values, P, gaps, iters, converged, objs)
+    res = solve_chunks(design, rhs, target_sq, alphas, max_correlation(rhs, forbid), forbid, warm_start, cfg)
+    _warn_unconverged(res, target_sq, cfg)
+    return res
+
+
+def _warn_unconverged(res: CovLassoResult, target_sq: np.ndarray, cfg: SolverConfig) -> None:
+    if res.converged.all():
+        return
+    gaps = res.duality_gap
+    worst = int(np.argmax(gaps / np.maximum(target_sq, 1e-300)))
+    warnings.warn(
+        f"CovLasso did not converge for {int((~res.converged).sum())} of {len(gaps)} targets "
+        f"(worst: target {worst}, gap {gaps[worst]:.3g} > tol·E[g²] = "
+        f"{cfg.tol * target_sq[worst]:.3g}); raise max_outer or check for duplicated "
+        "categories",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+# ----------------------------------------------------------------------------- α paths
+
+
+@dataclass(frozen=True)
+class CovLassoPath:
+    """Exact solutions of T targets on a descending grid of α, like sklearn's ``lasso_path``.
+
+    A target's path is a prefix of the grid: it ends after the first α at which the target
+    has more than ``max_sources`` sources (when a cap was given), or covers every α.
+
+    alphas : (A,) the grid, descending.
+    coef : :class:`SparseColumns` with A·T columns; column ``t·A + a`` is target t at
+        ``alphas[a]`` (empty beyond the target's path).
+    gaps : (T, A) duality gaps (NaN beyond a target's path).
+    n_alphas : (T,) how many α of the grid each target's path covers.
+    alpha_max : (T,) each target's α_max (above it, θ = 0).
+    """
+
+    alphas: np.ndarray
+    coef: SparseColumns
+    gaps: np.ndarray
+    n_alphas: np.ndarray
+    alpha_max: np.ndarray
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.n_alphas)
+
+
+def check_grid(alphas) -> np.ndarray:
+    """A grid of α, validated and sorted descending."""
+    grid = np.sort(np.asarray(alphas, dtype=np.float64).reshape(-1))[::-1]
+    if grid.size == 0:
+        raise InvalidInputError("the α grid is empty; give at least one α")
+    for a in grid:
+        check_alpha(a)
+    return grid.copy()
+
+
+def covlasso_path(
+    design,
+    rhs,
+    target_sq,
+    alphas,
+    *,
+    forbid=None,
+    config: SolverConfig | None = None,
+    max_sources: int | None = None,
+    check_input: bool = True,
+    progress: Callable[[float, str], None] | None = None,
+) -> CovLassoPath:
+    """The α path of every target (column of ``rhs``): a pure function of the Grams.
+
+    Each α is warm-started from the previous one (see :func:`solve_covlasso` for the
+    arguments); a target leaves the path after the first α at which it has more than
+    ``max_sources`` sources. Solving a subset of one model's targets (``rhs = design[:, S]``,
+    ``forbid = S``) gives what the full solve gives for them: the solver treats every target
+    on its own, and every solution is certified by its duality gap.
+    """
+    cfg = config or SolverConfig()
+    grid = check_grid(alphas)
+    design, rhs, target_sq, forbid = check_problem(design, rhs, target_sq, forbid, check_design=check_input)
+    T, A = rhs.shape[1], len(grid)
+    amax = max_correlation(rhs, forbid)
+    pieces, keys = [], []
+    gaps = np.full((T, A), np.nan)
+    n_alphas = np.zeros(T, dtype=np.int64)
+    active, prev = np.arange(T), None
+    for a, alpha in enumerate(grid):
+        res = solve_covlasso(design, rhs[:, active], target_sq[active], alpha,
+                             forbid=None if forbid is None else forbid[active], config=cfg,
+                             warm_start=prev, check_input=False)
+        pieces.append(res.sparse)
+        keys.append(active * A + a)
+        gaps[active, a] = res.duality_gap
+        n_alphas[active] = a + 1
+        keep = np.ones(len(active), dtype=bool) if max_sources is None else res.support_sizes <= max_sources
+        if progress is not None:
+            progress((a + 1) / A, f"α {a + 1}/{A} = {alpha:.4g}: {len(active)} targets")
+        active, prev = active[keep], res.sparse.select(np.flatnonzero(keep))
+        if len(active) == 0:
+            break
+    return CovLassoPath(grid, _by_target(pieces, keys, T * A), gaps, n_alphas, amax)
+
+
+def _by_target(pieces: list[SparseColumns], keys: list[np.ndarray], n_columns: int) -> SparseColumns:
+    """The per-α pieces reordered into columns ``t·A + a`` (missing ones empty)."""
+    n_sources = pieces[0].n_sources
+    allcols = SparseColumns.concat(pieces + [SparseColumns.empty(1, n_sources)])
+    where = np.full(n_columns, allcols.n_targets - 1, dtype=np.int64)  # default: the empty column
+    where[np.concatenate(keys)] = np.arange(allcols.n_targets - 1)
+    return allcols.select(where)
 
 
 class CovLasso:
@@ -265,7 +234,7 @@ class CovLasso:
         return self
 
     def fit(self, X, Y=None) -> CovLasso:
-        from engine.gram import GramAccumulator
+        from engine.gram import GramAccumulator  # pure accumulation: the solver never reads a store
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:

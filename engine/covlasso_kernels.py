@@ -38,8 +38,9 @@ import warnings
 import numpy as np
 import torch
 
-from engine.covlasso import CovLassoResult, SolverConfig
+from engine.covlasso_types import CovLassoResult, SolverConfig
 from engine.errors import InvalidInputError
+from engine.sparse import SparseColumns
 
 log = logging.getLogger(__name__)
 
@@ -442,14 +443,15 @@ def _round(G, b, th, c, al, forbid, w, cfg: SolverConfig):
 
 
 def _warm_rows(warm_start, sl: slice, like: torch.Tensor) -> torch.Tensor:
-    """(targets of ``sl``, P) warm-start rows from a dense (P, T) array or a CovLassoResult."""
+    """(targets of ``sl``, P) warm-start rows from a dense (P, T) array, a
+    :class:`SparseColumns` or a :class:`CovLassoResult`."""
     if isinstance(warm_start, CovLassoResult):
+        warm_start = warm_start.sparse
+    if isinstance(warm_start, SparseColumns):
+        part = warm_start.select(np.arange(sl.start, sl.stop))
         out = torch.zeros_like(like)
-        lo, hi = warm_start.offsets[sl.start], warm_start.offsets[sl.stop]
-        counts = torch.as_tensor(np.diff(warm_start.offsets[sl.start : sl.stop + 1]), device=like.device)
-        rows = torch.repeat_interleave(torch.arange(len(counts), device=like.device), counts)
-        cols = torch.as_tensor(warm_start.sources[lo:hi], device=like.device)
-        out[rows, cols] = torch.as_tensor(warm_start.values[lo:hi], device=like.device)
+        rows = torch.as_tensor(part.column_index(), device=like.device)
+        out[rows, torch.as_tensor(part.sources, device=like.device)] = torch.as_tensor(part.values, device=like.device)
         return out
     return torch.as_tensor(np.ascontiguousarray(warm_start[:, sl].T), device=like.device).clone()
 
@@ -467,41 +469,50 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, start, cfg, coef, gaps, objs, iters):
-    """Solve the targets of one chunk (columns start … start+chunk) into the output arrays."""
-    T = rhs.shape[1]
+def _shared_design(design: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """The design Gram as a tensor without a copy on the CPU (a read-only memory map stays
+    one: the kernels only read it, and a per-target solve touches a few rows of it)."""
+    if dev.type == "cpu":
+        with warnings.catch_warnings():  # "not writable": nothing writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.asarray(design))
+    return torch.as_tensor(np.asarray(design), device=dev)
+
+
+def _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl: slice, cfg) -> CovLassoResult:
+    """Solve the targets of one chunk (the columns ``sl`` of ``rhs``)."""
     dev = G.device
-    sl = slice(start, min(T, start + cfg.chunk))
     b = torch.as_tensor(np.ascontiguousarray(rhs[:, sl].T), device=dev)
     ysq = torch.as_tensor(target_sq[sl].copy(), device=dev)
     al = torch.as_tensor(alphas[sl], device=dev)
-    forbid = torch.arange(sl.start, sl.stop, device=dev) if within else None
+    ban = None if forbid is None else torch.as_tensor(forbid[sl], device=dev)
     theta = _warm_rows(warm_start, sl, b) if warm_start is not None else torch.zeros_like(b)
-    if forbid is not None:
-        theta[torch.arange(len(theta), device=dev), forbid] = 0.0
+    if ban is not None:
+        theta[torch.arange(len(theta), device=dev), ban] = 0.0
     theta[torch.as_tensor(amax[sl] <= alphas[sl], device=dev)] = 0.0
     warm = (theta != 0).any(1)
-    th, gap, obj, n_it = _solve_at(G, b, ysq, al, forbid, theta, warm, cfg)
+    th, gap, obj, n_it = _solve_at(G, b, ysq, al, ban, theta, warm, cfg)
     rows, cols = torch.nonzero(th, as_tuple=True)  # row-major: by target, then source
-    counts = torch.bincount(rows, minlength=th.shape[0]).cpu().numpy()
-    coef.append((cols.cpu().numpy(), th[rows, cols].cpu().numpy(), th.shape[0], counts))
-    gaps[sl], objs[sl], iters[sl] = gap.cpu().numpy(), obj.cpu().numpy(), n_it.cpu().numpy()
+    coef = SparseColumns.from_entries(rows.cpu().numpy(), cols.cpu().numpy(), th[rows, cols].cpu().numpy(),
+                                      th.shape[0], G.shape[0])
+    gap, obj = gap.cpu().numpy(), obj.cpu().numpy()
+    return CovLassoResult(coef, alphas[sl].copy(), gap, n_it.cpu().numpy(), gap <= cfg.tol * target_sq[sl], obj)
 
 
-def solve_chunks(design, rhs, target_sq, alphas, amax, within, warm_start, cfg: SolverConfig):
-    """Solve every target, ``cfg.chunk`` targets at a time (inputs validated by the caller).
+def solve_chunks(design, rhs, target_sq, alphas, amax, forbid, warm_start, cfg: SolverConfig) -> CovLassoResult:
+    """Solve every target (column of ``rhs``), ``cfg.chunk`` targets at a time (inputs
+    validated by the caller: :func:`engine.covlasso.solve_covlasso`).
 
-    Returns (coef, gaps, objectives, n_iter) with coef a list of (sources, values, n_targets,
-    counts) per chunk.
+    forbid : (T,) source index target t may not use (within one model), or None.
     """
     T = rhs.shape[1]
     dev = torch.device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(f"device {cfg.device!r} asked for, but no CUDA device is available; use cpu")
-    G = torch.as_tensor(design, device=dev)
-    coef: list = []
-    gaps, objs, iters = np.zeros(T), np.zeros(T), np.zeros(T, dtype=np.int64)
+    G = _shared_design(design, dev)
+    parts = []
     with _torch_threads(cfg.threads if dev.type == "cpu" else None):
         for start in range(0, T, cfg.chunk):
-            _solve_columns(G, rhs, target_sq, alphas, amax, within, warm_start, start, cfg, coef, gaps, objs, iters)
-    return coef, gaps, objs, iters
+            sl = slice(start, min(T, start + cfg.chunk))
+            parts.append(_solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl, cfg))
+    return CovLassoResult.concat(parts)

@@ -35,6 +35,7 @@ from engine.atomic import canonical_json, sha256_bytes
 from engine.errors import InvalidInputError, NotFoundError
 from engine.glyphs import SPLITS as GLYPH_SPLITS
 from engine.glyphs import GlyphConfig, GlyphSplits
+from engine.store import DEFAULT_CACHE, Cache
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,11 @@ class ArrayDataset(ImageDataset):
 class GlyphDataset(ArrayDataset):
     """One split of the glyph world as uint8 tensors (1, S, S)."""
 
-    def __init__(self, split: str = "test", cache_root: Path | str = "cache", config: GlyphConfig | None = None):
+    def __init__(self, split: str = "test", cache: Cache | Path | str = DEFAULT_CACHE,
+                 config: GlyphConfig | None = None):
         if split not in GLYPH_SPLITS:
             raise InvalidInputError(f"unknown glyph split {split!r}; valid splits: {', '.join(GLYPH_SPLITS)}")
-        self.splits = GlyphSplits(cache_root, config or GlyphConfig())
+        self.splits = GlyphSplits(Cache.of(cache), config or GlyphConfig())
         images, labels, digest = self.splits.load(split)
         key = self.splits.config.split_key(split)
         super().__init__(torch.from_numpy(images)[:, None], labels, self.splits.class_names(split), "glyphs",
@@ -227,10 +229,14 @@ class GlyphDataset(ArrayDataset):
 # ----------------------------------------------------------------------------- registry
 
 
-def create_dataset(name_or_path: str, split: str = "test", *, cache_root: Path | str = "cache") -> ImageDataset:
-    """A registry name (``glyphs``) or an ImageFolder path; raises listing the valid names."""
+def create_dataset(name_or_path: str, split: str = "test", *, cache: Cache | Path | str | None = None,
+                   cache_root: Path | str | None = None) -> ImageDataset:
+    """A registry name (``glyphs``) or an ImageFolder path; raises listing the valid names.
+
+    ``cache``: where rendered datasets are kept (``cache_root``: the same, as a folder).
+    """
     if name_or_path == "glyphs":
-        return GlyphDataset(split, cache_root)
+        return GlyphDataset(split, Cache.of(cache or cache_root or DEFAULT_CACHE))
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return ImageFolderDataset(path, split)

@@ -48,7 +48,8 @@ from engine.data import (
     sample_fingerprint,
 )
 from engine.errors import EngineError, InvalidInputError
-from engine.gram import GramAccumulator, GramSet, gram_config, load_or_compute_gramset, save_gramset
+from engine.gram import GramAccumulator, GramSet, default_device
+from engine.gramsets import gram_config, load_gramset, save_gramset
 from engine.models import LoadedModel
 from engine.store import Cache, LogitStore, check_store_name
 
@@ -243,11 +244,11 @@ def _extract_logits(
     )
     existing = _existing_store(cache, name, config, overwrite)
     if existing is not None:  # a run killed after writing the store left its chunks, or no Gram
-        shutil.rmtree(cache.root / "partial" / config.key(), ignore_errors=True)
-        load_or_compute_gramset(cache, existing)
+        shutil.rmtree(cache.partial_path(config.key()), ignore_errors=True)
+        load_gramset(cache, existing)
         return existing, ExtractStats(name, existing.n, existing.k,
                                       existing.manifest["dataset_info"]["n_skipped"], 0, 0, 0.0, 0.0, True)
-    folder = cache.root / "partial" / config.key()
+    folder = cache.partial_path(config.key())
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "config.json", asdict(config))
 
@@ -259,7 +260,7 @@ def _extract_logits(
     if done:
         log.info("resuming: %d of %d chunks already computed in %s", len(done), len(mine), folder)
     t0 = time.perf_counter()
-    gram = GramAccumulator(loaded.num_classes) if world == 1 else None
+    gram = GramAccumulator(loaded.num_classes, device=default_device()) if world == 1 else None
     results: dict[int, dict[str, np.ndarray]] = {}
     next_gram = 0
 
@@ -404,15 +405,27 @@ def _merge(cache, folder, n_chunks, name, dataset, loaded, config, results, gram
     if gram is not None and store_dtype == "float32":
         design = gram.gram()
     else:  # sharded, or rounded storage: sum the stored values chunk by chunk, in chunk order
-        acc, start = GramAccumulator(store.k), 0
+        acc, start = GramAccumulator(store.k, device=default_device()), 0
         for p in parts:
             if len(p["logits"]):
                 acc.update(store.logits[start : start + len(p["logits"])])
             start += len(p["logits"])
         design = acc.gram()
-    save_gramset(cache, gram_config(store, None),
-                 GramSet(design=design, rhs=design, target_sq=np.diag(design).copy(), within=True, n=store.n))
+    save_gramset(cache, gram_config(store, None), GramSet.of_model(design, store.n))
     return store, len(skipped)
+
+
+def extract_store(cache: Cache, model: str, data: str, name: str, *, split: str = "test",
+                  checkpoint: str | None = None, pretrained: bool | None = None, **options):
+    """Logits of registry model ``model`` on dataset ``data`` (a registry name or an
+    ImageFolder path) into store ``name``: what ``python -m engine extract`` and the extract
+    job both run. ``options`` are :func:`extract_logits`'s. Returns (store, stats)."""
+    from engine.data import create_dataset
+    from engine.models import create_classifier
+
+    dataset = create_dataset(data, split, cache=cache)
+    loaded = create_classifier(model, checkpoint=checkpoint or None, pretrained=pretrained)
+    return extract_logits(cache, loaded, dataset, name, **options)
 
 
 def describe_stats(stats: ExtractStats) -> str:

@@ -45,6 +45,7 @@ from safetensors.numpy import load_file, save_file
 
 from engine.atomic import canonical_json, commit, sha256_bytes, sha256_file, temp_file
 from engine.errors import InvalidInputError
+from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,7 @@ def _split_seed(config: GlyphConfig, split: str) -> int:
 class GlyphSplits:
     """Rendered splits on disk: ``<root>/glyphs-<world key>/<split>-<split key>.safetensors``."""
 
-    def __init__(self, cache_root: Path | str, config: GlyphConfig = GlyphConfig()):
+    def __init__(self, cache: Cache | Path | str, config: GlyphConfig = GlyphConfig()):
         for split in SPLITS:
             if config.per_class(split) < 1:
                 raise InvalidInputError(
@@ -365,7 +366,7 @@ class GlyphSplits:
         if config.image_size < 8:
             raise InvalidInputError(f"image_size must be >= 8; got {config.image_size}")
         self.config = config
-        self.dir = Path(cache_root) / "datasets" / f"glyphs-{config.world_key()}"
+        self.dir = Cache.of(cache).dataset_dir(f"glyphs-{config.world_key()}")
         self._world: GlyphWorld | None = None
 
     @property

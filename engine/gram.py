@@ -8,26 +8,45 @@ to float64 before its product, so the sum is exact to float64 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.errors import IncompatibleStoresError, InvalidInputError
-from engine.store import Cache, LogitStore
+from engine.covlasso_types import max_correlation
+from engine.errors import InvalidInputError
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_CHUNK = 8192
+CHUNK_BYTES = 256 << 20  # a float64 chunk of logits is at most this big (rows adapt to K)
+
+
+def chunk_rows(k: int, rows: int = 8192) -> int:
+    """Rows per chunk: ``rows``, fewer when a float64 chunk of K columns would exceed CHUNK_BYTES."""
+    return int(max(256, min(rows, CHUNK_BYTES // (8 * max(k, 1)))))
+
+
+def default_device() -> str:
+    """CUDA when there is one (the Gram is one large product), else the CPU."""
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a requirement
+        return "cpu"
 
 
 class GramAccumulator:
-    """Accumulates ``Σ fᵀf`` (and ``Σ fᵀg``, ``Σ gᵀg`` for a pair) chunk by chunk.
+    """Accumulates ``Σ fᵀf`` (and ``Σ gᵀf``, ``Σ gᵀg`` for a pair) chunk by chunk.
 
     >>> acc = GramAccumulator(k_a=1000)            # within one model
     >>> for chunk in chunks: acc.update(chunk)     # chunk: (n, 1000) tensor or array
     >>> C = acc.gram()                              # (1000, 1000) float64 numpy, E[f fᵀ]
+
+    :meth:`gram` finishes in place (no second K×K array: at K = 21,843 one is 3.8 GB); it
+    may be called once.
     """
 
     def __init__(self, k_a: int, k_b: int | None = None, device: str | torch.device = "cpu",
@@ -45,13 +64,15 @@ class GramAccumulator:
         if self._syrk and self.device.type != "cpu":
             raise InvalidInputError(f"syrk=True is a CPU path; the device is {self.device}")
         self._aa = np.zeros((k_a, k_a), order="F") if self._syrk else torch.zeros(k_a, k_a, **kw)
-        self._ab = torch.zeros(k_a, k_b, **kw) if k_b else None
+        self._ba = torch.zeros(k_b, k_a, **kw) if k_b else None  # Σ gᵀf: a target's row is contiguous
         self._bb_diag = torch.zeros(k_b, **kw) if k_b else None
+        self._done = False
 
     def update(self, f, g=None) -> None:
-        import torch
 
-        f = torch.as_tensor(f).to(self.device, torch.float64)
+        if self._done:
+            raise InvalidInputError("this Gram was already finished (gram() was called)")
+        f = _as_float64_tensor(f, self.device)
         if f.ndim != 2 or f.shape[1] != self._aa.shape[0]:
             raise InvalidInputError(
                 f"Gram chunk must have shape (n, {self._aa.shape[0]}); got {tuple(f.shape)}"
@@ -63,16 +84,16 @@ class GramAccumulator:
             self._aa = dsyrk(1.0, a, beta=1.0, c=self._aa, trans=0, overwrite_c=1)
         else:
             self._aa.addmm_(f.T, f)
-        if self._ab is not None:
+        if self._ba is not None:
             if g is None:
                 raise InvalidInputError("this accumulator is for a model pair: pass g as well")
-            g = torch.as_tensor(g).to(self.device, torch.float64)
-            if g.shape != (f.shape[0], self._ab.shape[1]):
+            g = _as_float64_tensor(g, self.device)
+            if g.shape != (f.shape[0], self._ba.shape[0]):
                 raise InvalidInputError(
-                    f"paired chunk must have shape ({f.shape[0]}, {self._ab.shape[1]}); "
+                    f"paired chunk must have shape ({f.shape[0]}, {self._ba.shape[0]}); "
                     f"got {tuple(g.shape)}"
                 )
-            self._ab.addmm_(f.T, g)
+            self._ba.addmm_(g.T, f)
             self._bb_diag += (g * g).sum(0)
         self.n += int(f.shape[0])
 
@@ -82,20 +103,18 @@ class GramAccumulator:
 
     def _mean(self, total: torch.Tensor) -> np.ndarray:
         self._require_samples()
+        if total.device.type == "cpu":
+            return total.div_(self.n).numpy()  # in place: no copy
         return (total / self.n).cpu().numpy()
 
     def gram(self) -> np.ndarray:
-        """``E[f fᵀ]``, symmetrised in place by blocks (no second K×K copy at large K)."""
-        if self._syrk:  # only the upper triangle was accumulated: mirror it, by blocks
-            self._require_samples()
-            k, block = self._aa.shape[0], 1024
-            g = np.empty((k, k))
-            np.divide(self._aa, self.n, out=g)
-            for i in range(0, k, block):
-                rows = slice(i, i + block)
-                g[i + block :, rows] = g[rows, i + block :].T
-                d = g[rows, rows]
-                g[rows, rows] = np.triu(d) + np.triu(d, 1).T
+        """``E[f fᵀ]``, C-contiguous, exactly symmetric; finished in place, by blocks."""
+        self._require_samples()
+        self._done = True
+        if self._syrk:  # only the upper triangle was accumulated: scale, then mirror it
+            g = self._aa.T  # the Fortran array's transpose is C-contiguous (its lower triangle)
+            np.divide(g, self.n, out=g)
+            _mirror_lower_to_upper(g)
             return g
         g = self._mean(self._aa)
         k, block = g.shape[0], 1024
@@ -105,11 +124,15 @@ class GramAccumulator:
             g[i:, i : i + block] = avg.T
         return g
 
-    def cross_gram(self) -> np.ndarray:
-        """``E[f gᵀ]`` of a pair (K_a × K_b)."""
-        if self._ab is None:
+    def cross_gram_t(self) -> np.ndarray:
+        """``E[g fᵀ]`` of a pair (K_b × K_a): row t is target t's right-hand side."""
+        if self._ba is None:
             raise InvalidInputError("this accumulator was built for one model; no cross-Gram")
-        return self._mean(self._ab)
+        return self._mean(self._ba)
+
+    def cross_gram(self) -> np.ndarray:
+        """``E[f gᵀ]`` of a pair (K_a × K_b), a transposed view of :meth:`cross_gram_t`."""
+        return self.cross_gram_t().T
 
     def target_sq(self) -> np.ndarray:
         """``E[g_i²]`` for every category i of the second model."""
@@ -118,80 +141,96 @@ class GramAccumulator:
         return self._mean(self._bb_diag)
 
 
-def check_pairable(a: LogitStore, b: LogitStore) -> None:
-    """Two stores pair only if they hold the same samples in the same order."""
-    if a.n != b.n or a.sample_fingerprint != b.sample_fingerprint:
-        raise IncompatibleStoresError(
-            f"stores {a.name!r} ({a.n} samples, fingerprint {a.sample_fingerprint[:20]}…) and "
-            f"{b.name!r} ({b.n} samples, fingerprint {b.sample_fingerprint[:20]}…) do not hold "
-            "the same samples in the same order; extract both from the same dataset and split"
-        )
+def _as_float64_tensor(x, device) -> torch.Tensor:
+    """A chunk as a float64 tensor on ``device`` (numpy chunks, memory maps included, are
+    converted by numpy: one float64 copy, never a write to the source)."""
+    import torch
+
+    if isinstance(x, np.ndarray):
+        x = np.asarray(x, dtype=np.float64)
+        if not x.flags.writeable:
+            x = x.copy()
+        x = torch.from_numpy(x)
+    return torch.as_tensor(x).to(device, torch.float64)
+
+
+def _mirror_lower_to_upper(g: np.ndarray, block: int = 1024) -> None:
+    """Copy the lower triangle of a C-contiguous square array onto its upper one, by blocks."""
+    k = g.shape[0]
+    for i in range(0, k, block):
+        rows = slice(i, i + block)
+        g[rows, i + block :] = g[i + block :, rows].T
+        d = g[rows, rows]
+        g[rows, rows] = np.tril(d) + np.tril(d, -1).T
 
 
 @dataclass(frozen=True)
 class GramSet:
     """What the CovLasso needs for one (source, target) pairing, all float64.
 
-    design: E[f fᵀ] of the source model (P × P); rhs: E[f g_i] for every target i (P × T);
-    target_sq: E[g_i²] (T,); within: True when source and target are the same model
-    (then θ_i = 0 is imposed for target i).
+    design : (P, P) ``E[f fᵀ]`` of the source model (possibly a read-only memory map).
+    target_sq : (T,) ``E[g_t²]``.
+    n : samples accumulated.
+    cross_t : (T, P) ``E[g fᵀ]`` between two models (row t: target t's right-hand side);
+        None within one model (then the right-hand sides are the design's columns, and
+        target t may not use itself).
+    alpha_max : (T,) each target's α_max.
     """
 
     design: np.ndarray
-    rhs: np.ndarray
     target_sq: np.ndarray
-    within: bool
     n: int
+    cross_t: np.ndarray | None = None
+    alpha_max: np.ndarray | None = None
+
+    @property
+    def within(self) -> bool:
+        return self.cross_t is None
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.design.shape[0])
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_sq)
+
+    @property
+    def rhs(self) -> np.ndarray:
+        """(P, T) every right-hand side (a view: the design within, the cross-Gram's transpose)."""
+        return self.design if self.within else self.cross_t.T
+
+    def rhs_columns(self, targets) -> np.ndarray:
+        """(P, len(targets)) the right-hand sides of ``targets``, read by rows (the design is
+        symmetric), so a memory-mapped Gram reads len(targets) rows, not P scattered values."""
+        idx = np.asarray(targets, dtype=np.int64).reshape(-1)
+        rows = self.design[idx] if self.within else self.cross_t[idx]
+        return np.ascontiguousarray(np.asarray(rows, dtype=np.float64).T)
+
+    def forbid(self, targets) -> np.ndarray | None:
+        """The source each target may not use (itself, within one model), or None."""
+        return np.asarray(targets, dtype=np.int64).reshape(-1) if self.within else None
+
+    @classmethod
+    def of_model(cls, design: np.ndarray, n: int) -> GramSet:
+        """A within-model set (α_max computed from the design: one pass over it)."""
+        k = design.shape[0]
+        return cls(design, np.diagonal(design).copy(), n, None, max_correlation(design, np.arange(k)))
+
+    @classmethod
+    def of_pair(cls, design: np.ndarray, cross_t: np.ndarray, target_sq: np.ndarray, n: int) -> GramSet:
+        return cls(design, target_sq, n, cross_t, max_correlation(cross_t.T))
 
 
-def compute_gramset(
-    source: LogitStore, target: LogitStore | None = None, *, device: str = "cpu", chunk: int = DEFAULT_CHUNK
-) -> GramSet:
-    """Accumulate the Grams of ``source`` (and the cross-Gram with ``target``) by chunks."""
-    within = target is None or target.content_hash == source.content_hash
-    if not within:
-        check_pairable(source, target)
-    acc = GramAccumulator(source.k, None if within else target.k, device)
-    for start in range(0, source.n, chunk):
-        f = source.logits[start : start + chunk]
-        acc.update(f, None if within else target.logits[start : start + chunk])
-    design = acc.gram()
-    if within:
-        return GramSet(design, design, np.diag(design).copy(), True, acc.n)
-    return GramSet(design, acc.cross_gram(), acc.target_sq(), False, acc.n)
-
-
-def gram_config(source: LogitStore, target: LogitStore | None) -> dict:
-    within = target is None or target.content_hash == source.content_hash
-    return {"source": source.content_hash, "target": None if within else target.content_hash}
-
-
-def load_or_compute_gramset(
-    cache: Cache, source: LogitStore, target: LogitStore | None = None, *, device: str = "cpu"
-) -> GramSet:
-    """The GramSet from the cache, or computed once and cached (atomically, under a lock)."""
-    config = gram_config(source, target)
-    key = cache.derived_key("gram", config)
-    with cache.lock(key):
-        hit = cache.load_derived("gram", config, ("design", "target_sq") + (() if config["target"] is None else ("rhs",)))
-        if hit is None:
-            gs = compute_gramset(source, target, device=device)
-            save_gramset(cache, config, gs)
-            return gs
-    arrays, manifest = hit
-    within = config["target"] is None
-    design = arrays["design"]
-    return GramSet(
-        design=design,
-        rhs=design if within else arrays["rhs"],
-        target_sq=arrays["target_sq"],
-        within=within,
-        n=int(manifest["info"]["n"]),
-    )
-
-
-def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
-    arrays = {"design": gs.design, "target_sq": gs.target_sq}
-    if not gs.within:
-        arrays["rhs"] = gs.rhs
-    cache.save_derived("gram", config, arrays, {"n": gs.n})
+def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], k_a: int, k_b: int | None = None, *,
+               device: str = "cpu", n_total: int | None = None,
+               progress: Callable[[float, str], None] | None = None) -> GramSet:
+    """The GramSet of a stream of chunks ``(f, g)`` (``g`` None within one model): pure."""
+    acc = GramAccumulator(k_a, k_b, device)
+    for f, g in chunks:
+        acc.update(f, g)
+        if progress is not None and n_total:
+            progress(acc.n / n_total, f"Gram: {acc.n:,} of {n_total:,} samples")
+    if k_b is None:
+        return GramSet.of_model(acc.gram(), acc.n)
+    return GramSet.of_pair(acc.gram(), acc.cross_gram_t(), acc.target_sq(), acc.n)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InvalidInputError
-from engine.store import Cache, LogitStore, check_store_name
+from engine.gram import chunk_rows
+from engine.store import Cache, LogitStore, check_memory, check_store_name, gib
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +285,81 @@ def import_logits(
     dtype: str = "float32",
     overwrite: bool = False,
     max_bytes: int = MAX_IMPORT_BYTES,
+    gram: bool = True,
+    progress: bool = False,
 ) -> LogitStore:
-    """Read a logits file (see :func:`read_logits_file`) and save it as store ``name``."""
+    """Read a logits file (see :func:`read_logits_file`), save it as store ``name`` and, with
+    ``gram``, its Gram set: one streamed pass over the logits already in memory (float64, on
+    the GPU when there is one), so every later solve reads the Gram alone.
+
+    Memory: the logits once, plus the Gram (K² float64) and one chunk; a file whose logits and
+    Gram would not fit in the memory available is refused before it is read.
+    """
     check_store_name(name)  # before reading a large file, not after
-    logits, labels, names = read_logits_file(Path(path), labels_path, class_names_path, max_bytes=max_bytes)
-    meta = {"model": {"name": name, "source": "import"}, "imported_from": Path(path).name}
-    return cache.save_store(name, logits, labels, names, meta=meta, dtype=dtype, overwrite=overwrite)
+    path = Path(path)
+    _check_import_memory(path, gram, max_bytes)
+    logits, labels, names = read_logits_file(path, labels_path, class_names_path, max_bytes=max_bytes)
+    meta = {"model": {"name": name, "source": "import"}, "imported_from": path.name}
+    store = cache.save_store(name, logits, labels, names, meta=meta, dtype=dtype, overwrite=overwrite)
+    if gram:
+        _save_gram(cache, store, logits, progress)
+    return store
+
+
+def _check_import_memory(path: Path, gram: bool, max_bytes: int) -> None:
+    """Refuse a file whose logits (and Gram) need more memory than is available (after the
+    checks that its sizes are what it holds: a forged header is damage, not a big file)."""
+    try:
+        _checked_file(path, "logits file", max_bytes)
+    except OSError:  # unreadable: read_logits_file reports it the usual way
+        return
+    shape, itemsize = _declared_logits(path)
+    if shape is None:
+        return
+    n, k = shape
+    need = n * k * itemsize + (8 * k * k + 8 * k * chunk_rows(k) if gram else 0)
+    check_memory(need, f"importing {path.name} ({n:,} samples × {k:,} categories: the logits"
+                 + (f" and their {gib(8 * k * k)} Gram)" if gram else ")"),
+                 "Import it on a machine with more memory (the cache is portable), or split the samples")
+
+
+def _declared_logits(path: Path) -> tuple[tuple[int, int] | None, int]:
+    """(shape, item size) of the file's 'logits' array from its header, without reading it."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            with open(path, "rb") as handle:
+                shape, dtype = _npy_header(handle, path.name)
+            return (tuple(shape) if len(shape) == 2 else None), dtype.itemsize
+        if suffix == ".npz" and _is_zip(path):
+            with zipfile.ZipFile(path) as archive, archive.open("logits.npy") as handle:
+                shape, dtype = _npy_header(handle, path.name)
+            return (tuple(shape) if len(shape) == 2 else None), dtype.itemsize
+    except (KeyError, OSError, zipfile.BadZipFile, InvalidInputError):
+        return None, 0
+    return None, 0
+
+
+def _save_gram(cache: Cache, store: LogitStore, logits: np.ndarray, progress: bool) -> None:
+    """The store's Gram set from the logits in memory, rounded as stored (float16 stores),
+    by chunks; cached like any Gram set."""
+    from tqdm.auto import tqdm
+
+    from engine.gram import accumulate, default_device
+    from engine.gramsets import gram_config, has_gramset, save_gramset
+
+    if has_gramset(cache, store):
+        return
+    stored = store.logits.dtype
+    rows = chunk_rows(store.k)
+    bar = tqdm(total=store.n, unit="sample", desc="Gram", disable=not progress)
+
+    def chunks():
+        for start in range(0, store.n, rows):
+            part = logits[start : start + rows]
+            bar.update(len(part))
+            yield (part if part.dtype == stored else part.astype(stored)), None
+
+    gs = accumulate(chunks(), store.k, device=default_device())
+    bar.close()
+    save_gramset(cache, gram_config(store, None), gs)

@@ -1,33 +1,43 @@
 """The portable, content-addressed cache of logit stores and derived results.
 
-Layout under the cache root (see ``cache/README.md``)::
+:class:`Cache` is the one owner of the folder's layout (see ``cache/README.md``); every other
+module asks it for a path::
 
     stores/<name>.json            manifest of a logit store (self-hashed JSON)
     objects/<sha256>.safetensors  arrays, named by the SHA-256 of the file's bytes
     derived/<kind>-<key>.json     Grams, solutions, α paths; key = hash of their config
+    partial/<key>/                chunks of an unfinished extraction
+    runs/<kind>-<hash>/           a job's or a training run's own folder (checkpoints, report)
+    datasets/<name>/              rendered datasets (the glyph world)
+    jobs.sqlite  jobs/logs/  jobs/slurm/<id>/   the job table, job logs, submitit folders
     quarantine/                   entries that failed verification (moved aside, never used)
     locks/                        advisory lock files
 
-Every read re-hashes the bytes it uses and compares them with the manifest, so a truncated,
-edited or foreign file is reported (and quarantined), never trusted. Every write is atomic.
-Arrays are safetensors (no pickle anywhere).
+Every read hashes the bytes it uses and compares them with the manifest, so a truncated,
+edited or foreign file is reported (and quarantined), never trusted. Large arrays can be
+read as memory maps (``mmap=True``): the file is hashed in full on the first such read in a
+process and mapped read-only, so a 3.8 GB Gram costs memory only for the rows a solve
+touches. Every write is atomic, and arrays are written by blocks (no second copy of a
+store in memory). Arrays are safetensors (no pickle anywhere).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import logging
 import os
 import platform
 import re
 import shutil
+import struct
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from engine import __version__
 from engine.atomic import (
@@ -48,6 +58,13 @@ DEFAULT_CACHE = Path("cache")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = {"float32": np.float32, "float16": np.float16}
+# safetensors' names of numpy dtypes, in the order its writer sorts them (descending)
+_ST_DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "U16": np.uint16,
+              "F16": np.float16, "I32": np.int32, "U32": np.uint32, "F32": np.float32, "F64": np.float64,
+              "I64": np.int64, "U64": np.uint64}
+_ST_NAME = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+_ST_RANK = {k: i for i, k in enumerate(_ST_DTYPES)}
+_BLOCK_BYTES = 64 << 20  # arrays are converted and written by blocks of about this size
 
 
 # ----------------------------------------------------------------------------- validation
@@ -133,6 +150,113 @@ def check_logit_arrays(
     return logits, labels, class_names
 
 
+# ----------------------------------------------------------------------------- safetensors
+
+
+def save_file(arrays: dict[str, np.ndarray], path, metadata: dict[str, str] | None = None,
+              dtypes: dict[str, Any] | None = None) -> str:
+    """Write ``arrays`` as a safetensors file by blocks; return the SHA-256 of its bytes.
+
+    The bytes are those of ``safetensors.numpy.save`` (same header, same order), so content
+    hashes do not depend on which writer made a file. ``dtypes`` converts arrays on the way
+    (block by block: a float64 source never has a float32 copy in memory); a conversion that
+    overflows raises :class:`InvalidInputError`. Memory: one block (~64 MiB), not the file.
+    """
+    dtypes = dtypes or {}
+    specs = {}
+    for name, arr in arrays.items():
+        dt = np.dtype(dtypes.get(name, arr.dtype))
+        if dt not in _ST_NAME:
+            raise InvalidInputError(f"array {name!r}: dtype {dt} cannot be stored")
+        specs[name] = (_ST_NAME[dt], dt, tuple(int(x) for x in arr.shape))
+    order = sorted(specs, key=lambda n: (-_ST_RANK[specs[n][0]], n))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name in order:
+        st_name, dt, shape = specs[name]
+        size = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        header[name] = {"dtype": st_name, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for block in [struct.pack("<Q", len(text)), text]:
+            handle.write(block)
+            digest.update(block)
+        for name in order:
+            for block in _blocks(name, arrays[name], specs[name][1]):
+                handle.write(block)
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _blocks(name: str, arr: np.ndarray, dt: np.dtype):
+    """The bytes of ``arr`` as ``dt``, C order, by blocks of rows."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0 or arr.size == 0:
+        yield np.ascontiguousarray(arr, dtype=dt).tobytes()
+        return
+    row_bytes = max(1, arr[0].size * max(arr.dtype.itemsize, dt.itemsize))
+    rows = max(1, _BLOCK_BYTES // row_bytes)
+    for start in range(0, arr.shape[0], rows):
+        part = arr[start : start + rows]
+        if part.dtype != dt:
+            with np.errstate(over="ignore", invalid="ignore"):
+                part = part.astype(dt)
+            if dt.kind == "f" and not np.isfinite(part).all():
+                raise _Overflow(name, dt)
+        yield np.ascontiguousarray(part).tobytes()
+
+
+class _Overflow(InvalidInputError):
+    def __init__(self, name: str, dt: np.dtype):
+        super().__init__(f"array {name!r} overflows {dt}")
+        self.dtype = dt
+
+
+def map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file as read-only memory maps (nothing is read now).
+
+    Raises :class:`IntegrityError` when the header is not a safetensors header.
+    """
+    try:
+        with open(path, "rb") as handle:
+            (n,) = struct.unpack("<Q", handle.read(8))
+            if n > 100_000_000:
+                raise ValueError(f"header of {n} bytes")
+            header = json.loads(handle.read(n))
+        size = Path(path).stat().st_size
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dt = np.dtype(_ST_DTYPES[info["dtype"]])
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+            if end - start != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or 8 + n + end > size:
+                raise ValueError(f"array {name!r} does not fit the file")
+            if end == start:
+                out[name] = np.zeros(shape, dt)
+            else:
+                out[name] = np.memmap(path, dtype=dt, mode="r", offset=8 + n + start, shape=shape)
+        return out
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise IntegrityError(f"{Path(path).name} is not a readable safetensors file ({exc})") from None
+
+
+_CHECKED: dict[str, bool] = {}  # store arrays (by digest) whose values were checked in this process
+_VERIFIED: dict[str, tuple] = {}  # digest -> (inode, size, mtime) of the file hashed in full in this process
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 # ----------------------------------------------------------------------------- the store
 
 
@@ -168,9 +292,6 @@ class LogitStore:
         """Identifies which samples, in which order, the rows are (pairing needs equality)."""
         return str(self.manifest["sample_fingerprint"])
 
-    @cached_property
-    def logits64(self) -> np.ndarray:
-        return self.logits.astype(np.float64)
 
 
 def manifest_model(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +349,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _abs_max(arr: np.ndarray, block: int = 1 << 22) -> float:
+    rows = max(1, block // max(arr.shape[1], 1))
+    return max(float(np.abs(arr[s : s + rows]).max(initial=0.0)) for s in range(0, arr.shape[0], rows))
+
+
 def _self_hash(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return sha256_bytes(canonical_json(body).encode())
@@ -281,13 +407,58 @@ def read_manifest(path: Path, kind: str | None = None) -> dict[str, Any]:
     return manifest
 
 
+def available_memory() -> int:
+    """Bytes of memory this machine can give a process now (MemAvailable), or a large number."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or unusable: do not refuse on a guess
+        return 1 << 62
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_memory(needed: int, what: str, hint: str) -> None:
+    """Refuse, before anything is allocated, work that needs more memory than is available."""
+    free = available_memory()
+    if needed > free:
+        raise InvalidInputError(
+            f"{what} needs {gib(needed)} of memory; this machine has {gib(free)} available. {hint}")
+
+
 class Cache:
-    """A cache folder: logit stores by name, derived results by configuration key."""
+    """A cache folder: logit stores by name, derived results by configuration key.
+
+    The one owner of the folder's layout: jobs, training, extraction and the dashboard ask
+    it for every path (``cache.runs_dir``, ``cache.jobs_table_path``…) and are given a
+    :class:`Cache`, never a path they would extend themselves.
+    """
 
     def __init__(self, root: Path | str = DEFAULT_CACHE):
         self.root = Path(root)
 
-    # -- paths
+    @classmethod
+    def of(cls, cache: Cache | Path | str) -> Cache:
+        """``cache`` itself, or the cache at that folder (for callers that hold a path)."""
+        return cache if isinstance(cache, Cache) else cls(cache)
+
+    def resolved(self) -> Cache:
+        """The same cache with an absolute root (for processes started elsewhere)."""
+        return Cache(self.root.resolve())
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Cache) and self.root.resolve() == other.root.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.root.resolve())
+
+    # -- paths (the layout; nobody else joins names onto the root)
     @property
     def stores_dir(self) -> Path:
         return self.root / "stores"
@@ -300,34 +471,107 @@ class Cache:
     def derived_dir(self) -> Path:
         return self.root / "derived"
 
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def partial_dir(self) -> Path:
+        """Unfinished extractions, one folder per extraction key."""
+        return self.root / "partial"
+
+    def partial_path(self, key: str) -> Path:
+        return self.partial_dir / key
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run_dir(self, kind: str, spec_hash: str) -> Path:
+        """A run's own folder: equal specs share it, so a rerun resumes."""
+        return self.runs_dir / f"{kind}-{spec_hash}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    def dataset_dir(self, name: str) -> Path:
+        return self.datasets_dir / name
+
+    @property
+    def jobs_table_path(self) -> Path:
+        return self.root / "jobs.sqlite"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def job_logs_dir(self) -> Path:
+        return self.jobs_dir / "logs"
+
+    def slurm_dir(self, job_id: int) -> Path:
+        return self.jobs_dir / "slurm" / str(job_id)
+
+    def store_manifest_path(self, name: str) -> Path:
+        return self._manifest_path(name)
+
+    def derived_path(self, key: str) -> Path:
+        return self.derived_dir / f"{key}.json"
+
+    def object_path(self, digest: str) -> Path:
+        return self.objects_dir / f"{digest}.safetensors"
+
     def lock(self, key: str):
         """Exclusive lock for one store name or derived key (two writers never interleave)."""
-        return file_lock(self.root / "locks" / f"{key}.lock")
+        return file_lock(self.locks_dir / f"{key}.lock")
 
     def _manifest_path(self, name: str) -> Path:
         return self.stores_dir / f"{check_store_name(name)}.json"
 
     # -- objects
-    def put_arrays(self, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> str:
-        """Write arrays as one safetensors object; return its SHA-256 (its name)."""
+    def put_arrays(self, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None,
+                   dtypes: dict[str, Any] | None = None) -> str:
+        """Write arrays as one safetensors object, by blocks; return its SHA-256 (its name)."""
         with temp_file(self.objects_dir, ".safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata)
-            digest = sha256_file(tmp)
-            final = self.objects_dir / f"{digest}.safetensors"
+            digest = save_file(arrays, str(tmp), metadata, dtypes) if dtypes else \
+                save_file(arrays, str(tmp), metadata)
+            digest = digest or sha256_file(tmp)
+            final = self.object_path(digest)
             if not (final.exists() and sha256_file(final) == digest):
                 commit(tmp, final)
         return digest
 
-    def get_arrays(self, digest: str, what: str) -> dict[str, np.ndarray]:
-        """Read an object, verifying its bytes against ``digest``; quarantine it if they differ."""
+    def get_arrays(self, digest: str, what: str, *, mmap: bool = False) -> dict[str, np.ndarray]:
+        """Read an object, verifying its bytes against ``digest``; quarantine it if they differ.
+
+        ``mmap=True`` returns read-only memory maps; the file is hashed in full the first
+        time this process maps it (and again if it changed on disk since).
+        """
         if not isinstance(digest, str) or not _HEX_RE.match(digest):
             raise IntegrityError(f"{what}: the recorded content hash {digest!r} is malformed")
-        path = self.objects_dir / f"{digest}.safetensors"
+        path = self.object_path(digest)
         if not path.exists():
             raise IntegrityError(
                 f"{what}: its data file objects/{digest}.safetensors is missing; "
                 "copy the whole cache folder, or recompute the entry"
             )
+        stamp = _file_stamp(path)
+        if not (mmap and stamp is not None and _VERIFIED.get(digest) == stamp):
+            self._verify_object(path, digest, what)
+            _VERIFIED[digest] = stamp
+        if mmap:
+            return map_safetensors(path)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # a file with the right hash but not safetensors: foreign
+            raise IntegrityError(f"{what}: data file is not a readable safetensors file ({exc})") from exc
+
+    def _verify_object(self, path: Path, digest: str, what: str) -> None:
         try:
             actual = sha256_file(path)
         except FileNotFoundError:  # another reader quarantined it a moment ago
@@ -336,15 +580,12 @@ class Cache:
                 "by another process (it is damaged); recompute or re-import it"
             ) from None
         if actual != digest:
+            _VERIFIED.pop(digest, None)
             moved = self.quarantine(path)
             raise IntegrityError(
                 f"{what}: data file objects/{digest[:12]}… is damaged (hash {actual[:12]}… "
                 f"does not match); moved to {moved}. Recompute or re-import it."
             )
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # a file with the right hash but not safetensors: foreign
-            raise IntegrityError(f"{what}: data file is not a readable safetensors file ({exc})") from exc
 
     def quarantine(self, path: Path) -> Path | None:
         """Move a damaged file to ``quarantine/`` (never deleted); None if it is already gone.
@@ -352,7 +593,7 @@ class Cache:
         Several readers may find the same damaged file at once: the first one moves it, the
         others find nothing left to move, which is not an error.
         """
-        qdir = self.root / "quarantine"
+        qdir = self.quarantine_dir
         qdir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
         target = qdir / f"{stamp}-{os.getpid()}-{path.name}"
@@ -391,18 +632,19 @@ class Cache:
         if dtype not in _DTYPES:
             raise InvalidInputError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
         logits, labels, class_names = check_logit_arrays(logits, labels, class_names)
-        with np.errstate(over="ignore"):
-            stored = logits.astype(_DTYPES[dtype])
-        if not np.isfinite(stored).all():
-            limit = float(np.finfo(_DTYPES[dtype]).max)
-            hint = ("store them as float32 (drop --float16)" if dtype == "float16" else
-                    "rescale them (logits of a classifier are rarely above 1e4) and import again")
-            raise InvalidInputError(
-                f"logits overflow {dtype} (largest |value| {np.abs(logits).max():.3g}, {dtype} "
-                f"holds at most {limit:.3g}); {hint}"
-            )
+        target = np.dtype(_DTYPES[dtype])
         with self.lock(f"store-{name}"):
-            digest = self.put_arrays({"logits": stored, "labels": labels})
+            try:  # converted block by block while written: no second copy of the logits
+                digest = self.put_arrays({"logits": logits, "labels": labels},
+                                         dtypes={"logits": target} if logits.dtype != target else None)
+            except _Overflow:
+                limit = float(np.finfo(target).max)
+                hint = ("store them as float32 (drop --float16)" if dtype == "float16" else
+                        "rescale them (logits of a classifier are rarely above 1e4) and import again")
+                raise InvalidInputError(
+                    f"logits overflow {dtype} (largest |value| {_abs_max(logits):.3g}, {dtype} "
+                    f"holds at most {limit:.3g}); {hint}"
+                ) from None
             path = self._manifest_path(name)
             if path.exists():
                 old = self._read_manifest(name)
@@ -464,10 +706,19 @@ class Cache:
             raise IntegrityError(f"{what}: {exc}; moved to {moved}. Re-import or recompute it.") from None
         return manifest
 
-    def load_store(self, name: str) -> LogitStore:
-        """Load a store by name, verifying manifest and arrays; raises if anything is off."""
+    def load_store(self, name: str, *, mmap: bool = True) -> LogitStore:
+        """Load a store by name, verifying manifest and arrays; raises if anything is off.
+
+        The logits are a read-only memory map by default (``mmap=False``: read into memory).
+        A store larger than the memory available is refused before anything is read, with
+        the size it needs.
+        """
         manifest = self._read_manifest(name)
-        arrays = self.get_arrays(manifest["arrays_sha256"], f"store {name!r}")
+        need = int(manifest["n"]) * int(manifest["k"]) * np.dtype(_DTYPES[manifest["dtype"]]).itemsize
+        check_memory(need, f"store {name!r} ({manifest['n']:,} samples × {manifest['k']:,} categories)",
+                     "Free memory (close other programs), or open the store on a machine with more; "
+                     "its Gram and dependencies need less than its logits")
+        arrays = self.get_arrays(manifest["arrays_sha256"], f"store {name!r}", mmap=mmap)
         logits, labels = arrays.get("logits"), arrays.get("labels")
         if logits is None or labels is None or logits.shape != (manifest["n"], manifest["k"]):
             raise IntegrityError(f"store {name!r}: arrays do not match the manifest's shape")
@@ -476,10 +727,14 @@ class Cache:
                 f"store {name!r}: arrays are {logits.dtype}/{labels.dtype}, the manifest says "
                 f"{manifest['dtype']}/int64 (a foreign file)"
             )
-        try:  # content that no import would have written: refuse it before any page uses it
-            check_logit_arrays(logits, labels, manifest["class_names"])
-        except InvalidInputError as exc:
-            raise IntegrityError(f"store {name!r}: the stored arrays are not valid logits ({exc})") from None
+        if not _CHECKED.get(manifest["arrays_sha256"]):
+            try:  # content that no import would have written: refuse it before any page uses it
+                check_logit_arrays(logits, labels, manifest["class_names"])
+            except InvalidInputError as exc:
+                raise IntegrityError(f"store {name!r}: the stored arrays are not valid logits ({exc})") from None
+            _CHECKED[manifest["arrays_sha256"]] = True
+        if mmap:
+            labels = np.array(labels)  # small; a plain array for every consumer
         return LogitStore(name=name, manifest=manifest, logits=logits, labels=labels, cache=self.root)
 
     def store_names(self) -> list[str]:
@@ -502,7 +757,7 @@ class Cache:
         return f"{kind}-{sha256_bytes(canonical_json(config).encode())[:32]}"
 
     def load_derived(
-        self, kind: str, config: dict[str, Any], required: tuple[str, ...] = ()
+        self, kind: str, config: dict[str, Any], required: tuple[str, ...] = (), *, mmap: bool = False
     ) -> tuple[dict[str, np.ndarray], dict] | None:
         """Return (arrays, manifest) of a derived result, or None when absent.
 
@@ -512,14 +767,14 @@ class Cache:
         a deterministic computation, so recomputing it loses nothing of the user's).
         """
         key = self.derived_key(kind, config)
-        path = self.derived_dir / f"{key}.json"
+        path = self.derived_path(key)
         if not path.exists():
             return None
         try:
             manifest = self._read_json_verified(path, f"{kind} result", "derived")
             if manifest.get("config") != config or manifest.get("kind") != kind:
                 raise IntegrityError(f"{kind} result {key}: its config does not match its key")
-            arrays = self.get_arrays(manifest["arrays_sha256"], f"{kind} result {key}")
+            arrays = self.get_arrays(manifest["arrays_sha256"], f"{kind} result {key}", mmap=mmap)
             missing = sorted(set(required) - set(arrays))
             if missing:
                 raise IntegrityError(f"{kind} result {key}: arrays {missing} are missing (a foreign file)")
@@ -544,5 +799,9 @@ class Cache:
             "info": info or {},
         }
         manifest["manifest_sha256"] = _self_hash(manifest)
-        write_json_atomic(self.derived_dir / f"{key}.json", manifest)
+        write_json_atomic(self.derived_path(key), manifest)
         return manifest
+
+    def has_derived(self, kind: str, config: dict[str, Any]) -> bool:
+        """Whether a derived result exists (not verified: a read will)."""
+        return self.derived_path(self.derived_key(kind, config)).exists()

@@ -159,7 +159,7 @@ class _Checker:
 
     def chunks(self) -> None:
         """Resumable extraction chunks (``partial/<key>/chunk-*.safetensors``)."""
-        folder = self.cache.root / "partial"
+        folder = self.cache.partial_dir
         for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
             n = 0
             for path in sorted(sub.glob("chunk-*.safetensors")):
@@ -173,7 +173,7 @@ class _Checker:
                 "`python -m engine extract` command resumes it, or delete the folder"))
 
     def reports(self) -> None:
-        folder = self.cache.root / "runs"
+        folder = self.cache.runs_dir
         for path in sorted(folder.glob("*/report*.json")) if folder.is_dir() else []:
             try:
                 json.loads(path.read_bytes())
@@ -183,7 +183,7 @@ class _Checker:
             self.report.count("report")
 
     def jobs(self) -> None:
-        path = self.cache.root / "jobs.sqlite"
+        path = self.cache.jobs_table_path
         if not path.is_file():
             return
         try:

@@ -88,7 +88,8 @@ def op_cli(log_path: str, argv: list[str]) -> None:
 
 def op_path(log_path: str, root: str, model: str) -> None:
     _child_setup(log_path)
-    from engine.service import load_or_compute_path, open_pairing
+    from engine.paths import load_or_compute_path
+    from engine.service import open_pairing
     from engine.store import Cache
 
     cache = Cache(root)

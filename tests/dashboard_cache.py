@@ -1,8 +1,10 @@
 """A small cache for the dashboard's tests: two synthetic 'models' over glyph-named classes.
 
 Class names follow the glyph dataset's form ("é LATIN SMALL LETTER E WITH ACUTE") so the
-pages draw class images, as they do for the embedded default. The α paths are solved once
-here (within each model and between them), so the pages only read them.
+pages draw class images, as they do for the embedded default. What the jobs make (every
+α path, redundancy and spectrum, the floor between the two) is made here in the foreground,
+as ``python -m engine demo`` does, so the pages find it; ``build_cache(jobs=False)`` leaves
+it out (a freshly imported store).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.service import load_or_compute_path, open_pairing
+from engine.atlas import compute_communities
+from engine.gramsets import load_gramset
+from engine.paths import compute_all_paths, path_spec
+from engine.service import open_pairing
 from engine.store import Cache
 from engine.synthetic import classifier_like_logits
+from engine.theory import compute_floor, compute_redundancy, compute_screening
 
 MODEL_A = "syn-cnn"
 MODEL_B = "syn-vit"
@@ -30,16 +36,29 @@ def glyph_class_names(k: int) -> list[str]:
     return [f"{c} {unicodedata.name(c)}" for c in chars]
 
 
-def build_cache(root: Path, k: int = 60, n: int = 2000) -> Path:
-    """Write two paired stores and their α paths under ``root``; return root."""
+def build_cache(root: Path, k: int = 60, n: int = 2000, jobs: bool = True) -> Path:
+    """Write two paired stores and their Grams under ``root`` (and, with ``jobs``, what the
+    all-target jobs make); return root."""
     cache = Cache(root)
     names = glyph_class_names(k)
     logits, labels = classifier_like_logits(n, k, rank=k + 20, seed=0)
-    cache.save_store(MODEL_A, logits, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
+    a = cache.save_store(MODEL_A, logits, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
     other = logits + 0.6 * np.random.default_rng(1).standard_normal(logits.shape).astype(np.float32)
-    cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
-    for model, source in ((MODEL_A, None), (MODEL_B, None), (MODEL_B, MODEL_A)):
-        load_or_compute_path(cache, open_pairing(cache, model, source))
+    b = cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
+    for source, target in ((a, None), (b, None), (a, b)):
+        load_gramset(cache, source, target)
+    if jobs:
+        for model, source in ((MODEL_A, None), (MODEL_B, None), (MODEL_B, MODEL_A)):
+            pairing = open_pairing(cache, model, source)
+            spec = path_spec(cache, pairing)
+            path = compute_all_paths(cache, spec)
+            if pairing.within:
+                compute_screening(cache, spec, path)
+                compute_redundancy(cache, pairing)
+                for a in range(len(path.alphas)):  # the Atlas's default filters, at every α
+                    compute_communities(cache, spec, path, a, 4, 0.05)
+            else:
+                compute_floor(cache, pairing)
     return root
 
 

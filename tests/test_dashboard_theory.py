@@ -45,8 +45,10 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     """Logits of 60 classes spanning 13 dimensions (12 features + a bias), like a real head."""
     import numpy as np
 
-    from engine.service import load_or_compute_path, open_pairing
+    from engine.gramsets import load_gramset
+    from engine.service import open_pairing
     from engine.store import Cache
+    from engine.theory import compute_redundancy
     from tests.dashboard_cache import copy_cache, glyph_class_names
 
     root = copy_cache(cache, tmp_path / "cache")
@@ -54,8 +56,9 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     h = rng.standard_normal((1500, 12))
     logits = (h @ rng.standard_normal((12, 60)) + rng.standard_normal(60)).astype(np.float32)
     store = Cache(root)
-    store.save_store("low-rank", logits, rng.integers(0, 60, 1500), glyph_class_names(60))
-    load_or_compute_path(store, open_pairing(store, "low-rank"))
+    low = store.save_store("low-rank", logits, rng.integers(0, 60, 1500), glyph_class_names(60))
+    load_gramset(store, low)
+    compute_redundancy(store, open_pairing(store, "low-rank"))  # what the theory job does
     monkeypatch.setenv("NDE_CACHE", str(root))
     at = run_page("theory", {"model": "low-rank"})
     assert not at.exception, at.exception

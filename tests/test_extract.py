@@ -19,7 +19,7 @@ from engine.data import GlyphDataset, ImageFolderDataset
 from engine.errors import EngineError, InvalidInputError
 from engine.extract import extract_logits
 from engine.glyphs import GlyphConfig
-from engine.gram import gram_config
+from engine.gramsets import gram_config
 from engine.models import create_classifier
 from engine.store import Cache
 from tests.test_data import make_folder

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import IncompatibleStoresError, InvalidInputError
-from engine.gram import GramAccumulator, compute_gramset, load_or_compute_gramset
+from engine.errors import InvalidInputError
+from engine.gram import GramAccumulator
 
 
 @pytest.mark.parametrize("syrk", [True, False], ids=["blas-syrk", "torch-addmm"])
@@ -49,28 +49,3 @@ def test_bad_chunks_rejected():
         acc.update(np.zeros((3, 5)))
     with pytest.raises(InvalidInputError, match="no samples"):
         acc.gram()
-
-
-def test_pairing_requires_same_samples(cache, logits_small):
-    F, y = logits_small
-    a = cache.save_store("a", F, y)
-    b = cache.save_store("b", F[:, ::-1].copy(), y)
-    gs = compute_gramset(a, b)
-    assert not gs.within and gs.rhs.shape == (F.shape[1], F.shape[1])
-    perm = np.random.default_rng(0).permutation(len(y))
-    shuffled = cache.save_store("shuffled", F[perm], y[perm])
-    with pytest.raises(IncompatibleStoresError, match="same samples in the same order"):
-        compute_gramset(a, shuffled)
-    fewer = cache.save_store("fewer", F[:-1], y[:-1])
-    with pytest.raises(IncompatibleStoresError):
-        compute_gramset(a, fewer)
-
-
-def test_gramset_cached(cache, logits_small):
-    F, y = logits_small
-    a = cache.save_store("a", F, y)
-    first = load_or_compute_gramset(cache, a)
-    assert list(cache.derived_dir.glob("gram-*.json"))
-    again = load_or_compute_gramset(cache, a)
-    np.testing.assert_array_equal(first.design, again.design)
-    assert again.within and again.n == len(F)

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from engine.cli import main
-from engine.gram import gram_config
+from engine.gramsets import gram_config
 from engine.importer import import_logits
 from engine.store import Cache
 from tests.campaign import KINDS, Bench, cache_state, kill_campaign, torn_reasons

@@ -20,7 +20,9 @@ from sklearn.linear_model import Lasso
 
 from engine.covlasso import ConvergenceWarning, CovLasso, SolverConfig, solve_covlasso
 from engine.errors import InvalidInputError
-from engine.service import dependency_report, load_or_compute_path, open_pairing
+from engine.paths import load_or_compute_path
+from engine.report import dependency_report
+from engine.service import open_pairing
 
 RNG = np.random.default_rng(7)
 A = RNG.standard_normal((300, 6)) + 0.5 * RNG.standard_normal((300, 1))  # correlated categories

@@ -35,7 +35,7 @@ def _spec(**kw) -> NewClassesSpec:
 
 def test_w_classifier_learns_new_classes_and_writes_stores(tmp_path, splits):
     spec = _spec()
-    ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     report = json.loads(train_new_classes(spec, ctx, *splits, image_mlp).read_text())
     ours, baseline = report["metrics"]["ours"], report["metrics"]["baseline"]
     # Chance within 3 new classes is 33 %; over all 12 classes 8 %.
@@ -64,7 +64,7 @@ def test_side_by_side_training_gives_the_same_weights(tmp_path, splits):
         pytest.skip("needs two CPU cores")
     reports = {}
     for flag in (False, True):
-        ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / f"run-{flag}")
+        ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / f"run-{flag}")
         reports[flag] = json.loads(train_new_classes(_spec(side_by_side=flag, epochs=2), ctx, *splits,
                                                      image_mlp).read_text())
     assert reports[True]["metrics"] == reports[False]["metrics"]
@@ -77,7 +77,7 @@ def test_side_by_side_training_gives_the_same_weights(tmp_path, splits):
 
 def test_rerun_resumes_from_checkpoints(tmp_path, splits):
     spec = _spec(baseline=False, epochs=2)
-    ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     first = json.loads(train_new_classes(spec, ctx, *splits, image_mlp).read_text())
     checkpoint = Path(first["checkpoints"]) / "backbone" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
@@ -88,7 +88,7 @@ def test_rerun_resumes_from_checkpoints(tmp_path, splits):
 
 def test_one_new_class_binary_test(tmp_path, splits):
     spec = _spec(n_new=1, baseline=False, binary_pairs=500)
-    ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     report = json.loads(train_new_classes(spec, ctx, *splits, image_mlp).read_text())
     binary = report["metrics"]["ours"]["binary"]
     assert report["metrics"]["ours"]["acc_within_new"] is None  # an argmax over one logit
@@ -136,7 +136,7 @@ def test_binary_test_renders_fresh_glyphs_of_the_new_class(tmp_path, tmp_path_fa
     train, test = GlyphDataset("train", root, small), GlyphDataset("test", root, small)
     spec = NewClassesSpec(num_classes=30, n_new=1, epochs=1, w_epochs=2, batch_size=4, baseline=False,
                           binary_pairs=50, device="cpu")
-    ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     report = json.loads(train_new_classes(spec, ctx, train, test,
                                           lambda n: create_architecture("glyph-cnn", n)).read_text())
     binary = report["metrics"]["ours"]["binary"]

@@ -51,7 +51,7 @@ def test_penalty_drives_the_coefficient_to_zero(tmp_path, world):
     train, test, ood, model = world
     spec = RegularizerSpec(dataset="blobs", model="mlp", pairs=("0,1",), beta=0.2, alpha=0.5, train_per_class=0,
                            epochs=4, batch_size=32, lr=0.01, device="cpu", side_by_side=False)
-    ctx = RunContext(cache_root=tmp_path / "cache", run_dir=tmp_path / "run")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     report = json.loads(regularize_dependencies(spec, ctx, train, test, ood, model).read_text())
     m = report["metrics"]
     before, after, control = (m[k]["pairs"][0] for k in ("before", "after", "control"))

@@ -350,7 +350,8 @@ HOSTILE_NAMES = ["</script><script>document.title='pwned'</script>", "<img src=x
 def test_class_names_from_an_imported_file_cannot_inject_markup(tmp_path, monkeypatch):
     """Class names are data from whoever made the file: the graphs, the formula and the tables
     show them as text (the graph's script blocks are exactly the template's own)."""
-    from engine.service import load_or_compute_path, open_pairing
+    from engine.paths import load_or_compute_path
+    from engine.service import open_pairing
     from engine.synthetic import classifier_like_logits
     from tests.dashboard_cache import iframe_html, run_page
 

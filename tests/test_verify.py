@@ -14,7 +14,8 @@ import pytest
 from engine.cli import main
 from engine.errors import IntegrityError
 from engine.jobs.table import JobTable
-from engine.service import load_or_compute_path, open_pairing, solve_dependencies
+from engine.paths import load_or_compute_path
+from engine.service import open_pairing, solve_dependencies
 from engine.store import Cache, _self_hash
 from engine.synthetic import classifier_like_logits
 from engine.verify import verify_cache
@@ -28,7 +29,7 @@ def _fill(root) -> Cache:
     pairing = open_pairing(cache, "a")
     solve_dependencies(cache, pairing, 0.05)
     load_or_compute_path(cache, pairing, np.array([0.2, 0.05]))
-    JobTable(cache.root / "jobs.sqlite")
+    JobTable(cache.jobs_table_path)
     report = cache.root / "runs" / "probe-x" / "report-1.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"kind": "probe"}))
@@ -59,7 +60,7 @@ def test_a_healthy_cache_passes_and_nothing_moves(cache, capsys):
     before = _files(cache)
     code, out = _verify(cache, capsys=capsys)
     assert code == 0, out
-    assert "2 stores" in out and "3 derived results" in out and "1 job report" in out and "no damage" in out
+    assert "2 stores" in out and "4 derived results" in out and "1 job report" in out and "no damage" in out
     assert _files(cache) == before
     assert not (cache.root / "quarantine").exists()
 

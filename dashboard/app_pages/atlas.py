@@ -1,5 +1,7 @@
 """Atlas: the global dependency graph of one model (the paper's Fig. 4), filtered so that it
-stays readable at 1,000 categories and beyond: a few targets, their top-k sources.
+stays readable at 1,000 categories and beyond: a few targets, their top-k sources — never
+every node. It reads every target's path from the ``paths`` job (the targets solved so far
+while it runs, said so) and the communities from the ``atlas`` job; it solves nothing.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import streamlit as st
 
 from dashboard.components import state
 from dashboard.components.graph import atlas_graph
+from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
-    _stamp,
     class_images,
-    load_coef_matrix,
+    load_all_paths,
+    load_at_alpha,
+    load_communities,
     load_gramset_for,
-    load_path,
-    load_redundancy,
     load_store,
+    load_theory,
+    paths_status,
 )
 from dashboard.components.widgets import (
     alpha_digits,
@@ -25,20 +29,14 @@ from dashboard.components.widgets import (
     download_ui,
     guard,
     model_ui,
+    paged_frame_ui,
     store_page,
 )
 from engine import views
 from engine.analysis import dependency_graph
+from engine.categories import category_ids, search_categories
 
-
-@st.cache_resource(max_entries=16, show_spinner="Finding communities of the whole graph…")
-def _communities(root: str, model: str, alpha_index: int, min_coef: float, top_k: int, stamp: tuple):
-    store = load_store(root, model)
-    coef = load_coef_matrix(root, model, None, alpha_index)
-    graph = dependency_graph(coef, store.class_names, store.class_names, min_abs_coef=min_coef, top_k=top_k)
-    graph.remove_nodes_from([n for n in list(graph.nodes) if graph.degree(n) == 0])
-    found = views.communities(graph)
-    return found, {node: k for k, members in enumerate(found) for node in members}
+MAX_TARGETS = 60  # targets drawn at most (each with its top-k sources)
 
 
 def _alpha_ui(path, params) -> tuple[float, int]:
@@ -50,89 +48,127 @@ def _alpha_ui(path, params) -> tuple[float, int]:
         if wanted is not None:
             st.session_state[key] = options[::-1][path.nearest_alpha_index(wanted)]
     if st.session_state.get(key) not in options:
-        st.session_state[key] = default_alpha(options, float(np.median(path.alpha_max)))
+        st.session_state[key] = default_alpha(options, float(np.median(path.alpha_max_held)))
     digits = alpha_digits(options)
     value = st.select_slider("α (log scale)", options=options, key=key, format_func=lambda a: f"{a:.{digits}g}")
     state.remember(key, value)
     return float(value), path.nearest_alpha_index(value)
 
 
-def _controls(path, coef, params) -> dict:
+def _controls(path, params) -> dict:
     c = st.columns([2, 1, 1, 1], gap="medium")
     with c[0]:
         alpha, a_idx = _alpha_ui(path, params)
     with c[1]:
         top_k = st.slider("Sources per target (top-k)", 1, 10, 4, key="atlas_topk")
     with c[2]:
-        biggest = float(np.abs(coef).max()) if coef.size else 1.0
-        min_coef = st.number_input("Min |coefficient|", 0.0, max(biggest, 1e-6), 0.05 if biggest > 0.05 else 0.0,
-                                   step=0.01, format="%.3f", key="atlas_min")
+        min_coef = st.number_input("Min |coefficient|", 0.0, 10.0, 0.05, step=0.01, format="%.3f", key="atlas_min")
     with c[3]:
-        limit = st.slider("Targets shown", 1, 60, 12, key="atlas_limit")
+        limit = st.slider("Targets shown", 1, MAX_TARGETS, 12, key="atlas_limit")
     state.restore("atlas_q")
     if "q" in params:
         st.session_state["atlas_q"] = params["q"]
     search, community = st.columns(2, gap="medium")
     with search:
-        query = st.text_input("Find categories by name (empty: the strongest dependencies)", key="atlas_q",
-                              placeholder="e.g. LATIN SMALL LETTER E, or a single character")
+        query = st.text_input("Find categories by name or id (empty: the strongest dependencies)", key="atlas_q",
+                              placeholder="e.g. LATIN SMALL LETTER E, a single character, or n01440764")
     state.remember("atlas_q", query)
     return {"alpha": alpha, "a_idx": a_idx, "top_k": top_k, "min_coef": float(min_coef), "limit": limit,
             "query": query, "community_slot": community}
 
 
+def _paths_or_job(root: str, model: str):
+    """Every target's path as far as the job got; the job's progress or button otherwise."""
+    if guard(load_gramset_for, root, model) is None:
+        st.info(f"Store `{model}` has no Gram yet.", icon=":material/info:")
+        job_ui(root, "gram", {"model": model}, f"the Gram of {model}", key="atlas-gram")
+        st.stop()
+    path = guard(load_all_paths, root, model)
+    if path is None or not path.complete:
+        status = guard(paths_status, root, model)
+        if path is not None:
+            st.warning(f"Partial atlas: {status.solved:,} of {status.total:,} categories solved so far "
+                       "(the job is still going, or was stopped); everything below is over those.",
+                       icon=":material/hourglass_top:")
+        job_ui(root, "paths", {"model": model}, "every target's α path", key="atlas-paths",
+               note="The atlas is built from every category's dependency at each α: one job, in chunks of "
+                    "categories (a killed job resumes; this page uses the chunks done so far).")
+        if path is None:
+            st.stop()
+    return path
+
+
 def main() -> None:
     page = store_page("Atlas of dependencies",
-                "The global graph (the paper’s Fig. 4): chosen targets in the middle, the categories they "
-                "depend on around them. Filter to keep it readable.")
+                      "The global graph (the paper’s Fig. 4): chosen targets in the middle, the categories they "
+                      "depend on around them. Filter to keep it readable.")
     root, params = page.root, page.params
     model = model_ui(page.names, params)
     store = guard(load_store, root, model)
-    path = guard(load_path, root, model)
+    path = _paths_or_job(root, model)
     class_names = store.class_names
-    coef0 = load_coef_matrix(root, model, None, path.nearest_alpha_index(float(np.median(path.alpha_max))))
-    ctl = _controls(path, coef0, params)
+    ctl = _controls(path, params)
     page.publish(model=model, alpha=ctl["alpha"], q=ctl["query"] or None)
-    coef = load_coef_matrix(root, model, None, ctl["a_idx"])
-    found, community_of = _communities(root, model, ctl["a_idx"], ctl["min_coef"], ctl["top_k"],
-                                       _stamp(root, model))
-
-    community_labels = ["(none)"] + [
-        f"#{k + 1} · {len(m)} categories: {', '.join(views.short_name(class_names[i], 12) for i in m[:8])}"
-        for k, m in enumerate(found) if len(m) > 1]
-    with ctl["community_slot"]:
-        pick = st.selectbox("…or show one community", community_labels, key="atlas_comm")
-    if pick != "(none)":
-        members = found[int(pick.split(" ", 1)[0][1:]) - 1]
-        candidates = [int(i) for i in members]
-    else:
-        candidates = views.search_classes(class_names, ctl["query"])
-        if ctl["query"] and not candidates:
-            st.info(f"No category matches {ctl['query']!r}.", icon=":material/search:")
-            st.stop()
-    targets = views.pick_targets(coef, candidates, ctl["limit"])
+    coef = guard(load_at_alpha, root, model, None, ctl["a_idx"])
+    reached = path.reached(ctl["a_idx"])
+    found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
+    community_of = {node: k for k, members in enumerate(found or []) for node in members}
+    candidates = _candidates(ctl, found, class_names, category_ids(store.manifest))
+    candidates = [t for t in candidates if path.has(t) and reached[path.position(t)]]
+    targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"])
     if not targets:
         st.info("None of these categories has a dependency at this α; lower α or the minimum "
                 "coefficient.", icon=":material/block:")
         st.stop()
-    graph = dependency_graph(coef, class_names, class_names, targets=targets,
+    graph = dependency_graph(coef, class_names, class_names, held=path.targets, targets=targets,
                              min_abs_coef=ctl["min_coef"], top_k=ctl["top_k"])
     images = class_images(root, model, list(graph.nodes))
     view = atlas_graph(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
                        title=f"{model} atlas, α = {ctl['alpha']:.3g}")
     st.iframe(view.embedded(), height=800)
-    _tables(root, model, coef, class_names, found, path.within, ctl["alpha"])
-    _exports(model, ctl, coef, class_names, view, graph)
+    _communities_section(root, model, path, found, class_names, ctl)
+    _tables(root, model, coef, path, class_names, ctl["alpha"], ctl["a_idx"])
+    _exports(model, ctl, coef, path, class_names, view, graph)
 
 
-def _tables(root, model, coef, class_names, found, within, alpha) -> None:
+def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
+    if found:
+        labels = ["(none)"] + [
+            f"#{k + 1} · {len(m)} categories: {', '.join(views.short_name(class_names[i], 12) for i in m[:8])}"
+            for k, m in enumerate(found[:200]) if len(m) > 1]
+        with ctl["community_slot"]:
+            pick = st.selectbox("…or show one community", labels, key="atlas_comm")
+        if pick != "(none)":
+            return [int(i) for i in found[int(pick.split(" ", 1)[0][1:]) - 1]]
+    if not ctl["query"]:
+        return list(range(len(class_names)))
+    candidates = search_categories(class_names, ctl["query"], ids)
+    if not candidates:
+        st.info(f"No category matches {ctl['query']!r}.", icon=":material/search:")
+        st.stop()
+    return candidates
+
+
+def _communities_section(root, model, path, found, class_names, ctl) -> None:
     st.subheader("Communities")
+    if found is None:
+        if path.complete:
+            job_ui(root, "atlas", {"model": model, "alpha": ctl["alpha"], "top_k": ctl["top_k"],
+                                   "min_coef": ctl["min_coef"]},
+                   f"the communities at α = {ctl['alpha']:.3g}", key="atlas-comm",
+                   note="Louvain communities of every category's top-k graph at this α (all-target work).")
+        else:
+            st.caption("Communities are found once every category's path is solved.")
+        return
     rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])}
-            for k, m in enumerate(found) if len(m) > 1][:30]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 320),
-                 column_config={"#": st.column_config.NumberColumn(width=40),
-                                "size": st.column_config.NumberColumn(width=60),
-                                "members": st.column_config.TextColumn(width=1100)})
+            for k, m in enumerate(found) if len(m) > 1]
+    paged_frame_ui(pd.DataFrame(rows), "atlas-comm-page", page_size=30, height=min(38 + 35 * min(len(rows), 30), 320),
+                   column_config={"#": st.column_config.NumberColumn(width=40),
+                                  "size": st.column_config.NumberColumn(width=60),
+                                  "members": st.column_config.TextColumn(width=1100)})
+
+
+def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
     c1, c2 = st.columns(2, gap="large")
     with c1:
         st.subheader("Most depended-on")
@@ -142,32 +178,43 @@ def _tables(root, model, coef, class_names, found, within, alpha) -> None:
                                                 "targets": st.column_config.NumberColumn(width=80),
                                                 "sum |coef|": st.column_config.NumberColumn(format="%.3f",
                                                                                            width=100)})
-        st.caption(f"Sources used by the most targets at α = {alpha:.3g}.")
+        st.caption(f"Sources used by the most targets at α = {alpha:.3g}"
+                   + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
     with c2:
         st.subheader("Most redundant")
-        if within:
-            red = guard(load_redundancy, root, model)
-            gs = guard(load_gramset_for, root, model)
-            err = views.sparse_relative_error(gs.design, gs.rhs, gs.target_sq, coef)
-            st.dataframe(views.most_redundant(red, class_names, 30, err), hide_index=True, width="stretch",
-                         height=420, column_config={
-                             "index": None, "null-space share": None,
-                             "name": st.column_config.TextColumn("category", width=230),
-                             "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
-                             "exact": st.column_config.CheckboxColumn("exact", width=60),
-                             "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
-            st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
-                       f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                       f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
-        else:
+        if not path.within:
             st.info("Redundancy is defined within one model.")
+            return
+        theory = guard(load_theory, root, model)
+        if theory is None:
+            job_ui(root, "theory", {"model": model}, "redundancy and spectrum", key="atlas-theory",
+                   note="r_i needs an eigendecomposition of the Gram (all-target work).")
+            return
+        frame = views.most_redundant(theory.redundancy, class_names, 30)
+        gs = guard(load_gramset_for, root, model)
+        held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
+        err = np.full(len(frame), np.nan)
+        if held.any():
+            rows = frame["index"].to_numpy()[held]
+            err[held] = views.sparse_relative_error(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
+        frame["rel. error at α"] = err
+        st.dataframe(frame, hide_index=True, width="stretch", height=420, column_config={
+            "index": None, "null-space share": None,
+            "name": st.column_config.TextColumn("category", width=230),
+            "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
+            "exact": st.column_config.CheckboxColumn("exact", width=60),
+            "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
+        st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
+                   f"precision; those are ordered by how much of their axis lies in the null space of C, "
+                   f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
 
 
-def _exports(model, ctl, coef, class_names, view, graph) -> None:
+def _exports(model, ctl, coef, path, class_names, view, graph) -> None:
     slug = f"{model}-atlas-a{ctl['alpha']:.3g}"
     edges = pd.DataFrame([{"source": u, "source_name": graph.nodes[u]["name"], "target": v,
                            "target_name": graph.nodes[v]["name"], "coef": d["coef"]}
                           for u, v, d in graph.edges(data=True)])
+    every = "Every dependency" if path.complete else f"The {len(path.targets):,} targets solved so far:"
     with st.expander("Export", icon=":material/download:"):
         c = st.columns(3)
         with c[0]:
@@ -175,8 +222,8 @@ def _exports(model, ctl, coef, class_names, view, graph) -> None:
         with c[1]:
             download_ui("Shown edges (CSV)", edges.to_csv(index=False), f"{slug}-edges.csv", "text/csv", "ax-csv")
         with c[2]:
-            download_ui("Every dependency at this α (CSV)",
-                        lambda: views.all_dependencies_frame(coef, class_names, class_names).to_csv(index=False),
+            download_ui(f"{every} at this α (CSV)",
+                        lambda: "".join(views.dependencies_csv(coef, path.targets, class_names, class_names)),
                         f"{slug}-all.csv", "text/csv", "ax-all")
 
 

@@ -1,5 +1,8 @@
 """Compare models: a category of model B predicted from model A's logits (between networks),
 and which dependencies of that category the two models share or not.
+
+The category's paths (B from A, A within, B within) are solved for that category alone when
+first shown; the overlap over every category and the least-squares floor are read from jobs.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ import streamlit as st
 
 from dashboard.components import charts
 from dashboard.components.graph import star_graph
+from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
     class_images,
-    load_coef_matrix,
-    load_ls_floor,
-    load_path,
+    load_all_paths,
+    load_at_alpha,
+    load_floor,
+    load_gramset_for,
     load_store,
+    load_target_path,
     load_top2,
 )
 from dashboard.components.style import NEG, POS
@@ -31,7 +37,8 @@ from dashboard.components.widgets import (
 )
 from engine import views
 from engine.analysis import dependency_metrics
-from engine.gram import check_pairable
+from engine.categories import category_ids
+from engine.gramsets import check_pairable
 
 
 def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
@@ -82,14 +89,18 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_
 
 
 def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> None:
-    """How far any α can go: the dense least-squares fit on all of A's logits (α → 0)."""
-    floor = guard(load_ls_floor, root, model_b, model_a)
-    best = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target, floor.coef(target),
-                              load_top2(root, model_b))
+    """How far any α can go: the dense least-squares fit on all of A's logits (α → 0), read
+    from the ``theory`` job of the pair (an eigendecomposition of A's Gram)."""
+    floor = guard(load_floor, root, model_b, model_a)
+    if floor is None:
+        job_ui(root, "theory", {"model": model_b, "source": model_a}, "the least-squares floor", key="cmp-floor",
+               note=f"The floor: {model_b}’s logits fitted on all of {model_a}’s (α → 0), how far any "
+                    "dependency between them can go.")
+        return
     st.caption(f"**Floor** — {model_b}’s logit fitted by least squares on all {len(store_a.class_names):,} "
                f"of {model_a}’s logits (no sparsity, the limit α → 0; their Gram has rank {floor.rank}): "
-               f"Rel Err {best.rel_err:.2f} %, Acc {best.acc:.1f} %. No α gets the squared error below "
-               f"this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %.")
+               f"Rel Err {floor.rel_err[target]:.2f} %, Acc {floor.acc[target]:.1f} %. No α gets the squared "
+               f"error below this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %.")
 
 
 def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
@@ -99,9 +110,12 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
                 "matched class by class; the between-network view above still applies.", icon=":material/info:")
         return
     names = store_b.class_names
-    path_a = guard(load_path, root, model_a)
-    path_b = guard(load_path, root, model_b)
-    ia, ib = path_a.nearest_alpha_index(alpha), path_b.nearest_alpha_index(alpha)
+    if guard(load_gramset_for, root, model_a) is None or guard(load_gramset_for, root, model_b) is None:
+        st.info("One of the two stores has no Gram yet (open it on **Explore** to compute it).")
+        return
+    path_a = guard(load_target_path, root, model_a, None, target)
+    path_b = guard(load_target_path, root, model_b, None, target)
+    ia, ib = path_a.nearest_alpha_index(alpha, target), path_b.nearest_alpha_index(alpha, target)
     within_a, within_b = path_a.coef_vector(target, ia), path_b.coef_vector(target, ib)
     share = views.share_frame(within_a, within_b, names, model_a, model_b)
     counts = share["kind"].value_counts()
@@ -109,10 +123,11 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
     c[0].metric("Shared sources", int(counts.get("shared", 0)))
     c[1].metric(f"Only in {model_a}", int(counts.get(f"only {model_a}", 0)))
     c[2].metric(f"Only in {model_b}", int(counts.get(f"only {model_b}", 0)))
-    overlap = views.overlap_by_target(load_coef_matrix(root, model_a, None, ia),
-                                      load_coef_matrix(root, model_b, None, ib))
-    c[3].metric("Mean overlap, all targets", f"{np.nanmean(overlap):.2f}" if np.isfinite(overlap).any() else "n/a",
-                help="Jaccard index of the source sets of every category in the two models")
+    overlap, held = _overlap(root, model_a, model_b, alpha)
+    if overlap is not None:
+        what = "all targets" if held == len(names) else f"{held:,} targets solved"
+        c[3].metric(f"Mean overlap, {what}", f"{np.nanmean(overlap):.2f}" if np.isfinite(overlap).any() else "n/a",
+                    help="Jaccard index of the source sets of every category in the two models")
     st.caption(f"“{views.short_name(names[target])}” inside each model at α ≈ {path_a.alphas[ia]:.3g} "
                f"({model_a}) and {path_b.alphas[ib]:.3g} ({model_b}). "
                f'<span class="nde-pos">blue</span> / <span class="nde-neg">orange</span> = positive / '
@@ -130,7 +145,28 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
                 column_config={"index": None, "name": st.column_config.TextColumn("source category", width=260),
                                "kind": st.column_config.TextColumn(width=130)})
     with right:
-        charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"))
+        if overlap is not None:
+            charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"
+                                         + ("" if held == len(names) else f" solved so far ({held:,})")))
+        for model in (model_a, model_b):
+            if guard(load_all_paths, root, model) is None or not guard(load_all_paths, root, model).complete:
+                job_ui(root, "paths", {"model": model}, f"every α path of {model}", key=f"cmp-paths-{model}",
+                       note="The overlap over every category needs every category's path in both models.")
+
+
+def _overlap(root: str, model_a: str, model_b: str, alpha: float) -> tuple[np.ndarray | None, int]:
+    """Jaccard overlap per target over the targets both ``paths`` jobs have solved (or None)."""
+    pa, pb = guard(load_all_paths, root, model_a), guard(load_all_paths, root, model_b)
+    if pa is None or pb is None:
+        return None, 0
+    common = np.intersect1d(pa.targets, pb.targets)
+    if common.size == 0:
+        return None, 0
+    ia, ib = pa.nearest_alpha_index(alpha), pb.nearest_alpha_index(alpha)
+    sa = guard(load_at_alpha, root, model_a, None, ia).select(np.searchsorted(pa.targets, common))
+    sb = guard(load_at_alpha, root, model_b, None, ib).select(np.searchsorted(pb.targets, common))
+    reached = pa.reached(ia)[np.searchsorted(pa.targets, common)] & pb.reached(ib)[np.searchsorted(pb.targets, common)]
+    return views.overlap_by_target(sa, sb)[reached], int(common.size)
 
 
 def main() -> None:
@@ -141,10 +177,16 @@ def main() -> None:
     model_a, model_b = _pick_models(page.names, params)
     store_a, store_b = guard(load_store, root, model_a), guard(load_store, root, model_b)
     guard(check_pairable, store_a, store_b)
-    path = guard(load_path, root, model_b, model_a)
+    if guard(load_gramset_for, root, model_b, model_a) is None:
+        st.info(f"The cross-Gram of {model_a} → {model_b} is not computed yet: one pass over both stores' "
+                "logits (a GPU is used when there is one).", icon=":material/info:")
+        job_ui(root, "gram", {"model": model_b, "source": model_a}, "the cross-Gram", key="cmp-gram")
+        st.stop()
     left, right = st.columns(2, gap="large")
     with left:
-        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}")
+        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
+                           ids=category_ids(store_b.manifest))
+    path = guard(load_target_path, root, model_b, model_a, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
     page.publish(model=model_b, source=model_a, target=target, alpha=alpha)

@@ -7,7 +7,6 @@ the CLI command shown here.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -17,7 +16,7 @@ from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
 from engine.importer import SUFFIXES
-from engine.store import Cache, manifest_dataset, manifest_model
+from engine.store import DEFAULT_CACHE, Cache, manifest_dataset, manifest_model
 
 
 def _model_name(manifest: dict) -> str:
@@ -32,7 +31,7 @@ def _dataset_name(manifest: dict) -> str:
 
 def _quarantine_note(root: str) -> None:
     """Damaged cache files are moved aside when read; say so here, not only in the log."""
-    folder = Path(root) / "quarantine"
+    folder = Cache(root).quarantine_dir
     moved = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     if moved:
         st.warning(f"{len(moved)} damaged cache file(s) were moved to `{folder}` and are not used "
@@ -81,12 +80,14 @@ def _import_section(root: str) -> None:
         names = st.file_uploader("Class names (optional: text, one per line, or a JSON list)",
                                  type=["txt", "json"], key="data_names")
         name = st.text_input("Store name", key="data_name", placeholder="e.g. resnet50-val")
+        paths = st.checkbox("Then solve every category's α path (a job: the Atlas, Theory and all-target "
+                            "exports read it; Explore does not wait for it)", value=True, key="data_paths")
         submitted = st.form_submit_button("Import", type="primary")
     if submitted:
-        _import(root, upload, labels, names, name)
+        _import(root, upload, labels, names, name, paths)
 
 
-def _import(root: str, upload, labels, names, name: str) -> None:
+def _import(root: str, upload, labels, names, name: str, paths: bool) -> None:
     def read(f):
         return None if f is None else (f.name, f.getvalue())
 
@@ -95,8 +96,19 @@ def _import(root: str, upload, labels, names, name: str) -> None:
     except EngineError as exc:
         st.error(f"Not imported: {exc}", icon=":material/error:")
         return
+    from engine.jobs import submit_job
+
+    try:  # the Gram (one pass over the logits), then every path: jobs, so this page returns now
+        jobs = [submit_job(Cache(root), "gram", {"model": store.name})]
+        if paths:
+            jobs.append(submit_job(Cache(root), "paths", {"model": store.name}))
+    except EngineError as exc:
+        st.error(f"Imported {store.name}, but its jobs were not started: {exc}")
+        return
     st.success(f"Imported {upload.name} as store **{store.name}**: {store.n} samples × {store.k} "
-               "categories. Open it on the Explore page.", icon=":material/check_circle:")
+               f"categories. Jobs {', '.join(f'#{j.id}' for j in jobs)} compute its Gram"
+               + (" and every α path" if paths else "") + " (the **Jobs** page shows them); Explore "
+               "shows any category as soon as the Gram exists.", icon=":material/check_circle:")
 
 
 def _extract_section(root: str) -> None:
@@ -124,7 +136,7 @@ def _extract_section(root: str) -> None:
 
 def extract_command(root: str, values: dict) -> str:
     parts = ["python", "-m", "engine"]
-    if str(root) != "cache":
+    if str(root) != str(DEFAULT_CACHE):
         parts += ["--cache", str(root)]
     parts += ["extract", "--model", values["model"], "--data", values["data"],
               "--name", values["name"] or "NAME", "--split", values["split"]]
@@ -141,7 +153,7 @@ def _submit(root: str, values: dict) -> None:
         st.info("The job system is not installed here; run the command above instead.")
         return
     try:
-        job = submit_job(root, "extract", values)
+        job = submit_job(Cache(root), "extract", values)
     except EngineError as exc:
         st.error(str(exc))
         return

@@ -1,6 +1,9 @@
 """Explore: one model, one target category, one α — the paper's Figs. 2 and 3 and Table 1.
 
-Everything is read from the cached α path: moving the slider only indexes into it.
+Everything is read from the target's own α path, solved for that target alone the first time
+it is shown (a Lasso path on the Gram: milliseconds to a second, whatever the number of
+categories) and cached: moving the slider only indexes into it. Nothing here waits for
+every target; the one export that covers them all reads the ``paths`` job's result.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import streamlit as st
 
 from dashboard.components import charts
 from dashboard.components.graph import star_graph
+from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
     class_images,
+    load_all_paths,
     load_gramset_for,
-    load_path,
     load_store,
+    load_target_path,
     load_top2,
 )
 from dashboard.components.tables import coef_table_html
@@ -32,12 +37,13 @@ from dashboard.components.widgets import (
 )
 from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
+from engine.categories import category_ids
 
 MAX_GRAPH_SOURCES = 16
 CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
 
 
-def _exports(model, class_names, target, alpha, alpha_index, path, frame, metrics, formula,
+def _exports(root, model, class_names, target, alpha, frame, metrics, formula,
              graph, scatter, path_chart) -> None:
     target_name = class_names[target]
     slug = f"{model}-t{target}-a{alpha:.3g}"
@@ -65,12 +71,27 @@ def _exports(model, class_names, target, alpha, alpha_index, path, frame, metric
             download_ui("α path (SVG)", lambda: charts.chart_svg(path_chart), f"{slug}-path.svg",
                         "image/svg+xml", "x-path-svg")
 
-        def all_targets_csv() -> str:
-            coef = path.coef_matrix(alpha_index)
-            return views.all_dependencies_frame(coef, class_names, class_names).to_csv(index=False)
+        every_target_export_ui(root, model, class_names, alpha, "x-all-csv")
 
-        download_ui(f"Every target's dependencies at α = {alpha:.3g} (CSV)", all_targets_csv,
-                    f"{model}-all-a{alpha:.3g}.csv", "text/csv", "x-all-csv")
+
+def every_target_export_ui(root: str, model: str, class_names: list[str], alpha: float, key: str) -> None:
+    """Every target's dependencies at (the path's α nearest to) ``alpha``, from the ``paths``
+    job's result — complete, or the targets solved so far, said so — or the job's button."""
+    every = guard(load_all_paths, root, model)
+    if every is None:
+        job_ui(root, "paths", {"model": model}, "every target's α path", key=f"{key}-job",
+               note="Every target's dependencies (CSV) need every target's path: a job, not this page.")
+        return
+    a = every.nearest_alpha_index(alpha)
+    what = "Every target's" if every.complete else f"The {len(every.targets):,} targets solved so far:"
+
+    def csv() -> str:
+        return "".join(views.dependencies_csv(every.at_alpha(a), every.targets, class_names, class_names))
+
+    download_ui(f"{what} dependencies at α = {every.alphas[a]:.3g} (CSV)", csv,
+                f"{model}-all-a{every.alphas[a]:.3g}.csv", "text/csv", key)
+    if not every.complete:
+        job_ui(root, "paths", {"model": model}, "every target's α path", key=f"{key}-job")
 
 
 def main() -> None:
@@ -80,13 +101,18 @@ def main() -> None:
     root, params = page.root, page.params
     model = model_ui(page.names, params)
     store = guard(load_store, root, model)
-    path = guard(load_path, root, model)
     gs = guard(load_gramset_for, root, model)
+    if gs is None:
+        st.info(f"Store `{model}` has no Gram yet (it was imported before imports made one). Every "
+                "dependency is solved from it.", icon=":material/info:")
+        job_ui(root, "gram", {"model": model}, f"the Gram of {model}", key="explore-gram")
+        st.stop()
     class_names = store.class_names
 
     left, right = st.columns([1, 1], gap="large")
     with left:
-        target = target_ui(class_names, params)
+        target = target_ui(class_names, params, ids=category_ids(store.manifest))
+    path = guard(load_target_path, root, model, None, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params)
     page.publish(model=model, target=target, alpha=alpha)
@@ -94,7 +120,8 @@ def main() -> None:
     src, vals = path.coef_at(target, a_idx)
     coef = path.coef_vector(target, a_idx)
     target_name = class_names[target]
-    frame = views.dependency_frame(src, vals, class_names, gs.rhs[:, target])
+    rhs_col = gs.rhs_columns([target])[:, 0]
+    frame = views.dependency_frame(src, vals, class_names, rhs_col)
     metrics = dependency_metrics(store.logits, store.logits, store.labels, target, coef,
                                  load_top2(root, model))
     formula = views.dependency_formula(target_name, frame)
@@ -121,20 +148,37 @@ def main() -> None:
         else:
             st.html(coef_table_html(frame, images))
 
-    scatter, path_chart = _charts(path, gs, class_names, target, coef, alpha)
-    _exports(model, class_names, target, alpha, a_idx, path, frame, metrics, formula, graph,
-             scatter, path_chart)
+    scatter, path_chart = _charts(path, rhs_col, class_names, target, coef, alpha)
+    _exports(root, model, class_names, target, alpha, frame, metrics, formula, graph, scatter, path_chart)
 
 
-def _charts(path, gs, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
+MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)
+
+
+def _scatter_points(cov: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Indices of the scatter's points: all of them up to MAX_SCATTER, else every non-zero
+    coefficient and the zeros with the largest |C_tj| (the small ones pile up at 0)."""
+    if len(cov) <= MAX_SCATTER:
+        return np.arange(len(cov))
+    nz = np.flatnonzero(coef)
+    zeros = np.flatnonzero(coef == 0)
+    room = max(0, MAX_SCATTER - len(nz))
+    top = zeros[np.argsort(-np.abs(cov[zeros]), kind="stable")[:room]]
+    return np.sort(np.concatenate([nz, top]))
+
+
+def _charts(path, rhs_col: np.ndarray, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
     """Fig. 3 and the α path, side by side, below the fold (drawn once the graph is, on a
     session's first visit); returns both charts (for the exports)."""
-    fig3 = covariance_vs_coef(gs.rhs[:, target], coef, target)
-    scatter_frame = pd.DataFrame({"covariance": fig3["covariance"], "coef": fig3["coef"],
-                                  "name": [class_names[j] for j in fig3["source"]]})
-    scatter = charts.covariance_scatter(
-        scatter_frame, alpha, "Fig. 3 — covariance vs coefficient, band |C_tj| < α")
-    pframe = views.path_frame(path.alphas, path.target_path(target), class_names)
+    fig3 = covariance_vs_coef(rhs_col, coef, target)
+    shown = _scatter_points(fig3["covariance"], fig3["coef"])
+    scatter_frame = pd.DataFrame({"covariance": fig3["covariance"][shown], "coef": fig3["coef"][shown],
+                                  "name": [class_names[j] for j in fig3["source"][shown]]})
+    title = "Fig. 3 — covariance vs coefficient, band |C_tj| < α"
+    if len(shown) < len(fig3["source"]):
+        title += f" ({len(shown):,} of {len(fig3['source']):,} sources: every non-zero, the largest |C_tj|)"
+    scatter = charts.covariance_scatter(scatter_frame, alpha, title)
+    pframe = views.path_frame(path.alphas[path.alpha_indices(target)], path.target_path(target), class_names)
     path_chart = charts.alpha_path(pframe, alpha, "α path of the strongest sources")
     inside = np.abs(fig3["covariance"]) < alpha
     broken = int((inside & (fig3["coef"] != 0)).sum())

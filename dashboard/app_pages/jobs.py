@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import typing
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -28,6 +27,7 @@ from engine.jobs import (
 )
 from engine.jobs.reports import load_report, report_pairing, report_stores, report_tables
 from engine.jobs.specs import field_types
+from engine.store import Cache
 
 REFRESH_S = 2.0
 LOG_LINES = 40
@@ -64,7 +64,7 @@ def _spec_form_ui(kind: str) -> dict | None:
     return values if submitted else None
 
 
-def _submit_ui(cache: Path) -> None:
+def _submit_ui(cache: Cache) -> None:
     kind = st.selectbox("Job kind", list(JOB_KINDS), key="jobs-kind",
                         format_func=lambda k: f"{JOB_KINDS[k].title} ({k})")
     values = _spec_form_ui(kind)
@@ -89,7 +89,7 @@ def _jobs_frame(jobs) -> pd.DataFrame:
     } for j in jobs])
 
 
-def _job_detail_ui(cache: Path, job) -> None:
+def _job_detail_ui(cache: Cache, job) -> None:
     st.subheader(f"Job {job.id}: {JOB_KINDS[job.kind].title}")
     st.progress(min(1.0, job.progress), text=" · ".join(t for t in (job.state, job.message) if t))
     if job.error:
@@ -120,7 +120,7 @@ def _job_detail_ui(cache: Path, job) -> None:
 
 
 @st.fragment(run_every=REFRESH_S)
-def _jobs_list_ui(cache: Path) -> None:
+def _jobs_list_ui(cache: Cache) -> None:
     jobs = list_jobs(cache, limit=100)
     if not jobs:
         st.info("No jobs yet: submit one above, or with `python -m engine jobs submit KIND`.")
@@ -139,7 +139,7 @@ def _jobs_list_ui(cache: Path) -> None:
 
 
 def main() -> None:
-    root = Path(cache_root())
+    root = Cache(cache_root())
     page_header("Jobs", "Training and extraction runs, each in its own process: they keep "
                 "running when the dashboard is closed, and show up here again when it reopens.")
     with st.expander("New job", expanded=False):

@@ -1,5 +1,9 @@
 """Theory: why dependencies exist (redundancy r_i, the Gram's spectrum) and why they are sparse
 (Conjecture 1's screening rule, checked against the exact solutions at every α).
+
+All three cover every category: they are read from the ``theory`` job (eigendecompositions
+of the Gram) and the ``paths`` job (every path, then Conjecture 1); the page starts the jobs
+and shows their progress, and computes nothing itself.
 """
 
 from __future__ import annotations
@@ -9,14 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts
+from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
-    load_path,
-    load_redundancy,
+    load_gramset_for,
     load_screening,
-    load_spectrum,
     load_store,
+    load_theory,
+    paths_status,
 )
-from dashboard.components.widgets import download_ui, guard, model_ui, store_page
+from dashboard.components.widgets import download_ui, guard, model_ui, paged_frame_ui, store_page
 from engine import views
 
 
@@ -28,9 +33,8 @@ def _chart_downloads(chart, slug: str, key: str) -> None:
         download_ui("SVG", lambda: charts.chart_svg(chart), f"{slug}.svg", "image/svg+xml", f"{key}-svg")
 
 
-def _redundancy_section(root: str, model: str, names: list[str]) -> None:
+def _redundancy_section(root: str, model: str, names: list[str], red) -> None:
     st.subheader("Redundancy r_i — what brings dependencies")
-    red = guard(load_redundancy, root, model)
     k, n_exact = len(red.r), int(red.exact.sum())
     resolved = red.r[~red.exact]
     c = st.columns(4)
@@ -57,7 +61,7 @@ def _redundancy_section(root: str, model: str, names: list[str]) -> None:
         charts.show(chart)
         _chart_downloads(chart, f"{model}-redundancy", "th-r")
     with right:
-        st.dataframe(views.most_redundant(red, names, k), hide_index=True, width="stretch", height=420,
+        paged_frame_ui(views.most_redundant(red, names, None), "th-red-page", page_size=100, height=420,
                      column_config={"index": None,
                                     "name": st.column_config.TextColumn("category", width=250),
                                     "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=90),
@@ -69,6 +73,12 @@ def _redundancy_section(root: str, model: str, names: list[str]) -> None:
 def _screening_section(root: str, model: str) -> None:
     st.subheader("Conjecture 1 — what brings sparsity")
     points = guard(load_screening, root, model)
+    if points is None:
+        status = guard(paths_status, root, model)
+        job_ui(root, "paths", {"model": model}, "every target's α path and Conjecture 1", key="th-paths",
+               note=f"Checked on every (target, source) pair at every α of the path, once every target's path "
+                    f"is solved ({status.solved:,} of {status.total:,} so far).")
+        return
     rows = []
     for p in points:
         rows += [{"alpha": p.alpha, "measure": "precision (screened ⇒ zero)", "value": p.check.precision},
@@ -98,9 +108,8 @@ def _screening_section(root: str, model: str) -> None:
                                     "recall": st.column_config.NumberColumn(format="%.4f")})
 
 
-def _spectrum_section(root: str, model: str) -> None:
+def _spectrum_section(model: str, lam) -> None:
     st.subheader("The Gram’s spectrum")
-    lam = guard(load_spectrum, root, model)
     positive = lam[lam > 0]
     c = st.columns(3)
     c[0].metric("Largest eigenvalue", f"{lam[0]:.3g}")
@@ -119,12 +128,23 @@ def main() -> None:
     model = model_ui(page.names, page.params)
     page.publish(model=model)
     store = guard(load_store, root, model)
-    guard(load_path, root, model)
-    _redundancy_section(root, model, store.class_names)
+    if guard(load_gramset_for, root, model) is None:
+        st.info(f"Store `{model}` has no Gram yet.", icon=":material/info:")
+        job_ui(root, "gram", {"model": model}, f"the Gram of {model}", key="th-gram")
+        st.stop()
+    theory = guard(load_theory, root, model)
+    if theory is None:
+        st.subheader("Redundancy r_i and the Gram’s spectrum")
+        job_ui(root, "theory", {"model": model}, "redundancy and the spectrum", key="th-theory",
+               note=f"Two eigendecompositions of the {store.k:,} × {store.k:,} Gram (K³ work: about a second at "
+                    "1,000 categories, most of an hour on two cores at 21,843; minutes on a GPU machine).")
+    else:
+        _redundancy_section(root, model, store.class_names, theory.redundancy)
     st.divider()
     _screening_section(root, model)
-    st.divider()
-    _spectrum_section(root, model)
+    if theory is not None:
+        st.divider()
+        _spectrum_section(model, theory.spectrum)
 
 
 main()

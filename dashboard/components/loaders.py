@@ -1,31 +1,53 @@
-"""Cached access to the engine: each store, Gram and α path is read once per server.
+"""Cached access to the engine's stages: what a page shows is read, or solved for the one
+target it shows; what covers every target is read if a job made it, never computed here.
 
-Every loader is keyed by plain strings (cache root, store names) plus the store manifests'
-modification times, so a re-imported store is picked up and nothing hashes big arrays.
-Engine errors propagate; pages show them with :func:`dashboard.components.widgets.fail`.
+Every loader is keyed by plain strings (cache root, store names, a target) plus the store
+manifests' modification times, so a re-imported store is picked up and nothing hashes big
+arrays. Stores and Grams are memory maps: a 21,843-category Gram (3.8 GB) costs the server
+the rows a solve touches. Engine errors propagate; pages show them with
+:func:`dashboard.components.widgets.fail`.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from engine import views
-from engine.analysis import LeastSquaresFloor, Redundancy, Top2, redundancy
-from engine.service import DependencyPath, load_gramset, load_or_compute_path, open_pairing
-from engine.store import Cache, LogitStore
-
-DEFAULT_CACHE = "cache"
+from engine.analysis import Top2
+from engine.atlas import read_communities
+from engine.gram import GramSet
+from engine.paths import (
+    DependencyPath,
+    PathProgress,
+    PathSpec,
+    path_progress,
+    path_spec,
+    read_all_paths,
+    target_paths,
+)
+from engine.service import Pairing, load_gramset
+from engine.store import DEFAULT_CACHE, Cache, LogitStore
+from engine.theory import (
+    FloorMetrics,
+    ScreeningPoint,
+    StoreTheory,
+    read_floor,
+    read_redundancy,
+    read_screening,
+)
 
 
 def cache_root() -> str:
     """The cache this app shows: ``$NDE_CACHE`` or ./cache (the jobs page reads the same key)."""
-    root = st.session_state.get("cache_dir") or os.environ.get("NDE_CACHE", DEFAULT_CACHE)
+    root = st.session_state.get("cache_dir") or os.environ.get("NDE_CACHE", str(DEFAULT_CACHE))
     st.session_state["cache_dir"] = root
     return str(root)
+
+
+def cache_of(root: str) -> Cache:
+    return Cache(root)
 
 
 def store_names(root: str) -> list[str]:
@@ -34,10 +56,10 @@ def store_names(root: str) -> list[str]:
 
 def _stamp(root: str, *names: str | None) -> tuple:
     """Modification times of the stores' manifests: a changed store gets fresh cache entries."""
-    out = []
+    cache, out = Cache(root), []
     for name in names:
         if name:
-            path = Path(root) / "stores" / f"{name}.json"
+            path = cache.store_manifest_path(name)
             out.append(path.stat().st_mtime_ns if path.exists() else 0)
     return tuple(out)
 
@@ -51,37 +73,137 @@ def load_store(root: str, name: str) -> LogitStore:
     return _store(root, name, _stamp(root, name))
 
 
-@st.cache_resource(max_entries=8, show_spinner="Solving every target along the α path (once; cached on disk)…")
-def _path(root: str, model: str, source: str, stamp: tuple) -> DependencyPath:
-    cache = Cache(root)
-    return load_or_compute_path(cache, open_pairing(cache, model, source))
+def _pairing(root: str, model: str, source: str) -> Pairing:
+    m = load_store(root, model)
+    return Pairing(m, m if source == model else load_store(root, source))
 
 
-def load_path(root: str, model: str, source: str | None = None) -> DependencyPath:
-    source = source or model
-    return _path(root, model, source, _stamp(root, model, source))
+# ----------------------------------------------------------------------------- Grams
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the Gram matrices…")
-def _gramset(root: str, model: str, source: str, stamp: tuple):
-    cache = Cache(root)
-    return load_gramset(cache, open_pairing(cache, model, source))
+def _gramset(root: str, model: str, source: str, stamp: tuple) -> GramSet | None:
+    return load_gramset(Cache(root), _pairing(root, model, source), compute=False)
 
 
-def load_gramset_for(root: str, model: str, source: str | None = None):
+def load_gramset_for(root: str, model: str, source: str | None = None) -> GramSet | None:
+    """The pairing's Gram set, or None when no import, extraction or job made it yet."""
     source = source or model
-    return _gramset(root, model, source, _stamp(root, model, source))
+    stamp = _stamp(root, model, source)
+    found = _gramset(root, model, source, stamp)
+    if found is None:  # do not remember the absence: a job may be writing it now
+        _gramset.clear()
+    return found
 
 
-@st.cache_resource(max_entries=4, show_spinner="Least-squares floor (eigendecomposition of the Gram)…")
-def _ls_floor(root: str, model: str, source: str, stamp: tuple) -> LeastSquaresFloor:
-    gs = _gramset(root, model, source, stamp)
-    return LeastSquaresFloor(gs.design, gs.rhs)
+# ----------------------------------------------------------------------------- paths
 
 
-def load_ls_floor(root: str, model: str, source: str) -> LeastSquaresFloor:
-    """The dense least-squares fit of ``model``'s categories from all of ``source``'s logits."""
-    return _ls_floor(root, model, source, _stamp(root, model, source))
+@st.cache_resource(max_entries=16)
+def _spec(root: str, model: str, source: str, stamp: tuple) -> PathSpec:
+    cache = Cache(root)
+    return path_spec(cache, _pairing(root, model, source))
+
+
+def load_spec(root: str, model: str, source: str | None = None) -> PathSpec:
+    """The default α path's grid and key (needs the Gram set: check it first)."""
+    source = source or model
+    return _spec(root, model, source, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=128, show_spinner="Solving this category's α path (once; cached on disk)…")
+def _target_path(root: str, model: str, source: str, target: int, stamp: tuple) -> DependencyPath:
+    return target_paths(Cache(root), _spec(root, model, source, stamp), [target])
+
+
+def load_target_path(root: str, model: str, source: str | None, target: int) -> DependencyPath:
+    """One target's α path: read (from its own entry or the all-target job's), or solved now
+    for that target alone — the cost of one Lasso path on the Gram."""
+    source = source or model
+    return _target_path(root, model, source, int(target), _stamp(root, model, source))
+
+
+def paths_status(root: str, model: str, source: str | None = None) -> PathProgress:
+    """How much of every target's path exists (file checks only)."""
+    return path_progress(Cache(root), load_spec(root, model, source))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading every target's α path…")
+def _all_paths(root: str, model: str, source: str, solved: int, stamp: tuple) -> DependencyPath | None:
+    return read_all_paths(Cache(root), _spec(root, model, source, stamp))
+
+
+def load_all_paths(root: str, model: str, source: str | None = None) -> DependencyPath | None:
+    """Every target's path as far as the ``paths`` job got (``complete`` says whether it is
+    all of them), or None; never solves anything."""
+    source = source or model
+    status = paths_status(root, model, source)
+    if status.solved == 0:
+        return None
+    return _all_paths(root, model, source, status.solved, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=16)
+def _at_alpha(root: str, model: str, source: str, solved: int, alpha_index: int, stamp: tuple):
+    path = _all_paths(root, model, source, solved, stamp)
+    return path.at_alpha(alpha_index)
+
+
+def load_at_alpha(root: str, model: str, source: str | None, alpha_index: int):
+    """The held targets' sparse coefficients at one α of the all-target path (cached)."""
+    source = source or model
+    status = paths_status(root, model, source)
+    return _at_alpha(root, model, source, status.solved, alpha_index, _stamp(root, model, source))
+
+
+# ----------------------------------------------------------------------------- job results
+
+
+def load_theory(root: str, model: str) -> StoreTheory | None:
+    return _read_theory(root, model, _stamp(root, model), _derived_stamp(root))
+
+
+def load_floor(root: str, model: str, source: str) -> FloorMetrics | None:
+    return _read_floor(root, model, source, _stamp(root, model, source), _derived_stamp(root))
+
+
+def load_screening(root: str, model: str) -> list[ScreeningPoint] | None:
+    return _read_screening(root, model, _stamp(root, model), _derived_stamp(root))
+
+
+def load_communities(root: str, model: str, alpha_index: int, top_k: int, min_coef: float) -> list[list[int]] | None:
+    return _read_communities(root, model, alpha_index, top_k, float(min_coef), _stamp(root, model),
+                             _derived_stamp(root))
+
+
+def _derived_stamp(root: str) -> int:
+    """Changes when a job writes a derived result (the folder's modification time)."""
+    folder = Cache(root).derived_dir
+    return folder.stat().st_mtime_ns if folder.exists() else 0
+
+
+@st.cache_resource(max_entries=8)
+def _read_theory(root: str, model: str, stamp: tuple, derived: int) -> StoreTheory | None:
+    return read_redundancy(Cache(root), _pairing(root, model, model))
+
+
+@st.cache_resource(max_entries=8)
+def _read_floor(root: str, model: str, source: str, stamp: tuple, derived: int) -> FloorMetrics | None:
+    return read_floor(Cache(root), _pairing(root, model, source))
+
+
+@st.cache_resource(max_entries=8)
+def _read_screening(root: str, model: str, stamp: tuple, derived: int) -> list[ScreeningPoint] | None:
+    return read_screening(Cache(root), _spec(root, model, model, _stamp(root, model, model)))
+
+
+@st.cache_resource(max_entries=16)
+def _read_communities(root: str, model: str, alpha_index: int, top_k: int, min_coef: float, stamp: tuple,
+                      derived: int) -> list[list[int]] | None:
+    return read_communities(Cache(root), _spec(root, model, model, _stamp(root, model, model)), alpha_index, top_k, min_coef)
+
+
+# ----------------------------------------------------------------------------- per sample, images
 
 
 @st.cache_resource(max_entries=8)
@@ -91,48 +213,6 @@ def _top2(root: str, model: str, stamp: tuple) -> Top2:
 
 def load_top2(root: str, model: str) -> Top2:
     return _top2(root, model, _stamp(root, model))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Computing redundancy (eigendecomposition of the Gram)…")
-def _redundancy(root: str, model: str, stamp: tuple) -> Redundancy:
-    eps = float(np.finfo(_store(root, model, stamp).logits.dtype).eps)  # float16 stores: a coarser floor
-    return redundancy(_gramset(root, model, model, stamp).design, data_eps=eps)
-
-
-def load_redundancy(root: str, model: str) -> Redundancy:
-    return _redundancy(root, model, _stamp(root, model))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Checking Conjecture 1 at every α of the path…")
-def _screening(root: str, model: str, source: str, stamp: tuple) -> list[views.ScreeningPoint]:
-    path = _path(root, model, source, stamp)
-    gs = _gramset(root, model, source, stamp)
-    return views.screening_curve(path, gs.rhs)
-
-
-def load_screening(root: str, model: str, source: str | None = None) -> list[views.ScreeningPoint]:
-    source = source or model
-    return _screening(root, model, source, _stamp(root, model, source))
-
-
-@st.cache_resource(max_entries=8)
-def _spectrum(root: str, model: str, stamp: tuple) -> np.ndarray:
-    return views.gram_spectrum(_gramset(root, model, model, stamp).design)
-
-
-def load_spectrum(root: str, model: str) -> np.ndarray:
-    return _spectrum(root, model, _stamp(root, model))
-
-
-@st.cache_resource(max_entries=16)
-def _coef_matrix(root: str, model: str, source: str, alpha_index: int, stamp: tuple) -> np.ndarray:
-    return _path(root, model, source, stamp).coef_matrix(alpha_index)
-
-
-def load_coef_matrix(root: str, model: str, source: str | None, alpha_index: int) -> np.ndarray:
-    """Dense (P, T) coefficients at one α of the path (cached: the Atlas reuses it)."""
-    source = source or model
-    return _coef_matrix(root, model, source, alpha_index, _stamp(root, model, source))
 
 
 @st.cache_resource(max_entries=8)
@@ -154,3 +234,4 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
     store = _store(root, model, stamp)
     return {int(i): views.class_image_png(store.manifest, store.class_names, int(i), kind=kind)
             for i in indices}
+

@@ -12,7 +12,7 @@ import math
 
 import streamlit as st
 
-from engine.service import find_category
+from engine.categories import find_category
 
 _LAST = "_nde_qp_written"
 _MESSAGES = "_nde_messages"
@@ -75,10 +75,10 @@ def parse_alpha(text: str) -> float | None:
     return value
 
 
-def parse_target(text: str, names: list[str]) -> int | None:
+def parse_target(text: str, names: list[str], ids: list[str] | None = None) -> int | None:
     """A target from the URL (index, exact class name or unique first word, as the CLI takes
-    it: :func:`engine.service.find_category`), else None with a message."""
-    found = find_category(names, text)
+    it: :func:`engine.categories.find_category`), else None with a message."""
+    found = find_category(names, text, ids)
     if isinstance(found, int):
         return found
     warn(f"{found[:1].upper()}{found[1:]} — the link's target; showing another target.")

@@ -65,6 +65,6 @@ def import_upload(
         try:
             return import_logits(Cache(root), save(logits, "logits"), name.strip(),
                                  labels_path=save(labels, "labels"), class_names_path=save(class_names, "names"),
-                                 max_bytes=MAX_UNPACKED_BYTES)
+                                 max_bytes=MAX_UNPACKED_BYTES, gram=False)  # the Gram: a job (see Data)
         except InvalidInputError as exc:  # name the user's file, not our temporary copy
             raise InvalidInputError(str(exc).replace(f"logits{suffixes['logits']}", _shown(logits[0]))) from exc

@@ -14,8 +14,10 @@ from dashboard.components import state
 from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
 from engine.analysis import DependencyMetrics
+from engine.categories import search_categories
 from engine.errors import EngineError
-from engine.service import PAPER_ALPHAS, DependencyPath
+from engine.paths import DependencyPath
+from engine.service import PAPER_ALPHAS
 
 FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
@@ -150,19 +152,36 @@ def _default_target(class_names: list[str]) -> int:
     return next((class_names.index(n) for n in PREFERRED_TARGETS if n in class_names), 0)
 
 
-def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category") -> int:
-    """A searchable picker of the target category (type to search the names)."""
+# Up to this many categories the picker lists them all (type to filter); above, a search box
+# narrows the list first: a select box sends every option to the browser on every rerun.
+PICKER_ALL = 2000
+PICKER_MATCHES = 200  # options listed for a search
+
+
+def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
+              ids: list[str] | None = None) -> int:
+    """A searchable picker of the target category: by name, index or dataset id (synset)."""
     state.restore(key)
     if "target" in params:
-        parsed = state.parse_target(params["target"], class_names)
+        parsed = state.parse_target(params["target"], class_names, ids)
         if parsed is not None:
             st.session_state[key] = parsed
     current = st.session_state.get(key)
     if not isinstance(current, int) or not 0 <= current < len(class_names):
-        st.session_state[key] = _default_target(class_names)
+        st.session_state[key] = current = _default_target(class_names)
+    options: range | list[int] = range(len(class_names))
+    if len(class_names) > PICKER_ALL:
+        state.restore(f"{key}_q")
+        query = st.text_input(f"Search {len(class_names):,} categories", key=f"{key}_q",
+                              placeholder="a name, a synset id (n01440764) or an index")
+        state.remember(f"{key}_q", query)
+        found = search_categories(class_names, query, ids, limit=PICKER_MATCHES)
+        options = found if current in found else [current, *found]
+        if query and not found:
+            st.caption(f"No category matches {query!r}.")
     value = st.selectbox(
-        label, range(len(class_names)), key=key,
-        format_func=lambda i: f"{class_names[i]}  ·  #{i}",
+        label, options, key=key,
+        format_func=lambda i: f"{class_names[i]}  ·  #{i}" + (f"  ·  {ids[i]}" if ids else ""),
         help="Type to search the class names.",
     )
     state.remember(key, value)
@@ -170,9 +189,9 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
 
 
 def alpha_options(path: DependencyPath, target: int) -> list[float]:
-    """The path's α values below the target's α_max (above it θ = 0), ascending."""
-    amax = float(path.alpha_max[target])
-    return [float(a) for a in path.alphas[::-1] if a < amax]
+    """The α of the target's path below its α_max (above it θ = 0), ascending."""
+    amax = path.alpha_max(target)
+    return [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
 
 
 def alpha_digits(options: list[float]) -> int:
@@ -201,7 +220,7 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
     Returns (α, index into ``path.alphas``). Stops the page when the target has no α with a
     dependency on the grid.
     """
-    amax = float(path.alpha_max[target])
+    amax = path.alpha_max(target)
     options = alpha_options(path, target)
     if not options:
         st.info(f"This category has no dependency on the α grid (α_max = {amax:.3g}): its logit is "
@@ -225,10 +244,11 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
         f"α (L1 weight; log scale; α_max of this target = {amax:.3g})",
         options=options, key=key, format_func=lambda a: f"{a:.{digits}g}",
         help="Larger α: fewer sources. The paper uses 2.5 (ResNet, ViT) and 0.25 (Swin-T). "
-             "Every value is an exact solution read from the cached α path.",
+             "Every value is an exact solution read from this category's cached α path (it stops "
+             "where the dependency stops being sparse).",
     )
     state.remember(key, value)
-    return float(value), path.nearest_alpha_index(value)
+    return float(value), path.nearest_alpha_index(value, target)
 
 
 def _fmt_pct(x: float) -> str:
@@ -270,3 +290,13 @@ def guard(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     except EngineError as exc:
         fail(exc)
+
+
+def paged_frame_ui(frame, key: str, page_size: int = 100, **dataframe_args) -> None:
+    """A table shown ``page_size`` rows at a time (the browser never gets 21,843 rows)."""
+    pages = max(1, -(-len(frame) // page_size))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages:,}; {len(frame):,} rows)", 1, pages, 1, key=key))
+    part = frame.iloc[(page - 1) * page_size : page * page_size]
+    st.dataframe(part, hide_index=True, width="stretch", **dataframe_args)

@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.atomic import write_json_atomic
 from engine.covlasso import SolverConfig
 from engine.importer import import_logits
-from engine.service import dependency_report
+from engine.report import dependency_report
 from engine.store import Cache, manifest_model
 
 
@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--class-names", type=Path, help="class names: text (one per line) or JSON list")
     p.add_argument("--float16", action="store_true", help="store logits as float16 (half the size)")
     p.add_argument("--overwrite", action="store_true", help="replace a store of that name")
+    p.add_argument("--no-gram", action="store_true",
+                   help="do not compute the Gram now (the first solve, or a `gram` job, will)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("stores", help="list the stores in the cache")
@@ -54,7 +56,7 @@ def cmd_import(args) -> int:
     store = import_logits(
         Cache(args.cache), args.file, args.name, labels_path=args.labels,
         class_names_path=args.class_names, dtype="float16" if args.float16 else "float32",
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, gram=not args.no_gram, progress=sys.stderr.isatty(),
     )
     print(f"{store.name}\t{store.n} x {store.k}\t{store.content_hash[:12]}")
     return 0

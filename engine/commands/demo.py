@@ -6,7 +6,9 @@ Steps, each skipped when its result is already in the cache (a second run is a c
 2. logits of ``glyph-resnet`` and ``glyph-vit`` on it, through the same extraction code as
    user models (stores ``glyph-resnet`` and ``glyph-vit``, each with its Gram);
 3. the cross-Grams of the pair, both ways;
-4. dependencies at the default α, within each model and between them (engine.service).
+4. every target's α path within each model and between them, and the solutions at the
+   default α (the stages of engine.paths and engine.service, run here in the foreground:
+   the dashboard then finds everything it shows already cached).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from engine.covlasso_types import SolverConfig
 from engine.store import Cache
 
 log = logging.getLogger(__name__)
@@ -57,13 +60,13 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
     """Make sure the demo stores, Grams and dependencies exist; return what was done."""
     from engine.data import GlyphDataset
     from engine.extract import extract_logits
-    from engine.gram import gram_config, load_or_compute_gramset
+    from engine.gramsets import has_gramset, load_gramset
     from engine.models import create_classifier
 
     report = DemoReport()
     t = time.perf_counter()
-    splits_dir_had = any((cache.root / "datasets").glob("glyphs-*/test-*.safetensors"))
-    dataset = GlyphDataset("test", cache.root)
+    splits_dir_had = any(cache.datasets_dir.glob("glyphs-*/test-*.safetensors"))
+    dataset = GlyphDataset("test", cache)
     report.add(f"glyph test split ({len(dataset)} images, {dataset.num_classes} classes)", splits_dir_had,
                time.perf_counter() - t)
     for name in DEMO_STORES:
@@ -76,25 +79,39 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
     stores = {name: cache.load_store(name) for name in DEMO_STORES}
     for target, source in DEMO_PAIRS:
         t = time.perf_counter()
-        hit = cache.load_derived("gram", gram_config(stores[source], stores[target])) is not None
-        load_or_compute_gramset(cache, stores[source], stores[target])
+        hit = has_gramset(cache, stores[source], stores[target])
+        load_gramset(cache, stores[source], stores[target])
         report.add(f"cross-Gram {source} -> {target}", hit, time.perf_counter() - t)
     _dependencies(cache, alpha, report)
     return report
 
 
 def _dependencies(cache: Cache, alpha: float, report: DemoReport) -> None:
-    try:
-        from engine.service import prepare_demo_dependencies
-    except ImportError:  # the solver's service is written separately
-        log.warning("engine.service.prepare_demo_dependencies is not available yet; "
-                    "dependencies at α=%g not prepared", alpha)
-        return
     t = time.perf_counter()
-    result = prepare_demo_dependencies(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS], alpha)
-    hit = bool(getattr(result, "cache_hit", False)) if not isinstance(result, bool) else result
-    report.add(f"dependencies at alpha={alpha:g} (within each model and between them)", hit,
-               time.perf_counter() - t)
+    hit = prepare_demo_dependencies(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS], alpha)
+    report.add(f"dependencies at alpha={alpha:g} and every α path (within each model and between them)",
+               hit, time.perf_counter() - t)
+
+
+def prepare_demo_dependencies(
+    cache: Cache, stores: list[str], pairs: list[tuple[str, str]], alpha: float
+) -> bool:
+    """Solutions at ``alpha`` and every target's α path (what the pages read) for every store
+    (within) and every (model, source) pair (between). Returns True when all were cache hits."""
+    from engine.paths import compute_all_paths, path_progress, path_spec
+    from engine.service import open_pairing, solve_dependencies
+
+    hits = True
+    for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
+        pairing = open_pairing(cache, model, source)
+        hits &= cache.has_derived("solution", {**pairing.key(), "alpha": float(alpha),
+                                               "solver": SolverConfig().key(), "layout": 2})
+        solve_dependencies(cache, pairing, alpha)
+        spec = path_spec(cache, pairing)
+        hits &= path_progress(cache, spec).complete
+        compute_all_paths(cache, spec)
+        log.info("dependencies ready: %s from %s", model, source)
+    return hits
 
 
 def run(args: argparse.Namespace) -> int:

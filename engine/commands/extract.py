@@ -56,19 +56,14 @@ def _init_distributed(device: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engine.data import create_dataset
-    from engine.extract import extract_logits
-    from engine.models import create_classifier
+    from engine.extract import extract_store
 
     started = _init_distributed(args.device)
     try:
-        cache = Cache(args.cache)
-        dataset = create_dataset(args.data, args.split, cache_root=args.cache)
-        loaded = create_classifier(args.model, checkpoint=args.checkpoint,
-                                   pretrained=False if args.no_pretrained else None)
-        store, stats = extract_logits(
-            cache, loaded, dataset, args.name, batch_size=args.batch_size, workers=args.workers,
-            device=args.device, precision=args.precision, chunk_size=args.chunk_size,
+        store, stats = extract_store(
+            Cache(args.cache), args.model, args.data, args.name, split=args.split, checkpoint=args.checkpoint,
+            pretrained=False if args.no_pretrained else None, batch_size=args.batch_size,
+            workers=args.workers, device=args.device, precision=args.precision, chunk_size=args.chunk_size,
             store_dtype=args.dtype, overwrite=args.overwrite, progress=not args.no_progress,
         )
         if store is not None and stats.cache_hit:

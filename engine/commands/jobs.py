@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
+from engine.store import Cache
 
 _STATE_WIDTH = 9
 
@@ -125,10 +126,10 @@ def _submit(args) -> int:
     from engine.jobs import get_kind, submit_job, wait_for
 
     values = spec_values(args, get_kind(args.kind).spec)
-    job = submit_job(args.cache, args.kind, values, start=not args.no_start)
+    job = submit_job(Cache(args.cache), args.kind, values, start=not args.no_start)
     print(f"job {job.id} ({job.kind}) {job.state}; log: {job.log_path}")
     if args.wait:
-        job = wait_for(args.cache, [job.id], timeout=float("inf"))[0]
+        job = wait_for(Cache(args.cache), [job.id], timeout=float("inf"))[0]
         print(_row(job))
         if job.result_path:
             _print_result(job)
@@ -154,7 +155,7 @@ def _print_result(job) -> None:
 def _list(args) -> int:
     from engine.jobs import list_jobs
 
-    jobs = list_jobs(args.cache, limit=args.limit)
+    jobs = list_jobs(Cache(args.cache), limit=args.limit)
     if args.json:
         print(json.dumps([j.__dict__ for j in jobs], indent=1))
         return 0
@@ -171,7 +172,7 @@ def _list(args) -> int:
 def _show(args) -> int:
     from engine.jobs import get_job
 
-    job = get_job(args.cache, args.id)
+    job = get_job(Cache(args.cache), args.id)
     out = dict(job.__dict__)
     if job.result_path and Path(job.result_path).exists():
         out["report"] = json.loads(Path(job.result_path).read_text())
@@ -183,7 +184,7 @@ def _report(args) -> int:
     from engine.jobs import get_job
     from engine.jobs.reports import load_report, markdown_tables, report_stores
 
-    job = get_job(args.cache, args.id)
+    job = get_job(Cache(args.cache), args.id)
     report = load_report(job.result_path)
     if report is None:
         print(f"job {job.id} is {job.state} and has no report yet")
@@ -199,7 +200,7 @@ def _cancel(args) -> int:
     from engine.jobs import cancel_job
 
     for job_id in args.ids:
-        job = cancel_job(args.cache, job_id)
+        job = cancel_job(Cache(args.cache), job_id)
         print(f"job {job.id}: {job.state}")
     return 0
 
@@ -207,7 +208,7 @@ def _cancel(args) -> int:
 def _logs(args) -> int:
     from engine.jobs import get_job, read_log
 
-    job = get_job(args.cache, args.id)
+    job = get_job(Cache(args.cache), args.id)
     text = read_log(job, args.tail)
     sys.stdout.write(text + ("\n" if text and not text.endswith("\n") else ""))
     if not args.follow:
@@ -221,7 +222,7 @@ def _logs(args) -> int:
             pos += len(chunk)
             sys.stdout.write(chunk.decode(errors="replace"))
             sys.stdout.flush()
-        if not get_job(args.cache, args.id).active:
+        if not get_job(Cache(args.cache), args.id).active:
             return 0
         time.sleep(0.5)
 
@@ -229,7 +230,7 @@ def _logs(args) -> int:
 def _retry(args) -> int:
     from engine.jobs import retry_job
 
-    job = retry_job(args.cache, args.id)
+    job = retry_job(Cache(args.cache), args.id)
     print(f"job {job.id} ({job.kind}) {job.state}: retry of job {args.id}")
     return 0
 
@@ -237,10 +238,10 @@ def _retry(args) -> int:
 def _worker(args) -> int:
     from engine.jobs import jobs_table, refresh
 
-    table = jobs_table(args.cache)
+    table = jobs_table(Cache(args.cache))
     print(f"worker watching {table.path} (Ctrl-C to stop)")
     while True:
-        refresh(args.cache)
+        refresh(Cache(args.cache))
         if not args.forever and not table.list(states=("queued", "running"), limit=1):
             print("queue empty")
             return 0
@@ -252,17 +253,17 @@ def _settings(args) -> int:
 
     slurm = None
     if args.slurm is not None:
-        slurm = dict(get_settings(args.cache).slurm)
+        slurm = dict(get_settings(Cache(args.cache)).slurm)
         for item in args.slurm:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise InvalidInputError(f"--slurm {item!r}: expected KEY=VALUE, e.g. slurm_partition=gpu")
             slurm[key] = int(value) if value.isdigit() else value
     if args.backend or args.max_running is not None or slurm is not None:
-        settings = set_settings(args.cache, backend=args.backend, max_running=args.max_running,
+        settings = set_settings(Cache(args.cache), backend=args.backend, max_running=args.max_running,
                                 slurm=slurm)
     else:
-        settings = get_settings(args.cache)
+        settings = get_settings(Cache(args.cache))
     print(json.dumps(settings.__dict__, indent=1))
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from engine.commands.jobs import add_spec_options, spec_values
+from engine.store import Cache
 
 _APPS = {
     "train-newclasses": ("newclasses", "§3.2: new categories as W · f_base over a frozen backbone"),
@@ -34,7 +35,7 @@ def _run(args) -> int:
     from engine.jobs.runner import load_runner
 
     spec = spec_from_dict(args.kind, spec_values(args, get_kind(args.kind).spec))
-    ctx = foreground_context(args.cache, args.kind, spec)
+    ctx = foreground_context(Cache(args.cache), args.kind, spec)
     report = load_runner(args.kind)(spec, ctx)
     if report is not None:  # rank 0
         print(f"report: {report}")

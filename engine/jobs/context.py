@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.store import Cache
+
 log = logging.getLogger(__name__)
 
 
@@ -33,20 +35,26 @@ class LogProgress:
 class RunContext:
     """Where a run writes and whom it tells how far it got."""
 
-    cache_root: Path  # the cache whose stores the run reads and writes
+    cache: Cache  # the cache whose stores the run reads and writes
     run_dir: Path  # the run's own folder: config, checkpoints, report (keyed by the spec)
     # (fraction in [0, 1], message) -> None
     progress: Callable[[float, str], None] = field(default_factory=LogProgress)
     job_id: int | None = None  # the job-table row, when run as a job
 
+    @property
+    def cache_root(self) -> Path:
+        """The cache's folder (for code that passes it on to another process)."""
+        return self.cache.root
 
-def run_dir_for(cache_root: Path, kind: str, spec: object) -> Path:
-    """``<cache>/runs/<kind>-<spec hash>``: equal specs share it, so a rerun resumes."""
+
+def run_dir_for(cache: Cache, kind: str, spec: object) -> Path:
+    """The cache's folder for this spec's run: equal specs share it, so a rerun resumes."""
     from engine.jobs.specs import spec_hash
 
-    return Path(cache_root) / "runs" / f"{kind}-{spec_hash(kind, spec)}"
+    return Cache.of(cache).run_dir(kind, spec_hash(kind, spec))
 
 
-def foreground_context(cache_root: Path, kind: str, spec: object) -> RunContext:
+def foreground_context(cache: Cache, kind: str, spec: object) -> RunContext:
     """A context for running a spec in this process (CLI, torchrun): progress goes to the log."""
-    return RunContext(cache_root=Path(cache_root), run_dir=run_dir_for(cache_root, kind, spec))
+    cache = Cache.of(cache)
+    return RunContext(cache=cache, run_dir=run_dir_for(cache, kind, spec))

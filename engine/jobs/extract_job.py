@@ -1,7 +1,7 @@
-"""The ``extract`` job: ``python -m engine extract …`` run as a job, in the job's own process.
+"""The ``extract`` job: logit extraction run as a job, in the job's own process.
 
-It goes through the extraction command's public interface (issue 3's CLI), so the job and
-the terminal share one code path; the new store is named in the job's report.
+It calls the same function as ``python -m engine extract`` (:func:`engine.extract.extract_store`),
+with the job's progress; the new store is named in the job's report.
 """
 
 from __future__ import annotations
@@ -10,32 +10,30 @@ import logging
 from pathlib import Path
 
 from engine.atomic import write_json_atomic
-from engine.errors import EngineError
 from engine.jobs.context import RunContext
 from engine.jobs.specs import ExtractSpec, spec_to_dict
-from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
 
-def extract_argv(spec: ExtractSpec, cache_root: Path) -> list[str]:
-    argv = ["--cache", str(cache_root), "extract", "--model", spec.model, "--data", spec.data,
-            "--name", spec.name, "--split", spec.split, "--batch-size", str(spec.batch_size),
-            "--device", spec.device]
-    return argv + (["--checkpoint", spec.checkpoint] if spec.checkpoint else [])
-
-
 def run_job(spec: ExtractSpec, ctx: RunContext) -> Path:
-    from engine.cli import main
+    from engine.extract import DEFAULT_CHUNK, extract_store
 
     ctx.progress(0.0, f"extracting {spec.model} on {spec.data}/{spec.split}")
-    try:
-        code = main(extract_argv(spec, ctx.cache_root))
-    except SystemExit as exc:  # argparse: an option this installation's extract lacks
-        code = exc.code
-    if code != 0:
-        raise EngineError(f"extraction failed (exit code {code}); the log above says why")
-    store = Cache(ctx.cache_root).load_store(spec.name)
+    done: list[int] = []
+
+    def on_chunk(c: int) -> None:
+        done.append(c)
+        ctx.progress(min(0.99, len(done) * DEFAULT_CHUNK / max(total[0], 1)),
+                     f"logits: {len(done)} chunk(s) of {DEFAULT_CHUNK} images written")
+
+    total = [1]
+    from engine.data import create_dataset
+
+    total[0] = len(create_dataset(spec.data, spec.split, cache=ctx.cache))
+    store, _ = extract_store(ctx.cache, spec.model, spec.data, spec.name, split=spec.split,
+                             checkpoint=spec.checkpoint or None, batch_size=spec.batch_size,
+                             device=spec.device, progress=False, on_chunk=on_chunk)
     report = ctx.run_dir / f"report-{ctx.job_id or 'fg'}.json"
     write_json_atomic(report, {"kind": "extract", "config": spec_to_dict(spec),
                                "stores": {"logits": store.name}, "n": store.n, "k": store.k})

@@ -1,6 +1,7 @@
 """Submit, dispatch, watch and cancel jobs: the one API the CLI and the dashboard share.
 
-There is no daemon. Whoever looks at the table (``refresh``: the CLI, the dashboard, a job
+Every function takes the :class:`~engine.store.Cache` whose job table it uses (a folder path
+is accepted too and read as that cache). There is no daemon. Whoever looks at the table (``refresh``: the CLI, the dashboard, a job
 that just finished) first marks dead ``running`` jobs as failed, then starts queued jobs
 while fewer than ``max_running`` run. A finishing job starts the next one itself, so a
 queue drains with nobody watching; ``python -m engine jobs worker`` keeps looking, for
@@ -22,6 +23,7 @@ from engine.errors import InvalidInputError
 from engine.jobs import procs
 from engine.jobs.specs import check_spec_inputs, spec_from_dict, spec_to_dict
 from engine.jobs.table import ACTIVE, FINISHED, JobRecord, JobTable
+from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +55,25 @@ class JobSettings:
             raise InvalidInputError(f"slurm parameters must be a mapping; got {self.slurm!r}")
 
 
-def jobs_table(cache_root: Path | str) -> JobTable:
-    return JobTable(Path(cache_root) / "jobs.sqlite")
+def jobs_table(cache: Cache) -> JobTable:
+    return JobTable(Cache.of(cache).jobs_table_path)
 
 
-def log_dir(cache_root: Path | str) -> Path:
-    return Path(cache_root).resolve() / "jobs" / "logs"
-
-
-def get_settings(cache_root: Path | str) -> JobSettings:
-    stored = jobs_table(cache_root).get_setting("jobs", {}) or {}
+def get_settings(cache: Cache) -> JobSettings:
+    stored = jobs_table(cache).get_setting("jobs", {}) or {}
     return JobSettings(**{k: v for k, v in stored.items() if k in JobSettings.__dataclass_fields__})
 
 
-def set_settings(cache_root: Path | str, **changes: Any) -> JobSettings:
+def set_settings(cache: Cache, **changes: Any) -> JobSettings:
     """Change some settings (validated), keep the others; returns the new settings."""
-    current = asdict(get_settings(cache_root))
+    current = asdict(get_settings(cache))
     current.update({k: v for k, v in changes.items() if v is not None})
     settings = JobSettings(**current)
     if settings.backend == "slurm":
         from engine.jobs.slurm import require_submitit
 
         require_submitit()
-    jobs_table(cache_root).set_setting("jobs", asdict(settings))
+    jobs_table(cache).set_setting("jobs", asdict(settings))
     return settings
 
 
@@ -83,7 +81,7 @@ def set_settings(cache_root: Path | str, **changes: Any) -> JobSettings:
 
 
 def submit_job(
-    cache_root: Path | str, kind: str, values: dict[str, Any] | None = None, *, start: bool = True
+    cache: Cache, kind: str, values: dict[str, Any] | None = None, *, start: bool = True
 ) -> JobRecord:
     """Validate a spec and queue it (and start it when a slot is free, unless ``start=False``).
 
@@ -91,51 +89,71 @@ def submit_job(
     queued. Safe to call from many processes at once: each call gets its own job.
     """
     spec = spec_from_dict(kind, values)
-    check_spec_inputs(kind, spec)
-    cache_root = Path(cache_root).resolve()
-    settings = get_settings(cache_root)
-    table = jobs_table(cache_root)
-    job_id = table.insert(kind, spec_to_dict(spec), log_dir(cache_root), settings.backend)
+    cache = Cache.of(cache).resolved()
+    check_spec_inputs(kind, spec, cache)
+    settings = get_settings(cache)
+    table = jobs_table(cache)
+    job_id = table.insert(kind, spec_to_dict(spec), cache.job_logs_dir, settings.backend)
     log.info("queued job %d (%s)", job_id, kind)
     if settings.backend == "slurm":
         from engine.jobs.slurm import submit_to_slurm
 
         try:
-            slurm_id = submit_to_slurm(cache_root, table.get(job_id), settings.slurm)
+            slurm_id = submit_to_slurm(cache, table.get(job_id), settings.slurm)
         except Exception as exc:
             table.update(job_id, state="failed", finished=time.time(),
                          error=f"Slurm submission failed: {exc}")
             raise
         table.update(job_id, backend_id=slurm_id)
     elif start:
-        dispatch(cache_root)
+        dispatch(cache)
     return table.get(job_id)
 
 
-def retry_job(cache_root: Path | str, job_id: int) -> JobRecord:
+def retry_job(cache: Cache, job_id: int) -> JobRecord:
     """Queue a finished job's spec again; it resumes from the run's last checkpoint."""
-    old = jobs_table(cache_root).get(job_id)
+    old = jobs_table(cache).get(job_id)
     if old.state not in FINISHED:
         raise InvalidInputError(f"job {job_id} is {old.state}; only a finished job can be retried")
-    return submit_job(cache_root, old.kind, old.config)
+    return submit_job(cache, old.kind, old.config)
+
+
+def find_job(cache: Cache, kind: str, values: dict[str, Any] | None = None, limit: int = 500) -> JobRecord | None:
+    """The newest job of ``kind`` whose spec equals ``values``' (defaults filled in), or None:
+    a page asks it before offering to start the same work twice."""
+    wanted = spec_to_dict(spec_from_dict(kind, values))
+    for job in jobs_table(cache).list(limit=limit):
+        if job.kind == kind and job.config == wanted:
+            return job
+    return None
+
+
+def ensure_job(cache: Cache, kind: str, values: dict[str, Any] | None = None) -> JobRecord:
+    """The active or succeeded job with this spec, or a new one (failed and cancelled ones
+    are retried: their chunks resume)."""
+    refresh(cache)
+    job = find_job(cache, kind, values)
+    if job is not None and job.state in ("queued", "running", "succeeded"):
+        return job
+    return submit_job(cache, kind, values)
 
 
 # ----------------------------------------------------------------------------- look
 
 
-def refresh(cache_root: Path | str) -> None:
+def refresh(cache: Cache) -> None:
     """Make the table truthful (dead jobs → failed), then start what may start."""
-    reap_stale(cache_root)
-    dispatch(cache_root)
+    reap_stale(cache)
+    dispatch(cache)
 
 
-def reap_stale(cache_root: Path | str) -> list[int]:
+def reap_stale(cache: Cache) -> list[int]:
     """Mark ``running`` jobs whose process is gone as failed; returns their ids.
 
     Local jobs are checked by pid and start time (a reused pid does not count as alive);
     jobs that run on another host can only be judged by their backend (Slurm).
     """
-    table = jobs_table(cache_root)
+    table = jobs_table(cache)
     reaped = []
     here = socket.gethostname()
     for job in table.list(states=ACTIVE, limit=10_000):
@@ -143,7 +161,7 @@ def reap_stale(cache_root: Path | str) -> list[int]:
         if job.backend == "slurm" and job.backend_id:
             from engine.jobs.slurm import slurm_dead_reason
 
-            reason = slurm_dead_reason(cache_root, job)
+            reason = slurm_dead_reason(Cache.of(cache), job)
         elif job.state == "running" and job.backend == "local":
             if job.pid is None:
                 if time.time() - (job.started or job.created) > START_TIMEOUT_S:
@@ -162,16 +180,16 @@ def reap_stale(cache_root: Path | str) -> list[int]:
     return reaped
 
 
-def dispatch(cache_root: Path | str) -> list[int]:
+def dispatch(cache: Cache) -> list[int]:
     """Start queued local jobs while fewer than ``max_running`` run; returns the started ids."""
-    cache_root = Path(cache_root).resolve()
-    settings = get_settings(cache_root)
-    table = jobs_table(cache_root)
+    cache = Cache.of(cache).resolved()
+    settings = get_settings(cache)
+    table = jobs_table(cache)
     started = []
     for job in table.claim_queued(settings.max_running, backend="local"):
         try:
             pid = procs.spawn_detached(
-                [sys.executable, "-m", "engine.jobs", "--cache", str(cache_root), str(job.id)],
+                [sys.executable, "-m", "engine.jobs", "--cache", str(cache.root), str(job.id)],
                 Path(job.log_path), cwd=_REPO_ROOT, env=_job_env(),
             )
         except OSError as exc:
@@ -196,14 +214,14 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def list_jobs(cache_root: Path | str, limit: int = 200) -> list[JobRecord]:
-    refresh(cache_root)
-    return jobs_table(cache_root).list(limit=limit)
+def list_jobs(cache: Cache, limit: int = 200) -> list[JobRecord]:
+    refresh(cache)
+    return jobs_table(cache).list(limit=limit)
 
 
-def get_job(cache_root: Path | str, job_id: int) -> JobRecord:
-    refresh(cache_root)
-    return jobs_table(cache_root).get(job_id)
+def get_job(cache: Cache, job_id: int) -> JobRecord:
+    refresh(cache)
+    return jobs_table(cache).get(job_id)
 
 
 def read_log(job: JobRecord, tail_lines: int | None = None) -> str:
@@ -223,9 +241,9 @@ def read_log(job: JobRecord, tail_lines: int | None = None) -> str:
 # ----------------------------------------------------------------------------- cancel / wait
 
 
-def cancel_job(cache_root: Path | str, job_id: int, grace: float = 5.0) -> JobRecord:
+def cancel_job(cache: Cache, job_id: int, grace: float = 5.0) -> JobRecord:
     """Cancel a queued job, or stop a running one with its whole process tree."""
-    table = jobs_table(cache_root)
+    table = jobs_table(cache)
     job = table.get(job_id)
     if job.state in FINISHED:
         return job
@@ -233,7 +251,7 @@ def cancel_job(cache_root: Path | str, job_id: int, grace: float = 5.0) -> JobRe
     if job.backend == "slurm" and job.backend_id:
         from engine.jobs.slurm import cancel_slurm
 
-        cancel_slurm(cache_root, job)
+        cancel_slurm(Cache.of(cache), job)
     elif job.state == "running" and job.pid and job.host == socket.gethostname():
         # Mark it first, so the dying job (and any reaper) sees a cancellation, not a crash.
         table.update(job_id, only_if_state=ACTIVE, state="cancelled", finished=time.time(),
@@ -242,17 +260,17 @@ def cancel_job(cache_root: Path | str, job_id: int, grace: float = 5.0) -> JobRe
     table.update(job_id, only_if_state=ACTIVE, state="cancelled", finished=time.time(),
                  error="cancelled by the user")
     log.info("cancelled job %d", job_id)
-    dispatch(cache_root)
+    dispatch(cache)
     return table.get(job_id)
 
 
-def wait_for(cache_root: Path | str, job_ids: list[int], timeout: float = 600.0,
+def wait_for(cache: Cache, job_ids: list[int], timeout: float = 600.0,
              poll: float = 0.2) -> list[JobRecord]:
     """Block until all ``job_ids`` are finished (or ``timeout`` seconds pass); return them."""
     deadline = time.monotonic() + timeout
-    table = jobs_table(cache_root)
+    table = jobs_table(cache)
     while True:
-        refresh(cache_root)
+        refresh(cache)
         jobs = [table.get(i) for i in job_ids]
         if all(j.state in FINISHED for j in jobs) or time.monotonic() > deadline:
             return jobs

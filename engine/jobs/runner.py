@@ -3,7 +3,9 @@
 Started as ``python -m engine.jobs --cache DIR ID`` by the local backend, or called as
 :func:`run_job` by submitit on a Slurm node: the same code either way. Progress goes to the
 job table (throttled); a SIGTERM (cancel) ends the run as ``cancelled``; any exception ends
-it as ``failed`` with the traceback in the log. A finished job then starts queued ones.
+it as ``failed`` with the traceback in the log. This module knows the table, never the
+manager: the local process's entry point (``engine/jobs/__main__.py``) starts the queued
+jobs after this one, so manager → slurm → runner has no way back.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from engine.jobs import procs
 from engine.jobs.context import RunContext, run_dir_for
 from engine.jobs.specs import get_kind, spec_from_dict
 from engine.jobs.table import ACTIVE, JobTable
+from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,13 @@ def load_runner(kind: str):
     return getattr(importlib.import_module(module_name), func_name)
 
 
-def run_job(cache_root: str | Path, job_id: int, log_to_file: bool = False) -> int:
-    """Run job ``job_id`` of the table in ``cache_root`` in this process; returns an exit code."""
-    from engine.jobs.manager import jobs_table
+def run_job(cache: Cache | str | Path, job_id: int, log_to_file: bool = False) -> int:
+    """Run job ``job_id`` of ``cache``'s table in this process; returns an exit code.
 
-    cache_root = Path(cache_root).resolve()
-    table = jobs_table(cache_root)
+    (submitit pickles the call, so a Slurm node receives the cache's folder as a string.)
+    """
+    cache = Cache.of(cache).resolved()
+    table = JobTable(cache.jobs_table_path)
     job = table.get(job_id)
     if log_to_file:  # Slurm: submitit captures stdout itself; write our log where the table says
         Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -82,18 +86,13 @@ def run_job(cache_root: str | Path, job_id: int, log_to_file: bool = False) -> i
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     log.info("job %d (%s) running as pid %d with config %s", job_id, job.kind, pid, job.config)
-    code = _run_claimed(table, cache_root, job_id, job.kind, job.config)
-    if job.backend == "local":
-        from engine.jobs.manager import dispatch
-
-        dispatch(cache_root)  # the next queued job takes the freed slot
-    return code
+    return _run_claimed(table, cache, job_id, job.kind, job.config)
 
 
-def _run_claimed(table: JobTable, cache_root: Path, job_id: int, kind: str, config: dict) -> int:
+def _run_claimed(table: JobTable, cache: Cache, job_id: int, kind: str, config: dict) -> int:
     try:
         spec = spec_from_dict(kind, config)
-        ctx = RunContext(cache_root=cache_root, run_dir=run_dir_for(cache_root, kind, spec),
+        ctx = RunContext(cache=cache, run_dir=run_dir_for(cache, kind, spec),
                          progress=_Progress(table, job_id), job_id=job_id)
         result = load_runner(kind)(spec, ctx)
     except JobCancelled:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError
 from engine.jobs.table import JobRecord
+from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ def require_submitit():
     return submitit
 
 
-def _folder(cache_root: Path | str, job_id: int) -> Path:
-    return Path(cache_root).resolve() / "jobs" / "slurm" / str(job_id)
-
-
-def submit_to_slurm(cache_root: Path | str, job: JobRecord, params: dict[str, Any]) -> str:
+def submit_to_slurm(cache: Cache, job: JobRecord, params: dict[str, Any]) -> str:
     """Submit ``job`` through submitit with ``params`` (e.g. slurm_partition, timeout_min,
     gpus_per_node, cpus_per_task; ``cluster`` picks submitit's executor: slurm, or local
     to try the path without a cluster). Returns the backend's job id."""
@@ -46,27 +42,28 @@ def submit_to_slurm(cache_root: Path | str, job: JobRecord, params: dict[str, An
     from engine.jobs.runner import run_job
 
     params = dict(params)
-    executor = submitit.AutoExecutor(folder=_folder(cache_root, job.id), cluster=params.pop("cluster", None))
+    cache = Cache.of(cache).resolved()
+    executor = submitit.AutoExecutor(folder=cache.slurm_dir(job.id), cluster=params.pop("cluster", None))
     params.setdefault("timeout_min", 24 * 60)
     executor.update_parameters(name=f"nde-{job.kind}-{job.id}", **params)
-    submitted = executor.submit(run_job, str(Path(cache_root).resolve()), job.id, True)
+    submitted = executor.submit(run_job, str(cache.root), job.id, True)
     log.info("job %d submitted to %s as %s", job.id, executor.cluster, submitted.job_id)
     return str(submitted.job_id)
 
 
-def _handle(cache_root: Path | str, job: JobRecord):
+def _handle(cache: Cache, job: JobRecord):
     submitit = require_submitit()
     try:
-        return submitit.SlurmJob(folder=_folder(cache_root, job.id), job_id=str(job.backend_id))
+        return submitit.SlurmJob(folder=Cache.of(cache).resolved().slurm_dir(job.id), job_id=str(job.backend_id))
     except Exception:  # pragma: no cover - depends on the cluster
         return None
 
 
-def slurm_dead_reason(cache_root: Path | str, job: JobRecord) -> str | None:
+def slurm_dead_reason(cache: Cache, job: JobRecord) -> str | None:
     """Why an active job is in fact over, according to Slurm (None when it is not, or unknown)."""
     if shutil.which("sacct") is None:  # not on a Slurm host: we cannot tell, so we do not guess
         return None
-    handle = _handle(cache_root, job)
+    handle = _handle(cache, job)
     if handle is None:
         return None
     try:
@@ -78,8 +75,8 @@ def slurm_dead_reason(cache_root: Path | str, job: JobRecord) -> str | None:
     return None
 
 
-def cancel_slurm(cache_root: Path | str, job: JobRecord) -> None:
-    handle = _handle(cache_root, job)
+def cancel_slurm(cache: Cache, job: JobRecord) -> None:
+    handle = _handle(cache, job)
     if handle is None:
         return
     try:

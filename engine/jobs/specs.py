@@ -202,6 +202,88 @@ class RegularizerSpec:
         _device(k, self.device)
 
 
+def _store_name(kind: str, name: str, value: str, optional: bool = False) -> None:
+    from engine.store import check_store_name
+
+    if optional and value == "":
+        return
+    try:
+        check_store_name(value)
+    except InvalidInputError as exc:
+        _fail(kind, name, value, str(exc))
+
+
+@dataclass(frozen=True)
+class GramSpec:
+    """The Gram set of a store, or of a pair (``source``'s logits predicting ``model``'s):
+    one streamed pass over the logits, float64, on the GPU when there is one.
+
+    Import and extraction make a store's own Gram; this job makes one for a store imported
+    before they did, and the cross-Gram of a pair.
+    """
+
+    model: str = ""  # the store whose categories are the targets
+    source: str = ""  # the store whose logits predict them ('' = the model itself)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _store_name("gram", "model", self.model)
+        _store_name("gram", "source", self.source, optional=True)
+        _device("gram", self.device)
+
+
+@dataclass(frozen=True)
+class PathsSpec:
+    """Every target's α path of a store (or pair): what the Atlas and the all-target exports
+    read, then Conjecture 1 checked over every target at every α (the Theory page). Solved
+    by chunks of targets, each cached as soon as it is done: a killed job resumes at the
+    first missing chunk, and pages use the chunks done so far (saying so). Pages solve the
+    targets they show on their own, in seconds.
+    """
+
+    model: str = ""  # the store whose categories are the targets
+    source: str = ""  # the store whose logits predict them ('' = the model itself)
+    device: str = "cpu"  # the solver's device (cpu, cuda)
+
+    def __post_init__(self) -> None:
+        _store_name("paths", "model", self.model)
+        _store_name("paths", "source", self.source, optional=True)
+        if self.device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            _fail("paths", "device", self.device, "expected cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class AtlasSpec:
+    """The Atlas's communities: Louvain over every target's dependency graph at one α of
+    the store's path (each target's ``top_k`` sources with |θ| ≥ ``min_coef``). Solves
+    every target's path first if the paths job has not."""
+
+    model: str = ""  # the store
+    alpha: float = 0.25  # the α of the path nearest to this one
+    top_k: int = 4  # sources per target in the graph
+    min_coef: float = 0.05  # smallest |θ| of an edge
+
+    def __post_init__(self) -> None:
+        _store_name("atlas", "model", self.model)
+        _positive("atlas", alpha=self.alpha, top_k=self.top_k)
+        _non_negative("atlas", min_coef=self.min_coef)
+
+
+@dataclass(frozen=True)
+class TheorySpec:
+    """Eigendecompositions of a store's Gram (K³ work: minutes at 21,843 categories):
+    within one model the redundancy r_i of every category and the spectrum (the Theory and
+    Atlas pages); for a pair, the least-squares floor of every target of ``model`` from all of ``source``'s
+    logits (the Compare page)."""
+
+    model: str = ""  # the store
+    source: str = ""  # '' within the model; a second store for the floor between models
+
+    def __post_init__(self) -> None:
+        _store_name("theory", "model", self.model)
+        _store_name("theory", "source", self.source, optional=True)
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A registry entry: the spec class and the function that runs it (``module:function``)."""
@@ -220,6 +302,11 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("regularizer", RegularizerSpec, "engine.train.regularizer:run_job",
                 "Dependency regulariser (§3.3)"),
         JobKind("extract", ExtractSpec, "engine.jobs.extract_job:run_job", "Logit extraction"),
+        JobKind("gram", GramSpec, "engine.jobs.analysis_jobs:run_gram", "Gram set of a store or pair"),
+        JobKind("paths", PathsSpec, "engine.jobs.analysis_jobs:run_paths", "Every target's α path"),
+        JobKind("atlas", AtlasSpec, "engine.jobs.analysis_jobs:run_atlas", "Atlas communities"),
+        JobKind("theory", TheorySpec, "engine.jobs.analysis_jobs:run_theory",
+                "Redundancy, spectrum, least-squares floor"),
         JobKind("probe", ProbeSpec, "engine.jobs.probe:run_job", "Probe (checks the job system)"),
     )
 }
@@ -304,7 +391,11 @@ _DATA_FIELDS = {"newclasses": {"dataset": ("glyphs",)},
 _MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",)}
 
 
-def check_spec_inputs(kind: str, spec: Any) -> None:
+_STORE_FIELDS = {"gram": ("model", "source"), "paths": ("model", "source"), "atlas": ("model",),
+                 "theory": ("model", "source")}
+
+
+def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
     """The data, models and checkpoints a spec names exist, or :class:`InvalidInputError`
     naming the field: run when a job is submitted, so that a typo fails at once rather than
     minutes later in the job. Model names are looked up in the model registry (it imports
@@ -319,6 +410,13 @@ def check_spec_inputs(kind: str, spec: Any) -> None:
     checkpoint = getattr(spec, "checkpoint", "")
     if checkpoint and not Path(checkpoint).expanduser().is_file():
         _fail(kind, "checkpoint", checkpoint, "expected an existing weights file (.safetensors, .pt, .pth)")
+    if cache is not None:
+        known = cache.store_names()
+        for name in _STORE_FIELDS.get(kind, ()):
+            value = getattr(spec, name)
+            if value and value not in known:
+                _fail(kind, name, value, f"no such store in {cache.root}; known stores: "
+                      f"{', '.join(known) or 'none (import or extract one first)'}")
     for name in _MODEL_FIELDS.get(kind, ()):
         from engine.errors import NotFoundError
         from engine.models import resolve_arch

@@ -32,7 +32,7 @@ GLYPHS, GLYPHS_OOD = "glyphs", "glyphs-ood"
 # ----------------------------------------------------------------------------- by name
 
 
-def load_splits(name: str, cache_root: Path | str) -> tuple[ImageDataset, ImageDataset]:
+def load_splits(name: str, cache: Cache) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) of the dataset ``glyphs`` or of an ImageFolder root with train/ and test/."""
     test_split = "test"
     if name != GLYPHS:
@@ -44,20 +44,20 @@ def load_splits(name: str, cache_root: Path | str) -> tuple[ImageDataset, ImageD
         test_split = next((d for d in ("test", "val") if (root / d).is_dir()), "")
         if not (root / "train").is_dir() or not test_split:
             raise InvalidInputError(f"dataset folder {root} must hold train/ and test/ (or val/) ImageFolder trees")
-    train, test = (create_dataset(name, split, cache_root=cache_root) for split in ("train", test_split))
+    train, test = (create_dataset(name, split, cache=cache) for split in ("train", test_split))
     if train.class_names != test.class_names:
         raise InvalidInputError(f"{name}: train/ and {test_split}/ have different class folders")
     return train, test
 
 
-def load_ood(name: str, cache_root: Path | str) -> ImageDataset | None:
+def load_ood(name: str, cache: Cache) -> ImageDataset | None:
     """The OOD set: ``glyphs-ood``, an ImageFolder of unseen classes (ImageNet-O), or '' (none)."""
     if not name:
         return None
     if name == GLYPHS_OOD:
-        return create_dataset(GLYPHS, "ood", cache_root=cache_root)
+        return create_dataset(GLYPHS, "ood", cache=cache)
     if Path(name).expanduser().is_dir():
-        return create_dataset(name, "", cache_root=cache_root)
+        return create_dataset(name, "", cache=cache)
     raise NotFoundError(
         f"unknown OOD set {name!r}: use {GLYPHS_OOD!r}, an ImageFolder path (ImageNet-O), or '' for none")
 
@@ -108,7 +108,7 @@ def save_test_stores(ctx: RunContext, kind: str, spec: Any, test: ImageDataset, 
     The stores carry the fingerprint that ``engine.extract`` gives the same test samples, so
     they pair with each other and with stores extracted from those images.
     """
-    cache = Cache(ctx.cache_root)
+    cache = ctx.cache
     prefix = f"{kind}-{spec_hash(kind, spec)[:10]}"
     fingerprint = sample_fingerprint([test.sample_ids[i] for i in test_idx])
     source = {"job_kind": kind, "config": spec_to_dict(spec), "run_dir": str(ctx.run_dir), **(meta or {})}

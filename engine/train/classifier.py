@@ -29,6 +29,7 @@ from engine.atomic import commit, sha256_file, temp_file, write_json_atomic
 from engine.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.glyphs import GlyphConfig
 from engine.models import resolve_arch
+from engine.store import DEFAULT_CACHE
 from engine.train.loop import LoopConfig, Samples, accuracy, fit, use_bf16, use_threads
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 where it is fast) | bf16 | fp32
     threads: int = 1  # CPU threads; 1 is fastest when the cores are shared (oversubscription)
-    cache: str = "cache"  # where the glyph world's rendered splits are cached
+    cache: str = str(DEFAULT_CACHE)  # where the glyph world's rendered splits are cached
     out_dir: str = "runs/glyph-resnet"
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments
 

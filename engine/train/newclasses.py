@@ -309,5 +309,5 @@ def run_job(spec: NewClassesSpec, ctx: RunContext) -> Path | None:
     from engine.models import create_architecture
 
     use_threads(spec.threads)
-    train, test = load_splits(spec.dataset, ctx.cache_root)
+    train, test = load_splits(spec.dataset, ctx.cache)
     return train_new_classes(spec, ctx, train, test, functools.partial(create_architecture, spec.arch))

@@ -25,13 +25,13 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from engine.atomic import write_json_atomic
+from engine.categories import find_category
 from engine.covlasso import solve_covlasso
 from engine.data import ImageDataset, prepare_transform
 from engine.errors import InvalidInputError
 from engine.gram import GramAccumulator
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_to_dict
-from engine.service import find_category
 from engine.train.appdata import (
     checkpoint_dir,
     load_ood,
@@ -225,7 +225,7 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: Image
 def run_job(spec: RegularizerSpec, ctx: RunContext) -> Path | None:
     """The job entry: the dataset, OOD set and trained model by name, then the experiment."""
     use_threads(spec.threads)
-    train, test = load_splits(spec.dataset, ctx.cache_root)
-    ood = load_ood(spec.ood, ctx.cache_root)
+    train, test = load_splits(spec.dataset, ctx.cache)
+    ood = load_ood(spec.ood, ctx.cache)
     model = load_trained_model(spec.model, spec.checkpoint, spec.num_classes or train.num_classes)
     return regularize_dependencies(spec, ctx, train, test, ood, model)

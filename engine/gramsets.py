@@ -1,0 +1,114 @@
+"""The Gram-set stage: a pairing's Grams, computed once (streamed) and cached.
+
+``load_gramset(cache, source, target)`` reads the cached :class:`~engine.gram.GramSet` as
+read-only memory maps (a 21,843-category Gram is 3.8 GB; a per-target solve reads a few of
+its rows), or computes it by one streamed pass over the stores' logits — at import or
+extraction, with a progress bar, on the GPU when there is one — and caches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.errors import IncompatibleStoresError
+from engine.gram import GramSet, accumulate, chunk_rows, default_device
+from engine.store import Cache, LogitStore, check_memory, gib
+
+log = logging.getLogger(__name__)
+
+LAYOUT = 2  # cached Gram sets: v2 holds the cross-Gram by target rows and α_max
+
+
+def check_pairable(a: LogitStore, b: LogitStore) -> None:
+    """Two stores pair only if they hold the same samples in the same order."""
+    if a.n != b.n or a.sample_fingerprint != b.sample_fingerprint:
+        raise IncompatibleStoresError(
+            f"stores {a.name!r} ({a.n} samples, fingerprint {a.sample_fingerprint[:20]}…) and "
+            f"{b.name!r} ({b.n} samples, fingerprint {b.sample_fingerprint[:20]}…) do not hold "
+            "the same samples in the same order; extract both from the same dataset and split"
+        )
+
+
+def _within(source: LogitStore, target: LogitStore | None) -> bool:
+    return target is None or target.content_hash == source.content_hash
+
+
+def gram_config(source: LogitStore, target: LogitStore | None) -> dict:
+    """The cache key of a pairing's Gram set."""
+    within = _within(source, target)
+    return {"source": source.content_hash, "target": None if within else target.content_hash,
+            "layout": LAYOUT}
+
+
+def _memory_needed(source: LogitStore, target: LogitStore | None) -> int:
+    k_a = source.k
+    k_b = 0 if _within(source, target) else target.k
+    rows = chunk_rows(k_a + k_b)
+    return 8 * (k_a * k_a + k_a * k_b + rows * (k_a + k_b))
+
+
+def compute_gramset(source: LogitStore, target: LogitStore | None = None, *, device: str | None = None,
+                    progress: Callable[[float, str], None] | None = None) -> GramSet:
+    """The Grams of ``source`` (and the cross-Gram with ``target``), one streamed pass."""
+    within = _within(source, target)
+    if not within:
+        check_pairable(source, target)
+    check_memory(_memory_needed(source, target), f"the Gram of {source.name!r}"
+                 + ("" if within else f" with {target.name!r}"),
+                 "Compute it on a machine with more memory (or a GPU), then copy the cache")
+    rows = chunk_rows(source.k + (0 if within else target.k))
+
+    def chunks():
+        for start in range(0, source.n, rows):
+            yield (source.logits[start : start + rows],
+                   None if within else target.logits[start : start + rows])
+
+    dev = device or default_device()
+    log.info("Gram of %s%s: %d samples, %d × %d float64 (%s) on %s", source.name,
+             "" if within else f" with {target.name}", source.n, source.k, source.k,
+             gib(8 * source.k**2), dev)
+    return accumulate(chunks(), source.k, None if within else target.k, device=dev, n_total=source.n,
+                      progress=progress)
+
+
+def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
+    arrays = {"design": gs.design, "target_sq": gs.target_sq, "alpha_max": gs.alpha_max}
+    if not gs.within:
+        arrays["cross_t"] = gs.cross_t
+    cache.save_derived("gram", config, arrays, {"n": gs.n})
+
+
+def load_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None, *,
+                 device: str | None = None, compute: bool = True,
+                 progress: Callable[[float, str], None] | None = None) -> GramSet | None:
+    """The GramSet from the cache (memory-mapped), or computed once and cached (atomically,
+    under a lock); None when it is missing and ``compute`` is False."""
+    config = gram_config(source, target)
+    hit = _read(cache, config)
+    if hit is not None or not compute:
+        return hit
+    with cache.lock(cache.derived_key("gram", config)):
+        hit = _read(cache, config)
+        if hit is None:
+            save_gramset(cache, config, compute_gramset(source, target, device=device, progress=progress))
+            hit = _read(cache, config)
+    return hit
+
+
+def has_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None) -> bool:
+    return cache.has_derived("gram", gram_config(source, target))
+
+
+def _read(cache: Cache, config: dict) -> GramSet | None:
+    within = config["target"] is None
+    needed = ("design", "target_sq", "alpha_max") + (() if within else ("cross_t",))
+    hit = cache.load_derived("gram", config, needed, mmap=True)
+    if hit is None:
+        return None
+    arrays, manifest = hit
+    return GramSet(design=arrays["design"], target_sq=np.array(arrays["target_sq"]),
+                   n=int(manifest["info"]["n"]), cross_t=None if within else arrays["cross_t"],
+                   alpha_max=np.array(arrays["alpha_max"]))

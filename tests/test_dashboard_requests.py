@@ -1,0 +1,57 @@
+"""No page solves every target, or eigendecomposes a Gram, inside a request: on a freshly
+imported store (Grams only, no job run yet) every page opens, solves just the category it
+shows, and offers the all-target work as a job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine.covlasso_kernels as kernels
+from tests.dashboard_cache import MODEL_A, MODEL_B, build_cache, messages, run_page
+
+
+@pytest.fixture()
+def fresh(tmp_path, monkeypatch):
+    root = build_cache(tmp_path / "fresh", jobs=False)
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    widths: list[int] = []
+    real = kernels.solve_chunks
+
+    def counted(design, rhs, *args, **kwargs):
+        widths.append(rhs.shape[1])
+        return real(design, rhs, *args, **kwargs)
+
+    def no_eig(*args, **kwargs):
+        raise AssertionError("an eigendecomposition inside a request")
+
+    monkeypatch.setattr(kernels, "solve_chunks", counted)
+    monkeypatch.setattr(np.linalg, "eigh", no_eig)
+    monkeypatch.setattr(np.linalg, "eigvalsh", no_eig)
+    return widths
+
+
+def _buttons(at) -> list[str]:
+    return [b.label for b in at.button]
+
+
+@pytest.mark.parametrize("page, params", [(None, {}), ("compare", {"model": MODEL_B, "source": MODEL_A}),
+                                          ("atlas", {}), ("theory", {})])
+def test_pages_solve_only_the_category_they_show(fresh, page, params):
+    at = run_page(page, {**params, "target": "3"})
+    assert not at.exception, at.exception
+    assert all(w == 1 for w in fresh), f"a request solved {max(fresh)} targets at once"
+    if page in ("atlas", "theory"):
+        assert any(label.startswith("Compute every target's α path") for label in _buttons(at)), _buttons(at)
+    if page == "theory":
+        assert "Compute redundancy and the spectrum (job)" in _buttons(at)
+    if page == "compare":
+        assert "Compute the least-squares floor (job)" in _buttons(at)
+    assert "Traceback" not in messages(at)
+
+
+def test_explore_export_of_every_target_waits_for_the_job(fresh):
+    at = run_page()
+    assert not at.exception
+    assert fresh and all(w == 1 for w in fresh)
+    assert "Compute every target's α path (job)" in _buttons(at)
