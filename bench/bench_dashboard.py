@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import print_report  # noqa: E402
-from engine.service import GridRule  # noqa: E402
+from engine.paths import GridRule  # noqa: E402
 
 BENCH_STORE = "bench-1000"
 APP_SPAN = GridRule.span  # the app's α grid ends at this fraction of the largest α_max
@@ -45,15 +45,16 @@ def use_grid_span(span: float) -> None:
     Only for a quicker set-up: the AppTest runs in this process, so the page reads the same
     (shorter) cached path. Solving the smallest α of a 1,000-class path is what takes long.
     """
-    import engine.service as service
+    import engine.paths as paths
 
-    default = service.default_alpha_grid
-    service.default_alpha_grid = lambda amax, n=service.GridRule.n, span_=span: default(amax, n, span_)
+    default = paths.default_alpha_grid
+    paths.default_alpha_grid = lambda amax, n=paths.GridRule.n, span_=span: default(amax, n, span_)
 
 
 def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
     """A synthetic k-class store with its α path cached (built once; reused afterwards)."""
-    from engine.service import load_or_compute_path, open_pairing
+    from engine.paths import load_or_compute_path
+    from engine.service import open_pairing
     from engine.store import Cache
     from engine.synthetic import classifier_like_logits
 

@@ -5,9 +5,10 @@
 
 For each (model, source) pairing of the demo, the path the dashboard reads is computed from
 the cached Grams — not read from the cache — in this process, one pairing after another,
-exactly as ``python -m engine demo`` computes it (engine.service.GridRule), and timed: wall
-time, this process's CPU time (what a quiet machine waits for), number of α values, the
-median number of sources at the path's last α. Prints JSON (``--json FILE`` writes it too).
+exactly as ``python -m engine demo`` computes it (engine.paths.GridRule: each target's path
+stops after its first α with more than 64 sources), and timed: wall time, this process's CPU
+time (what a quiet machine waits for), number of α values, the median number of sources at
+the paper's α. Prints JSON (``--json FILE`` writes it too).
 """
 
 from __future__ import annotations
@@ -31,19 +32,19 @@ PAIRINGS = (("glyph-resnet", "glyph-resnet"), ("glyph-vit", "glyph-vit"),
 
 
 def time_path(cache, model: str, source: str, stop: bool) -> dict:
-    from engine.covlasso import SolverConfig, alpha_max
-    from engine.service import GridRule, compute_path, load_gramset, open_pairing
+    from engine.paths import GridRule, path_spec, solve_targets
+    from engine.service import open_pairing
 
-    gs = load_gramset(cache, open_pairing(cache, model, source))
-    rule = GridRule()
-    grid = rule.alphas(alpha_max(gs.design, gs.rhs, gs.within))
+    pairing = open_pairing(cache, model, source)
+    spec = path_spec(cache, pairing, rule=GridRule(max_sources=GridRule.max_sources if stop else 10**9))
     t0, c0 = time.perf_counter(), time.process_time()
-    arrays = compute_path(gs, grid, SolverConfig(), rule.max_median_sources if stop else None)
+    path = solve_targets(cache, spec, np.arange(pairing.model.k))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    counts = np.diff(arrays["offsets"]).reshape(len(arrays["alphas"]), -1)
+    a = path.nearest_alpha_index(0.25)
     return {"targets": model, "sources": source, "stop": stop, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "alphas": len(arrays["alphas"]), "last_alpha": float(arrays["alphas"][-1]),
-            "median_sources_at_last_alpha": float(np.median(counts[-1]))}
+            "alphas": len(path.alphas), "last_alpha": float(path.alphas[-1]),
+            "median_alphas_per_target": float(np.median(path.n_alphas)),
+            "median_sources_at_0.25": float(np.median(path.support_sizes[path.reached(a), a]))}
 
 
 def main(argv: list[str] | None = None) -> int:

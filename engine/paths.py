@@ -28,7 +28,7 @@ from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
-PATH_CHUNK = 256  # targets per chunk of the all-target job (the unit of progress and resume)
+PATH_CHUNK = 256  # default targets per chunk of the all-target job (the unit of progress and resume)
 _PATH_ARRAYS = (*ARRAY_NAMES, "alphas", "targets", "gaps", "n_alphas", "alpha_max")
 
 
@@ -217,11 +217,6 @@ class PathSpec:
             key["max_sources"] = int(self.max_sources)
         return key
 
-    def chunks(self, chunk: int | None = None) -> list[tuple[int, int]]:
-        """(start, stop) of every chunk of targets of the all-target job."""
-        chunk = chunk or PATH_CHUNK
-        k = self.pairing.model.k
-        return [(s, min(k, s + chunk)) for s in range(0, k, chunk)]
 
 
 def path_spec(cache: Cache, pairing: Pairing, alphas=None, config: SolverConfig | None = None,
@@ -280,6 +275,14 @@ def solve_targets(cache: Cache, spec: PathSpec, targets: np.ndarray,
 # ----------------------------------------------------------------------------- every target
 
 
+def _finished_chunks(cache: Cache, spec: PathSpec) -> list[tuple[int, int]]:
+    """(start, stop) of the chunks the all-target job has cached, from its index entry."""
+    hit = cache.load_derived("path-index", spec.key(), ("starts", "stops"))
+    if hit is None:
+        return []
+    return [(int(a), int(b)) for a, b in zip(hit[0]["starts"], hit[0]["stops"])]
+
+
 def read_all_paths(cache: Cache, spec: PathSpec, *, chunks_for=None) -> DependencyPath | None:
     """What the all-target job has produced, solving nothing: the complete path; else the
     chunks finished so far (``complete`` False); else None. ``chunks_for``: read only the
@@ -287,17 +290,15 @@ def read_all_paths(cache: Cache, spec: PathSpec, *, chunks_for=None) -> Dependen
     hit = cache.load_derived("path", spec.key(), _PATH_ARRAYS, mmap=True)
     if hit is not None:
         return _from_arrays(hit[0], spec.pairing)
-    ranges = spec.chunks()
+    ranges = _finished_chunks(cache, spec)
     if chunks_for is not None:
-        wanted = {int(t) // PATH_CHUNK for t in np.asarray(chunks_for).reshape(-1)}
-        ranges = [r for r in ranges if r[0] // PATH_CHUNK in wanted]
+        wanted = np.asarray(chunks_for).reshape(-1)
+        ranges = [(a, b) for a, b in ranges if ((wanted >= a) & (wanted < b)).any()]
     parts = []
     for start, stop in ranges:
-        config = {**spec.key(), "start": start, "stop": stop}
-        if cache.has_derived("path-chunk", config):
-            part = cache.load_derived("path-chunk", config, _PATH_ARRAYS)
-            if part is not None:
-                parts.append(_from_arrays(part[0], spec.pairing))
+        part = cache.load_derived("path-chunk", {**spec.key(), "start": start, "stop": stop}, _PATH_ARRAYS)
+        if part is not None:
+            parts.append(_from_arrays(part[0], spec.pairing))
     return concat_paths(parts) if parts else None
 
 
@@ -315,20 +316,18 @@ class PathProgress:
 
 
 def path_progress(cache: Cache, spec: PathSpec) -> PathProgress:
-    """Cheap (file existence only): for pages that say how much of the job is done."""
+    """Cheap (a manifest and two small arrays): for pages that say how much is done."""
     total = spec.pairing.model.k
     if cache.has_derived("path", spec.key()):
         return PathProgress(total, total, True)
-    solved = sum(stop - start for start, stop in spec.chunks()
-                 if cache.has_derived("path-chunk", {**spec.key(), "start": start, "stop": stop}))
-    return PathProgress(solved, total, False)
+    return PathProgress(sum(b - a for a, b in _finished_chunks(cache, spec)), total, False)
 
 
-def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, str], None] | None = None
-                      ) -> DependencyPath:
-    """Every target's path, chunk by chunk (each cached as soon as it is solved); a killed
-    run resumes at the first missing chunk. The complete entry is written last, so nothing
-    reads a half result as complete."""
+def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, str], None] | None = None,
+                      chunk: int = PATH_CHUNK) -> DependencyPath:
+    """Every target's path, ``chunk`` targets at a time, each chunk cached (and listed in the
+    job's index) as soon as it is solved; a killed run resumes at the first missing chunk.
+    The complete entry is written last, so nothing reads a half result as complete."""
     report = progress or (lambda fraction, message: None)
     with cache.lock(cache.derived_key("path", spec.key())):
         hit = cache.load_derived("path", spec.key(), _PATH_ARRAYS)
@@ -336,25 +335,45 @@ def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, s
             report(1.0, "every target's path is cached")
             return _from_arrays(hit[0], spec.pairing)
         load_gramset(cache, spec.pairing, progress=lambda f, m: report(0.0, m))
-        ranges, total = spec.chunks(), spec.pairing.model.k
-        parts, solved_here, t0 = [], 0, time.perf_counter()
-        for n, (start, stop) in enumerate(ranges):
+        total = spec.pairing.model.k
+        ranges = _finished_chunks(cache, spec)
+        covered = np.zeros(total, dtype=bool)
+        for a, b in ranges:
+            covered[a:b] = True
+        todo = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
+        todo = [(a, b) for a, b in _uncovered(todo, covered)]
+        solved_here, t0 = 0, time.perf_counter()
+        for n, (start, stop) in enumerate(todo):
             config = {**spec.key(), "start": start, "stop": stop}
-            part = cache.load_derived("path-chunk", config, _PATH_ARRAYS)
-            if part is None:
+            if not cache.has_derived("path-chunk", config):
                 path = solve_targets(cache, spec, np.arange(start, stop))
                 cache.save_derived("path-chunk", config, path.to_arrays(), spec.pairing.names())
                 solved_here += stop - start
-            else:
-                path = _from_arrays(part[0], spec.pairing)
-            parts.append(path)
-            report(stop / total, _eta_message(n + 1, len(ranges), stop, total, solved_here,
-                                              time.perf_counter() - t0))
-        full = concat_paths(parts)
+            ranges.append((start, stop))
+            ranges.sort()
+            cache.save_derived("path-index", spec.key(), {"starts": np.array([a for a, _ in ranges]),
+                                                          "stops": np.array([b for _, b in ranges])})
+            finished = sum(b - a for a, b in ranges)
+            report(finished / total, _eta_message(n + 1, len(todo), finished, total, solved_here,
+                                                  time.perf_counter() - t0))
+        full = read_all_paths(cache, spec)
         cache.save_derived("path", spec.key(), full.to_arrays(), spec.pairing.names())
         log.info("every target's path of %s ← %s is cached (%d targets, %d α)", spec.pairing.model.name,
                  spec.pairing.source.name, total, len(spec.alphas))
         return full
+
+
+def _uncovered(ranges: list[tuple[int, int]], covered: np.ndarray) -> list[tuple[int, int]]:
+    """The parts of ``ranges`` not yet covered (a resumed job may have used another chunk size)."""
+    out = []
+    for a, b in ranges:
+        idx = np.flatnonzero(~covered[a:b]) + a
+        if idx.size:
+            breaks = np.flatnonzero(np.diff(idx) > 1)
+            starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+            stops = np.concatenate([idx[breaks] + 1, [idx[-1] + 1]])
+            out += [(int(s), int(e)) for s, e in zip(starts, stops)]
+    return out
 
 
 def _eta_message(chunk: int, chunks: int, done: int, total: int, solved_here: int, seconds: float) -> str:

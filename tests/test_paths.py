@@ -87,15 +87,14 @@ def _objective(gs, t, theta, alpha):
     return 0.5 * (ysq - 2 * theta @ b + theta @ np.asarray(gs.design) @ theta) + alpha * np.abs(theta).sum()
 
 
-def test_one_target_on_demand_equals_the_all_target_job(cache, monkeypatch):
+def test_one_target_on_demand_equals_the_all_target_job(cache):
     """Supports identical and objectives within 1e-7 (relative), target by target and α by α,
     between per-target solves in a fresh cache and the chunked all-target job."""
     F, y = classifier_like_logits(3000, 80, rank=30, seed=11)
-    monkeypatch.setattr(paths_mod, "PATH_CHUNK", 32)
     cache.save_store("m", F, y)
     pairing = open_pairing(cache, "m")
     rule = GridRule(n=10, span=1e-2, max_sources=40)
-    every = compute_all_paths(cache, path_spec(cache, pairing, rule=rule))
+    every = compute_all_paths(cache, path_spec(cache, pairing, rule=rule), chunk=32)
     from engine.store import Cache
 
     fresh = Cache(cache.root.parent / "fresh")
@@ -119,7 +118,6 @@ class _Killed(Exception):
 
 def test_the_all_target_job_resumes_by_chunks_and_is_read_partially_until_done(cache, monkeypatch):
     F, y = classifier_like_logits(1500, 40, rank=12, seed=3)
-    monkeypatch.setattr(paths_mod, "PATH_CHUNK", 8)
     cache.save_store("m", F, y)
     spec = path_spec(cache, open_pairing(cache, "m"), rule=GridRule(n=6, span=0.05))
     assert read_all_paths(cache, spec) is None and path_progress(cache, spec).solved == 0
@@ -129,7 +127,7 @@ def test_the_all_target_job_resumes_by_chunks_and_is_read_partially_until_done(c
             raise _Killed(message)
 
     with pytest.raises(_Killed):
-        compute_all_paths(cache, spec, progress=killed_after_two_chunks)
+        compute_all_paths(cache, spec, progress=killed_after_two_chunks, chunk=8)
     partial = read_all_paths(cache, spec)
     assert not partial.complete and list(partial.targets) == list(range(16))
     assert path_progress(cache, spec).solved == 16 and not path_progress(cache, spec).complete
@@ -137,7 +135,7 @@ def test_the_all_target_job_resumes_by_chunks_and_is_read_partially_until_done(c
     real = paths_mod.solve_targets
     monkeypatch.setattr(paths_mod, "solve_targets",
                         lambda c, s, targets, progress=None: solved.append(list(targets)) or real(c, s, targets))
-    done = compute_all_paths(cache, spec)
+    done = compute_all_paths(cache, spec, chunk=8)
     assert [t[0] for t in solved] == [16, 24, 32]  # only the chunks the killed run had not cached
     assert done.complete and path_progress(cache, spec).complete
     again = read_all_paths(cache, spec)

@@ -47,7 +47,7 @@ def run_paths(spec: PathsSpec, ctx: RunContext) -> Path:
 
     pairing = _pairing(ctx, spec.model, spec.source)
     pspec = path_spec(ctx.cache, pairing, config=SolverConfig(device=spec.device))  # the device is not in its key
-    path = compute_all_paths(ctx.cache, pspec, progress=_scaled(ctx, 0.0, 0.95))
+    path = compute_all_paths(ctx.cache, pspec, progress=_scaled(ctx, 0.0, 0.95), chunk=spec.chunk)
     if read_screening(ctx.cache, pspec) is None:
         ctx.progress(0.95, "Conjecture 1 at every α, over every target")
         compute_screening(ctx.cache, pspec, path)

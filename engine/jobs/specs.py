@@ -244,8 +244,10 @@ class PathsSpec:
     model: str = ""  # the store whose categories are the targets
     source: str = ""  # the store whose logits predict them ('' = the model itself)
     device: str = "cpu"  # the solver's device (cpu, cuda)
+    chunk: int = 256  # targets per chunk: the unit of progress and of resume (larger on a GPU)
 
     def __post_init__(self) -> None:
+        _positive("paths", chunk=self.chunk)
         _store_name("paths", "model", self.model)
         _store_name("paths", "source", self.source, optional=True)
         if self.device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
