@@ -48,7 +48,7 @@ from engine.data import (
     sample_fingerprint,
 )
 from engine.errors import EngineError, InvalidInputError
-from engine.gram import GramAccumulator, GramSet, default_device
+from engine.gram import GramAccumulator, default_device
 from engine.gramsets import gram_config, load_gramset, save_gramset
 from engine.models import LoadedModel
 from engine.store import Cache, LogitStore, check_store_name
@@ -402,16 +402,13 @@ def _merge(cache, folder, n_chunks, name, dataset, loaded, config, results, gram
     }
     store = cache.save_store(name, logits, labels, dataset.class_names, meta=meta,
                              sample_fingerprint=sample_fp, dtype=store_dtype, overwrite=overwrite)
-    if gram is not None and store_dtype == "float32":
-        design = gram.gram()
-    else:  # sharded, or rounded storage: sum the stored values chunk by chunk, in chunk order
-        acc, start = GramAccumulator(store.k, device=default_device()), 0
+    if gram is None or store_dtype != "float32":  # sharded, or rounded storage: sum the stored values
+        gram, start = GramAccumulator(store.k, device=default_device()), 0  # chunk by chunk, in chunk order
         for p in parts:
             if len(p["logits"]):
-                acc.update(store.logits[start : start + len(p["logits"])])
+                gram.update(store.logits[start : start + len(p["logits"])])
             start += len(p["logits"])
-        design = acc.gram()
-    save_gramset(cache, gram_config(store, None), GramSet.of_model(design, store.n))
+    save_gramset(cache, gram_config(store, None), gram.gramset())
     return store, len(skipped)
 
 

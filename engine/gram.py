@@ -66,6 +66,7 @@ class GramAccumulator:
         self._aa = np.zeros((k_a, k_a), order="F") if self._syrk else torch.zeros(k_a, k_a, **kw)
         self._ba = torch.zeros(k_b, k_a, **kw) if k_b else None  # Σ gᵀf: a target's row is contiguous
         self._bb_diag = torch.zeros(k_b, **kw) if k_b else None
+        self._sum = torch.zeros(k_b or k_a, **kw)  # Σ of the targets' logits (for their means: R²)
         self._done = False
 
     def update(self, f, g=None) -> None:
@@ -84,6 +85,8 @@ class GramAccumulator:
             self._aa = dsyrk(1.0, a, beta=1.0, c=self._aa, trans=0, overwrite_c=1)
         else:
             self._aa.addmm_(f.T, f)
+        if self._ba is None:
+            self._sum += f.sum(0)
         if self._ba is not None:
             if g is None:
                 raise InvalidInputError("this accumulator is for a model pair: pass g as well")
@@ -95,6 +98,7 @@ class GramAccumulator:
                 )
             self._ba.addmm_(g.T, f)
             self._bb_diag += (g * g).sum(0)
+            self._sum += g.sum(0)
         self.n += int(f.shape[0])
 
     def _require_samples(self) -> None:
@@ -140,6 +144,17 @@ class GramAccumulator:
             raise InvalidInputError("this accumulator was built for one model")
         return self._mean(self._bb_diag)
 
+    def target_mean(self) -> np.ndarray:
+        """``E[g_i]`` of every target (the model's own categories within one model)."""
+        return self._mean(self._sum.clone())
+
+    def gramset(self) -> GramSet:
+        """Everything accumulated, as the pairing's :class:`GramSet` (finishes the Gram)."""
+        mean = self.target_mean()
+        if self._ba is None:
+            return GramSet.of_model(self.gram(), self.n, mean)
+        return GramSet.of_pair(self.gram(), self.cross_gram_t(), self.target_sq(), self.n, mean)
+
 
 def _as_float64_tensor(x, device) -> torch.Tensor:
     """A chunk as a float64 tensor on ``device`` (numpy chunks, memory maps included, are
@@ -175,6 +190,7 @@ class GramSet:
         None within one model (then the right-hand sides are the design's columns, and
         target t may not use itself).
     alpha_max : (T,) each target's α_max.
+    target_mean : (T,) ``E[g_t]`` (a dependency's R² needs the target's variance).
     """
 
     design: np.ndarray
@@ -182,6 +198,7 @@ class GramSet:
     n: int
     cross_t: np.ndarray | None = None
     alpha_max: np.ndarray | None = None
+    target_mean: np.ndarray | None = None
 
     @property
     def within(self) -> bool:
@@ -212,14 +229,16 @@ class GramSet:
         return np.asarray(targets, dtype=np.int64).reshape(-1) if self.within else None
 
     @classmethod
-    def of_model(cls, design: np.ndarray, n: int) -> GramSet:
+    def of_model(cls, design: np.ndarray, n: int, mean: np.ndarray) -> GramSet:
         """A within-model set (α_max computed from the design: one pass over it)."""
         k = design.shape[0]
-        return cls(design, np.diagonal(design).copy(), n, None, max_correlation(design, np.arange(k)))
+        return cls(design, np.diagonal(design).copy(), n, None, max_correlation(design, np.arange(k)),
+                   np.asarray(mean, dtype=np.float64))
 
     @classmethod
-    def of_pair(cls, design: np.ndarray, cross_t: np.ndarray, target_sq: np.ndarray, n: int) -> GramSet:
-        return cls(design, target_sq, n, cross_t, max_correlation(cross_t.T))
+    def of_pair(cls, design: np.ndarray, cross_t: np.ndarray, target_sq: np.ndarray, n: int,
+                mean: np.ndarray) -> GramSet:
+        return cls(design, target_sq, n, cross_t, max_correlation(cross_t.T), np.asarray(mean, dtype=np.float64))
 
 
 def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], k_a: int, k_b: int | None = None, *,
@@ -231,6 +250,4 @@ def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], k_a: int,
         acc.update(f, g)
         if progress is not None and n_total:
             progress(acc.n / n_total, f"Gram: {acc.n:,} of {n_total:,} samples")
-    if k_b is None:
-        return GramSet.of_model(acc.gram(), acc.n)
-    return GramSet.of_pair(acc.gram(), acc.cross_gram_t(), acc.target_sq(), acc.n)
+    return acc.gramset()

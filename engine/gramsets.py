@@ -19,7 +19,7 @@ from engine.store import Cache, LogitStore, check_memory, gib
 
 log = logging.getLogger(__name__)
 
-LAYOUT = 2  # cached Gram sets: v2 holds the cross-Gram by target rows and α_max
+LAYOUT = 3  # cached Gram sets: v3 holds the cross-Gram by target rows, α_max and the targets' means
 
 
 def check_pairable(a: LogitStore, b: LogitStore) -> None:
@@ -75,7 +75,8 @@ def compute_gramset(source: LogitStore, target: LogitStore | None = None, *, dev
 
 
 def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
-    arrays = {"design": gs.design, "target_sq": gs.target_sq, "alpha_max": gs.alpha_max}
+    arrays = {"design": gs.design, "target_sq": gs.target_sq, "alpha_max": gs.alpha_max,
+              "target_mean": gs.target_mean}
     if not gs.within:
         arrays["cross_t"] = gs.cross_t
     cache.save_derived("gram", config, arrays, {"n": gs.n})
@@ -104,11 +105,11 @@ def has_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = No
 
 def _read(cache: Cache, config: dict) -> GramSet | None:
     within = config["target"] is None
-    needed = ("design", "target_sq", "alpha_max") + (() if within else ("cross_t",))
+    needed = ("design", "target_sq", "alpha_max", "target_mean") + (() if within else ("cross_t",))
     hit = cache.load_derived("gram", config, needed, mmap=True)
     if hit is None:
         return None
     arrays, manifest = hit
     return GramSet(design=arrays["design"], target_sq=np.array(arrays["target_sq"]),
                    n=int(manifest["info"]["n"]), cross_t=None if within else arrays["cross_t"],
-                   alpha_max=np.array(arrays["alpha_max"]))
+                   alpha_max=np.array(arrays["alpha_max"]), target_mean=np.array(arrays["target_mean"]))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.analysis import r2_from_error, target_variance
 from engine.covlasso import CovLassoPath, SolverConfig, check_alpha, check_grid, covlasso_path
 from engine.errors import NotFoundError
 from engine.service import PAPER_ALPHAS, Pairing, load_gramset
@@ -29,7 +30,7 @@ from engine.store import Cache
 log = logging.getLogger(__name__)
 
 PATH_CHUNK = 256  # default targets per chunk of the all-target job (the unit of progress and resume)
-_PATH_ARRAYS = (*ARRAY_NAMES, "alphas", "targets", "gaps", "n_alphas", "alpha_max")
+_PATH_ARRAYS = (*ARRAY_NAMES, "alphas", "targets", "gaps", "n_alphas", "alpha_max", "r2")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class DependencyPath:
     coef : :class:`SparseColumns` with T'·A columns; column ``i·A + a`` is ``targets[i]`` at
         ``alphas[a]``. A target's path is a prefix of the grid: ``n_alphas`` long.
     gaps : (T', A) duality gaps (NaN beyond a target's path); alpha_max : (T',).
+    r2 : (T', A) R² of every dependency (:func:`engine.analysis.r_squared`, from the Grams;
+        NaN beyond a target's path or where its logit is constant).
     n_targets : the pairing's number of targets; complete : True when every one is held.
     """
 
@@ -87,6 +90,7 @@ class DependencyPath:
     n_alphas: np.ndarray
     alpha_max_held: np.ndarray
     n_targets: int
+    r2: np.ndarray
 
     @property
     def n_sources(self) -> int:
@@ -128,6 +132,10 @@ class DependencyPath:
         vec[idx] = val
         return vec
 
+    def r2_of(self, target: int) -> np.ndarray:
+        """R² of the target's dependency at each α of its path."""
+        return self.r2[self.position(target), : len(self.alpha_indices(target))]
+
     def target_path(self, target: int) -> np.ndarray:
         """(A', P) coefficients of one target along its path (for the α-path chart)."""
         return np.stack([self.coef_vector(target, a) for a in self.alpha_indices(target)])
@@ -163,12 +171,12 @@ class DependencyPath:
         A = len(self.alphas)
         cols = (pos[:, None] * A + np.arange(A)[None, :]).reshape(-1)
         return replace(self, targets=self.targets[pos], coef=self.coef.select(cols), gaps=self.gaps[pos],
-                       n_alphas=self.n_alphas[pos], alpha_max_held=self.alpha_max_held[pos])
+                       n_alphas=self.n_alphas[pos], alpha_max_held=self.alpha_max_held[pos], r2=self.r2[pos])
 
     # -- storage
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {**self.coef.to_arrays(), "alphas": self.alphas, "targets": self.targets, "gaps": self.gaps,
-                "n_alphas": self.n_alphas, "alpha_max": self.alpha_max_held}
+                "n_alphas": self.n_alphas, "alpha_max": self.alpha_max_held, "r2": self.r2}
 
 
 def _from_arrays(arrays: dict, pairing: Pairing) -> DependencyPath:
@@ -177,14 +185,30 @@ def _from_arrays(arrays: dict, pairing: Pairing) -> DependencyPath:
         alphas=np.asarray(arrays["alphas"]), targets=np.asarray(arrays["targets"], dtype=np.int64),
         coef=SparseColumns.from_arrays(arrays, pairing.source.k), gaps=np.asarray(arrays["gaps"]),
         n_alphas=np.asarray(arrays["n_alphas"], dtype=np.int64), alpha_max_held=np.asarray(arrays["alpha_max"]),
-        n_targets=pairing.model.k)
+        n_targets=pairing.model.k, r2=np.asarray(arrays["r2"]))
 
 
-def _from_core(core: CovLassoPath, targets: np.ndarray, pairing: Pairing) -> DependencyPath:
+def _from_core(core: CovLassoPath, targets: np.ndarray, pairing: Pairing, gs) -> DependencyPath:
     return DependencyPath(
         model=pairing.model.name, source=pairing.source.name, within=pairing.within, alphas=core.alphas,
         targets=np.asarray(targets, dtype=np.int64), coef=core.coef, gaps=core.gaps, n_alphas=core.n_alphas,
-        alpha_max_held=core.alpha_max, n_targets=pairing.model.k)
+        alpha_max_held=core.alpha_max, n_targets=pairing.model.k, r2=path_r2(gs, core, targets))
+
+
+def path_r2(gs, core: CovLassoPath, targets: np.ndarray) -> np.ndarray:
+    """(T', A) R² of every dependency of a solved path, from the Grams and the targets' means:
+    ``1 − e / Var g_t`` with ``e = E[g²] − 2θᵀb + θᵀGθ`` (θ sparse: a few Gram rows each)."""
+    A = len(core.alphas)
+    err = np.full((len(targets), A), np.nan)
+    for i, t in enumerate(np.asarray(targets)):
+        row = gs.rhs_columns([t])[:, 0]
+        for a in range(int(core.n_alphas[i])):
+            idx, val = core.coef.column(i * A + a)
+            quad = val @ np.asarray(gs.design[np.ix_(idx, idx)]) @ val if len(idx) else 0.0
+            err[i, a] = gs.target_sq[t] - 2.0 * (val @ row[idx]) + quad
+    t = np.asarray(targets)
+    var = target_variance(gs.target_sq[t], gs.target_mean[t])[:, None]
+    return r2_from_error(err, var, gs.target_sq[t][:, None])
 
 
 def concat_paths(parts: list[DependencyPath]) -> DependencyPath:
@@ -193,7 +217,8 @@ def concat_paths(parts: list[DependencyPath]) -> DependencyPath:
         parts[0], targets=np.concatenate([p.targets for p in parts]),
         coef=SparseColumns.concat([p.coef for p in parts]), gaps=np.concatenate([p.gaps for p in parts]),
         n_alphas=np.concatenate([p.n_alphas for p in parts]),
-        alpha_max_held=np.concatenate([p.alpha_max_held for p in parts]))
+        alpha_max_held=np.concatenate([p.alpha_max_held for p in parts]),
+        r2=np.concatenate([p.r2 for p in parts]))
     order = np.argsort(joined.targets, kind="stable")
     return joined if np.all(order == np.arange(len(order))) else joined.take(order)
 
@@ -212,7 +237,7 @@ class PathSpec:
 
     def key(self) -> dict:
         key = {**self.pairing.key(), "alphas": [float(a) for a in self.alphas], "solver": self.config.key(),
-               "layout": 2}
+               "layout": 3}
         if self.max_sources is not None:
             key["max_sources"] = int(self.max_sources)
         return key
@@ -269,7 +294,7 @@ def solve_targets(cache: Cache, spec: PathSpec, targets: np.ndarray,
     core = covlasso_path(gs.design, gs.rhs_columns(targets), gs.target_sq[targets], spec.alphas,
                          forbid=gs.forbid(targets), config=spec.config, max_sources=spec.max_sources,
                          check_input=False, progress=progress)
-    return _from_core(core, targets, spec.pairing)
+    return _from_core(core, targets, spec.pairing, gs)
 
 
 # ----------------------------------------------------------------------------- every target

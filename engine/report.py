@@ -42,17 +42,8 @@ def dependency_report(
                 "target": t,
                 "target_name": m.class_names[t],
                 "sources": [{"index": int(j), "name": src_names[j], "coef": float(col[j])} for j in idx],
-                "abs_err": metrics.abs_err,
-                "rel_err": metrics.rel_err,
-                "acc": metrics.acc,
-                "ori_acc": metrics.ori_acc,
-                "pos_acc": _none_if_nan(metrics.pos_acc),
-                "ori_pos_acc": _none_if_nan(metrics.ori_pos_acc),
+                **metrics.as_json(),  # abs_err, rel_err, acc, ori_acc, pos_acc, ori_pos_acc, n_pos, r2
                 "duality_gap": float(res.duality_gap[i if targets else t]),
             }
         )
     return {"alpha": alpha, "model": m.name, "source": s.name, "targets": out}
-
-
-def _none_if_nan(x: float) -> float | None:
-    return None if np.isnan(x) else x

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.analysis import LeastSquaresFloor, Redundancy, ScreeningCheck, Top2, redundancy
+from engine.analysis import (
+    LeastSquaresFloor,
+    Redundancy,
+    ScreeningCheck,
+    Top2,
+    r_squared,
+    redundancy,
+)
 from engine.paths import DependencyPath, PathSpec
 from engine.service import Pairing, load_gramset
 from engine.store import Cache
@@ -26,12 +33,12 @@ from engine.store import Cache
 log = logging.getLogger(__name__)
 
 _REDUNDANCY = ("r", "exact", "null_share", "spectrum", "scalars")
-_FLOOR = ("abs_err", "rel_err", "acc", "scalars")
+_FLOOR = ("abs_err", "rel_err", "acc", "r2", "scalars")
 _SCREENING = ("alphas", "screened", "zeros", "violations", "median_sources")
 
 
 def _key(pairing: Pairing) -> dict:
-    return {**pairing.key(), "layout": 1}
+    return {**pairing.key(), "layout": 2}
 
 
 # ----------------------------------------------------------------------------- redundancy, spectrum
@@ -90,6 +97,7 @@ class FloorMetrics:
     rel_err: np.ndarray  # (T,) %
     acc: np.ndarray  # (T,) % top-1 with the target's logit replaced by the fit
     rank: int  # numerical rank of the source's Gram
+    r2: np.ndarray  # (T,) R² of the fit (nan where the logit is constant)
 
 
 def compute_floor(cache: Cache, pairing: Pairing, progress: Callable[[float, str], None] | None = None,
@@ -100,19 +108,19 @@ def compute_floor(cache: Cache, pairing: Pairing, progress: Callable[[float, str
     floor = LeastSquaresFloor(np.asarray(gs.design), gs.rhs)
     top2 = Top2.of(pairing.model.logits)
     T = gs.n_targets
-    out = np.zeros((3, T))
+    out = np.zeros((4, T))
     for start in range(0, T, chunk):
         cols = np.arange(start, min(T, start + chunk))
         out[:, cols] = _fit_metrics(floor, pairing, cols, top2)
         report(0.3 + 0.7 * cols[-1] / T, f"floor metrics: {cols[-1] + 1:,} of {T:,} targets")
-    metrics = FloorMetrics(out[0], out[1], out[2], floor.rank)
+    metrics = FloorMetrics(out[0], out[1], out[2], floor.rank, out[3])
     cache.save_derived("floor", _key(pairing), {"abs_err": out[0], "rel_err": out[1], "acc": out[2],
-                                                "scalars": np.array([floor.rank])}, pairing.names())
+                                                "r2": out[3], "scalars": np.array([floor.rank])}, pairing.names())
     return metrics
 
 
 def _fit_metrics(floor: LeastSquaresFloor, pairing: Pairing, cols: np.ndarray, top2: Top2) -> np.ndarray:
-    """(3, len(cols)) abs err, rel err (%), acc (%) of the fits of targets ``cols``."""
+    """(4, len(cols)) abs err, rel err (%), acc (%), R² of the fits of targets ``cols``."""
     theta = np.stack([floor.coef(int(t)) for t in cols], axis=1)  # (P, c)
     fitted = _rows_times(pairing.source.logits, theta)  # (N, c)
     original = np.asarray(pairing.model.logits[:, cols], dtype=np.float64)
@@ -124,7 +132,8 @@ def _fit_metrics(floor: LeastSquaresFloor, pairing: Pairing, cols: np.ndarray, t
     wins = (fitted > other_val) | ((fitted == other_val) & (cols[None, :] < other_idx))
     pred = np.where(wins, cols[None, :], other_idx)
     acc = 100 * (pred == pairing.model.labels[:, None]).mean(0)
-    return np.stack([abs_err, rel_err, acc])
+    r2 = np.array([r_squared(original[:, j], fitted[:, j]) for j in range(len(cols))])
+    return np.stack([abs_err, rel_err, acc, r2])
 
 
 def _rows_times(logits: np.ndarray, theta: np.ndarray, rows: int = 2048) -> np.ndarray:
@@ -140,7 +149,7 @@ def read_floor(cache: Cache, pairing: Pairing) -> FloorMetrics | None:
     if hit is None:
         return None
     a = hit[0]
-    return FloorMetrics(a["abs_err"], a["rel_err"], a["acc"], int(a["scalars"][0]))
+    return FloorMetrics(a["abs_err"], a["rel_err"], a["acc"], int(a["scalars"][0]), a["r2"])
 
 
 # ----------------------------------------------------------------------------- Conjecture 1

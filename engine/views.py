@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from engine.analysis import DependencyMetrics, Redundancy
+from engine.analysis import DependencyMetrics, Redundancy, r2_from_error, target_variance
 from engine.sparse import SparseColumns
 from engine.store import manifest_dataset
 
@@ -79,6 +79,7 @@ def metrics_markdown(
         "| --- | --- |",
         f"| Abs Err | {metrics.abs_err:.3f} |",
         f"| Rel Err (%) | {metrics.rel_err:.3f} |",
+        f"| R² (explained variance) | {'n/a' if np.isnan(metrics.r2) else f'{metrics.r2:.4f}'} |",
         f"| Acc (Ori. Acc) | {pct(metrics.acc)} ({pct(metrics.ori_acc)}) |",
         f"| Pos Acc (Ori. Pos Acc) | {pct(metrics.pos_acc)} ({pct(metrics.ori_pos_acc)}) |",
         f"| Positive samples | {metrics.n_pos} |",
@@ -101,8 +102,7 @@ def dependency_json(
         ],
     }
     if metrics is not None:
-        entry.update({k: (None if isinstance(v, float) and np.isnan(v) else v)
-                      for k, v in metrics.as_dict().items()})
+        entry.update(metrics.as_json())
     return json.dumps({"alpha": float(alpha), "model": model, "source": source, "targets": [entry]}, indent=1)
 
 
@@ -154,6 +154,12 @@ def short_name(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def read_at_a_glance(names: list[str]) -> np.ndarray:
+    """(K,) True for categories a person reads at a glance: glyph classes of Basic Latin and
+    Latin-1 (``é LATIN SMALL LETTER E WITH ACUTE``); pages open on one of them when they can."""
+    return np.array([is_glyph_name(n) and ord(n[0]) < 0x100 for n in names], dtype=bool)
+
+
 def is_glyph_name(name: str) -> bool:
     """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.glyphs.char_name)."""
     if len(name) < 3 or name[1] != " ":
@@ -176,16 +182,20 @@ def most_depended_on(coef: SparseColumns, source_names: list[str], top: int = 20
     )
 
 
-def sparse_relative_error(gs, coef: SparseColumns, targets) -> np.ndarray:
-    """``e_t(α) / E[g_t²]`` of the dependencies of ``targets`` (``coef``'s columns), from the
-    Grams alone: ``E[g²] − 2θᵀb + θᵀGθ`` with θ sparse (a few rows of the Gram each)."""
-    out = np.empty(coef.n_targets)
-    for i, t in enumerate(np.asarray(targets)):
+def sparse_fit(gs, coef: SparseColumns, targets) -> tuple[np.ndarray, np.ndarray]:
+    """(relative error ``e_t / E[g_t²]``, R²) of the dependencies of ``targets`` (``coef``'s
+    columns), from the Grams alone: ``e_t = E[g²] − 2θᵀb + θᵀGθ`` with θ sparse (a few rows of
+    the Gram each); R² = ``1 − e_t / Var g_t`` (nan where the logit is constant)."""
+    targets = np.asarray(targets)
+    err = np.empty(coef.n_targets)
+    for i, t in enumerate(targets):
         idx, val = coef.column(i)
         b = gs.rhs_columns([t])[idx, 0]
         quad = val @ np.asarray(gs.design[np.ix_(idx, idx)]) @ val if len(idx) else 0.0
-        out[i] = max(gs.target_sq[t] - 2 * val @ b + quad, 0.0) / max(gs.target_sq[t], 1e-300)
-    return out
+        err[i] = max(gs.target_sq[t] - 2 * val @ b + quad, 0.0)
+    ysq = gs.target_sq[targets]
+    r2 = r2_from_error(err, target_variance(ysq, gs.target_mean[targets]), ysq)
+    return err / np.maximum(ysq, 1e-300), r2
 
 
 def most_redundant(red: Redundancy, names: list[str], top: int | None = 20) -> pd.DataFrame:

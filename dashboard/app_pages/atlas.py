@@ -193,20 +193,23 @@ def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
         frame = views.most_redundant(theory.redundancy, class_names, 30)
         gs = guard(load_gramset_for, root, model)
         held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
-        err = np.full(len(frame), np.nan)
+        err, r2 = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
         if held.any():
             rows = frame["index"].to_numpy()[held]
-            err[held] = views.sparse_relative_error(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
+            err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
         frame["rel. error at α"] = err
+        frame["R² at α"] = r2
         st.dataframe(frame, hide_index=True, width="stretch", height=420, column_config={
             "index": None, "null-space share": None,
             "name": st.column_config.TextColumn("category", width=230),
             "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
             "exact": st.column_config.CheckboxColumn("exact", width=60),
-            "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
+            "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120),
+            "R² at α": st.column_config.NumberColumn(format="%.4f", width=90)})
         st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
                    f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                   f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
+                   f"see Theory). Rel. error at α: the sparse dependency's squared error over E[f_t²], and R² its "
+                   f"share of f_t's variance explained, at α = {alpha:.3g}.")
 
 
 def _exports(model, ctl, coef, path, class_names, view, graph) -> None:

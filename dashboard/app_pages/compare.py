@@ -19,6 +19,7 @@ from dashboard.components.loaders import (
     load_at_alpha,
     load_floor,
     load_gramset_for,
+    load_recommendation,
     load_store,
     load_target_path,
     load_top2,
@@ -27,6 +28,7 @@ from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     alpha_ui,
+    default_target,
     download_ui,
     formula_ui,
     guard,
@@ -99,8 +101,13 @@ def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> No
         return
     st.caption(f"**Floor** — {model_b}’s logit fitted by least squares on all {len(store_a.class_names):,} "
                f"of {model_a}’s logits (no sparsity, the limit α → 0; their Gram has rank {floor.rank}): "
-               f"Rel Err {floor.rel_err[target]:.2f} %, Acc {floor.acc[target]:.1f} %. No α gets the squared "
-               f"error below this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %.")
+               f"Rel Err {floor.rel_err[target]:.2f} %, R² {_r2_text(floor.r2[target])}, Acc {floor.acc[target]:.1f} %. "
+               f"No α gets the squared error below this fit’s; the dependency above is at Rel Err "
+               f"{metrics.rel_err:.2f} %, R² {_r2_text(metrics.r2)}.")
+
+
+def _r2_text(r2: float) -> str:
+    return "n/a" if np.isnan(r2) else f"{r2:.3f}"
 
 
 def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
@@ -184,8 +191,9 @@ def main() -> None:
         st.stop()
     left, right = st.columns(2, gap="large")
     with left:
+        rec = guard(load_recommendation, root, model_b, model_a)
         target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
-                           ids=category_ids(store_b.manifest))
+                           ids=category_ids(store_b.manifest), default=default_target(store_b.class_names, rec))
     path = guard(load_target_path, root, model_b, model_a, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")

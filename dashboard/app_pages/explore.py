@@ -19,6 +19,7 @@ from dashboard.components.loaders import (
     class_images,
     load_all_paths,
     load_gramset_for,
+    load_recommendation,
     load_store,
     load_target_path,
     load_top2,
@@ -27,6 +28,7 @@ from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     after_first_paint,
     alpha_ui,
+    default_target,
     download_ui,
     formula_ui,
     guard,
@@ -111,7 +113,9 @@ def main() -> None:
 
     left, right = st.columns([1, 1], gap="large")
     with left:
-        target = target_ui(class_names, params, ids=category_ids(store.manifest))
+        rec = guard(load_recommendation, root, model)
+        target = target_ui(class_names, params, ids=category_ids(store.manifest),
+                           default=default_target(class_names, rec))
     path = guard(load_target_path, root, model, None, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params)

@@ -27,6 +27,7 @@ from engine.paths import (
     read_all_paths,
     target_paths,
 )
+from engine.recommend import Recommendation, recommend
 from engine.service import Pairing, load_gramset
 from engine.store import DEFAULT_CACHE, Cache, LogitStore
 from engine.theory import (
@@ -141,6 +142,24 @@ def load_all_paths(root: str, model: str, source: str | None = None) -> Dependen
     if status.solved == 0:
         return None
     return _all_paths(root, model, source, status.solved, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=8)
+def _recommendation(root: str, model: str, source: str, solved: int, stamp: tuple) -> Recommendation | None:
+    path = _all_paths(root, model, source, solved, stamp)
+    return None if path is None else recommend(path)
+
+
+def load_recommendation(root: str, model: str, source: str | None = None) -> Recommendation | None:
+    """The recommended α of every target the ``paths`` job has solved (None before it ran):
+    where the clear example the pages open on comes from. Never solves anything."""
+    source = source or model
+    if load_gramset_for(root, model, source) is None:
+        return None
+    status = paths_status(root, model, source)
+    if status.solved == 0:
+        return None
+    return _recommendation(root, model, source, status.solved, _stamp(root, model, source))
 
 
 @st.cache_resource(max_entries=16)
