@@ -303,6 +303,9 @@ def import_logits(
     store = cache.save_store(name, logits, labels, names, meta=meta, dtype=dtype, overwrite=overwrite)
     if gram:
         _save_gram(cache, store, logits, progress)
+        from engine.service import load_top2
+
+        load_top2(cache, store)  # each sample's top two logits, for Table 1's accuracies
     return store
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.analysis import Top2, dependency_metrics
+from engine.analysis import dependency_metrics
 from engine.categories import resolve_targets
 from engine.covlasso import SolverConfig, check_alpha
-from engine.service import open_pairing, solve_dependencies
+from engine.service import load_top2, open_pairing, solve_dependencies
 from engine.store import Cache
 
 
@@ -29,7 +29,7 @@ def dependency_report(
     wanted = resolve_targets(pairing.model, targets)
     res = solve_dependencies(cache, pairing, alpha, config, None if not targets else wanted)
     m, s = pairing.model, pairing.source
-    top2 = Top2.of(m.logits)
+    top2 = load_top2(cache, m)
     src_names = s.class_names
     out = []
     for i, t in enumerate(wanted):

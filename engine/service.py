@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.analysis import Top2
 from engine.covlasso import CovLassoResult, SolverConfig, check_alpha, solve_covlasso
 from engine.covlasso_types import RESULT_ARRAYS
 from engine.gram import GramSet
@@ -54,6 +55,20 @@ def load_gramset(cache: Cache, pairing: Pairing, *, compute: bool = True, progre
     is False (then None)."""
     return _load_gramset(cache, pairing.source, None if pairing.within else pairing.model,
                          compute=compute, progress=progress)
+
+
+def load_top2(cache: Cache, store: LogitStore) -> Top2:
+    """Each sample's two largest logits (what Acc and Pos Acc need), cached per store: a pass
+    over every logit (a second at 21,843 categories) is paid once, at import or first use."""
+    config = {"store": store.content_hash}
+    hit = cache.load_derived("top2", config, ("idx1", "val1", "idx2", "val2"))
+    if hit is not None:
+        a = hit[0]
+        return Top2(a["idx1"], a["val1"], a["idx2"], a["val2"], a["idx1"])
+    top = Top2.of(store.logits)
+    cache.save_derived("top2", config, {"idx1": top.idx1, "val1": top.val1, "idx2": top.idx2, "val2": top.val2},
+                       {"store": store.name})
+    return top
 
 
 def _targets_array(pairing: Pairing, targets) -> np.ndarray:

@@ -29,6 +29,7 @@ from engine.paths import (
 )
 from engine.recommend import Recommendation, recommend
 from engine.service import Pairing, load_gramset
+from engine.service import load_top2 as _cached_top2
 from engine.store import DEFAULT_CACHE, Cache, LogitStore
 from engine.theory import (
     FloorMetrics,
@@ -227,7 +228,7 @@ def _read_communities(root: str, model: str, alpha_index: int, top_k: int, min_c
 
 @st.cache_resource(max_entries=8)
 def _top2(root: str, model: str, stamp: tuple) -> Top2:
-    return Top2.of(_store(root, model, stamp).logits)
+    return _cached_top2(Cache(root), _store(root, model, stamp))
 
 
 def load_top2(root: str, model: str) -> Top2:
