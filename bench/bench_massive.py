@@ -10,8 +10,8 @@ process, so each peak memory (VmHWM) is that step's alone:
 
 1. ``import``: ``python -m engine import-logits`` (the store, then its Gram, streamed).
 2. ``gram``: the Gram of the stored logits, timed, against a bare float64 GEMM of the same
-   shape per row (numpy ``aᵀb`` on a (2048, K) block: the machine's GEMM speed), as
-   GEMM-equivalent GFLOP/s (2·N·K² / time).
+   shape per row (torch's ``addmm`` of a (2048, K) block's ``aᵀb`` into a K × K output: the
+   machine's GEMM speed), as GEMM-equivalent GFLOP/s (2·N·K² / time).
 3. ``dashboard``: the Explore page (Streamlit's AppTest: the real script, in process) on a
    category whose path was never solved: server time of the cold process (stores and Gram
    opened and verified), then of another never-solved category in the warm process, then of
@@ -86,19 +86,20 @@ def step_gram(args) -> dict:
     from engine.gramsets import compute_gramset
     from engine.store import Cache
 
-    torch.zeros(1)
     store = Cache(args.cache).load_store(args.name)
     n, k = store.n, store.k
+    rows = 2048  # the bare GEMM: (rows, K)ᵀ(rows, K) into a K × K output, torch (MKL) and numpy
+    a = torch.randn(rows, k, dtype=torch.float64)
+    b = a.clone()  # two buffers: a true GEMM (aᵀa would be a syrk)
+    out = torch.zeros(k, k, dtype=torch.float64)
+    out.addmm_(a[:256].T, b[:256])
+    t1 = time.perf_counter()
+    out.addmm_(a.T, b)
+    gemm = 2 * rows * k * k / (time.perf_counter() - t1) / 1e9
+    del a, b, out
     t0 = time.perf_counter()
     compute_gramset(store, device="cpu")
     seconds = time.perf_counter() - t0
-    rows = 2048
-    a = np.random.default_rng(0).standard_normal((rows, k))
-    b = a.copy()  # aᵀb with two buffers: a true GEMM (aᵀa would be numpy's syrk)
-    a[:256].T @ b[:256]
-    t1 = time.perf_counter()
-    a.T @ b
-    gemm = 2 * rows * k * k / (time.perf_counter() - t1) / 1e9
     rate = 2 * n * k * k / seconds / 1e9
     return {"seconds": seconds, "gflops_gemm_equivalent": rate, "bare_gemm_gflops": gemm, "ratio": rate / gemm}
 

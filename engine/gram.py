@@ -50,20 +50,17 @@ class GramAccumulator:
     """
 
     def __init__(self, k_a: int, k_b: int | None = None, device: str | torch.device = "cpu",
-                 syrk: bool | None = None):
+                 syrk: bool | None = None, method: str | None = None):
         import torch  # only to accumulate: reading cached Grams needs numpy alone
 
         self.device = torch.device(device)
         self.n = 0
         kw = {"dtype": torch.float64, "device": self.device}
-        # On CPU, Σ fᵀf goes through BLAS's symmetric rank-k update (dsyrk: the upper triangle
-        # only, half the FLOPs of a GEMM; measured 2.0× faster for 4,096 × 1,000 chunks, which
-        # is what keeps extraction of a small model limited by the model). On CUDA, addmm
-        # (``syrk=False`` takes that path on CPU too: the tests check both against numpy).
-        self._syrk = self.device.type == "cpu" if syrk is None else bool(syrk)
-        if self._syrk and self.device.type != "cpu":
-            raise InvalidInputError(f"syrk=True is a CPU path; the device is {self.device}")
-        self._aa = np.zeros((k_a, k_a), order="F") if self._syrk else torch.zeros(k_a, k_a, **kw)
+        self._method = _pick_method(self.device, k_a, syrk, method)
+        if self._method == "syrk":
+            self._aa = np.zeros((k_a, k_a), order="F")
+        else:
+            self._aa = torch.zeros(k_a, k_a, **kw)
         self._ba = torch.zeros(k_b, k_a, **kw) if k_b else None  # Σ gᵀf: a target's row is contiguous
         self._bb_diag = torch.zeros(k_b, **kw) if k_b else None
         self._sum = torch.zeros(k_b or k_a, **kw)  # Σ of the targets' logits (for their means: R²)
@@ -78,11 +75,16 @@ class GramAccumulator:
             raise InvalidInputError(
                 f"Gram chunk must have shape (n, {self._aa.shape[0]}); got {tuple(f.shape)}"
             )
-        if self._syrk:
+        if self._method == "syrk":
             from scipy.linalg.blas import dsyrk
 
             a = np.ascontiguousarray(f.numpy()).T  # (K, n), Fortran order: no copy
             self._aa = dsyrk(1.0, a, beta=1.0, c=self._aa, trans=0, overwrite_c=1)
+        elif self._method == "blocks":  # the upper triangle, one block of rows at a time
+            k = f.shape[1]
+            for j0 in range(0, k, _BLOCK_ROWS):
+                j1 = min(k, j0 + _BLOCK_ROWS)
+                self._aa[j0:j1, j0:].addmm_(f[:, j0:j1].T, f[:, j0:])
         else:
             self._aa.addmm_(f.T, f)
         if self._ba is None:
@@ -115,10 +117,14 @@ class GramAccumulator:
         """``E[f fᵀ]``, C-contiguous, exactly symmetric; finished in place, by blocks."""
         self._require_samples()
         self._done = True
-        if self._syrk:  # only the upper triangle was accumulated: scale, then mirror it
+        if self._method == "syrk":  # only the upper triangle was accumulated: scale, then mirror it
             g = self._aa.T  # the Fortran array's transpose is C-contiguous (its lower triangle)
             np.divide(g, self.n, out=g)
             _mirror_lower_to_upper(g)
+            return g
+        if self._method == "blocks":  # the upper triangle (rows of blocks): mirror it down
+            g = self._mean(self._aa)
+            _mirror_lower_to_upper(g.T)  # the lower triangle of the transpose is g's upper one
             return g
         g = self._mean(self._aa)
         k, block = g.shape[0], 1024
@@ -154,6 +160,33 @@ class GramAccumulator:
         if self._ba is None:
             return GramSet.of_model(self.gram(), self.n, mean)
         return GramSet.of_pair(self.gram(), self.cross_gram_t(), self.target_sq(), self.n, mean)
+
+
+# scipy's (and numpy's) bundled OpenBLAS crashes in dsyrk once the K × K result passes
+# 2 GiB (found at K = 21,843: a segfault, for 256 samples as for 1,536): above this K the CPU
+# path accumulates the upper triangle by blocks of rows with torch's GEMM (MKL) instead.
+SYRK_MAX_K = 16000
+_BLOCK_ROWS = 2048
+
+
+def _pick_method(device, k: int, syrk: bool | None, method: str | None) -> str:
+    """How Σ fᵀf is accumulated: ``syrk`` (BLAS dsyrk: the upper triangle, half a GEMM's
+    FLOPs; measured 2.0× faster than a GEMM for 4,096 × 1,000 chunks), ``blocks`` (the upper
+    triangle by blocks of rows, torch GEMMs: half the FLOPs too, any K) or ``full`` (one
+    addmm: on CUDA, one large product is what a GPU does best). ``syrk`` True/False asks for
+    dsyrk or a full addmm (the tests compare every method with numpy)."""
+    if method is None:
+        if syrk is not None:
+            method = "syrk" if syrk else "full"
+        elif device.type != "cpu":
+            method = "full"
+        else:
+            method = "syrk" if k <= SYRK_MAX_K else "blocks"
+    if method not in ("syrk", "blocks", "full"):
+        raise InvalidInputError(f"Gram method {method!r} is unknown; use syrk, blocks or full")
+    if method == "syrk" and (device.type != "cpu" or k > SYRK_MAX_K):
+        raise InvalidInputError(f"dsyrk is a CPU path for K ≤ {SYRK_MAX_K}; here the device is {device}, K = {k}")
+    return method
 
 
 def _as_float64_tensor(x, device) -> torch.Tensor:

@@ -9,10 +9,13 @@ from engine.errors import InvalidInputError
 from engine.gram import GramAccumulator
 
 
-@pytest.mark.parametrize("syrk", [True, False], ids=["blas-syrk", "torch-addmm"])
-def test_chunked_gram_equals_direct(logits_small, syrk):
+@pytest.mark.parametrize("method", ["syrk", "full", "blocks"])
+def test_chunked_gram_equals_direct(logits_small, method, monkeypatch):
+    import engine.gram
+
+    monkeypatch.setattr(engine.gram, "_BLOCK_ROWS", 7)  # several blocks of rows at K = 40
     F, _ = logits_small
-    acc = GramAccumulator(F.shape[1], syrk=syrk)
+    acc = GramAccumulator(F.shape[1], method=method)
     for s in range(0, len(F), 97):
         acc.update(F[s : s + 97])
     F64 = F.astype(np.float64)
@@ -49,3 +52,19 @@ def test_bad_chunks_rejected():
         acc.update(np.zeros((3, 5)))
     with pytest.raises(InvalidInputError, match="no samples"):
         acc.gram()
+
+
+def test_large_grams_avoid_the_bundled_blas_syrk():
+    """OpenBLAS's dsyrk crashes once the K × K result passes 2 GiB: above SYRK_MAX_K the CPU
+    accumulates by blocks of rows; a dsyrk asked for there is refused, not attempted."""
+    import torch
+
+    from engine.gram import SYRK_MAX_K, _pick_method
+
+    cpu = torch.device("cpu")
+    assert 8 * SYRK_MAX_K**2 < 2**31
+    assert _pick_method(cpu, 1000, None, None) == "syrk"
+    assert _pick_method(cpu, 21843, None, None) == "blocks"
+    assert _pick_method(torch.device("cuda"), 1000, None, None) == "full"
+    with pytest.raises(InvalidInputError, match="K ≤"):
+        _pick_method(cpu, 21843, True, None)
