@@ -71,19 +71,25 @@ def _open_glyph_fonts() -> None:
 
 def _open_first_store() -> None:
     """Open (and so verify) the store the first page shows and its Gram: the page then finds
-    them verified in this process."""
+    them verified in this process. When not every path of it is cached, the first page will
+    solve its category: the solver's libraries (torch, ~2 s) are imported here too."""
     from dashboard.components.widgets import PREFERRED_MODELS
     from engine.gramsets import load_gramset
-    from engine.service import load_top2
+    from engine.paths import path_progress, path_spec
+    from engine.service import Pairing, load_top2
     from engine.store import DEFAULT_CACHE, Cache
 
     cache = Cache(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))
     names = cache.store_names()
     name = next((n for n in (*PREFERRED_MODELS, *names) if n in names), None)
-    if name is not None:
-        store = cache.load_store(name)
-        load_gramset(cache, store, compute=False)
-        load_top2(cache, store)
+    if name is None:
+        return
+    store = cache.load_store(name)
+    if load_gramset(cache, store, compute=False) is None:
+        return
+    load_top2(cache, store)
+    if not path_progress(cache, path_spec(cache, Pairing(store, store))).complete:
+        import engine.covlasso_kernels  # noqa: F401
 
 
 def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:

@@ -46,9 +46,11 @@ def _forbid_for(within: bool, forbid, n_targets: int, n_sources: int):
     return forbid
 
 
-def _scale(design: np.ndarray, target_sq: np.ndarray, check_input: bool) -> float:
-    """The problem's largest E[f²] (the diagonal: a strided read of P values, not the Gram)."""
-    diag = np.diagonal(design) if check_input or design.shape[0] < 4096 else design.ravel()[:: design.shape[0] + 1]
+def _scale(design: np.ndarray, target_sq: np.ndarray, design_diag: np.ndarray | None) -> float:
+    """The problem's largest E[f²]. ``design_diag``: the design's diagonal when the caller has
+    it (a memory-mapped Gram's diagonal is P reads, one per page: at 21,843 categories they
+    would map gigabytes of the file into the process)."""
+    diag = np.diagonal(design) if design_diag is None else design_diag
     return max(float(np.max(diag, initial=0.0)), float(np.max(target_sq, initial=0.0)))
 
 
@@ -63,6 +65,7 @@ def solve_covlasso(
     config: SolverConfig | None = None,
     warm_start=None,
     check_input: bool = True,
+    design_diag: np.ndarray | None = None,
 ) -> CovLassoResult:
     """Solve the CovLasso for every target (column of ``rhs``) at once.
 
@@ -79,6 +82,7 @@ def solve_covlasso(
     warm_start : optional (P, T) coefficients, :class:`~engine.sparse.SparseColumns` or a
         previous :class:`CovLassoResult` to start from (e.g. the previous α of a path).
     check_input : False skips the O(P²) scan of ``design`` (a Gram checked when built).
+    design_diag : (P,) the design's diagonal, when known (spares a strided read of it).
 
     Returns a :class:`CovLassoResult`; warns with :class:`ConvergenceWarning` for targets
     whose duality gap is still above ``tol · E[g_t²]``.
@@ -93,7 +97,7 @@ def solve_covlasso(
     alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (T,)).copy()
     for a in np.unique(alphas):
         check_alpha(a)
-    check_resolution(alphas, _scale(design, target_sq, check_input))
+    check_resolution(alphas, _scale(design, target_sq, design_diag))
     from engine.covlasso_kernels import solve_chunks  # torch: imported only to solve
 
     res = solve_chunks(design, rhs, target_sq, alphas, max_correlation(rhs, forbid), forbid, warm_start, cfg)
@@ -165,6 +169,7 @@ def covlasso_path(
     config: SolverConfig | None = None,
     max_sources: int | None = None,
     check_input: bool = True,
+    design_diag: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> CovLassoPath:
     """The α path of every target (column of ``rhs``): a pure function of the Grams.
@@ -180,6 +185,7 @@ def covlasso_path(
     design, rhs, target_sq, forbid = check_problem(design, rhs, target_sq, forbid, check_design=check_input)
     T, A = rhs.shape[1], len(grid)
     amax = max_correlation(rhs, forbid)
+    diag = np.diagonal(design).copy() if design_diag is None else design_diag
     pieces, keys = [], []
     gaps = np.full((T, A), np.nan)
     n_alphas = np.zeros(T, dtype=np.int64)
@@ -187,7 +193,7 @@ def covlasso_path(
     for a, alpha in enumerate(grid):
         res = solve_covlasso(design, rhs[:, active], target_sq[active], alpha,
                              forbid=None if forbid is None else forbid[active], config=cfg,
-                             warm_start=prev, check_input=False)
+                             warm_start=prev, check_input=False, design_diag=diag)
         pieces.append(res.sparse)
         keys.append(active * A + a)
         gaps[active, a] = res.duality_gap

@@ -20,7 +20,7 @@ from engine.errors import InvalidInputError
 if TYPE_CHECKING:
     import torch
 
-CHUNK_BYTES = 256 << 20  # a float64 chunk of logits is at most this big (rows adapt to K)
+CHUNK_BYTES = 128 << 20  # a float64 chunk of logits is at most this big (rows adapt to K)
 
 
 def chunk_rows(k: int, rows: int = 8192) -> int:
@@ -224,6 +224,8 @@ class GramSet:
         target t may not use itself).
     alpha_max : (T,) each target's α_max.
     target_mean : (T,) ``E[g_t]`` (a dependency's R² needs the target's variance).
+    design_diag : (P,) the design's diagonal ``E[f_j²]`` (read once: a memory-mapped Gram's
+        diagonal is one page per value).
     """
 
     design: np.ndarray
@@ -232,6 +234,7 @@ class GramSet:
     cross_t: np.ndarray | None = None
     alpha_max: np.ndarray | None = None
     target_mean: np.ndarray | None = None
+    design_diag: np.ndarray | None = None
 
     @property
     def within(self) -> bool:
@@ -264,14 +267,15 @@ class GramSet:
     @classmethod
     def of_model(cls, design: np.ndarray, n: int, mean: np.ndarray) -> GramSet:
         """A within-model set (α_max computed from the design: one pass over it)."""
-        k = design.shape[0]
-        return cls(design, np.diagonal(design).copy(), n, None, max_correlation(design, np.arange(k)),
-                   np.asarray(mean, dtype=np.float64))
+        k, diag = design.shape[0], np.diagonal(design).copy()
+        return cls(design, diag, n, None, max_correlation(design, np.arange(k)), np.asarray(mean, dtype=np.float64),
+                   diag)
 
     @classmethod
     def of_pair(cls, design: np.ndarray, cross_t: np.ndarray, target_sq: np.ndarray, n: int,
                 mean: np.ndarray) -> GramSet:
-        return cls(design, target_sq, n, cross_t, max_correlation(cross_t.T), np.asarray(mean, dtype=np.float64))
+        return cls(design, target_sq, n, cross_t, max_correlation(cross_t.T), np.asarray(mean, dtype=np.float64),
+                   np.diagonal(design).copy())
 
 
 def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], k_a: int, k_b: int | None = None, *,

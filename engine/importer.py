@@ -303,9 +303,11 @@ def import_logits(
     store = cache.save_store(name, logits, labels, names, meta=meta, dtype=dtype, overwrite=overwrite)
     if gram:
         _save_gram(cache, store, logits, progress)
-        from engine.service import load_top2
+        from engine.analysis import Top2
+        from engine.service import save_top2
 
-        load_top2(cache, store)  # each sample's top two logits, for Table 1's accuracies
+        # each sample's top two logits (Table 1's accuracies), from the logits in memory
+        save_top2(cache, store, Top2.of(logits if logits.dtype == store.logits.dtype else store.logits))
     return store
 
 

@@ -293,7 +293,7 @@ def solve_targets(cache: Cache, spec: PathSpec, targets: np.ndarray,
     targets = np.asarray(targets, dtype=np.int64)
     core = covlasso_path(gs.design, gs.rhs_columns(targets), gs.target_sq[targets], spec.alphas,
                          forbid=gs.forbid(targets), config=spec.config, max_sources=spec.max_sources,
-                         check_input=False, progress=progress)
+                         check_input=False, design_diag=gs.design_diag, progress=progress)
     return _from_core(core, targets, spec.pairing, gs)
 
 

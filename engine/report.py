@@ -6,11 +6,14 @@ so ``--target`` costs a few Lasso problems on the Gram, whatever the number of c
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from engine.analysis import dependency_metrics
 from engine.categories import resolve_targets
 from engine.covlasso import SolverConfig, check_alpha
+from engine.gramsets import verify_gramset_of
 from engine.service import load_top2, open_pairing, solve_dependencies
 from engine.store import Cache
 
@@ -25,7 +28,10 @@ def dependency_report(
 ) -> dict:
     """The JSON of ``python -m engine dependencies`` (see README: the contract is stable)."""
     alpha = check_alpha(alpha)
-    pairing = open_pairing(cache, model, source)
+    with ThreadPoolExecutor(1) as pool:  # the Gram's hash is checked while the stores are read
+        early = pool.submit(verify_gramset_of, cache, model, source)
+        pairing = open_pairing(cache, model, source)
+        early.result()
     wanted = resolve_targets(pairing.model, targets)
     res = solve_dependencies(cache, pairing, alpha, config, None if not targets else wanted)
     m, s = pairing.model, pairing.source

@@ -65,8 +65,13 @@ def load_top2(cache: Cache, store: LogitStore) -> Top2:
     if hit is not None:
         a = hit[0]
         return Top2(a["idx1"], a["val1"], a["idx2"], a["val2"], a["idx1"])
-    top = Top2.of(store.logits)
-    cache.save_derived("top2", config, {"idx1": top.idx1, "val1": top.val1, "idx2": top.idx2, "val2": top.val2},
+    return save_top2(cache, store, Top2.of(store.logits))
+
+
+def save_top2(cache: Cache, store: LogitStore, top: Top2) -> Top2:
+    """Cache ``top`` (computed by whoever holds the logits: the importer has them in memory)."""
+    cache.save_derived("top2", {"store": store.content_hash},
+                       {"idx1": top.idx1, "val1": top.val1, "idx2": top.idx2, "val2": top.val2},
                        {"store": store.name})
     return top
 
@@ -120,6 +125,6 @@ def _solve(cache: Cache, pairing: Pairing, alpha: float, cfg: SolverConfig, targ
     if targets is None:
         log.info("solving all %d targets of %s at α = %g", gs.n_targets, pairing.model.name, alpha)
         return solve_covlasso(gs.design, gs.rhs, gs.target_sq, alpha, within=gs.within, config=cfg,
-                              check_input=False)
+                              check_input=False, design_diag=gs.design_diag)
     return solve_covlasso(gs.design, gs.rhs_columns(targets), gs.target_sq[targets], alpha,
-                          forbid=gs.forbid(targets), config=cfg, check_input=False)
+                          forbid=gs.forbid(targets), config=cfg, check_input=False, design_diag=gs.design_diag)

@@ -671,8 +671,17 @@ class Cache:
             }
             manifest["manifest_sha256"] = _self_hash(manifest)
             write_json_atomic(path, manifest)
+        # the bytes just written are the arrays just checked: reading the store back neither
+        # hashes them again nor scans them (a scan of a memory map would make every page of
+        # the file resident while the caller still holds the logits)
+        _VERIFIED[digest] = _file_stamp(self.object_path(digest))
+        _CHECKED[digest] = True
         log.info("stored %s: %d samples x %d categories", name, *logits.shape)
         return self.load_store(name)
+
+    def store_manifest(self, name: str) -> dict[str, Any]:
+        """A store's verified manifest (its arrays are not read)."""
+        return self._read_manifest(name)
 
     def _read_manifest(self, name: str) -> dict[str, Any]:
         path = self._manifest_path(name)
