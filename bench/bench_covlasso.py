@@ -239,13 +239,15 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-7)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--alphas", type=float, nargs="+", help="α values for the large-K run")
+    ap.add_argument("--supports", type=int, nargs="+", default=[15, 60, 200],
+                    help="median numbers of sources to time (α chosen for each)")
     args = ap.parse_args()
     if args.k > 5000:
         run_large(args.k, args.n, tuple(args.alphas or (0.05, 0.02)), args.tol)
         return
     if args.quick:
         args.k, args.n, args.paper_sample = 300, 10000, 4
-    run(args.k, args.n, args.paper_sample, (15, 60), args.tol)
+    run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol)
 
 
 if __name__ == "__main__":

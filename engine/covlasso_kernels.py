@@ -53,6 +53,9 @@ _MIN_ADD = 4  # an active-set guess adds at most max(_MIN_ADD, nnz/_GROWTH) feat
 # is below _PIVOT of its squared norm counts as a combination of them (cond ≳ 1/_PIVOT).
 _PIVOT = 1e-10
 _STALL = 3  # Newton steps without fewer KKT violations before the monotone method takes over
+# The full gradient b − θG uses a sparse × dense product while θ has fewer non-zeros than
+# this share of its entries (else one dense GEMM).
+_SPARSE_BELOW = 0.05
 
 
 # ----------------------------------------------------------------------------- full problem
@@ -63,7 +66,7 @@ def _gradient(G: torch.Tensor, b: torch.Tensor, theta: torch.Tensor, forbid) -> 
     nnz = int((theta != 0).sum())
     if nnz == 0:
         c = b.clone()
-    elif nnz < 0.05 * theta.numel():
+    elif nnz < _SPARSE_BELOW * theta.numel():
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is exact
             warnings.simplefilter("ignore", UserWarning)
             c = b - theta.to_sparse_csr() @ G
