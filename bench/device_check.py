@@ -302,16 +302,28 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _guarded(name: str, check) -> list[Check]:
+    """A check's results, or one failed check with the error: a path that breaks on a new
+    machine must not cost the figures of the others."""
+    import traceback
+
+    try:
+        return check()
+    except Exception as exc:  # reported, not raised: the report is the point
+        return [Check(name, f"error: {type(exc).__name__}: {str(exc)[:300]}", "runs", False,
+                      {"traceback": traceback.format_exc()[-4000:]})]
+
+
 def run(device: torch.device, quick: bool, out: Path) -> dict:
     sizes = QUICK if quick else FULL
     bars = device.type == "cuda" and not quick
     t0 = time.perf_counter()
     checks: list[Check] = []
-    checks += check_extraction(device, sizes, bars)
-    checks += check_gram(device, sizes)
-    checks.append(check_solver(device, sizes))
+    checks += _guarded("extraction", lambda: check_extraction(device, sizes, bars))
+    checks += _guarded("Gram", lambda: check_gram(device, sizes))
+    checks += _guarded("solver", lambda: [check_solver(device, sizes)])
     with tempfile.TemporaryDirectory() as tmp:
-        checks.append(check_torchrun(device, sizes, Path(tmp)))
+        checks += _guarded("torchrun", lambda: [check_torchrun(device, sizes, Path(tmp))])
     report = {
         "device": str(device), "device_name": _device_name(device), "quick": quick,
         "torch": torch.__version__, "cuda": torch.version.cuda, "gpus": torch.cuda.device_count(),
