@@ -27,9 +27,42 @@ class DependencyMetrics:
     pos_acc: float  # top-1 accuracy (%) on samples labelled t, replaced logit (nan if none)
     ori_pos_acc: float  # the same, original logit
     n_pos: int  # samples labelled t
+    # 1 − Σ(f_t − θᵀg)² / Σ(f_t − mean f_t)²: the share of the logit's variance over the samples
+    # that the dependency explains. Unlike Rel Err it ignores where the logit sits (softmax
+    # ignores a per-sample offset, so each network's is arbitrary). nan when f_t is constant.
+    r2: float = float("nan")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def as_json(self) -> dict:
+        """The fields for a JSON report: nan (no positive sample, a constant logit) becomes
+        null, never NaN, and an undefined ``r2`` comes with ``r2_reason``."""
+        out = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(self).items()}
+        if self.r2_reason:
+            out["r2_reason"] = self.r2_reason
+        return out
+
+    @property
+    def r2_reason(self) -> str | None:
+        """Why ``r2`` is undefined (None when it is defined)."""
+        if np.isnan(self.r2):
+            return "the target's logit is constant over the samples: R² (explained variance) is undefined"
+        return None
+
+
+def r_squared(original: np.ndarray, replaced: np.ndarray) -> float:
+    """``1 − Σ(y − ŷ)² / Σ(y − ȳ)²`` in float64; nan when ``y`` is constant (no variance to explain).
+
+    "Constant" allows for rounding: a variance below 1e-12 of E[y²] (a spread below 1e-6 of
+    the logit's size, a few float32 steps) is none, as in :func:`r2_from_error`.
+    """
+    y = np.asarray(original, dtype=np.float64)
+    resid = float(np.sum((y - np.asarray(replaced, dtype=np.float64)) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    if not total > 1e-12 * max(float(np.sum(y * y)), 1e-300):
+        return float("nan")
+    return 1.0 - resid / total
 
 
 def _pct(mask: np.ndarray) -> float:
@@ -102,12 +135,26 @@ def dependency_metrics(
         pos_acc=_pct(pred_rep[pos] == target),
         ori_pos_acc=_pct(top2.pred[pos] == target),
         n_pos=int(pos.sum()),
+        r2=r_squared(original, replaced),
     )
 
 
 def prediction_error(design, rhs_col, target_sq, coef) -> float:
     """``e_t = E[(g_t − θᵀf)²] = E[g_t²] − 2θᵀb + θᵀGθ`` from the Grams alone."""
     return float(max(target_sq - 2 * coef @ rhs_col + coef @ design @ coef, 0.0))
+
+
+def target_variance(target_sq, target_mean) -> np.ndarray:
+    """``Var g_t = E[g_t²] − (E g_t)²`` per target, never negative."""
+    return np.clip(np.asarray(target_sq, np.float64) - np.asarray(target_mean, np.float64) ** 2, 0.0, None)
+
+
+def r2_from_error(error, variance, target_sq) -> np.ndarray:
+    """``1 − e_t / Var g_t`` (the R² of :func:`r_squared`, from Gram quantities); nan where the
+    target's logit has no variance (below 1e-12 of its E[g_t²]: rounding, not spread)."""
+    error, variance = np.asarray(error, np.float64), np.asarray(variance, np.float64)
+    ok = variance > 1e-12 * np.maximum(np.asarray(target_sq, np.float64), 1e-300)
+    return np.where(ok, 1.0 - np.clip(error, 0.0, None) / np.where(ok, variance, 1.0), np.nan)
 
 
 # ----------------------------------------------------------------------------- Fig. 3, Conjecture 1

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from engine.analysis import Top2, dependency_metrics
+from engine.analysis import Top2, dependency_metrics, r2_from_error, target_variance
 from engine.covlasso import (
     CovLassoResult,
     SolverConfig,
@@ -118,6 +118,7 @@ class DependencyPath:
     values: np.ndarray
     n_sources: int
     n_targets: int
+    r2: np.ndarray | None = None  # (A, T) R² of each dependency (engine.analysis.r_squared), nan if undefined
 
     def coef_at(self, target: int, alpha_index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= target < self.n_targets:
@@ -206,14 +207,14 @@ def load_or_compute_path(
     grid = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
     for a in grid:
         check_alpha(a)
-    key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key()}
+    key = {**pairing.key(), "alphas": [float(a) for a in grid], "solver": cfg.key(), "measures": ["r2"]}
     if stop is not None:
         key["stop_median_sources"] = stop
     name = cache.derived_key("path", key)
     with cache.lock(name):
-        hit = cache.load_derived("path", key, ("offsets", "source", "value", "gaps"))
+        hit = cache.load_derived("path", key, ("offsets", "source", "value", "gaps", "r2"))
         if hit is None:
-            arrays = compute_path(gs, grid, cfg, stop)
+            arrays = compute_path(gs, grid, cfg, stop, target_mean=pairing.model.logits.mean(0, dtype=np.float64))
             cache.save_derived("path", key, arrays, {"model": pairing.model.name, "source": pairing.source.name})
         else:
             arrays = hit[0]
@@ -229,14 +230,16 @@ def load_or_compute_path(
         values=arrays["value"],
         n_sources=gs.design.shape[0],
         n_targets=gs.rhs.shape[1],
+        r2=arrays["r2"],
     )
 
 
-def compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig, stop: int | None = None) -> dict[str, np.ndarray]:
+def compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig, stop: int | None = None,
+                 target_mean: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Warm-started solves down the grid; after the first α whose median support exceeds
-    ``stop`` (when given), the path ends."""
+    ``stop`` (when given), the path ends. With the targets' means, each dependency's R² too."""
     prev = None
-    offsets, sources, values, gaps = [np.zeros(1, dtype=np.int64)], [], [], []
+    offsets, sources, values, gaps, r2 = [np.zeros(1, dtype=np.int64)], [], [], [], []
     for a in grid:
         res = solve_covlasso(gs.design, gs.rhs, gs.target_sq, a, within=gs.within, config=cfg,
                              warm_start=prev)
@@ -246,17 +249,33 @@ def compute_path(gs: GramSet, grid: np.ndarray, cfg: SolverConfig, stop: int | N
         sources.append(arr["source"])
         values.append(arr["value"])
         gaps.append(res.duality_gap)
+        if target_mean is not None:
+            r2.append(dependencies_r2(gs, res, target_mean))
         if stop is not None and np.median(res.support_sizes) > stop:
             log.info("α path ends at α = %.4g: the median target has %d sources (> %d)",
                      a, int(np.median(res.support_sizes)), stop)
             break
-    return {
+    out = {
         "alphas": grid[: len(gaps)].copy(),
         "offsets": np.concatenate(offsets),
         "source": np.concatenate(sources),
         "value": np.concatenate(values),
         "gaps": np.stack(gaps),
     }
+    if r2:
+        out["r2"] = np.stack(r2)
+    return out
+
+
+def dependencies_r2(gs: GramSet, res: CovLassoResult, target_mean: np.ndarray) -> np.ndarray:
+    """(T,) R² of every target's sparse dependency in ``res``, from the Grams alone."""
+    var = target_variance(gs.target_sq, target_mean)
+    err = np.empty(res.n_targets)
+    for t in range(res.n_targets):
+        sl = slice(res.offsets[t], res.offsets[t + 1])
+        src, val = res.sources[sl], res.values[sl]
+        err[t] = gs.target_sq[t] - 2.0 * (val @ gs.rhs[src, t]) + val @ gs.design[np.ix_(src, src)] @ val
+    return r2_from_error(err, var, gs.target_sq)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -334,20 +353,13 @@ def dependency_report(
                 "target": t,
                 "target_name": m.class_names[t],
                 "sources": [{"index": int(j), "name": src_names[j], "coef": float(col[j])} for j in idx],
-                "abs_err": metrics.abs_err,
-                "rel_err": metrics.rel_err,
-                "acc": metrics.acc,
-                "ori_acc": metrics.ori_acc,
-                "pos_acc": _none_if_nan(metrics.pos_acc),
-                "ori_pos_acc": _none_if_nan(metrics.ori_pos_acc),
+                **metrics.as_json(),  # abs_err, rel_err, acc, ori_acc, pos_acc, ori_pos_acc, n_pos, r2
                 "duality_gap": float(res.duality_gap[t]),
             }
         )
     return {"alpha": alpha, "model": m.name, "source": s.name, "targets": out}
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if np.isnan(x) else x
 
 
 

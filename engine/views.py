@@ -17,7 +17,14 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from engine.analysis import DependencyMetrics, Redundancy, ScreeningCheck, screening_check
+from engine.analysis import (
+    DependencyMetrics,
+    Redundancy,
+    ScreeningCheck,
+    r2_from_error,
+    screening_check,
+    target_variance,
+)
 from engine.store import manifest_dataset
 
 # ----------------------------------------------------------------------------- one target
@@ -77,6 +84,7 @@ def metrics_markdown(
         "| --- | --- |",
         f"| Abs Err | {metrics.abs_err:.3f} |",
         f"| Rel Err (%) | {metrics.rel_err:.3f} |",
+        f"| R² (explained variance) | {'n/a' if np.isnan(metrics.r2) else f'{metrics.r2:.4f}'} |",
         f"| Acc (Ori. Acc) | {pct(metrics.acc)} ({pct(metrics.ori_acc)}) |",
         f"| Pos Acc (Ori. Pos Acc) | {pct(metrics.pos_acc)} ({pct(metrics.ori_pos_acc)}) |",
         f"| Positive samples | {metrics.n_pos} |",
@@ -99,8 +107,7 @@ def dependency_json(
         ],
     }
     if metrics is not None:
-        entry.update({k: (None if isinstance(v, float) and np.isnan(v) else v)
-                      for k, v in metrics.as_dict().items()})
+        entry.update(metrics.as_json())
     return json.dumps({"alpha": float(alpha), "model": model, "source": source, "targets": [entry]}, indent=1)
 
 
@@ -152,6 +159,12 @@ def short_name(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def read_at_a_glance(names: list[str]) -> np.ndarray:
+    """(K,) True for categories a person reads at a glance: glyph classes of Basic Latin and
+    Latin-1 (``é LATIN SMALL LETTER E WITH ACUTE``); pages open on one of them when they can."""
+    return np.array([is_glyph_name(n) and ord(n[0]) < 0x100 for n in names], dtype=bool)
+
+
 def is_glyph_name(name: str) -> bool:
     """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.glyphs.char_name)."""
     if len(name) < 3 or name[1] != " ":
@@ -190,8 +203,16 @@ def sparse_relative_error(design: np.ndarray, rhs: np.ndarray, target_sq: np.nda
     return np.clip(err, 0.0, None) / np.maximum(target_sq, 1e-300)
 
 
+def sparse_r2(design: np.ndarray, rhs: np.ndarray, target_sq: np.ndarray, target_mean: np.ndarray,
+              coef: np.ndarray) -> np.ndarray:
+    """R² of every target's sparse dependency from the Grams and the targets' means (T,);
+    nan where the target's logit is constant."""
+    err = target_sq - 2 * np.einsum("pt,pt->t", coef, rhs) + np.einsum("pt,pt->t", coef, design @ coef)
+    return r2_from_error(err, target_variance(target_sq, target_mean), target_sq)
+
+
 def most_redundant(red: Redundancy, names: list[str], top: int = 20,
-                   sparse_err: np.ndarray | None = None) -> pd.DataFrame:
+                   sparse_err: np.ndarray | None = None, sparse_r2: np.ndarray | None = None) -> pd.DataFrame:
     """Categories with the smallest redundancy r_i first (the best predicted from the others).
 
     r_i is computed with a floor (:func:`engine.analysis.redundancy`), so exactly redundant
@@ -205,6 +226,8 @@ def most_redundant(red: Redundancy, names: list[str], top: int = 20,
                           "exact": red.exact[order], "null-space share": red.null_share[order]})
     if sparse_err is not None:
         frame["rel. error at α"] = sparse_err[order]
+    if sparse_r2 is not None:
+        frame["R² at α"] = sparse_r2[order]
     return frame
 
 

@@ -35,6 +35,10 @@ def build_cache(root: Path, k: int = 60, n: int = 2000) -> Path:
     cache = Cache(root)
     names = glyph_class_names(k)
     logits, labels = classifier_like_logits(n, k, rank=k + 20, seed=0)
+    # one planted sparse dependency, the clear example the pages open on: é ≈ 0.6·e + 0.4·è
+    e, e_acute, e_grave = (names.index(f"{c} {unicodedata.name(c)}") for c in "eéè")
+    noise = 0.05 * np.random.default_rng(2).standard_normal(n).astype(np.float32)
+    logits[:, e_acute] = 0.6 * logits[:, e] + 0.4 * logits[:, e_grave] + noise
     cache.save_store(MODEL_A, logits, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
     other = logits + 0.6 * np.random.default_rng(1).standard_normal(logits.shape).astype(np.float32)
     cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
@@ -91,6 +95,11 @@ def coef_rows(at) -> list[tuple[int, float]]:
             rows += [(int(j), float(c)) for j, c in
                      re.findall(r'<tr data-source="(\d+)" data-coef="([^"]+)">', el.proto.body)]
     return rows
+
+
+def alpha_of(option) -> float:
+    """The α of an α-slider option's label ("0.0123 ★ recommended" -> 0.0123)."""
+    return float(str(option).split()[0])
 
 
 def metric_values(at) -> dict[str, str]:

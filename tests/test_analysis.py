@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
 
 from engine.analysis import (
     Top2,
     dependency_graph,
     dependency_metrics,
+    r_squared,
     redundancy,
     screening_check,
 )
@@ -35,6 +37,35 @@ def test_table1_metrics_match_brute_force(logits_small):
         assert m.pos_acc == pytest.approx(100 * (replaced[pos].argmax(1) == t).mean())
         assert m.ori_pos_acc == pytest.approx(100 * (F[pos].argmax(1) == t).mean())
         assert m.n_pos == pos.sum()
+
+
+def test_r2_matches_sklearn_and_ignores_an_offset(logits_small):
+    F, y = logits_small
+    F = F.astype(np.float64)
+    C = gram_of(F)
+    res = solve_covlasso(C, C, np.diag(C), 0.05, within=True)
+    for t in (0, 3, 17):
+        m = dependency_metrics(F, F, y, t, res.coef[:, t])
+        assert m.r2 == pytest.approx(r2_score(F[:, t], F @ res.coef[:, t]), abs=1e-12)
+        assert m.r2_reason is None and m.as_json()["r2"] == m.r2
+    # the same residuals around a logit moved by a constant: R² stays, Rel Err does not
+    pred = F @ res.coef[:, 3]
+    assert r_squared(F[:, 3] + 40.0, pred + 40.0) == pytest.approx(r_squared(F[:, 3], pred), abs=1e-12)
+
+
+def test_r2_of_a_constant_logit_is_null_with_a_reason(logits_small):
+    F, y = logits_small
+    F = F.astype(np.float64).copy()
+    F[:, 2] = 3.5
+    coef = np.zeros(F.shape[1])
+    coef[0] = 0.1
+    m = dependency_metrics(F, F, y, 2, coef)
+    assert np.isnan(m.r2) and "constant" in m.r2_reason
+    doc = m.as_json()
+    assert doc["r2"] is None and "constant" in doc["r2_reason"]
+    import json
+
+    assert "NaN" not in json.dumps(doc)
 
 
 def test_exact_dependency_costs_nothing(logits_small):

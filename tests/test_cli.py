@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
+from sklearn.metrics import r2_score
 
 from engine.cli import main
 from engine.synthetic import classifier_like_logits
@@ -90,6 +91,10 @@ def test_dependencies_json_within_and_between(run_cli, tmp_path, files):
     assert set(got) == set(np.flatnonzero(ref_full).tolist())
     for j, v in got.items():
         assert v == pytest.approx(ref_full[j], abs=1e-6)
+    # R² of the replaced logit, against scikit-learn's r2_score of the reference fit
+    pred = np.delete(F.astype(np.float64), 3, 1) @ ref.coef_
+    assert t3["r2"] == pytest.approx(r2_score(F[:, 3].astype(np.float64), pred), abs=1e-6)
+    assert "r2_reason" not in t3
     # between networks, selected targets given by index and by name
     out = run_cli(tmp_path, "dependencies", "--model", "b", "--source", "a", "--alpha", "0.05",
                   "--target", "2", "7", "--json", "-")

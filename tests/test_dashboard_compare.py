@@ -9,6 +9,7 @@ from engine.store import Cache
 from tests.dashboard_cache import (
     MODEL_A,
     MODEL_B,
+    alpha_of,
     copy_cache,
     iframe_html,
     messages,
@@ -34,11 +35,11 @@ def test_compare_shows_between_and_shared(cache):
     labels = {s.label for s in at.selectbox}
     assert {"Model B (its targets)", "Model A (the sources)", f"Target category of {MODEL_B}"} <= labels
     values = metric_values(at)
-    assert {"Abs Err", "Rel Err", "Acc", "Pos Acc", "Shared sources", f"Only in {MODEL_A}"} <= set(values)
+    assert {"Abs Err", "Rel Err", "R²", "Acc", "Pos Acc", "Shared sources", f"Only in {MODEL_A}"} <= set(values)
     assert len(iframe_html(at)) == 1
     assert dict(at.query_params)["source"] == MODEL_A
     floor = [c.value for c in at.caption if c.value.startswith("**Floor**")]
-    assert len(floor) == 1 and "least squares on all" in floor[0] and "Rel Err" in floor[0]
+    assert len(floor) == 1 and "least squares on all" in floor[0] and "Rel Err" in floor[0] and "R²" in floor[0]
 
 
 def test_compare_target_and_alpha_change_the_numbers(cache):
@@ -50,7 +51,7 @@ def test_compare_target_and_alpha_change_the_numbers(cache):
     after_target = metric_values(at)
     assert after_target != before
     slider = at.select_slider[0]
-    slider.set_value(min(float(o) for o in slider.options)).run()
+    slider.set_value(min(alpha_of(o) for o in slider.options)).run()
     assert not at.exception
     assert metric_values(at) != after_target
 

@@ -9,6 +9,7 @@ import pytest
 from tests.dashboard_cache import (
     MODEL_A,
     MODEL_B,
+    alpha_of,
     coef_rows,
     iframe_html,
     messages,
@@ -33,9 +34,8 @@ def test_explore_shows_every_part(cache):
     at = run_page()
     assert not at.exception
     assert at.title[0].value == "Explore a neural dependency"
-    assert _target(at).value == 0
     assert len(at.select_slider) == 1
-    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "Acc", "Pos Acc"}
+    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "R²", "Acc", "Pos Acc"}
     (html,) = iframe_html(at)
     assert "new vis.Network" in html and "data:image/png;base64," in html  # glyph images as nodes
     assert not re.search(r"(src|href)=[\"']https?:", html), "the graph must not load anything remotely"
@@ -49,12 +49,40 @@ def test_explore_shows_every_part(cache):
     assert dict(at.query_params)["model"] == MODEL_A
 
 
-def test_alpha_changes_the_numbers(cache):
+def test_opens_on_a_clear_example_at_its_recommended_alpha(cache):
+    """The default target's dependency fits (R² ≥ 0.95, recomputed here from the logits with
+    scikit-learn's r2_score) with few sources, at the largest α of the path that fits."""
+    from sklearn.metrics import r2_score
+
+    from engine.store import Cache
+
     at = run_page()
+    assert not at.exception
+    store = Cache(cache).load_store(MODEL_A)
+    F = store.logits.astype("float64")
+    target, slider = _target(at).value, at.select_slider[0]
+    assert str(slider.format_func(slider.value)).endswith("★ recommended")
+    rows = coef_rows(at)
+    idx, coef = [j for j, _ in rows], [c for _, c in rows]
+    assert 2 <= len(rows) <= 16
+    assert r2_score(F[:, target], F[:, idx] @ coef) >= 0.95 - 1e-6  # coefficients shown to 6 digits
+    assert float(metric_values(at)["R²"]) >= 0.95
+    larger = [alpha_of(o) for o in slider.options if alpha_of(o) > slider.value]
+    if larger:  # the next larger α of the path no longer fits
+        slider.set_value(min(larger)).run()
+        assert float(metric_values(at)["R²"]) < 0.95
+    # one click back to the recommended α, one to the paper's when the grid has it
+    back = next(b for b in at.button if "Recommended α" in b.label)
+    back.click().run()
+    assert str(at.select_slider[0].format_func(at.select_slider[0].value)).endswith("★ recommended")
+
+
+def test_alpha_changes_the_numbers(cache):
+    at = run_page(params={"target": "0"})  # a dense dependency (the default one has 2 sources at any α)
     before = metric_values(at)
     slider = at.select_slider[0]
     rows_before = len(coef_rows(at))
-    smallest = min(float(o) for o in slider.options)
+    smallest = min(alpha_of(o) for o in slider.options)
     slider.set_value(smallest).run()
     assert not at.exception
     assert metric_values(at) != before
@@ -96,7 +124,7 @@ def test_bad_link_falls_back_with_a_message(cache, params, expected):
     at = run_page(params=params)
     assert not at.exception
     assert expected in messages(at)
-    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "Acc", "Pos Acc"}  # the page still works
+    assert set(metric_values(at)) == {"Abs Err", "Rel Err", "R²", "Acc", "Pos Acc"}  # the page still works
 
 
 def test_empty_cache_says_how_to_fill_it(tmp_path, monkeypatch):

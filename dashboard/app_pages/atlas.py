@@ -149,16 +149,19 @@ def _tables(root, model, coef, class_names, found, within, alpha) -> None:
             red = guard(load_redundancy, root, model)
             gs = guard(load_gramset_for, root, model)
             err = views.sparse_relative_error(gs.design, gs.rhs, gs.target_sq, coef)
-            st.dataframe(views.most_redundant(red, class_names, 30, err), hide_index=True, width="stretch",
+            r2 = views.sparse_r2(gs.design, gs.rhs, gs.target_sq, load_store(root, model).logits.mean(0), coef)
+            st.dataframe(views.most_redundant(red, class_names, 30, err, r2), hide_index=True, width="stretch",
                          height=420, column_config={
                              "index": None, "null-space share": None,
                              "name": st.column_config.TextColumn("category", width=230),
                              "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
                              "exact": st.column_config.CheckboxColumn("exact", width=60),
-                             "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120)})
+                             "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120),
+                             "R² at α": st.column_config.NumberColumn(format="%.4f", width=90)})
             st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
                        f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                       f"see Theory). Rel. error at α: the sparse dependency's, at α = {alpha:.3g}.")
+                       f"see Theory). Rel. error at α: the sparse dependency's squared error over E[f_t²], and R² its share of "
+                       f"f_t's variance explained, at α = {alpha:.3g}.")
         else:
             st.info("Redundancy is defined within one model.")
 

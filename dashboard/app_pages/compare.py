@@ -14,6 +14,7 @@ from dashboard.components.loaders import (
     load_coef_matrix,
     load_ls_floor,
     load_path,
+    load_recommendation,
     load_store,
     load_top2,
 )
@@ -21,6 +22,7 @@ from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     alpha_ui,
+    default_target,
     download_ui,
     formula_ui,
     guard,
@@ -88,8 +90,13 @@ def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> No
                               load_top2(root, model_b))
     st.caption(f"**Floor** — {model_b}’s logit fitted by least squares on all {len(store_a.class_names):,} "
                f"of {model_a}’s logits (no sparsity, the limit α → 0; their Gram has rank {floor.rank}): "
-               f"Rel Err {best.rel_err:.2f} %, Acc {best.acc:.1f} %. No α gets the squared error below "
-               f"this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %.")
+               f"Rel Err {best.rel_err:.2f} %, R² {_r2_text(best)}, Acc {best.acc:.1f} %. No α gets the squared "
+               f"error below this fit’s; the dependency above is at Rel Err {metrics.rel_err:.2f} %, "
+               f"R² {_r2_text(metrics)}.")
+
+
+def _r2_text(metrics) -> str:
+    return "n/a" if np.isnan(metrics.r2) else f"{metrics.r2:.3f}"
 
 
 def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
@@ -142,11 +149,13 @@ def main() -> None:
     store_a, store_b = guard(load_store, root, model_a), guard(load_store, root, model_b)
     guard(check_pairable, store_a, store_b)
     path = guard(load_path, root, model_b, model_a)
+    rec = load_recommendation(root, model_b, model_a)
     left, right = st.columns(2, gap="large")
     with left:
-        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}")
+        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
+                           default=default_target(store_b.class_names, rec))
     with right:
-        alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
+        alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between", rec=rec)
     page.publish(model=model_b, source=model_a, target=target, alpha=alpha)
     between = _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path)
     st.divider()

@@ -15,6 +15,7 @@ from dashboard.components.loaders import (
     class_images,
     load_gramset_for,
     load_path,
+    load_recommendation,
     load_store,
     load_top2,
 )
@@ -22,6 +23,7 @@ from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
     after_first_paint,
     alpha_ui,
+    default_target,
     download_ui,
     formula_ui,
     guard,
@@ -84,11 +86,12 @@ def main() -> None:
     gs = guard(load_gramset_for, root, model)
     class_names = store.class_names
 
+    rec = load_recommendation(root, model)
     left, right = st.columns([1, 1], gap="large")
     with left:
-        target = target_ui(class_names, params)
+        target = target_ui(class_names, params, default=default_target(class_names, rec))
     with right:
-        alpha, a_idx = alpha_ui(path, target, params)
+        alpha, a_idx = alpha_ui(path, target, params, rec=rec)
     page.publish(model=model, target=target, alpha=alpha)
 
     src, vals = path.coef_at(target, a_idx)

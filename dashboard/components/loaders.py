@@ -15,6 +15,7 @@ import streamlit as st
 
 from engine import views
 from engine.analysis import LeastSquaresFloor, Redundancy, Top2, redundancy
+from engine.recommend import Recommendation, recommend
 from engine.service import DependencyPath, load_gramset, load_or_compute_path, open_pairing
 from engine.store import Cache, LogitStore
 
@@ -60,6 +61,17 @@ def _path(root: str, model: str, source: str, stamp: tuple) -> DependencyPath:
 def load_path(root: str, model: str, source: str | None = None) -> DependencyPath:
     source = source or model
     return _path(root, model, source, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=8)
+def _recommendation(root: str, model: str, source: str, stamp: tuple) -> Recommendation:
+    return recommend(_path(root, model, source, stamp))
+
+
+def load_recommendation(root: str, model: str, source: str | None = None) -> Recommendation:
+    """Every target's recommended α (the largest whose dependency fits) and the clear example."""
+    source = source or model
+    return _recommendation(root, model, source, _stamp(root, model, source))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the Gram matrices…")

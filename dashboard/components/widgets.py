@@ -13,14 +13,14 @@ import streamlit as st
 from dashboard.components import state
 from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
+from engine import views
 from engine.analysis import DependencyMetrics
 from engine.errors import EngineError
+from engine.recommend import FIT_R2, Recommendation
 from engine.service import PAPER_ALPHAS, DependencyPath
 
 FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
-# The demo opens on the design notes' example (O ≈ 0.36·"0" + 0.19·"C" + …); other stores on category 0.
-PREFERRED_TARGETS = ("O LATIN CAPITAL LETTER O",)
 
 
 FIRST_PAINT_DELAY_S = 0.5
@@ -146,12 +146,16 @@ def model_ui(
     return value
 
 
-def _default_target(class_names: list[str]) -> int:
-    return next((class_names.index(n) for n in PREFERRED_TARGETS if n in class_names), 0)
+def default_target(class_names: list[str], rec: Recommendation | None = None) -> int:
+    """The clear example of the pairing (few sources, a close fit), categories a person reads at
+    a glance first; without one, category 0."""
+    example = None if rec is None else rec.clear_example(prefer=views.read_at_a_glance(class_names))
+    return 0 if example is None else example
 
 
-def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category") -> int:
-    """A searchable picker of the target category (type to search the names)."""
+def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
+              default: int = 0) -> int:
+    """A searchable picker of the target category (type to search the names); opens on ``default``."""
     state.restore(key)
     if "target" in params:
         parsed = state.parse_target(params["target"], class_names)
@@ -159,7 +163,7 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
             st.session_state[key] = parsed
     current = st.session_state.get(key)
     if not isinstance(current, int) or not 0 <= current < len(class_names):
-        st.session_state[key] = _default_target(class_names)
+        st.session_state[key] = default
     value = st.selectbox(
         label, range(len(class_names)), key=key,
         format_func=lambda i: f"{class_names[i]}  ·  #{i}",
@@ -195,8 +199,11 @@ def _nearest(options: list[float], value: float) -> float:
     return options[int(np.argmin(np.abs(logs - math.log(value))))]
 
 
-def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde_alpha") -> tuple[float, int]:
-    """α on a log-spaced slider over the cached path, bounded by the target's α_max.
+def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde_alpha",
+             rec: Recommendation | None = None) -> tuple[float, int]:
+    """α on a log-spaced slider over the cached path, bounded by the target's α_max; it opens
+    at the target's recommended α (``rec``: the largest whose dependency fits), marked ★ on
+    the slider, with buttons back to it and to the paper's α.
 
     Returns (α, index into ``path.alphas``). Stops the page when the target has no α with a
     dependency on the grid.
@@ -207,6 +214,8 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
         st.info(f"This category has no dependency on the α grid (α_max = {amax:.3g}): its logit is "
                 "uncorrelated with every source. Pick another target.", icon=":material/block:")
         st.stop()
+    recommended = _recommended_alpha(path, target, rec, options)
+    paper = next((a for a in PAPER_ALPHAS if a in options), None)
     state.restore(key)
     if "alpha" in params:
         wanted = state.parse_alpha(params["alpha"])
@@ -219,16 +228,49 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
     current = st.session_state.get(key)
     if not isinstance(current, float) or current not in options:
         st.session_state[key] = (_nearest(options, current) if isinstance(current, float) and current > 0
-                                 else default_alpha(options, amax))
+                                 else recommended or default_alpha(options, amax))
     digits = alpha_digits(options)
+
+    def label(a: float) -> str:
+        mark = " ★ recommended" if a == recommended else (" · paper" if a == paper else "")
+        return f"{a:.{digits}g}{mark}"
+
     value = st.select_slider(
         f"α (L1 weight; log scale; α_max of this target = {amax:.3g})",
-        options=options, key=key, format_func=lambda a: f"{a:.{digits}g}",
-        help="Larger α: fewer sources. The paper uses 2.5 (ResNet, ViT) and 0.25 (Swin-T). "
-             "Every value is an exact solution read from the cached α path.",
+        options=options, key=key, format_func=label,
+        help="Larger α: fewer sources. ★ recommended: the largest α whose dependency still explains "
+             f"≥ {FIT_R2:.0%} of the logit's variance (R²). The paper uses 2.5 (ResNet, ViT) and 0.25 "
+             "(Swin-T). Every value is an exact solution read from the cached α path.",
     )
+    _alpha_buttons(key, recommended, paper, value, rec, target, digits)
     state.remember(key, value)
     return float(value), path.nearest_alpha_index(value)
+
+
+def _recommended_alpha(path: DependencyPath, target: int, rec: Recommendation | None,
+                       options: list[float]) -> float | None:
+    if rec is None or rec.alpha_index[target] < 0:
+        return None
+    alpha = float(path.alphas[rec.alpha_index[target]])
+    return alpha if alpha in options else None
+
+
+def _alpha_buttons(key: str, recommended: float | None, paper: float | None, value: float,
+                   rec: Recommendation | None, target: int, digits: int) -> None:
+    """One click back to the recommended α and to the paper's."""
+    def go(alpha: float) -> None:
+        st.session_state[key] = alpha
+
+    left, right = st.columns(2)
+    if recommended is not None:
+        fit = f"R² {rec.r2[target]:.3f}, {int(rec.n_sources[target])} sources"
+        left.button(f"★ Recommended α = {recommended:.{digits}g}", key=f"{key}_rec", on_click=go,
+                    args=(recommended,), disabled=value == recommended, width="stretch",
+                    help=f"The largest α on the path whose dependency fits best for its sparsity ({fit}).")
+    if paper is not None:
+        right.button(f"Paper’s α = {paper:g}", key=f"{key}_paper", on_click=go, args=(paper,),
+                     disabled=value == paper, width="stretch",
+                     help="The α of the paper's Table 1 (2.5 for ResNet and ViT, 0.25 for Swin-T).")
 
 
 def _fmt_pct(x: float) -> str:
@@ -239,10 +281,14 @@ def table1_card(metrics: DependencyMetrics) -> None:
     """The paper's Table 1 for this dependency, as metric tiles."""
     with st.container(border=True):
         st.markdown("**Table 1** · the target’s logit replaced by its dependency")
-        c1, c2 = st.columns(2)
+        c1, c2, c5 = st.columns(3)
         c3, c4 = st.columns(2)
         c1.metric("Abs Err", f"{metrics.abs_err:.3f}", help="mean |f_t − θᵀf| over all samples")
-        c2.metric("Rel Err", f"{metrics.rel_err:.2f} %", help="Abs Err / mean |f_t|")
+        c2.metric("Rel Err", f"{metrics.rel_err:.2f} %", help="Abs Err / mean |f_t| (the paper's measure)")
+        c5.metric("R²", "n/a" if np.isnan(metrics.r2) else f"{metrics.r2:.3f}",
+                  help=metrics.r2_reason or "share of the logit's variance over the samples that the dependency "
+                  "explains: 1 − Σ(f_t − θᵀf)² / Σ(f_t − mean f_t)². Unlike Rel Err it does not depend on "
+                  "where the logit sits (softmax ignores a per-sample offset, so each network's is arbitrary)")
         c3.metric("Acc", _fmt_pct(metrics.acc), delta=_delta(metrics.acc, metrics.ori_acc),
                   help=f"top-1 over all samples; original: {_fmt_pct(metrics.ori_acc)}")
         c4.metric("Pos Acc", _fmt_pct(metrics.pos_acc), delta=_delta(metrics.pos_acc, metrics.ori_pos_acc),
