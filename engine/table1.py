@@ -120,7 +120,7 @@ class CaseResult:
     target_name: str
     found_by: str  # "name" or "ImageNet-1k index"
     sources: list[dict]  # [{"index", "name", "coef"}], largest |coef| first
-    ours: dict  # abs_err, rel_err, acc, ori_acc, pos_acc, ori_pos_acc (and r2 when reported)
+    ours: dict  # abs_err, rel_err, acc, ori_acc, pos_acc, ori_pos_acc, r2 (and r2_reason when null)
     paper: dict | None
     named_sources_found: dict[str, bool]  # the paper's named source -> among ours?
 
@@ -172,7 +172,7 @@ def _case_alpha(zoo: ZooPreset, case: PaperCase) -> float:
     return pair_alpha(zoo.member(case.target).alpha, zoo.member(case.source).alpha)
 
 
-_METRICS = ("abs_err", "rel_err", "acc", "ori_acc", "pos_acc", "ori_pos_acc", "r2")
+_METRICS = ("abs_err", "rel_err", "acc", "ori_acc", "pos_acc", "ori_pos_acc", "r2", "r2_reason")
 
 
 def _case_result(cache: Cache, case: PaperCase, names: dict, alpha: float, index: int,

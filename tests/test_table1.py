@@ -67,6 +67,8 @@ def test_table1_shape_categories_and_figures(paper_stores, tmp_path, capsys):
     assert case["ours"]["abs_err"] == pytest.approx(err.mean(), rel=1e-9)
     assert case["ours"]["rel_err"] == pytest.approx(100 * err.mean() / np.abs(f[:, t]).mean(), rel=1e-9)
     assert case["ours"]["acc"] == pytest.approx(100 * (replaced.argmax(1) == cache.load_store("resnet50").labels).mean())
+    assert case["ours"]["r2"] == pytest.approx(1 - (err**2).sum() / ((f[:, t] - f[:, t].mean()) ** 2).sum(), rel=1e-6)
+    assert "| R² — ours (not in the paper) |" in md.read_text()
 
 
 def test_missing_stores_are_listed_and_other_samples_refused(paper_stores, tmp_path, capsys):
