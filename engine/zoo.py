@@ -132,7 +132,7 @@ def run_zoo(cache: Cache, config: ZooConfig, progress: Progress | None = None,
     ``progress(fraction, message)`` hears about each model's chunks and each pairing;
     ``bars``: tqdm progress bars in the terminal.
     """
-    from engine.extract import _dist_info, extract_logits
+    from engine.extract import extract_logits
 
     progress = progress or _log_progress
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def run_zoo(cache: Cache, config: ZooConfig, progress: Progress | None = None,
             overwrite=config.overwrite, progress=bars, on_chunk=on_chunk)
         stats.append(st)
         loaded.pop(entry.store)  # free its memory before the next model
-    if _dist_info()[0] != 0:
+    if _rank() != 0:
         return ZooResult(tuple(e.store for e in entries), tuple(stats), (), time.perf_counter() - t0, False)
     check_same_samples(cache, [e.store for e in entries])
     pairings = _prepare(cache, config, progress, steps) if _prepares(config) else ()
@@ -229,6 +229,14 @@ def _prepare(cache: Cache, config: ZooConfig, progress: Progress, steps: int) ->
         done.append((target.store, source.store, alpha))
         log.info("pairing ready: %s (α = %g)", label, alpha)
     return tuple(done)
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    import torch
+
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _uses_cuda(device: str) -> bool:
