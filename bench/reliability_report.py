@@ -38,6 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# offline, like the test suite whose fuzzers this runs: a fuzzed `extract --model resnet18`
+# must be refused at once, not download weights (or wait a minute for a network that is not there)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 # ----------------------------------------------------------------------------- bad inputs
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "engine.commands.jobs",
     "engine.commands.train_apps",
     "engine.commands.extract",
+    "engine.commands.table1",
     "engine.commands.demo",
     "engine.commands.train_classifier",
 )

@@ -72,17 +72,54 @@ class ImageDataset(Dataset):
 # ----------------------------------------------------------------------------- ImageFolder
 
 
-def imagenet_readable_names(folder_names: Sequence[str]) -> list[str] | None:
-    """'n01440764' -> 'tench' (first lemma of timm's ImageNet description); None if not synsets."""
-    if not folder_names or not all(_SYNSET_RE.match(n) for n in folder_names):
+# timm's ImageNet label sets, smallest first: folders named by synsets take the first that holds them
+IMAGENET_SUBSETS = ("imagenet-1k", "imagenet-12k", "imagenet-22k", "imagenet-21k-goog", "imagenet-22k-ms")
+
+
+def imagenet_subset(synsets: Sequence[str]) -> str | None:
+    """The smallest of timm's ImageNet label sets (1k, 12k, 21k/22k) holding every synset, or None."""
+    if not synsets or not all(_SYNSET_RE.match(n) for n in synsets):
         return None
     from timm.data import ImageNetInfo
 
-    info = ImageNetInfo()
-    known = set(info.label_names())
-    if not all(n in known for n in folder_names):
+    wanted = set(synsets)
+    for subset in IMAGENET_SUBSETS:
+        if wanted <= set(ImageNetInfo(subset).label_names()):
+            return subset
+    return None
+
+
+def imagenet_names(synsets: Sequence[str]) -> list[str]:
+    """Readable names from timm's ImageNet metadata: a synset's first lemma ('n01440764' ->
+    'tench'); a lemma shared by several of ``synsets`` keeps its synset ('crane (n02012849)',
+    'crane (n03126707)': ImageNet-1k has 2 such pairs, ImageNet-22k 1,444 groups)."""
+    from collections import Counter
+
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()  # the lemma table covers every subset's synsets
+    firsts = [info.label_name_to_description(n).split(",")[0].strip() for n in synsets]
+    shared = {name for name, count in Counter(firsts).items() if count > 1}
+    return [f"{name} ({syn})" if name in shared else name for name, syn in zip(firsts, synsets)]
+
+
+def imagenet_readable_names(folder_names: Sequence[str]) -> list[str] | None:
+    """Readable names of folders named by ImageNet synsets (1k, 12k or 21k/22k); None if they are not."""
+    if imagenet_subset(folder_names) is None:
         return None
-    return [info.label_name_to_description(n).split(",")[0].strip() for n in folder_names]
+    return imagenet_names(folder_names)
+
+
+def imagenet_class_names(num_classes: int) -> list[str] | None:
+    """Names of an ImageNet head's outputs, in timm's order, from its size (1,000: ImageNet-1k;
+    11,821: timm's 12k; 21,841 / 21,843: 22k / 21k), or None for other sizes."""
+    from timm.data import ImageNetInfo
+    from timm.data.imagenet_info import infer_imagenet_subset
+
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    if subset is None or subset == "imagenet-21k-miil":  # miil's list is not in the lemma table's order
+        return None
+    return imagenet_names(ImageNetInfo(subset).label_names())
 
 
 class ImageFolderDataset(ImageDataset):

@@ -413,15 +413,16 @@ def _merge(cache, folder, n_chunks, name, dataset, loaded, config, results, gram
 
 
 def extract_store(cache: Cache, model: str, data: str, name: str, *, split: str = "test",
-                  checkpoint: str | None = None, pretrained: bool | None = None, **options):
+                  checkpoint: str | None = None, pretrained: bool | None = None, offline: bool = False,
+                  **options):
     """Logits of registry model ``model`` on dataset ``data`` (a registry name or an
-    ImageFolder path) into store ``name``: what ``python -m engine extract`` and the extract
-    job both run. ``options`` are :func:`extract_logits`'s. Returns (store, stats)."""
+    ImageFolder path) into store ``name``: what ``python -m engine extract`` (one model) and
+    the extract job both run. ``options`` are :func:`extract_logits`'s. Returns (store, stats)."""
     from engine.data import create_dataset
     from engine.models import create_classifier
 
     dataset = create_dataset(data, split, cache=cache)
-    loaded = create_classifier(model, checkpoint=checkpoint or None, pretrained=pretrained)
+    loaded = create_classifier(model, checkpoint=checkpoint or None, pretrained=pretrained, offline=offline)
     return extract_logits(cache, loaded, dataset, name, **options)
 
 

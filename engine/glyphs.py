@@ -76,7 +76,7 @@ class GlyphConfig:
     dedupe_cosine: float = 0.975  # mean per-face cosine at/above which two are one shape
     train_per_class: int = 48  # images per class of each split
     val_per_class: int = 4
-    test_per_class: int = 8
+    test_per_class: int = 50  # 50,000 test images: ImageNet validation's size, 50 positives per class
     ood_per_class: int = 8
 
     def per_class(self, split: str) -> int:

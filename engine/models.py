@@ -1,8 +1,9 @@
 """One model registry: timm names (with pretrained tags), local checkpoints, the demo models.
 
-* ``create_classifier("resnet50.a1_in1k")`` — a timm model; ``pretrained=True`` loads weights
-  from the local timm / Hugging Face cache only (``HF_HUB_OFFLINE`` is set), and says how to
-  fetch them when they are not there.
+* ``create_classifier("resnet50.a1_in1k")`` — a timm model with pretrained weights, downloaded
+  on first use as timm does, or read from the local cache only when offline
+  (``HF_HUB_OFFLINE=1`` or ``offline=True``; :mod:`engine.hub`); when they cannot be had the
+  error says how to get them.
 * ``create_classifier("resnet18", checkpoint="model.safetensors")`` — a timm architecture
   with a local checkpoint (``.safetensors``, or ``.pth`` / ``.pt`` read with
   ``weights_only=True``); the head's size is taken from the checkpoint.
@@ -16,17 +17,15 @@ a ``pretrained_cfg`` that ``timm.data.resolve_data_config`` understands (1×32×
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm imports the Hub client: no downloads
-
-import timm  # noqa: E402
+import timm
 import torch
 from timm.layers import HybridEmbed
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -36,6 +35,7 @@ from torch import nn
 
 from engine.atomic import sha256_file
 from engine.errors import InvalidInputError, NotFoundError
+from engine.hub import hub_mode, is_offline, missing_weights_message, url_weights_cached
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +207,52 @@ def _arch_of(name: str) -> str:
     arch = name.split(".", 1)[0]
     if timm.is_model(arch):
         return arch
-    close = [n for n in timm.list_models(f"*{arch[:6]}*")][:8] if arch else []
-    hint = f"; similar timm names: {', '.join(close)}" if close else ""
+    close = nearest_model_names(name)
+    hint = f"; nearest names: {', '.join(close)}" if close else ""
     raise NotFoundError(
         f"unknown model {name!r}: not a demo model ({', '.join(DEMO_MODELS)}), a glyph "
         f"architecture ({', '.join(ARCH_ALIASES)}) nor a timm "
         f"architecture{hint}. List them with `python -c \"import timm; print(timm.list_models())\"`"
     )
+
+
+def nearest_model_names(name: str, n: int = 6) -> list[str]:
+    """The registry's names closest to ``name`` (a typo's likely meaning), best first.
+
+    With a pretrained tag (``resnet50.a1_inlk``) the candidates are timm's pretrained names,
+    otherwise the demo models, glyph architectures and timm architectures.
+    """
+    if "." in name:
+        candidates = timm.list_pretrained()
+    else:
+        candidates = [*DEMO_MODELS, *ARCH_ALIASES, *timm.list_models(exclude_filters=["nde_glyph_*"])]
+    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+
+
+def check_model_name(name: str, checkpoint: Path | str | None = None) -> str:
+    """Check a model name (and its pretrained tag, when it has one) without building anything;
+    return its timm architecture. Raises :class:`NotFoundError` naming the nearest names."""
+    if name in DEMO_MODELS or name in ARCH_ALIASES:
+        return resolve_arch(name)
+    arch = _arch_of(name)
+    if "." in name and checkpoint is None:
+        _pretrained_tags(name, arch)
+    return arch
+
+
+def _pretrained_tags(name: str, arch: str) -> list[str]:
+    """timm's pretrained tags of ``arch``; raises when ``name`` asks for weights timm lacks."""
+    tags = timm.list_pretrained(f"{arch}.*")
+    if not tags:
+        raise NotFoundError(
+            f"timm has no pretrained weights for {name!r}; pass --checkpoint FILE, or pick a "
+            "name listed by `timm.list_pretrained()`"
+        )
+    if "." in name and name not in tags:
+        close = difflib.get_close_matches(name, tags, n=3, cutoff=0.6)
+        nearest = f"nearest: {', '.join(close)}; " if close else ""
+        raise NotFoundError(f"unknown pretrained tag {name!r}; {nearest}valid tags: {', '.join(tags)}")
+    return tags
 
 
 def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
@@ -299,11 +338,14 @@ def create_classifier(
     checkpoint: Path | str | None = None,
     pretrained: bool | None = None,
     num_classes: int | None = None,
+    offline: bool = False,
 ) -> LoadedModel:
     """Build a model from the registry, in eval mode on CPU.
 
     ``pretrained`` defaults to True for timm names with a tag (``resnet50.a1_in1k``) and for
     bare timm names without a checkpoint; a checkpoint always wins over pretrained weights.
+    Pretrained weights missing from the local cache are downloaded unless ``offline`` (or
+    ``HF_HUB_OFFLINE=1`` in the environment): see :mod:`engine.hub`.
     """
     if name in DEMO_MODELS and checkpoint is None:
         demo = DEMO_MODELS[name]
@@ -326,46 +368,31 @@ def create_classifier(
         loaded = LoadedModel(model.eval(), name, arch, model.num_classes, str(checkpoint), digest, False)
     else:
         use_pretrained = True if pretrained is None else pretrained
-        model = _create_timm(name, use_pretrained, num_classes)
+        model = _create_timm(name, use_pretrained, num_classes, offline)
         loaded = LoadedModel(model.eval(), name, arch, model.num_classes, None, None, use_pretrained)
     log.info("model %s (%s): %d classes", name, arch, loaded.num_classes)
     return loaded
 
 
-def _offline() -> None:
-    """Make sure nothing is downloaded: the Hub client reads HF_HUB_OFFLINE."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import huggingface_hub.constants as hub_constants
-
-        hub_constants.HF_HUB_OFFLINE = True
-    except (ImportError, AttributeError):  # pragma: no cover - depends on the hub version
-        pass
-
-
-def _create_timm(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
+def _create_timm(name: str, pretrained: bool, num_classes: int | None, offline: bool = False) -> nn.Module:
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if not pretrained:
         return timm.create_model(ARCH_ALIASES.get(name, name), pretrained=False, **kwargs)
-    arch = name.split(".", 1)[0]
-    tags = timm.list_pretrained(f"{arch}.*")
-    if not tags:
-        raise NotFoundError(
-            f"timm has no pretrained weights for {name!r}; pass --checkpoint FILE, or pick a "
-            "name listed by `timm.list_pretrained()`"
-        )
-    if "." in name and name not in tags:
-        raise NotFoundError(f"unknown pretrained tag {name!r}; valid tags: {', '.join(tags)}")
-    _offline()
+    tags = _pretrained_tags(name, name.split(".", 1)[0])
+    off = is_offline(offline)
+    if off:  # weights timm takes from a URL go through torch.hub, which knows no offline switch
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name if "." in name else tags[0])
+        if cfg is not None and not cfg.hf_hub_id and cfg.url and not url_weights_cached(cfg.url):
+            raise NotFoundError(missing_weights_message(name, True, f"{cfg.url} is not in torch's cache"))
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        with hub_mode(off):
+            return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:
-        raise NotFoundError(
-            f"pretrained weights for {name!r} are not in the local cache "
-            f"({type(exc).__name__}: {str(exc)[:200]}). On a machine with internet run "
-            f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` and "
-            "copy ~/.cache/huggingface here (or point HF_HOME at a copy), or pass --checkpoint FILE"
-        ) from exc
+        # offline, the Hub client's own text ("check your connection") would mislead
+        text = "" if off or not str(exc).strip() else f": {str(exc).strip().splitlines()[0][:200]}"
+        raise NotFoundError(missing_weights_message(name, off, type(exc).__name__ + text)) from exc
 
 
 def demo_weights_info(name: str) -> dict[str, Any]:

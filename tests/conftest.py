@@ -1,12 +1,28 @@
-"""Shared fixtures: small seeded logits and a cache in a temporary folder."""
+"""Shared fixtures: small seeded logits and a cache in a temporary folder.
+
+The suite runs offline: the Hugging Face Hub client is switched off before anything imports it,
+and its cache is an empty folder of the session's own, so that neither the network nor weights
+a developer downloaded earlier change a result. Tests of the download path start their own
+processes against a local fake hub (tests/fake_hub.py).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import atexit
+import os
+import shutil
+import tempfile
 
-from engine.store import Cache
-from engine.synthetic import classifier_like_logits
+os.environ["HF_HUB_OFFLINE"] = "1"
+_HF_CACHE = tempfile.mkdtemp(prefix="nde-test-hf-")
+os.environ["HF_HUB_CACHE"] = _HF_CACHE
+atexit.register(shutil.rmtree, _HF_CACHE, True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from engine.store import Cache  # noqa: E402
+from engine.synthetic import classifier_like_logits  # noqa: E402
 
 
 @pytest.fixture

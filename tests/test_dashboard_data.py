@@ -79,3 +79,16 @@ def test_extraction_form_reports_a_bad_spec(tmp_path_factory, tmp_path, monkeypa
     next(b for b in at.button if b.label == "Submit extraction job").click().run()
     assert not at.exception
     assert "name" in " ".join(e.value for e in at.error)  # the store name is required
+
+
+def test_zoo_form_shows_the_command_and_reports_a_bad_spec(tmp_path_factory, tmp_path, monkeypatch):
+    pytest.importorskip("engine.jobs")
+    root = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path / "cache")
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    at = run_page("data")
+    assert any(" extract --preset paper --data DATA " in c.value for c in at.code)
+    at.selectbox(key="zoo_preset").set_value("(the models below)")
+    next(b for b in at.button if b.label == "Submit zoo job").click().run()  # a form: applied on submit
+    assert not at.exception
+    assert any(" extract --model MODEL MODEL " in c.value for c in at.code)
+    assert "either models or a preset" in " ".join(e.value for e in at.error)  # no models given

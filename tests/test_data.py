@@ -11,7 +11,9 @@ from engine.data import (
     ImageFolderDataset,
     collate_skipping,
     create_dataset,
+    imagenet_class_names,
     imagenet_readable_names,
+    imagenet_subset,
 )
 from engine.errors import InvalidInputError, NotFoundError
 
@@ -51,6 +53,20 @@ def test_imagenet_synsets_get_readable_names(tmp_path):
     assert imagenet_readable_names(["n01440764", "cat"]) is None
     root = make_folder(tmp_path / "val", classes=("n01443537", "n01440764"), per_class=1)
     assert ImageFolderDataset(root).class_names == ["tench", "goldfish"]
+
+
+def test_imagenet_12k_and_22k_synsets_and_heads_get_names():
+    # beyond ImageNet-1k: a 12k synset, then one only in 21k/22k ("organism, being")
+    assert imagenet_subset(["n01440764", "n00007846"]) == "imagenet-12k"
+    assert imagenet_readable_names(["n01440764", "n00007846", "n00004475"]) == ["tench", "person", "organism"]
+    assert imagenet_subset(["n99999999"]) is None and imagenet_readable_names(["n99999999"]) is None
+    # a first lemma shared by two synsets keeps them apart
+    assert imagenet_readable_names(["n02012849", "n03126707"]) == ["crane (n02012849)", "crane (n03126707)"]
+    names = imagenet_class_names(1000)
+    assert (names[88], names[107], names[132], names[333]) == ("macaw", "jellyfish", "American egret", "hamster")
+    assert len(set(names)) == 1000
+    assert len(imagenet_class_names(11821)) == 11821 and len(imagenet_class_names(21843)) == 21843
+    assert imagenet_class_names(5) is None
 
 
 def test_unreadable_and_truncated_images_are_marked_not_raised(tmp_path):

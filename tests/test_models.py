@@ -8,7 +8,13 @@ import torch
 from safetensors.torch import save_file
 
 from engine.errors import InvalidInputError, NotFoundError
-from engine.models import DEMO_MODELS, create_classifier, list_model_names, read_state_dict
+from engine.models import (
+    DEMO_MODELS,
+    check_model_name,
+    create_classifier,
+    list_model_names,
+    read_state_dict,
+)
 
 
 def _tiny(arch="resnet10t", k=5, seed=0):
@@ -80,8 +86,19 @@ def test_unknown_names_list_valid_ones():
         create_classifier("resnet10t.nope")
 
 
-def test_missing_pretrained_weights_say_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
-    with pytest.raises(NotFoundError, match=r"not in the local cache.*pretrained=True.*--checkpoint"):
+def test_unknown_names_say_the_nearest():
+    with pytest.raises(NotFoundError, match=r"unknown model 'resnet5O'.*nearest names: resnet50\b"):
+        create_classifier("resnet5O")
+    with pytest.raises(NotFoundError, match=r"unknown model 'vit_smal_patch16_224'.*nearest names: vit_small_patch16_224"):
+        check_model_name("vit_smal_patch16_224")
+    with pytest.raises(NotFoundError, match=r"unknown pretrained tag 'resnet50.a1_inlk'; nearest: resnet50.a1_in1k"):
+        check_model_name("resnet50.a1_inlk")
+    assert check_model_name("resnet50.a1_inlk", checkpoint="any.safetensors") == "resnet50"
+    assert check_model_name("glyph-cnn") == "nde_glyph_cnn"
+
+
+def test_missing_pretrained_weights_say_how_to_get_them():
+    """The suite is offline with an empty Hub cache (tests/conftest.py); tests/test_hub.py has
+    the download path itself."""
+    with pytest.raises(NotFoundError, match=r"not in the local cache and downloads are off.*--checkpoint FILE"):
         create_classifier("resnet10t.c3_in1k")

@@ -146,18 +146,60 @@ def extract_command(root: str, values: dict) -> str:
     return shlex.join(parts)
 
 
-def _submit(root: str, values: dict) -> None:
+def _submit(root: str, values: dict, kind: str = "extract") -> None:
     try:
         from engine.jobs import submit_job
     except ImportError:
         st.info("The job system is not installed here; run the command above instead.")
         return
     try:
-        job = submit_job(Cache(root), "extract", values)
+        job = submit_job(Cache(root), kind, values)
     except EngineError as exc:
         st.error(str(exc))
         return
-    st.success(f"Submitted extraction job #{job.id}; follow it on the Jobs page.")
+    what = "model zoo" if kind == "zoo" else "extraction"
+    st.success(f"Submitted {what} job #{job.id}; follow it on the Jobs page.")
+
+
+_CUSTOM = "(the models below)"
+
+
+def _zoo_section(root: str) -> None:
+    st.subheader("Extract a model zoo")
+    st.caption("Several models over one dataset: one store each (same samples, same order, each "
+               "model's own preprocessing), then every pairing's Gram, dependencies and α path, "
+               "ready for Explore and Compare. Pretrained weights are downloaded on first use "
+               "unless the job's environment sets `HF_HUB_OFFLINE=1`.")
+    from engine.presets import PRESETS
+
+    with st.form("zoo-form"):
+        c = st.columns([1, 2, 2])
+        preset = c[0].selectbox("Preset", [*PRESETS, _CUSTOM], key="zoo_preset",
+                                help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
+        models = c[1].text_input("Models (timm names, space-separated)", "", key="zoo_models",
+                                 placeholder="resnet50.a1_in1k vit_small_patch16_224.augreg_in1k")
+        data = c[2].text_input("Dataset (registry name or ImageFolder path)", "", key="zoo_data",
+                               placeholder="/data/imagenet/val")
+        c = st.columns(3)
+        split = c[0].text_input("Split", "test", key="zoo_split")
+        batch = c[1].number_input("Batch size", 1, 65536, 256, key="zoo_batch")
+        device = c[2].selectbox("Device", ["auto", "cpu", "cuda"], key="zoo_device")
+        submitted = st.form_submit_button("Submit zoo job", type="primary")
+    values = {"preset": "" if preset == _CUSTOM else preset, "models": models.split() if preset == _CUSTOM else [],
+              "data": data, "split": split, "batch_size": int(batch), "device": device}
+    st.markdown("The same from a terminal:")
+    st.code(zoo_command(root, values), language="bash", wrap_lines=True)
+    if submitted:
+        _submit(root, values, "zoo")
+
+
+def zoo_command(root: str, values: dict) -> str:
+    parts = ["python", "-m", "engine"] + (["--cache", str(root)] if str(root) != "cache" else [])
+    parts += ["extract"] + (["--preset", values["preset"]] if values["preset"] else
+                            ["--model", *(values["models"] or ["MODEL", "MODEL"])])
+    parts += ["--data", values["data"] or "DATA", "--split", values["split"],
+              "--batch-size", str(values["batch_size"]), "--device", values["device"]]
+    return shlex.join(parts)
 
 
 def main() -> None:
@@ -170,6 +212,8 @@ def main() -> None:
         _import_section(root)
     with right:
         _extract_section(root)
+    st.divider()
+    _zoo_section(root)
 
 
 main()

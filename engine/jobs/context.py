@@ -41,6 +41,9 @@ class RunContext:
     progress: Callable[[float, str], None] = field(default_factory=LogProgress)
     job_id: int | None = None  # the job-table row, when run as a job
 
+    def __post_init__(self) -> None:  # a folder given for the cache is read as that cache
+        object.__setattr__(self, "cache", Cache.of(self.cache))
+
     @property
     def cache_root(self) -> Path:
         """The cache's folder (for code that passes it on to another process)."""

@@ -95,6 +95,52 @@ class ExtractSpec:
 
 
 @dataclass(frozen=True)
+class ZooSpec:
+    """A model zoo (``python -m engine extract --model A B C`` or ``--preset paper``) as a job.
+
+    One store per model over the same samples in the same order, then the cross-Grams of every
+    pair and every pairing's dependencies, ready for the Explore and Compare pages; the job's
+    progress names the model being extracted.
+    """
+
+    models: tuple[str, ...] = ()  # model registry names (timm names with tags); or a preset
+    preset: str = ""  # a named zoo instead of models ('paper': the paper's four models)
+    data: str = "glyphs"  # dataset registry name or an ImageFolder path
+    names: tuple[str, ...] = ()  # store names, one per model ('' = the preset's or the model names)
+    checkpoints: tuple[str, ...] = ()  # local weights, one per model ('-' for none), or none at all
+    split: str = "test"
+    batch_size: int = 256
+    device: str = "auto"
+    prepare: bool = True  # cross-Grams and dependencies of every pairing
+
+    def __post_init__(self) -> None:
+        from engine.presets import PRESETS
+        from engine.store import check_store_name
+
+        k = "zoo"
+        if bool(self.models) == bool(self.preset):
+            _fail(k, "models", list(self.models),
+                  f"give either models or a preset ({', '.join(PRESETS)}), not both nor neither")
+        if self.preset and self.preset not in PRESETS:
+            _fail(k, "preset", self.preset, f"expected one of {', '.join(PRESETS)}")
+        n_models = len(self.models) or (len(PRESETS[self.preset].members) if self.preset else 0)
+        if self.names and len(self.names) != n_models:
+            _fail(k, "names", list(self.names), f"expected {n_models} store names (one per model) or none")
+        if self.checkpoints and len(self.checkpoints) != n_models:
+            _fail(k, "checkpoints", list(self.checkpoints),
+                  f"expected {n_models} entries (one per model, '-' for none) or none")
+        for name in self.names:
+            try:
+                check_store_name(name)
+            except InvalidInputError as exc:
+                _fail(k, "names", name, str(exc))
+        if not self.data:
+            _fail(k, "data", "", "must not be empty")
+        _positive(k, batch_size=self.batch_size)
+        _device(k, self.device)
+
+
+@dataclass(frozen=True)
 class NewClassesSpec:
     """Paper §3.2: new categories as ``W · f_base(x)`` over a frozen backbone's base logits.
 
@@ -309,6 +355,7 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("atlas", AtlasSpec, "engine.jobs.analysis_jobs:run_atlas", "Atlas communities"),
         JobKind("theory", TheorySpec, "engine.jobs.analysis_jobs:run_theory",
                 "Redundancy, spectrum, least-squares floor"),
+        JobKind("zoo", ZooSpec, "engine.jobs.zoo_job:run_job", "Model zoo: several models, every pairing"),
         JobKind("probe", ProbeSpec, "engine.jobs.probe:run_job", "Probe (checks the job system)"),
     )
 }
@@ -389,8 +436,9 @@ def spec_from_dict(kind: str, values: dict[str, Any] | None = None) -> Any:
 # fields naming data (with the registry names each accepts besides a folder) and models
 _DATA_FIELDS = {"newclasses": {"dataset": ("glyphs",)},
                 "regularizer": {"dataset": ("glyphs",), "ood": ("glyphs-ood", "")},
-                "extract": {"data": ("glyphs",)}}
-_MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",)}
+                "extract": {"data": ("glyphs",)}, "zoo": {"data": ("glyphs",)}}
+_MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",),
+                 "zoo": ("models",)}
 
 
 _STORE_FIELDS = {"gram": ("model", "source"), "paths": ("model", "source"), "atlas": ("model",),
@@ -419,14 +467,21 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
             if value and value not in known:
                 _fail(kind, name, value, f"no such store in {cache.root}; known stores: "
                       f"{', '.join(known) or 'none (import or extract one first)'}")
+    for path in getattr(spec, "checkpoints", ()):
+        if path not in ("", "-") and not Path(path).expanduser().is_file():
+            _fail(kind, "checkpoints", path, "expected an existing weights file, or '-' for none")
     for name in _MODEL_FIELDS.get(kind, ()):
         from engine.errors import NotFoundError
-        from engine.models import resolve_arch
+        from engine.models import check_model_name
 
-        try:
-            resolve_arch(getattr(spec, name))
-        except NotFoundError as exc:
-            _fail(kind, name, getattr(spec, name), str(exc))
+        value = getattr(spec, name)
+        models = value if isinstance(value, tuple) else (value,)
+        ckpts = getattr(spec, "checkpoints", ()) or (checkpoint,) * len(models)
+        for model, ckpt in zip(models, ckpts):
+            try:
+                check_model_name(model, None if ckpt in ("", "-") else ckpt)
+            except NotFoundError as exc:
+                _fail(kind, name, model, str(exc))
 
 
 def spec_to_dict(spec: Any) -> dict[str, Any]:
