@@ -151,3 +151,25 @@ def test_float16_overflow_refused(cache):
     F = np.array([[1e6, 0.0], [0.0, 1.0]], np.float32)
     with pytest.raises(InvalidInputError, match="overflow"):
         cache.save_store("m", F, np.array([0, 1]), dtype="float16")
+
+
+def test_a_store_too_large_for_memory_is_refused_before_loading(cache, logits_small, monkeypatch):
+    F, y = logits_small
+    cache.save_store("m", F, y)
+    monkeypatch.setattr(cache, "get_arrays", lambda *a, **k: pytest.fail("the arrays were read"))
+    monkeypatch.setattr(store_mod, "available_memory", lambda: 1000)
+    with pytest.raises(InvalidInputError, match=r"store 'm' \(1,500 samples × 40 categories\) needs 0\.2 MiB "
+                                                r"of memory; this machine has 0\.0 MiB available"):
+        cache.load_store("m")
+
+
+def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_path, monkeypatch):
+    """The logits' size (from the file's header) and their Gram's, before any array is read."""
+    import engine.importer
+
+    np.savez(tmp_path / "x.npz", logits=np.zeros((100, 300), np.float32), labels=np.zeros(100, np.int64))
+    monkeypatch.setattr(store_mod, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(engine.importer, "_np_load", lambda *a: pytest.fail("the file was read"))
+    with pytest.raises(InvalidInputError, match=r"importing x\.npz \(100 samples × 300 categories: the logits "
+                                                r"and their 0\.7 MiB Gram\) needs .* MiB of memory"):
+        engine.importer.import_logits(cache, tmp_path / "x.npz", "x")
