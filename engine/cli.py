@@ -15,16 +15,20 @@ import sys
 from engine.errors import EngineError
 from engine.store import DEFAULT_CACHE
 
-# Modules that contribute sub-commands, in the order ``--help`` lists them.
-COMMAND_MODULES = (
-    "engine.commands.core",
-    "engine.commands.jobs",
-    "engine.commands.train_apps",
-    "engine.commands.extract",
-    "engine.commands.table1",
-    "engine.commands.demo",
-    "engine.commands.train_classifier",
-)
+# Modules that contribute sub-commands, in the order ``--help`` lists them, with the
+# sub-commands each registers: a command imports only its own module (training's imports
+# torch, torchvision and timm, ~2–6 s, which `dependencies` never needs). tests/test_cli.py
+# checks this table against what the modules register.
+COMMANDS = {
+    "engine.commands.core": ("import-logits", "stores", "dependencies", "verify"),
+    "engine.commands.jobs": ("jobs",),
+    "engine.commands.train_apps": ("train-newclasses", "train-regularizer"),
+    "engine.commands.extract": ("extract",),
+    "engine.commands.table1": ("table1",),
+    "engine.commands.demo": ("demo",),
+    "engine.commands.train_classifier": ("train-classifier",),
+}
+COMMAND_MODULES = tuple(COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +44,17 @@ def one_line(message: str) -> str:
     return str(message).strip().replace("\r", "\\r").replace("\n", "\\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules(argv: list[str] | None) -> tuple[str, ...]:
+    """The modules whose sub-commands ``argv`` may name: those of every word of ``argv`` that
+    is a sub-command (an option's value that happens to be one only costs an import); every
+    module when none is (``--help``, a mistyped command: the message lists them all)."""
+    words = set(argv or ())
+    named = tuple(m for m, commands in COMMANDS.items() if words.intersection(commands))
+    return named or COMMAND_MODULES
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the sub-commands of :func:`command_modules` (``argv`` None: all)."""
     parser = _Parser(
         prog="python -m engine",
         description="Neural Dependency Explorer: logits -> Gram -> CovLasso dependencies.",
@@ -49,13 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if argv is None else command_modules(argv):
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -12,7 +12,7 @@ import pytest
 from sklearn.linear_model import Lasso
 from sklearn.metrics import r2_score
 
-from engine.cli import main
+from engine.cli import COMMANDS, build_parser, main
 from engine.synthetic import classifier_like_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,35 @@ def test_module_entry_point(tmp_path, files):
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert bad.returncode == 2 and "no store named 'zz'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_command_table_matches_the_modules():
+    """cli.COMMANDS names what each module registers, so a command can import its module alone."""
+    import argparse
+    import importlib
+
+    for module, names in COMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == names, module
+    every = build_parser()._subparsers._group_actions[0].choices
+    assert sorted(every) == sorted(n for names in COMMANDS.values() for n in names)
+
+
+def test_dependencies_never_imports_the_training_stack(tmp_path, files):
+    """`dependencies` imports its own command module only: timm and torchvision (seconds at
+    start-up, the larger part of a fresh process's time at 21,843 categories) stay out."""
+    d, *_ = files
+    assert main(["--cache", str(tmp_path), "import-logits", str(d / "a.npz"), "--name", "a"]) == 0
+    script = ("import sys; from engine.cli import main; "
+              f"code = main(['--cache', {str(tmp_path)!r}, 'dependencies', '--model', 'a', '--alpha', '0.05', "
+              "'--target', '3', '--json', '-']); "
+              "print('LOADED', code, sorted(m for m in ('timm', 'torchvision', 'engine.train.classifier') "
+              "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "LOADED 0 []"
+    assert json.loads("\n".join(out.stdout.splitlines()[:-1]))["targets"][0]["target"] == 3
 
 
 @pytest.fixture(scope="module")
