@@ -19,6 +19,18 @@ read as memory maps (``mmap=True``): the file is hashed in full on the first suc
 process and mapped read-only, so a 3.8 GB Gram costs memory only for the rows a solve
 touches. Every write is atomic, and arrays are written by blocks (no second copy of a
 store in memory). Arrays are safetensors (no pickle anywhere).
+
+**Verified stamps.** Hashing a 21,843-category store and its Gram (5.2 GB) costs seconds in
+every process that opens them. So an object of at least :data:`STAMP_MIN_BYTES` whose bytes
+were hashed (when written, or on a read) gets a stamp, ``verified/<sha256>.json``: the file's
+device, inode, size, modification and status-change times (ns) at that moment. A later
+process that finds the same five values does not hash the file again. Any write through the
+file system changes the modification and status-change times, and ``touch`` or ``os.utime``
+can set the former but never the latter; a copy (to another folder or machine) is a new inode.
+What a stamp does not catch is damage below the file system (a bad disk sector, a byte edited
+on the raw device) and a deliberate tamper that also resets the system clock:
+``python -m engine verify`` hashes every file whatever its stamp, quarantines what is
+damaged (and drops its stamp). Objects below the threshold are hashed on every read.
 """
 
 from __future__ import annotations
@@ -65,6 +77,9 @@ _ST_DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, 
 _ST_NAME = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 _ST_RANK = {k: i for i, k in enumerate(_ST_DTYPES)}
 _BLOCK_BYTES = 64 << 20  # arrays are converted and written by blocks of about this size
+# Objects at least this large keep a verified stamp (see the module's docstring): hashing them
+# costs more than a stamp's small write; smaller ones are hashed on every read.
+STAMP_MIN_BYTES = 64 << 20
 
 
 # ----------------------------------------------------------------------------- validation
@@ -246,15 +261,17 @@ def map_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 _CHECKED: dict[str, bool] = {}  # store arrays (by digest) whose values were checked in this process
-_VERIFIED: dict[str, tuple] = {}  # digest -> (inode, size, mtime) of the file hashed in full in this process
+_VERIFIED: dict[str, tuple] = {}  # digest -> file_stamp of the file hashed in full in this process
+_STAMP_FIELDS = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
 
 
-def _file_stamp(path: Path) -> tuple | None:
+def file_stamp(path: Path) -> tuple | None:
+    """(device, inode, size, mtime_ns, ctime_ns): changes with any write, rename or copy."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # ----------------------------------------------------------------------------- the store
@@ -476,6 +493,14 @@ class Cache:
         return self.root / "quarantine"
 
     @property
+    def verified_dir(self) -> Path:
+        """Verified stamps of large objects (see the module's docstring)."""
+        return self.root / "verified"
+
+    def verified_path(self, digest: str) -> Path:
+        return self.verified_dir / f"{digest}.json"
+
+    @property
     def locks_dir(self) -> Path:
         return self.root / "locks"
 
@@ -542,8 +567,14 @@ class Cache:
                 save_file(arrays, str(tmp), metadata)
             digest = digest or sha256_file(tmp)
             final = self.object_path(digest)
-            if not (final.exists() and sha256_file(final) == digest):
+            found = file_stamp(final)
+            if found is not None and sha256_file(final) == digest:
+                stamp = found if file_stamp(final) == found else None
+            else:
                 commit(tmp, final)
+                stamp = file_stamp(final)
+        if stamp is not None:  # the bytes there hash to their name: no process hashes them again
+            self.mark_verified(digest, stamp)
         return digest
 
     def get_arrays(self, digest: str, what: str, *, mmap: bool = False) -> dict[str, np.ndarray]:
@@ -560,10 +591,14 @@ class Cache:
                 f"{what}: its data file objects/{digest}.safetensors is missing; "
                 "copy the whole cache folder, or recompute the entry"
             )
-        stamp = _file_stamp(path)
-        if not (mmap and stamp is not None and _VERIFIED.get(digest) == stamp):
+        stamp = file_stamp(path)
+        trusted = stamp is not None and (
+            (mmap and _VERIFIED.get(digest) == stamp) or self._stamped(digest, stamp) is not None)
+        if not trusted:
             self._verify_object(path, digest, what)
             _VERIFIED[digest] = stamp
+            if stamp is not None and stamp == file_stamp(path):  # unchanged while it was hashed
+                self.mark_verified(digest, stamp)
         if mmap:
             return map_safetensors(path)
         try:
@@ -581,11 +616,66 @@ class Cache:
             ) from None
         if actual != digest:
             _VERIFIED.pop(digest, None)
+            self.forget_verified(digest)
             moved = self.quarantine(path)
             raise IntegrityError(
                 f"{what}: data file objects/{digest[:12]}… is damaged (hash {actual[:12]}… "
                 f"does not match); moved to {moved}. Recompute or re-import it."
             )
+
+    # -- verified stamps
+    def _stamped(self, digest: str, stamp: tuple) -> dict | None:
+        """The object's verified stamp when it matches ``stamp`` (the file now), else None."""
+        if stamp[2] < STAMP_MIN_BYTES:
+            return None
+        try:
+            record = json.loads(self.verified_path(digest).read_bytes())
+            same = tuple(record[f] for f in _STAMP_FIELDS) == stamp
+        except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
+            return None  # missing or unreadable: hash the file (and stamp it again)
+        return record if same and record.get("sha256") == digest else None
+
+    def mark_verified(self, digest: str, stamp: tuple, *, logits_checked: bool = False) -> None:
+        """Record that objects/<digest> hashed to its name when it was ``stamp``
+        (:func:`file_stamp`, taken *before* hashing and unchanged after) — for objects of at
+        least :data:`STAMP_MIN_BYTES`. ``logits_checked``: its arrays were also checked as
+        logits (finite, labels in range); that depends on the bytes alone, so it is kept
+        when the object is stamped again."""
+        if stamp is None or stamp[2] < STAMP_MIN_BYTES:
+            return
+        path = self.verified_path(digest)
+        try:
+            old = json.loads(path.read_bytes())
+            logits_checked = logits_checked or (old.get("sha256") == digest and old.get("logits_checked") is True)
+        except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+            pass
+        record = {"sha256": digest, **dict(zip(_STAMP_FIELDS, stamp)), "logits_checked": logits_checked}
+        try:  # no fsync: a stamp lost in a crash only costs one hash
+            with temp_file(self.verified_dir, ".json") as tmp:
+                tmp.write_bytes(json.dumps(record).encode())
+                os.replace(tmp, path)
+        except OSError as exc:  # a read-only cache: hashed again next time, nothing else
+            log.debug("no verified stamp for %s: %s", digest[:12], exc)
+
+    def forget_verified(self, digest: str) -> None:
+        """Drop an object's stamp (it was found damaged, or moved away)."""
+        self.verified_path(digest).unlink(missing_ok=True)
+
+    def _logits_checked(self, digest: str) -> bool:
+        """Whether the store arrays objects/<digest> were checked as logits (this process, or
+        any process, by its stamp)."""
+        if _CHECKED.get(digest):
+            return True
+        stamp = file_stamp(self.object_path(digest))
+        record = None if stamp is None else self._stamped(digest, stamp)
+        return bool(record and record.get("logits_checked") is True)
+
+    def _note_logits_checked(self, digest: str) -> None:
+        """Add 'checked as logits' to the object's stamp, when it has one for the file as it is."""
+        _CHECKED[digest] = True
+        stamp = file_stamp(self.object_path(digest))
+        if stamp is not None and self._stamped(digest, stamp) is not None:
+            self.mark_verified(digest, stamp, logits_checked=True)
 
     def quarantine(self, path: Path) -> Path | None:
         """Move a damaged file to ``quarantine/`` (never deleted); None if it is already gone.
@@ -674,8 +764,8 @@ class Cache:
         # the bytes just written are the arrays just checked: reading the store back neither
         # hashes them again nor scans them (a scan of a memory map would make every page of
         # the file resident while the caller still holds the logits)
-        _VERIFIED[digest] = _file_stamp(self.object_path(digest))
-        _CHECKED[digest] = True
+        _VERIFIED[digest] = file_stamp(self.object_path(digest))
+        self._note_logits_checked(digest)
         log.info("stored %s: %d samples x %d categories", name, *logits.shape)
         return self.load_store(name)
 
@@ -736,12 +826,13 @@ class Cache:
                 f"store {name!r}: arrays are {logits.dtype}/{labels.dtype}, the manifest says "
                 f"{manifest['dtype']}/int64 (a foreign file)"
             )
-        if not _CHECKED.get(manifest["arrays_sha256"]):
+        digest = manifest["arrays_sha256"]
+        if not self._logits_checked(digest):
             try:  # content that no import would have written: refuse it before any page uses it
                 check_logit_arrays(logits, labels, manifest["class_names"])
             except InvalidInputError as exc:
                 raise IntegrityError(f"store {name!r}: the stored arrays are not valid logits ({exc})") from None
-            _CHECKED[manifest["arrays_sha256"]] = True
+            self._note_logits_checked(digest)
         if mmap:
             labels = np.array(labels)  # small; a plain array for every consumer
         return LogitStore(name=name, manifest=manifest, logits=logits, labels=labels, cache=self.root)

@@ -6,6 +6,10 @@ it re-hashes every file against the manifests, moves what is damaged to ``quaran
 (temporary files, data files no manifest uses, resumable extraction chunks). Its exit code
 is 1 when something was damaged, 0 otherwise.
 
+Every data file is hashed, whatever its verified stamp (see :mod:`engine.store`): verify is
+the check that also catches damage a stamp cannot see. An intact large file is stamped
+again; a damaged one loses its stamp; stamps of files that are gone are removed.
+
 What counts as damaged: a manifest that is unreadable, edited (self-hash), foreign (fields
 missing or of the wrong type) or renamed; a data file whose bytes do not hash to its name
 or that is not safetensors; a store whose data file is missing (a partial copy); a partial
@@ -25,11 +29,13 @@ from pathlib import Path
 
 from engine.atomic import sha256_file
 from engine.errors import IntegrityError
-from engine.store import _HEX_RE, Cache, read_manifest
+from engine.store import _HEX_RE, Cache, file_stamp, read_manifest
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
+_OBJECT_PROBLEMS = {"damaged": "its bytes do not match its name (truncated or edited)",
+                    "not safetensors": "not a safetensors file (foreign)"}
 
 
 @dataclass(frozen=True)
@@ -86,18 +92,38 @@ class _Checker:
         self.referenced.add(digest)
         if digest in self.good_objects:
             return None
-        path = self.cache.objects_dir / f"{digest}.safetensors"
+        path = self.cache.object_path(digest)
         if not path.is_file():
             return f"its data file objects/{digest[:12]}… is missing (a partial copy?)"
-        if sha256_file(path) != digest:
-            self.damage("object", path, "its bytes do not match its name (truncated or edited)")
-            return f"its data file objects/{digest[:12]}… is damaged"
-        if not _is_safetensors(path):
-            self.damage("object", path, "not a safetensors file (foreign)")
-            return f"its data file objects/{digest[:12]}… is not safetensors"
+        problem = self.hash_problem(path, digest)
+        if problem:
+            self.damage("object", path, _OBJECT_PROBLEMS[problem])
+            return f"its data file objects/{digest[:12]}… is {problem}"
         self.good_objects.add(digest)
         self.report.count("object")
         return None
+
+    def hash_problem(self, path: Path, digest: str) -> str | None:
+        """Hash the file (whatever its stamp) and parse its header: None when intact (it is
+        stamped), else a key of _OBJECT_PROBLEMS (its stamp is forgotten)."""
+        stamp = file_stamp(path)
+        if sha256_file(path) != digest:
+            self.cache.forget_verified(digest)
+            return "damaged"
+        if not _is_safetensors(path):
+            self.cache.forget_verified(digest)
+            return "not safetensors"
+        if stamp is not None and file_stamp(path) == stamp:
+            self.cache.mark_verified(digest, stamp)
+        return None
+
+    def stamps(self) -> None:
+        """Verified stamps whose data file is gone (quarantined, removed) are removed."""
+        folder = self.cache.verified_dir
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            digest = path.stem
+            if not path.name.startswith(TEMP_PREFIX) and not self.cache.object_path(digest).exists():
+                path.unlink(missing_ok=True)
 
     def stores(self) -> None:
         for path in sorted(self.cache.stores_dir.glob("*.json")) if self.cache.stores_dir.is_dir() else []:
@@ -148,8 +174,9 @@ class _Checker:
             if not _HEX_RE.match(digest):
                 self.damage("object", path, "not named by a SHA-256 (foreign file)")
                 continue
-            if sha256_file(path) != digest or not _is_safetensors(path):
-                self.damage("object", path, "its bytes do not match its name (truncated or edited)")
+            problem = self.hash_problem(path, digest)
+            if problem:
+                self.damage("object", path, _OBJECT_PROBLEMS[problem])
                 continue
             self.report.count("object")
             self.report.notes.append(Finding(
@@ -243,6 +270,7 @@ def verify_cache(
     checker.chunks()
     checker.reports()
     checker.jobs()
+    checker.stamps()
     checker.temp_files(clean_temp_older_than)
     if report.damaged:
         log.warning("%d damaged entr%s in %s", len(report.damaged),

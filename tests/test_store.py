@@ -173,3 +173,132 @@ def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_pat
     with pytest.raises(InvalidInputError, match=r"importing x\.npz \(100 samples × 300 categories: the logits "
                                                 r"and their 0\.7 MiB Gram\) needs .* MiB of memory"):
         engine.importer.import_logits(cache, tmp_path / "x.npz", "x")
+
+
+# ----------------------------------------------------------------------------- verified stamps
+
+# Opens a store in a fresh process, as a later CLI call or dashboard would, with the stamp
+# threshold given (0: every object is "large"), and counts the files it hashes and the
+# logit-value scans it makes.
+_OPEN_ELSEWHERE = """
+import sys
+import engine.store as s
+s.STAMP_MIN_BYTES = int(sys.argv[3])
+hashed, scanned = [], []
+real_hash, real_check = s.sha256_file, s.check_logit_arrays
+s.sha256_file = lambda p: hashed.append(p) or real_hash(p)
+s.check_logit_arrays = lambda *a: scanned.append(1) or real_check(*a)
+try:
+    s.Cache(sys.argv[1]).load_store(sys.argv[2])
+    print("OK", len(hashed), len(scanned))
+except s.IntegrityError as exc:
+    print("DAMAGED", len(hashed), len(scanned))
+"""
+
+
+def _open_elsewhere(root, name: str, threshold: int = 0) -> tuple[str, int, int]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _OPEN_ELSEWHERE, str(root), name, str(threshold)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    verdict, hashed, scanned = out.stdout.split()
+    return verdict, int(hashed), int(scanned)
+
+
+@pytest.fixture
+def stamped(cache, logits_small, monkeypatch):
+    """A store whose object counts as large (threshold 0), written by this process."""
+    monkeypatch.setattr(store_mod, "STAMP_MIN_BYTES", 0)
+    F, y = logits_small
+    s = cache.save_store("m", F, y)
+    return cache, cache.object_path(s.content_hash)
+
+
+def test_a_large_object_written_or_hashed_once_is_not_hashed_again_elsewhere(stamped):
+    cache, path = stamped
+    assert cache.verified_path(path.stem).exists()
+    # the writer hashed the bytes it wrote and checked them as logits: nobody does it again
+    assert _open_elsewhere(cache.root, "m") == ("OK", 0, 0)
+    # without a stamp (a cache written before stamps existed): the first reader hashes, then stamps
+    cache.verified_path(path.stem).unlink()
+    assert _open_elsewhere(cache.root, "m") == ("OK", 1, 1)
+    assert _open_elsewhere(cache.root, "m") == ("OK", 0, 0)
+    # objects under the threshold are hashed by every process
+    assert _open_elsewhere(cache.root, "m", threshold=1 << 40) == ("OK", 1, 1)
+
+
+def test_a_stamped_object_edited_in_place_is_hashed_and_quarantined(stamped):
+    cache, path = stamped
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, same inode
+    assert _open_elsewhere(cache.root, "m") == ("DAMAGED", 1, 0)
+    assert not path.exists() and any(cache.quarantine_dir.iterdir())
+    assert not cache.verified_path(path.stem).exists()
+
+
+def test_an_edit_that_restores_the_modification_time_is_still_caught(stamped):
+    """``touch``/``os.utime`` can set mtime back, never ctime: the stamp no longer matches."""
+    import os
+    import time
+
+    cache, path = stamped
+    before = path.stat()
+    time.sleep(0.01)
+    with open(path, "r+b") as handle:
+        handle.seek(-5, os.SEEK_END)
+        handle.write(b"\x00\x01\x02\x03\x04")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    assert _open_elsewhere(cache.root, "m")[0] == "DAMAGED"
+
+
+def test_a_copied_cache_is_hashed_once_where_it_lands(stamped, tmp_path):
+    import shutil
+
+    cache, path = stamped
+    copy = tmp_path / "copied"
+    shutil.copytree(cache.root, copy)  # copy2: times kept, the stamps travel, the inodes differ
+    assert (copy / "verified" / f"{path.stem}.json").exists()
+    assert _open_elsewhere(copy, "m") == ("OK", 1, 0)  # values already checked: bytes alone decide
+    assert _open_elsewhere(copy, "m") == ("OK", 0, 0)
+
+
+def test_an_unreadable_stamp_means_hash_again(stamped):
+    cache, path = stamped
+    cache.verified_path(path.stem).write_text("{not json")
+    assert _open_elsewhere(cache.root, "m") == ("OK", 1, 1)
+    assert json.loads(cache.verified_path(path.stem).read_text())["sha256"] == path.stem
+
+
+def test_the_stamp_trade_off_damage_under_the_file_system_is_caught_by_verify(stamped):
+    """What a stamp cannot see (a disk that flips a byte without the file system knowing,
+    simulated by stamping the damaged file as it now is) is read as intact; `verify` hashes
+    every file whatever its stamp, quarantines it and drops the stamp."""
+    from engine.store import file_stamp
+    from engine.verify import verify_cache
+
+    cache, path = stamped
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    cache.mark_verified(path.stem, file_stamp(path))  # the stale stamp now matches the file
+    assert _open_elsewhere(cache.root, "m")[0] == "OK"  # the documented trade-off
+    report = verify_cache(cache)
+    assert not report.ok and any(f.what == "object" for f in report.damaged)
+    assert not path.exists() and not cache.verified_path(path.stem).exists()
+    assert _open_elsewhere(cache.root, "m")[0] == "DAMAGED"  # its data file is gone now
+
+
+def test_verify_stamps_intact_objects_and_removes_orphan_stamps(stamped):
+    from engine.verify import verify_cache
+
+    cache, path = stamped
+    cache.verified_path(path.stem).unlink()
+    orphan = cache.verified_path("0" * 64)
+    orphan.write_text("{}")
+    assert verify_cache(cache).ok
+    assert cache.verified_path(path.stem).exists() and not orphan.exists()
+    assert _open_elsewhere(cache.root, "m") == ("OK", 0, 1)

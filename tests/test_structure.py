@@ -48,7 +48,7 @@ def test_the_solver_and_the_gram_never_reach_the_store():
         assert "engine.store" not in reached, f"{core} reaches engine.store through {sorted(reached)}"
 
 
-_LAYOUT = re.compile(r'"jobs\.sqlite"|/ "(?:partial|runs|datasets|derived|quarantine|stores|objects|locks|jobs)"')
+_LAYOUT = re.compile(r'"jobs\.sqlite"|/ "(?:partial|runs|datasets|derived|quarantine|verified|stores|objects|locks|jobs)"')
 
 
 def test_only_the_cache_knows_its_layout():
