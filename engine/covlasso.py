@@ -185,25 +185,20 @@ def covlasso_path(
     design, rhs, target_sq, forbid = check_problem(design, rhs, target_sq, forbid, check_design=check_input)
     T, A = rhs.shape[1], len(grid)
     amax = max_correlation(rhs, forbid)
-    diag = np.diagonal(design).copy() if design_diag is None else design_diag
+    check_resolution(grid, _scale(design, target_sq, design_diag))
+    from engine.covlasso_kernels import solve_path_chunks  # torch: imported only to solve
+
+    per_alpha = solve_path_chunks(design, rhs, target_sq, grid, amax, forbid, cfg, max_sources, progress)
     pieces, keys = [], []
     gaps = np.full((T, A), np.nan)
     n_alphas = np.zeros(T, dtype=np.int64)
-    active, prev = np.arange(T), None
-    for a, alpha in enumerate(grid):
-        res = solve_covlasso(design, rhs[:, active], target_sq[active], alpha,
-                             forbid=None if forbid is None else forbid[active], config=cfg,
-                             warm_start=prev, check_input=False, design_diag=diag)
-        pieces.append(res.sparse)
-        keys.append(active * A + a)
-        gaps[active, a] = res.duality_gap
-        n_alphas[active] = a + 1
-        keep = np.ones(len(active), dtype=bool) if max_sources is None else res.support_sizes <= max_sources
-        if progress is not None:
-            progress((a + 1) / A, f"α {a + 1}/{A} = {alpha:.4g}: {len(active)} targets")
-        active, prev = active[keep], res.sparse.select(np.flatnonzero(keep))
-        if len(active) == 0:
-            break
+    for a, parts in enumerate(per_alpha):
+        for targets, res in parts:
+            _warn_unconverged(res, target_sq[targets], cfg)
+            pieces.append(res.sparse)
+            keys.append(targets * A + a)
+            gaps[targets, a] = res.duality_gap
+            n_alphas[targets] = a + 1
     return CovLassoPath(grid, _by_target(pieces, keys, T * A), gaps, n_alphas, amax)
 
 

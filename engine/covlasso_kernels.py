@@ -61,32 +61,61 @@ _SPARSE_BELOW = 0.05
 # ----------------------------------------------------------------------------- full problem
 
 
-def _gradient(G: torch.Tensor, b: torch.Tensor, theta: torch.Tensor, forbid) -> torch.Tensor:
-    """c = b − θG for every target row (θ is sparse: use a CSR product); forbidden → 0."""
-    nnz = int((theta != 0).sum())
-    if nnz == 0:
+def _support(theta: torch.Tensor, rows: torch.Tensor | None = None):
+    """The non-zeros of θ's rows (all, or ``rows``) in index order, padded to the largest:
+    (pos (R, s), valid (R, s)). One pass over θ (an argsort would cost P log P per row)."""
+    rr, cc = torch.nonzero(theta, as_tuple=True)
+    R = theta.shape[0]
+    if rows is not None:  # keep the entries of ``rows``, renumbered by their place in it
+        where = torch.full((R,), -1, dtype=torch.int64, device=theta.device)
+        where[rows] = torch.arange(len(rows), device=theta.device)
+        rr = where[rr]
+        keep = rr >= 0
+        rr, cc, R = rr[keep], cc[keep], len(rows)
+    counts = torch.bincount(rr, minlength=R)
+    s = max(int(counts.max()) if R else 0, 1)
+    slot = torch.arange(len(rr), device=theta.device) - (torch.cumsum(counts, 0) - counts)[rr]
+    pos = torch.zeros(R, s, dtype=torch.int64, device=theta.device)
+    valid = torch.zeros(R, s, dtype=torch.bool, device=theta.device)
+    pos[rr, slot], valid[rr, slot] = cc, True
+    return pos, valid
+
+
+def _certify(G: torch.Tensor, b, ysq, alpha, theta, forbid):
+    """The gradient ``c = b − θG`` of every row (forbidden sources → 0), sklearn's duality
+    gap (Gram form, normalised by N) and the primal objective.
+
+    θ is sparse: the product reads one Gram row per non-zero (a CSR product), and every
+    sum over θ runs over its non-zeros; the gap's dual norm is one pass over c.
+    """
+    R, P = theta.shape
+    rr, cc = torch.nonzero(theta, as_tuple=True)
+    vals = theta[rr, cc]
+    if len(rr) == 0:
         c = b.clone()
-    elif nnz < _SPARSE_BELOW * theta.numel():
+    elif len(rr) < _SPARSE_BELOW * theta.numel():
+        crow = torch.zeros(R + 1, dtype=torch.int64, device=theta.device)
+        crow[1:] = torch.cumsum(torch.bincount(rr, minlength=R), 0)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is exact
             warnings.simplefilter("ignore", UserWarning)
-            c = b - theta.to_sparse_csr() @ G
+            csr = torch.sparse_csr_tensor(crow, cc, vals, size=(R, P))
+            c = torch.addmm(b, csr, G, beta=1.0, alpha=-1.0)
     else:
-        c = b - theta @ G
+        c = torch.addmm(b, theta, G, beta=1.0, alpha=-1.0)
     if forbid is not None:
-        c[torch.arange(c.shape[0], device=c.device), forbid] = 0.0
-    return c
+        c[torch.arange(R, device=c.device), forbid] = 0.0
 
+    def per_row(x):
+        return torch.zeros(R, dtype=theta.dtype, device=theta.device).index_add_(0, rr, x)
 
-def _gap_and_objective(theta, c, b, ysq, alpha):
-    """sklearn's duality gap (Gram form, normalised by N) and the primal objective."""
-    b_theta = (b * theta).sum(1)
-    r2 = torch.clamp(ysq - b_theta - (theta * c).sum(1), min=0.0)  # E[(y − θᵀf)²]
-    l1 = theta.abs().sum(1)
-    dual_norm = c.abs().amax(1)
+    b_theta = per_row(b[rr, cc] * vals)
+    r2 = torch.clamp(ysq - b_theta - per_row(c[rr, cc] * vals), min=0.0)  # E[(y − θᵀf)²]
+    l1 = per_row(vals.abs())
+    dual_norm = torch.linalg.vector_norm(c, ord=float("inf"), dim=1)
     const = torch.where(dual_norm > alpha, alpha / torch.clamp(dual_norm, min=1e-300), 1.0)
     gap = 0.5 * r2 * (1 + const**2) + alpha * l1 - const * (ysq - b_theta)
     gap = torch.where(dual_norm > alpha, gap, r2 + alpha * l1 - (ysq - b_theta))
-    return torch.clamp(gap, min=0.0), 0.5 * r2 + alpha * l1
+    return c, torch.clamp(gap, min=0.0), 0.5 * r2 + alpha * l1
 
 
 # ----------------------------------------------------------------------------- active sets
@@ -373,73 +402,131 @@ def _solve_working_set(H, bW, theta, alpha, cfg: SolverConfig):
 # ----------------------------------------------------------------------------- rounds
 
 
-def _predict(G, b, theta, alpha):
-    """θ moved along its current segment of the α path: solved on its own support and
-    signs at the new α (rows without support, or with a dependent one, are left as they are).
+def _predict(G, b, theta, alpha, rows, pos, valid):
+    """θ of ``rows`` moved along its current segment of the α path, in place: solved on its
+    own support (``pos``/``valid``: :func:`_support` of those rows) and signs at the new α
+    (rows with a dependent support are left as they are).
 
     The gradient at the predicted point ranks the features that will enter far better
     than the gradient at the old solution, where every feature near the old α ties.
     """
-    out = theta.clone()
-    n_sup = (theta != 0).sum(1)
+    P = theta.shape[1]
+    n_sup = valid.sum(1)
     order = torch.argsort(n_sup)
     order = order[n_sup[order] > 0]
     for start in range(0, len(order), _GROUP):
         grp = order[start : start + _GROUP]
-        th = theta[grp]
-        pos, valid = _ordered(th != 0, torch.zeros_like(th))
-        _, L, first = _factor(_shared_submatrix(G, pos), valid)
-        sign = torch.sign(torch.gather(th, 1, pos)) * valid
-        x = _leading_solve(L, first, (torch.gather(b[grp], 1, pos) - alpha[grp, None] * sign) * valid) * valid
-        regular = first == pos.shape[1]
-        out[grp[regular]] = torch.zeros_like(th[regular]).scatter_(1, pos[regular], x[regular])
-    return out
+        r = rows[grp]
+        s = max(int(n_sup[grp].max()), 1)
+        pg, vg = pos[grp, :s], valid[grp, :s]
+        _, L, first = _factor(_shared_submatrix(G, pg), vg)
+        flat = r[:, None] * P + pg
+        sign = torch.sign(torch.take(theta, flat)) * vg
+        x = _leading_solve(L, first, (torch.take(b, flat) - alpha[r, None] * sign) * vg) * vg
+        ok = vg & (first == s)[:, None]
+        theta[r[:, None].expand_as(pg)[ok], pg[ok]] = x[ok]
 
 
-def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig):
-    """Working-set rounds at fixed α until every target's duality gap is below tolerance.
+def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=None):
+    """Working-set rounds at fixed α until every target's duality gap is below tolerance
+    (at most ``cfg.max_outer`` rounds per target). ``theta`` is updated in place.
 
     ``warm`` marks the rows whose θ solves a nearby α: they start from :func:`_predict`.
+    ``c_prev`` (a path's previous α): the gradient ``b − θG`` at those θ; then the first
+    round of the warm rows picks its working set from it (:func:`_candidate_round`) instead
+    of from a full gradient at the predicted point. A full gradient is computed only for
+    the rows whose θ changed since their last one. Returns (θ, gap, objective, rounds, c),
+    ``c`` the gradient at the returned θ (the next α's ``c_prev``).
     """
     T, P = b.shape
     n_iter = torch.zeros(T, dtype=torch.int64, device=b.device)
     allowed = P - (1 if forbid is not None else 0)
     if bool(warm.any()):
-        theta[warm] = _predict(G, b[warm], theta[warm], alpha[warm])
-    for _ in range(cfg.max_outer):
-        c = _gradient(G, b, theta, forbid)
-        gap, _ = _gap_and_objective(theta, c, b, ysq, alpha)
-        todo = gap > cfg.tol * ysq
+        rows = torch.nonzero(warm)[:, 0]
+        pos, valid = _support(theta, rows)
+        _predict(G, b, theta, alpha, rows, pos, valid)
+        if c_prev is not None and _candidate_round(G, b, theta, c_prev, alpha, forbid, rows, pos, valid,
+                                                   allowed, cfg):
+            n_iter[rows] += 1
+    c, gap, obj = _certify(G, b, ysq, alpha, theta, forbid)
+    while True:
+        todo = (gap > cfg.tol * ysq) & (n_iter < cfg.max_outer)
         if not bool(todo.any()):
-            break
+            return theta, gap, obj, n_iter, c
         idx = torch.nonzero(todo)[:, 0]
         n_iter[idx] += 1
-        n_sup = (theta[idx] != 0).sum(1)
+        th = theta[idx]
+        nz = th != 0
+        n_sup = nz.sum(1)
         # support + the largest gradients outside it (a quarter of the support, at least the
         # minimum): violators first, then the features nearest to violating
         grow = torch.clamp(n_sup // _GROWTH, min=cfg.min_working_set)
         need = torch.clamp(n_sup + grow, max=allowed)
-        order = torch.argsort(need)
-        for start in range(0, len(order), _GROUP):
-            grp = idx[order[start : start + _GROUP]]
-            w = int(need[order[start : start + _GROUP]].max())
-            theta[grp] = _round(G, b[grp], theta[grp], c[grp], alpha[grp],
-                                None if forbid is None else forbid[grp], w, cfg)
-    c = _gradient(G, b, theta, forbid)
-    gap, obj = _gap_and_objective(theta, c, b, ysq, alpha)
-    return theta, gap, obj, n_iter
+        score = c[idx].abs() / alpha[idx, None]
+        score[nz] = float("inf")
+        if forbid is not None:
+            score[torch.arange(len(idx), device=b.device), forbid[idx]] = -1.0
+        _rounds(G, b, theta, alpha, idx, None, score, need, cfg)
+        fresh = _certify(G, b[idx], ysq[idx], alpha[idx], theta[idx], None if forbid is None else forbid[idx])
+        c[idx], gap[idx], obj[idx] = fresh
 
 
-def _round(G, b, th, c, al, forbid, w, cfg: SolverConfig):
-    """One working-set round for a group of targets of similar working-set size ``w``."""
-    score = c.abs() / al[:, None]
-    score[th != 0] = float("inf")
+def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig) -> None:
+    """One working-set round for each of ``rows``, in place: the ``need`` features of highest
+    ``score`` (the support must score ∞: it is overwritten), solved exactly. ``features``
+    (R, n): the features ``score`` is for (None: all P). Rows of similar working-set size
+    go together (little padding)."""
+    P = theta.shape[1]
+    order = torch.argsort(need)
+    for start in range(0, len(order), _GROUP):
+        grp = order[start : start + _GROUP]
+        r = rows[grp]
+        W = torch.topk(score[grp], int(need[grp].max()), dim=1).indices
+        if features is not None:
+            W = torch.gather(features[grp], 1, W)
+        flat = r[:, None] * P + W
+        thW = _solve_working_set(_shared_submatrix(G, W), torch.take(b, flat), torch.take(theta, flat),
+                                 alpha[r], cfg)
+        theta[r[:, None].expand_as(W), W] = thW
+
+
+# How many candidates a path's first working set is picked from, per feature it adds.
+_CANDIDATES = 2
+
+
+def _candidate_round(G, b, theta, c_prev, alpha, forbid, rows, pos, valid, allowed: int, cfg: SolverConfig) -> bool:
+    """The first working-set round of ``rows`` at a path's next α, without a full gradient
+    (in place; False when P is too small for it to pay, and nothing was done).
+
+    The features that enter as α decreases are, but for a few, those whose ``|c_j|`` was
+    largest at the previous α (the ranking of the sequential strong rule). The exact
+    gradient at the predicted θ is read for ``_CANDIDATES`` times as many of them as the
+    working set adds — from the Gram's support rows at those columns only (support ×
+    candidates entries, not support × P) — and the largest join the support. A feature
+    missed here violates the certificate that follows, and enters in the next round.
+    """
+    P = theta.shape[1]
+    n_sup = valid.sum(1)
+    grow = torch.clamp(n_sup // _GROWTH, min=cfg.min_working_set)
+    need = torch.clamp(n_sup + grow, max=allowed)
+    # enough candidates for every row to fill the largest working set of any group
+    m = max(_CANDIDATES * int(grow.max()), int(need.max()) - int(n_sup.min()))
+    s = pos.shape[1]
+    if m + s + 1 > P:
+        return False
+    top = torch.topk(c_prev[rows].abs(), m + s + 1, dim=1).indices  # the support is among them
+    out = ((top[:, :, None] == pos[:, None, :]) & valid[:, None, :]).any(2)
     if forbid is not None:
-        score[torch.arange(len(th), device=th.device), forbid] = -1.0
-    W = torch.topk(score, w, dim=1).indices
-    H = _shared_submatrix(G, W)
-    thW = _solve_working_set(H, torch.gather(b, 1, W), torch.gather(th, 1, W), al, cfg)
-    return torch.zeros_like(th).scatter_(1, W, thW)
+        out |= top == forbid[rows, None]
+    rank = torch.where(out, m + s + 1, torch.arange(m + s + 1, device=top.device))
+    cand = torch.gather(top, 1, torch.argsort(rank, dim=1, stable=True)[:, :m])  # at most s + 1 are out
+    th_s = torch.take(theta, rows[:, None] * P + pos) * valid
+    G_sc = torch.take(G, pos[:, :, None] * P + cand[:, None, :])  # G[support][:, candidates]
+    c_cand = torch.take(b, rows[:, None] * P + cand) - torch.bmm(th_s[:, None, :], G_sc)[:, 0, :]
+    features = torch.cat([pos, cand], 1)
+    score = torch.cat([torch.where(valid, float("inf"), -float("inf")), c_cand.abs() / alpha[rows, None]], 1)
+    _rounds(G, b, theta, alpha, rows, features, score, need, cfg)
+    return True
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -494,12 +581,72 @@ def _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl: slic
         theta[torch.arange(len(theta), device=dev), ban] = 0.0
     theta[torch.as_tensor(amax[sl] <= alphas[sl], device=dev)] = 0.0
     warm = (theta != 0).any(1)
-    th, gap, obj, n_it = _solve_at(G, b, ysq, al, ban, theta, warm, cfg)
+    th, gap, obj, n_it, _ = _solve_at(G, b, ysq, al, ban, theta, warm, cfg)
+    return _result(th, gap, obj, n_it, alphas[sl], target_sq[sl], cfg)
+
+
+def _result(th, gap, obj, n_it, alphas: np.ndarray, target_sq: np.ndarray, cfg: SolverConfig) -> CovLassoResult:
     rows, cols = torch.nonzero(th, as_tuple=True)  # row-major: by target, then source
     coef = SparseColumns.from_entries(rows.cpu().numpy(), cols.cpu().numpy(), th[rows, cols].cpu().numpy(),
-                                      th.shape[0], G.shape[0])
+                                      th.shape[0], th.shape[1])
     gap, obj = gap.cpu().numpy(), obj.cpu().numpy()
-    return CovLassoResult(coef, alphas[sl].copy(), gap, n_it.cpu().numpy(), gap <= cfg.tol * target_sq[sl], obj)
+    return CovLassoResult(coef, np.array(alphas, dtype=np.float64), gap, n_it.cpu().numpy(),
+                          gap <= cfg.tol * target_sq, obj)
+
+
+def _device(cfg: SolverConfig) -> torch.device:
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {cfg.device!r} asked for, but no CUDA device is available; use cpu")
+    return dev
+
+
+def solve_path_chunks(design, rhs, target_sq, grid, amax, forbid, cfg: SolverConfig, max_sources: int | None,
+                      progress=None) -> list[list[tuple[np.ndarray, CovLassoResult]]]:
+    """Every target's path on ``grid`` (descending), ``cfg.chunk`` targets at a time (inputs
+    validated by the caller: :func:`engine.covlasso.covlasso_path`).
+
+    Each α is warm-started from the previous one's solution *and gradient*: the gradient
+    certified there ranks the features that may enter (:func:`_candidate_round`), so most
+    α cost one full gradient per target, the certificate. A target leaves after its first
+    α with more than ``max_sources`` sources. Returns, per α, a list of (targets, results)
+    pieces (targets: column indices of ``rhs``).
+    """
+    T, A = rhs.shape[1], len(grid)
+    dev = _device(cfg)
+    G = _shared_design(design, dev)
+    out: list[list[tuple[np.ndarray, CovLassoResult]]] = [[] for _ in range(A)]
+    starts = range(0, T, cfg.chunk)
+    with _torch_threads(cfg.threads if dev.type == "cpu" else None):
+        for n, start in enumerate(starts):
+            stop = min(T, start + cfg.chunk)
+            b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
+            ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
+            ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
+            top = torch.as_tensor(amax[start:stop], device=dev)
+            active = np.arange(stop - start)
+            theta, c = torch.zeros_like(b), None
+            n_sup = np.zeros(len(active), dtype=np.int64)
+            for a, alpha in enumerate(grid):
+                al = torch.full((len(active),), float(alpha), dtype=b.dtype, device=dev)
+                warm = torch.as_tensor(n_sup > 0, device=dev) & (top > alpha)
+                theta, gap, obj, n_it, c = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, c_prev=c)
+                res = _result(theta, gap, obj, n_it, np.full(len(active), float(alpha)),
+                              target_sq[start + active], cfg)
+                out[a].append((start + active, res))
+                if progress is not None:
+                    progress((n * A + a + 1) / (len(starts) * A),
+                             f"targets {start}–{stop - 1}, α {a + 1}/{A} = {alpha:.4g}: {len(active)} targets")
+                n_sup = res.support_sizes
+                if max_sources is not None and (n_sup > max_sources).any():
+                    keep = n_sup <= max_sources
+                    k = torch.as_tensor(keep, device=dev)
+                    active, n_sup = active[keep], n_sup[keep]
+                    theta, c, b, ysq, top = theta[k], c[k], b[k], ysq[k], top[k]
+                    ban = None if ban is None else ban[k]
+                if len(active) == 0:
+                    break
+    return out
 
 
 def solve_chunks(design, rhs, target_sq, alphas, amax, forbid, warm_start, cfg: SolverConfig) -> CovLassoResult:
@@ -509,9 +656,7 @@ def solve_chunks(design, rhs, target_sq, alphas, amax, forbid, warm_start, cfg: 
     forbid : (T,) source index target t may not use (within one model), or None.
     """
     T = rhs.shape[1]
-    dev = torch.device(cfg.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {cfg.device!r} asked for, but no CUDA device is available; use cpu")
+    dev = _device(cfg)
     G = _shared_design(design, dev)
     parts = []
     with _torch_threads(cfg.threads if dev.type == "cpu" else None):

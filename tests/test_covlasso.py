@@ -192,3 +192,45 @@ def test_no_warning_when_converged(logits_small):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         solve_covlasso(C, C, np.diag(C), 0.05, within=True)
+
+
+@pytest.mark.parametrize("min_working_set", [24, 1])
+def test_path_candidate_rounds_give_the_cold_solutions(monkeypatch, min_working_set):
+    """Along a path each α's first working set is picked from the previous α's gradient
+    (engine.covlasso_kernels._candidate_round), without a full gradient; with one feature
+    added per round (min_working_set=1) it misses entering features, which the certificate
+    must catch. Either way every point equals a cold solve (same support, same objective)
+    and sklearn's Lasso."""
+    import engine.covlasso_kernels as kernels
+    from engine.covlasso import covlasso_path
+
+    used = []
+    real = kernels._candidate_round
+    monkeypatch.setattr(kernels, "_candidate_round", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    F, _ = classifier_like_logits(4000, 300, rank=40, seed=7)
+    F = F.astype(np.float64)
+    C = gram_of(F)
+    targets = np.arange(0, 300, 23)
+    amax = alpha_max(C, C, True)[targets]
+    grid = np.geomspace(amax.max(), 0.02 * amax.max(), 10)
+    cfg = SolverConfig(min_working_set=min_working_set)
+    path = covlasso_path(C, C[:, targets], np.diag(C)[targets], grid, forbid=targets, config=cfg)
+    assert any(used)
+    A = len(grid)
+    for a, alpha in enumerate(grid):
+        cold = solve_covlasso(C, C[:, targets], np.diag(C)[targets], alpha, forbid=targets)
+        for i, t in enumerate(targets):
+            idx, val = path.coef.column(i * A + a)
+            theta = np.zeros(300)
+            theta[idx] = val
+            np.testing.assert_array_equal(idx, cold.sparse.column(i)[0])
+            ours, ref = _objective(F, F[:, t], theta, alpha), _objective(F, F[:, t], cold.column(i), alpha)
+            assert abs(ours - ref) <= 1e-9 * abs(ref)
+    for a, i in ((3, 0), (8, 5)):
+        t = targets[i]
+        theta = np.zeros(300)
+        idx, val = path.coef.column(i * A + a)
+        theta[idx] = val
+        sk = _sk_within(F, t, grid[a])
+        assert _objective(F, F[:, t], theta, grid[a]) <= _objective(F, F[:, t], sk, grid[a]) + 1e-10
+        assert set(idx.tolist()) == set(np.flatnonzero(np.abs(sk) > 1e-9).tolist())

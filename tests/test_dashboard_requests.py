@@ -16,16 +16,18 @@ def fresh(tmp_path, monkeypatch):
     root = build_cache(tmp_path / "fresh", jobs=False)
     monkeypatch.setenv("NDE_CACHE", str(root))
     widths: list[int] = []
-    real = kernels.solve_chunks
 
-    def counted(design, rhs, *args, **kwargs):
-        widths.append(rhs.shape[1])
-        return real(design, rhs, *args, **kwargs)
+    def counted(real):  # the solver's two entry points: one α, and an α path
+        def solve(design, rhs, *args, **kwargs):
+            widths.append(rhs.shape[1])
+            return real(design, rhs, *args, **kwargs)
+        return solve
 
     def no_eig(*args, **kwargs):
         raise AssertionError("an eigendecomposition inside a request")
 
-    monkeypatch.setattr(kernels, "solve_chunks", counted)
+    monkeypatch.setattr(kernels, "solve_chunks", counted(kernels.solve_chunks))
+    monkeypatch.setattr(kernels, "solve_path_chunks", counted(kernels.solve_path_chunks))
     monkeypatch.setattr(np.linalg, "eigh", no_eig)
     monkeypatch.setattr(np.linalg, "eigvalsh", no_eig)
     return widths
