@@ -11,7 +11,10 @@ sooner (docs/dashboard.md, *Speed*):
   once-per-process check for a REPL, which walks the stack and every loaded module (~0.2 s).
   Then it opens the store the first page shows, with its Gram: when they have no verified
   stamp yet (a cache just copied here) their hashes are checked now (about 3 s for the 5.2 GB
-  of a 21,843-category store) rather than in the first request. ``NDE_WARM_UP=0`` turns it off.
+  of a 21,843-category store) rather than in the first request; and, when its α paths are not
+  all solved, imports the solver and makes sure its Gram's hint of where to open exists (a
+  Gram cached before hints existed: a few seconds at 21,843 categories). ``NDE_WARM_UP=0``
+  turns it off.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def _open_first_store() -> None:
     them verified in this process. When not every path of it is cached, the first page will
     solve its category: the solver's libraries (torch, ~2 s) are imported here too."""
     from dashboard.components.widgets import PREFERRED_MODELS
-    from engine.gramsets import load_gramset
+    from engine.gramsets import load_gram_hint, load_gramset
     from engine.paths import path_progress, path_spec
     from engine.service import Pairing, load_top2
     from engine.store import DEFAULT_CACHE, Cache
@@ -89,6 +92,8 @@ def _open_first_store() -> None:
     load_top2(cache, store)
     if not path_progress(cache, path_spec(cache, Pairing(store, store))).complete:
         import engine.covlasso_kernels  # noqa: F401
+
+        load_gram_hint(cache, store, compute=True)  # where the page opens (cached with newer Grams)
 
 
 def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.errors import IncompatibleStoresError
 from engine.gram import GramSet, accumulate, chunk_rows, default_device
+from engine.recommend import GramHint, gram_hint
 from engine.store import Cache, LogitStore, check_memory, gib
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,48 @@ def compute_gramset(source: LogitStore, target: LogitStore | None = None, *, dev
 
 
 def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
+    """Cache a Gram set, and its :class:`~engine.recommend.GramHint` (computed now, while the
+    Gram is in memory: where pages open before any α path exists)."""
     arrays = {"design": gs.design, "target_sq": gs.target_sq, "alpha_max": gs.alpha_max,
               "target_mean": gs.target_mean, "design_diag": gs.design_diag}
     if not gs.within:
         arrays["cross_t"] = gs.cross_t
     cache.save_derived("gram", config, arrays, {"n": gs.n})
+    _save_hint(cache, config, gram_hint(gs))
+
+
+# A Gram set without a cached hint (made before hints existed) gets one when it is read, if
+# it is this small (about 0.1 s); larger ones when the launcher's warm-up opens them, or with
+# their next Gram.
+HINT_ON_READ = 4_000_000  # P × T
+
+
+def _hint_config(config: dict) -> dict:
+    return {**config, "hint": 1}
+
+
+def _save_hint(cache: Cache, config: dict, hint: GramHint) -> None:
+    cache.save_derived("gram-hint", _hint_config(config), {"r2_one": hint.r2_one, "r2_two": hint.r2_two})
+
+
+def load_gram_hint(cache: Cache, source: LogitStore, target: LogitStore | None = None, *,
+                   compute: bool | None = None) -> GramHint | None:
+    """The pairing's :class:`~engine.recommend.GramHint`: cached, else computed from its cached
+    Gram set when ``compute`` (default: when P × T ≤ :data:`HINT_ON_READ`) and cached; None
+    when there is no Gram set (nothing is accumulated here) or it is not computed."""
+    config = gram_config(source, target)
+    hit = cache.load_derived("gram-hint", _hint_config(config), ("r2_one", "r2_two"))
+    if hit is not None:
+        return GramHint(np.asarray(hit[0]["r2_one"]), np.asarray(hit[0]["r2_two"]))
+    size = source.k * (source.k if _within(source, target) else target.k)
+    if not (size <= HINT_ON_READ if compute is None else compute):
+        return None
+    gs = _read(cache, config)
+    if gs is None:
+        return None
+    hint = gram_hint(gs)
+    _save_hint(cache, config, hint)
+    return hint
 
 
 def load_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None, *,

@@ -15,13 +15,23 @@ combination — and the highest R² among those.
 Pure functions of a path's R² (:class:`engine.paths.DependencyPath` carries one per target
 and α, computed from the Grams when the path is solved). A page's target needs its own path
 only; the clear example needs every target's (the ``paths`` job), or the targets solved so far.
+
+Before any path exists (a store just imported), :class:`GramHint` stands in: from the Grams
+alone, each target's best least-squares fit by one source and by a greedy pair — O(P) per
+target, no Lasso — and the target that a pair fits while no single source does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from engine.analysis import r2_from_error, target_variance
+
+if TYPE_CHECKING:
+    from engine.gram import GramSet
 
 FIT_R2 = 0.95
 NEAR_BEST = 0.01
@@ -81,3 +91,93 @@ def recommend(path) -> Recommendation:
         if a is not None:
             idx[t], r2[t], sizes[t] = a, path.r2[i, a], support[i, a]
     return Recommendation(idx, r2, sizes)
+
+
+# ----------------------------------------------------------------------------- before any path
+
+# A pair of sources counts as collinear (its 2 × 2 system is not used) below this relative
+# determinant.
+_COLLINEAR = 1e-9
+
+
+@dataclass(frozen=True)
+class GramHint:
+    """Where a page opens before any α path exists, from the Grams alone (:func:`gram_hint`).
+
+    r2_one : (T,) R² of each target's best fit by one source (least squares, no intercept:
+        the Lasso's limit α → 0 on that source alone); nan where the logit is constant.
+    r2_two : (T,) R² of the best pair that contains that source (a greedy second source).
+    """
+
+    r2_one: np.ndarray
+    r2_two: np.ndarray
+
+    def clear_example(self, fit: float = FIT_R2, prefer: np.ndarray | None = None) -> int | None:
+        """A target that a pair of sources fits (R² ≥ ``fit``) and no single source does — a
+        combination, not a duplicate — with the highest R²; where no pair fits, the best pair
+        among the targets no single source fits. ``prefer`` as in
+        :meth:`Recommendation.clear_example`. None when every target is a duplicate or constant.
+
+        A guess for the page's first view, not a result: the page then solves this target's
+        path and shows its recommended dependency, which usually has more than two sources.
+        """
+        one = np.nan_to_num(self.r2_one, nan=np.inf)
+        two = np.nan_to_num(self.r2_two, nan=-np.inf)
+        combination = (one < fit) & np.isfinite(two)
+        pool = combination & (two >= fit) if (combination & (two >= fit)).any() else combination
+        if prefer is not None and (pool & prefer).any():
+            pool = pool & prefer
+        if not pool.any():
+            return None
+        return int(np.argmax(np.where(pool, two, -np.inf)))
+
+
+def gram_hint(gs: GramSet, chunk: int = 128) -> GramHint:
+    """Each target's best one-source fit and best greedy pair, from the Grams (pure).
+
+    For target t with right-hand side b (``E[f g_t]``) and design G: the best single source
+    j₁ maximises ``b_j² / G_jj`` (the variance it explains); the pair (j₁, j) explains
+    ``[b_j₁ b_j] G_{j₁j}⁻¹ [b_j₁ b_j]ᵀ`` — one Gram row (j₁'s) per target. By ``chunk``
+    targets: memory ``chunk × P`` floats a few times over.
+    """
+    T = gs.n_targets
+    diag = np.asarray(gs.design_diag if gs.design_diag is not None else np.diagonal(gs.design), dtype=np.float64)
+    usable = diag > 0
+    safe = np.where(usable, diag, 1.0)
+    ysq = np.asarray(gs.target_sq, dtype=np.float64)
+    var = target_variance(ysq, gs.target_mean)
+    r2_one, r2_two = np.empty(T), np.empty(T)
+    for start in range(0, T, chunk):
+        t = np.arange(start, min(T, start + chunk))
+        rows = np.arange(len(t))
+        B = np.asarray(gs.design[t] if gs.within else gs.cross_t[t], dtype=np.float64)  # (c, P): b of each target
+        forbid = gs.forbid(t)
+        one = np.square(B)
+        one /= safe
+        one[:, ~usable] = -np.inf
+        if forbid is not None:
+            one[rows, forbid] = -np.inf
+        j1 = np.argmax(one, axis=1)
+        best_one = one[rows, j1]
+        G1 = np.asarray(gs.design[j1], dtype=np.float64)  # (c, P): G[j₁, :]
+        d1, b1 = diag[j1][:, None], B[rows, j1][:, None]
+        # explained by (j₁, j): (b₁² G_jj − 2 b₁ b_j G_j₁j + b_j² G_j₁j₁) / (G_j₁j₁ G_jj − G_j₁j²)
+        det = np.square(G1)
+        np.subtract(d1 * diag, det, out=det)
+        explained = B * G1
+        explained *= -2.0 * b1
+        explained += np.square(b1) * diag
+        one = np.square(B, out=one)
+        one *= d1
+        explained += one
+        pair = det > _COLLINEAR * d1 * diag
+        pair &= usable
+        np.divide(explained, det, out=explained, where=pair)
+        explained[~pair] = -np.inf
+        explained[rows, j1] = -np.inf
+        if forbid is not None:
+            explained[rows, forbid] = -np.inf
+        best_two = np.maximum(best_one, explained.max(axis=1))
+        r2_one[t] = r2_from_error(ysq[t] - best_one, var[t], ysq[t])
+        r2_two[t] = r2_from_error(ysq[t] - best_two, var[t], ysq[t])
+    return GramHint(r2_one, r2_two)

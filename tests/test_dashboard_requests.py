@@ -57,3 +57,31 @@ def test_explore_export_of_every_target_waits_for_the_job(fresh):
     assert not at.exception
     assert fresh and all(w == 1 for w in fresh)
     assert "Compute every target's α path (job)" in _buttons(at)
+
+
+def test_a_fresh_store_opens_on_the_grams_guess_not_category_0(fresh):
+    """Before any α path exists the Gram's hint chooses where Explore and Compare open: within
+    a model, the planted é ≈ 0.6·e + 0.4·è (two sources fit it, no single one does); only the
+    category shown is solved."""
+    import os
+    import unicodedata
+
+    from engine.gramsets import load_gram_hint
+    from engine.store import Cache
+    from engine.views import read_at_a_glance
+    from tests.dashboard_cache import glyph_class_names
+
+    names = glyph_class_names(60)
+    at = run_page()
+    assert not at.exception, at.exception
+    assert next(s for s in at.selectbox if s.label == "Target category").value == names.index(
+        f"é {unicodedata.name('é')}")
+    assert fresh and all(w == 1 for w in fresh)
+    cache = Cache(os.environ["NDE_CACHE"])
+    between = load_gram_hint(cache, cache.load_store(MODEL_A), cache.load_store(MODEL_B), compute=False)
+    expected = between.clear_example(prefer=read_at_a_glance(names))
+    assert expected not in (None, 0)
+    at = run_page("compare", {"model": MODEL_B, "source": MODEL_A})
+    assert not at.exception, at.exception
+    assert next(s for s in at.selectbox if s.label.startswith("Target category")).value == expected
+    assert all(w == 1 for w in fresh)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import r2_score
 
 from engine.paths import GridRule, load_or_compute_path
-from engine.recommend import Recommendation, recommend, recommended_index
+from engine.recommend import GramHint, Recommendation, gram_hint, recommend, recommended_index
 from engine.service import open_pairing
 
 
@@ -64,3 +64,60 @@ def test_clear_example_prefers_few_sources_then_r2_and_skips_duplicates():
     prefer = np.array([False, True, False, False, True])
     assert rec.clear_example(prefer=prefer) == 1
     assert Recommendation(np.array([0]), np.array([0.3]), np.array([4])).clear_example() is None
+
+
+def _least_squares_r2(F: np.ndarray, t: int, sources: list[int]) -> float:
+    """R² of target t fitted by least squares (no intercept) on ``sources``, on the logits."""
+    X = F[:, sources]
+    coef = np.linalg.lstsq(X, F[:, t], rcond=None)[0]
+    return r2_score(F[:, t], X @ coef)
+
+
+@pytest.mark.parametrize("chunk", [128, 5])
+def test_gram_hint_is_the_best_single_source_and_the_best_pair_with_it(planted, chunk):
+    """Against least squares on the logits: the best single source of every target, then
+    the best second source with it (searched over all), as R² — and the planted two-source
+    combination (category 5) is the clear example."""
+    from engine.service import load_gramset
+
+    cache, F = planted
+    gs = load_gramset(cache, open_pairing(cache, "p"))
+    hint = gram_hint(gs, chunk=chunk)
+    k = F.shape[1]
+    for t in range(k):
+        others = [j for j in range(k) if j != t]
+        ones = {j: _least_squares_r2(F, t, [j]) for j in others}
+        j1 = max(ones, key=ones.get)
+        assert hint.r2_one[t] == pytest.approx(ones[j1], abs=1e-9)
+        best_pair = max(_least_squares_r2(F, t, [j1, j]) for j in others if j != j1)
+        assert hint.r2_two[t] == pytest.approx(best_pair, abs=1e-9)
+    assert hint.clear_example() == 5
+    assert hint.r2_two[5] > 0.99 > 0.95 > hint.r2_one[5]
+
+
+def test_gram_hint_between_models_and_its_rules(planted):
+    """Between two stores the right-hand sides are the cross-Gram's rows and a target may use
+    every source; a duplicate (one source fits) is never the example."""
+    from engine.gramsets import load_gram_hint
+
+    cache, F = planted
+    G = np.hstack([F[:, [7]] * 2.0, 0.7 * F[:, [1]] + 0.3 * F[:, [8]], F[:, [0]]]).astype(np.float32)
+    rng = np.random.default_rng(1)
+    G[:, 2] += 0.2 * rng.standard_normal(len(G)).astype(np.float32)
+    labels = np.asarray(cache.load_store("p").labels) % 3
+    cache.save_store("q", G, labels, ["dup", "pair", "noisy"], sample_fingerprint=cache.load_store("p").sample_fingerprint)
+    p, q = cache.load_store("p"), cache.load_store("q")
+    from engine.gramsets import load_gramset
+
+    load_gramset(cache, p, q)  # computes and caches the cross-Gram set and its hint
+    hint = load_gram_hint(cache, p, q, compute=False)
+    assert hint is not None and len(hint.r2_one) == 3
+    Gd = G.astype(np.float64)
+    for t in range(3):
+        both = np.hstack([F, Gd[:, [t]]])
+        ones = {j: _least_squares_r2(both, F.shape[1], [j]) for j in range(F.shape[1])}
+        assert hint.r2_one[t] == pytest.approx(max(ones.values()), abs=1e-9)
+    assert hint.r2_one[0] > 0.999  # "dup" is 2·c7: one source
+    assert hint.clear_example() == 1
+    assert GramHint(np.array([0.99, np.nan]), np.array([0.999, np.nan])).clear_example() is None
+    assert GramHint(np.array([0.2, 0.3]), np.array([0.5, 0.4])).clear_example(prefer=np.array([False, True])) == 1

@@ -19,6 +19,7 @@ from dashboard.components.loaders import (
     load_at_alpha,
     load_floor,
     load_gramset_for,
+    load_hint,
     load_recommendation,
     load_store,
     load_target_path,
@@ -192,8 +193,9 @@ def main() -> None:
     left, right = st.columns(2, gap="large")
     with left:
         rec = guard(load_recommendation, root, model_b, model_a)
+        opening = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a))
         target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
-                           ids=category_ids(store_b.manifest), default=default_target(store_b.class_names, rec))
+                           ids=category_ids(store_b.manifest), default=opening)
     path = guard(load_target_path, root, model_b, model_a, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")

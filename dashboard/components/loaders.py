@@ -18,6 +18,7 @@ from engine import views
 from engine.analysis import Top2
 from engine.atlas import read_communities
 from engine.gram import GramSet
+from engine.gramsets import load_gram_hint
 from engine.paths import (
     DependencyPath,
     PathProgress,
@@ -27,7 +28,7 @@ from engine.paths import (
     read_all_paths,
     target_paths,
 )
-from engine.recommend import Recommendation, recommend
+from engine.recommend import GramHint, Recommendation, recommend
 from engine.service import Pairing, load_gramset
 from engine.service import load_top2 as _cached_top2
 from engine.store import DEFAULT_CACHE, Cache, LogitStore
@@ -161,6 +162,23 @@ def load_recommendation(root: str, model: str, source: str | None = None) -> Rec
     if status.solved == 0:
         return None
     return _recommendation(root, model, source, status.solved, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=8)
+def _hint(root: str, model: str, source: str, stamp: tuple) -> GramHint | None:
+    pairing = _pairing(root, model, source)
+    return load_gram_hint(Cache(root), pairing.source, None if pairing.within else pairing.model)
+
+
+def load_hint(root: str, model: str, source: str | None = None) -> GramHint | None:
+    """Where a page opens before the ``paths`` job ran: the best one- and two-source fits of
+    every target from the Gram (cached with it; computed here only for a small Gram made
+    before hints existed). Never solves anything."""
+    source = source or model
+    found = _hint(root, model, source, _stamp(root, model, source))
+    if found is None:  # do not remember the absence: the warm-up or a job may write it now
+        _hint.clear()
+    return found
 
 
 @st.cache_resource(max_entries=16)

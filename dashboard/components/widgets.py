@@ -18,7 +18,7 @@ from engine.analysis import DependencyMetrics
 from engine.categories import search_categories
 from engine.errors import EngineError
 from engine.paths import DependencyPath
-from engine.recommend import FIT_R2, Recommendation, recommend
+from engine.recommend import FIT_R2, GramHint, Recommendation, recommend
 from engine.service import PAPER_ALPHAS
 
 FILL_COMMAND = "python -m engine demo"
@@ -148,11 +148,15 @@ def model_ui(
     return value
 
 
-def default_target(class_names: list[str], rec: Recommendation | None = None) -> int:
+def default_target(class_names: list[str], rec: Recommendation | None = None, hint: GramHint | None = None) -> int:
     """The clear example of the pairing (few sources, a close fit), categories a person reads at
     a glance first, among the targets whose paths the ``paths`` job has solved (``rec``);
-    without one, category 0 (a page never solves every target to choose where to open)."""
-    example = None if rec is None else rec.clear_example(prefer=views.read_at_a_glance(class_names))
+    before that, the Gram's guess (``hint``: a target two sources fit and one does not);
+    without either, category 0 (a page never solves every target to choose where to open)."""
+    glance = views.read_at_a_glance(class_names)
+    example = None if rec is None else rec.clear_example(prefer=glance)
+    if example is None and hint is not None:
+        example = hint.clear_example(prefer=glance)
     return 0 if example is None else example
 
 
