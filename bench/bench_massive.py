@@ -159,8 +159,9 @@ def step_cli(args) -> dict:
 
 
 def step_job(args) -> dict:
+    from engine.gramsets import resident_gramset
     from engine.paths import compute_all_paths, path_spec, solve_targets
-    from engine.service import open_pairing
+    from engine.service import load_gramset, open_pairing
     from engine.store import Cache
 
     cache = Cache(args.cache)
@@ -168,10 +169,11 @@ def step_job(args) -> dict:
     spec = path_spec(cache, pairing)
     k = pairing.model.k
     t0 = time.perf_counter()
-    if args.job_targets and args.job_targets < k:
+    if args.job_targets and args.job_targets < k:  # what compute_all_paths does, on the first chunks
+        gs = resident_gramset(load_gramset(cache, pairing))
         done = 0
         for start in range(0, args.job_targets, 256):
-            solve_targets(cache, spec, np.arange(start, min(start + 256, args.job_targets)))
+            solve_targets(cache, spec, np.arange(start, min(start + 256, args.job_targets)), gs=gs)
             done = min(start + 256, args.job_targets)
         seconds = time.perf_counter() - t0
         return {"targets_solved": done, "seconds": seconds, "scaled_to_all_s": seconds * k / done,

@@ -23,6 +23,8 @@ import numpy as np
 from engine.analysis import r2_from_error, target_variance
 from engine.covlasso import CovLassoPath, SolverConfig, check_alpha, check_grid, covlasso_path
 from engine.errors import NotFoundError
+from engine.gram import GramSet
+from engine.gramsets import resident_gramset
 from engine.service import PAPER_ALPHAS, Pairing, load_gramset
 from engine.sparse import ARRAY_NAMES, SparseColumns
 from engine.store import Cache
@@ -287,9 +289,10 @@ def target_paths(cache: Cache, spec: PathSpec, targets) -> DependencyPath:
 
 
 def solve_targets(cache: Cache, spec: PathSpec, targets: np.ndarray,
-                  progress: Callable[[float, str], None] | None = None) -> DependencyPath:
-    """Solve the paths of ``targets`` (ascending) now, from the Gram set (pure core)."""
-    gs = load_gramset(cache, spec.pairing)
+                  progress: Callable[[float, str], None] | None = None, gs: GramSet | None = None) -> DependencyPath:
+    """Solve the paths of ``targets`` (ascending) now, from the Gram set (pure core); ``gs``:
+    the pairing's Gram set when the caller holds it (default: read from the cache)."""
+    gs = gs if gs is not None else load_gramset(cache, spec.pairing)
     targets = np.asarray(targets, dtype=np.int64)
     core = covlasso_path(gs.design, gs.rhs_columns(targets), gs.target_sq[targets], spec.alphas,
                          forbid=gs.forbid(targets), config=spec.config, max_sources=spec.max_sources,
@@ -359,7 +362,7 @@ def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, s
         if hit is not None:
             report(1.0, "every target's path is cached")
             return _from_arrays(hit[0], spec.pairing)
-        load_gramset(cache, spec.pairing, progress=lambda f, m: report(0.0, m))
+        gs = resident_gramset(load_gramset(cache, spec.pairing, progress=lambda f, m: report(0.0, m)))
         total = spec.pairing.model.k
         ranges = _finished_chunks(cache, spec)
         covered = np.zeros(total, dtype=bool)
@@ -371,7 +374,7 @@ def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, s
         for n, (start, stop) in enumerate(todo):
             config = {**spec.key(), "start": start, "stop": stop}
             if not cache.has_derived("path-chunk", config):
-                path = solve_targets(cache, spec, np.arange(start, stop))
+                path = solve_targets(cache, spec, np.arange(start, stop), gs=gs)
                 cache.save_derived("path-chunk", config, path.to_arrays(), spec.pairing.names())
                 solved_here += stop - start
             ranges.append((start, stop))

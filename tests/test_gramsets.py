@@ -64,3 +64,20 @@ def test_a_gram_too_large_for_memory_is_refused_with_the_size(cache, logits_smal
     monkeypatch.setattr(engine.store, "available_memory", lambda: 1000)
     with pytest.raises(InvalidInputError, match=r"the Gram of 'a' needs .* of memory; this machine has"):
         compute_gramset(a)
+
+
+def test_a_resident_gram_equals_the_mapped_one_and_needs_the_memory(cache, logits_small, monkeypatch):
+    """The all-target jobs read the Gram into their own memory (huge pages where the kernel
+    gives them): the same values, read-only; left mapped when memory is short."""
+    import engine.gramsets as gramsets
+
+    F, y = logits_small
+    store = cache.save_store("m", F, y)
+    mapped = gramsets.load_gramset(cache, store)
+    assert isinstance(mapped.design, np.memmap)
+    held = gramsets.resident_gramset(mapped)
+    assert not isinstance(held.design, np.memmap) and not held.design.flags.writeable
+    np.testing.assert_array_equal(held.design, mapped.design)
+    np.testing.assert_array_equal(held.target_sq, mapped.target_sq)
+    monkeypatch.setattr(gramsets, "available_memory", lambda: mapped.design.nbytes)
+    assert gramsets.resident_gramset(mapped) is mapped

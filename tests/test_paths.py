@@ -134,7 +134,7 @@ def test_the_all_target_job_resumes_by_chunks_and_is_read_partially_until_done(c
     solved = []
     real = paths_mod.solve_targets
     monkeypatch.setattr(paths_mod, "solve_targets",
-                        lambda c, s, targets, progress=None: solved.append(list(targets)) or real(c, s, targets))
+                        lambda c, s, targets, **kw: solved.append(list(targets)) or real(c, s, targets, **kw))
     done = compute_all_paths(cache, spec, chunk=8)
     assert [t[0] for t in solved] == [16, 24, 32]  # only the chunks the killed run had not cached
     assert done.complete and path_progress(cache, spec).complete
