@@ -175,10 +175,32 @@ def resident_gramset(gs: GramSet, block_rows: int = 1024) -> GramSet:
         out = np.frombuffer(buffer, dtype=design.dtype).reshape(design.shape)
     except (AttributeError, OSError, ValueError):  # no anonymous maps here: plain memory
         out = np.empty(design.shape, dtype=design.dtype)
-    for start in range(0, design.shape[0], block_rows):
-        out[start : start + block_rows] = design[start : start + block_rows]
+    if not _read_into(out, design):
+        for start in range(0, design.shape[0], block_rows):
+            out[start : start + block_rows] = design[start : start + block_rows]
     out.flags.writeable = False
     return replace(gs, design=out)
+
+
+def _read_into(out: np.ndarray, mapped: np.memmap, block: int = 64 << 20) -> bool:
+    """Read a C-ordered memory map's bytes from its file straight into ``out`` (the map's own
+    pages are never touched, so the process does not hold the file's pages besides the copy);
+    False when that cannot be done (then nothing is promised about ``out``)."""
+    if not (mapped.flags.c_contiguous and mapped.filename and out.flags.c_contiguous):
+        return False
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    try:
+        with open(mapped.filename, "rb") as handle:
+            handle.seek(int(mapped.offset))
+            done = 0
+            while done < len(view):
+                n = handle.readinto(view[done : done + block])
+                if not n:
+                    return False
+                done += n
+    except OSError:
+        return False
+    return True
 
 
 def has_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None) -> bool:
