@@ -60,7 +60,8 @@ def test_a_healthy_cache_passes_and_nothing_moves(cache, capsys):
     before = _files(cache)
     code, out = _verify(cache, capsys=capsys)
     assert code == 0, out
-    assert "2 stores" in out and "5 derived results" in out and "1 job report" in out and "no damage" in out
+    # derived: the Gram set and its hint, the solution, the path's chunk, index and whole
+    assert "2 stores" in out and "6 derived results" in out and "1 job report" in out and "no damage" in out
     assert _files(cache) == before
     assert not (cache.root / "quarantine").exists()
 
