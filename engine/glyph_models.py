@@ -45,9 +45,12 @@ class LowRankHead(nn.Module):
 
 
 def classifier(in_features: int, num_classes: int, rank: int = 0) -> nn.Module:
-    """A linear classifier, or a :class:`LowRankHead` when ``rank`` > 0."""
+    """A linear classifier, or a :class:`LowRankHead` when ``rank`` > 0; none (the pooled
+    features, timm's convention) when ``num_classes`` is 0."""
     if rank < 0 or rank != int(rank):
         raise ValueError(f"rank must be an integer >= 0 (0: a plain linear head); got {rank!r}")
+    if num_classes == 0:
+        return nn.Identity()
     return LowRankHead(in_features, num_classes, rank) if rank else nn.Linear(in_features, num_classes)
 
 

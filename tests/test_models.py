@@ -50,6 +50,8 @@ def test_low_rank_glyph_head_round_trips_through_a_checkpoint(tmp_path, arch, al
     assert sv[8] < 1e-5 * sv[0]  # float32 rounding only beyond the 8th direction
     with pytest.raises(ValueError, match="rank must be an integer >= 0"):
         timm.create_model(arch, pretrained=False, rank=-1)
+    features = timm.create_model(arch, pretrained=False, num_classes=0, rank=8).eval()  # timm's headless
+    assert features(x[:2]).shape == (2, features.num_features)
 
 
 def test_pth_checkpoint_wrapped_and_ddp_prefixed(tmp_path):
