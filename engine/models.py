@@ -10,9 +10,8 @@
 * ``create_classifier("glyph-resnet")`` — a demo model of the embedded glyph world, with the
   weights shipped in ``engine/weights/``.
 
-The two demo architectures are registered in timm's own registry (``nde_glyph_resnet``,
-``nde_glyph_vit``), so they are built by ``timm.create_model`` like any other model and carry
-a ``pretrained_cfg`` that ``timm.data.resolve_data_config`` understands (1×32×32 inputs).
+The glyph architectures live in :mod:`engine.glyph_models`, registered in timm's own
+registry, so they are built by ``timm.create_model`` like any other model.
 """
 
 from __future__ import annotations
@@ -20,19 +19,15 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.layers import HybridEmbed
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models.resnet import BasicBlock, ResNet
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from engine import glyph_models  # noqa: F401  (registers the glyph architectures with timm)
 from engine.atomic import sha256_file
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hub import hub_mode, is_offline, missing_weights_message, url_weights_cached
@@ -40,103 +35,6 @@ from engine.hub import hub_mode, is_offline, missing_weights_message, url_weight
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-GLYPH_MEAN, GLYPH_STD = (0.5,), (0.5,)
-
-
-# ----------------------------------------------------------------------------- demo architectures
-
-
-def _glyph_cfg(**kwargs: Any) -> dict:
-    return {
-        "num_classes": 1000,
-        "input_size": (1, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": GLYPH_MEAN,
-        "std": GLYPH_STD,
-        "license": "same as this project",
-        **kwargs,
-    }
-
-
-# timm's register_model reads this module-level name for the entrypoints below
-default_cfgs = generate_default_cfgs(
-    {
-        "nde_glyph_resnet.glyphs": _glyph_cfg(first_conv="conv1", classifier="fc"),
-        "nde_glyph_vit.glyphs": _glyph_cfg(first_conv="patch_embed.backbone.0", classifier="head"),
-        "nde_glyph_cnn.glyphs": _glyph_cfg(first_conv="features.0", classifier="head"),
-    }
-)
-
-
-@register_model
-def nde_glyph_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-10 (one BasicBlock per stage, 32-64-128-256 channels) for 32×32 glyphs.
-
-    The ImageNet stem (7×7 stride-2 conv + max-pool, a 4× reduction) would leave 8×8 maps of
-    a 32-pixel glyph, losing its accents; a 3×3 stride-1 conv + max-pool keeps 16×16.
-    """
-    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), in_chans=1)
-    model = build_model_with_cfg(ResNet, "nde_glyph_resnet", pretrained, **dict(args, **kwargs))
-    model.conv1 = nn.Conv2d(kwargs.get("in_chans", 1), 64, 3, stride=1, padding=1, bias=False)
-    return model
-
-
-class ConvStem(nn.Sequential):
-    """Three 3×3 stride-2 conv + BN + GELU layers: 32×32 pixels -> 4×4 tokens of ``width[-1]``."""
-
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
-        layers: list[nn.Module] = []
-        for cin, cout in zip((in_chans, *widths[:-1]), widths):
-            layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
-        super().__init__(*layers)
-        self.num_features = widths[-1]  # what timm's HybridEmbed reads
-
-
-@register_model
-def nde_glyph_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
-    """A small hybrid ViT for 32×32 glyphs: a conv stem makes 4×4 = 16 tokens, then a
-    transformer (width 128, depth 6, 4 heads, class token, learned positions).
-
-    A plain ViT with 4×4 patches (64 tokens) trains at ~40 images/s on one shared CPU core,
-    too slow to train here; the convolutional stem ("early convolutions help transformers
-    see better", Xiao et al. 2021) cuts the tokens to 16 and makes it learn from few epochs.
-    """
-    in_chans = kwargs.pop("in_chans", 1)
-    embed = partial(HybridEmbed, backbone=ConvStem(in_chans), feature_size=4, feature_ratio=8)
-    args = dict(img_size=32, patch_size=1, in_chans=in_chans, embed_dim=128, depth=6, num_heads=4,
-                mlp_ratio=2.0, embed_layer=embed)
-    return build_model_with_cfg(VisionTransformer, "nde_glyph_vit", pretrained, **dict(args, **kwargs))
-
-
-class GlyphCNN(nn.Module):
-    """Four conv-BN-ReLU-max-pool blocks (32-64-128-256 channels), global pooling, a linear head.
-
-    The applications' default backbone (``glyph-cnn``): among the small networks we measured
-    on 32×32 glyphs the fastest to train on a 2-core CPU, so that §3.2 trains a backbone and
-    a baseline from scratch within minutes (docs/jobs-and-training.md).
-    """
-
-    def __init__(self, num_classes: int = 1000, in_chans: int = 1,
-                 channels: tuple[int, ...] = (32, 64, 128, 256), **kwargs: Any):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for cin, cout in zip((in_chans, *channels[:-1]), channels):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-        self.features = nn.Sequential(*layers)
-        self.num_classes, self.num_features = num_classes, channels[-1]
-        self.head = nn.Linear(channels[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))
-
-
-@register_model
-def nde_glyph_cnn(pretrained: bool = False, **kwargs: Any) -> GlyphCNN:
-    """``glyph-cnn`` (:class:`GlyphCNN`) for 32×32 glyphs; no shipped weights."""
-    return build_model_with_cfg(GlyphCNN, "nde_glyph_cnn", pretrained, **kwargs)
 
 
 # short names of the glyph architectures (trained from scratch by the applications' jobs)
@@ -150,6 +48,7 @@ class DemoModel:
     arch: str  # timm entrypoint
     weights: str  # file in engine/weights/
     dataset: str = "glyphs"  # the dataset (registry name) it was trained on
+    kwargs: dict = field(default_factory=dict)  # timm.create_model arguments of its architecture (rank)
 
 
 DEMO_MODELS: dict[str, DemoModel] = {
@@ -297,15 +196,22 @@ def _unwrap(state: Any, what: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _head_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
-    """Number of classes of the checkpoint's classifier, via the model's ``pretrained_cfg``."""
+def _head_kwargs(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The head a checkpoint needs, read off its classifier's weights (located through the
+    model's ``pretrained_cfg``): ``num_classes``, and ``rank`` for a low-rank glyph head
+    (:class:`engine.glyph_models.LowRankHead`: ``<classifier>.proj`` then ``<classifier>.fc``)."""
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
-    for name in names:
-        weight = state.get(f"{name}.weight") if name else None
+    for name in filter(None, names):
+        weight, proj = state.get(f"{name}.weight"), None
+        if weight is None:
+            weight, proj = state.get(f"{name}.fc.weight"), state.get(f"{name}.proj.weight")
         if weight is not None and weight.ndim >= 1:
-            return int(weight.shape[0])
-    return None
+            out = {"num_classes": int(weight.shape[0])}
+            if proj is not None and proj.ndim == 2:
+                out["rank"] = int(proj.shape[0])
+            return out
+    return {}
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
@@ -347,9 +253,10 @@ def create_classifier(
     Pretrained weights missing from the local cache are downloaded unless ``offline`` (or
     ``HF_HUB_OFFLINE=1`` in the environment): see :mod:`engine.hub`.
     """
+    arch_kwargs: dict = {}
     if name in DEMO_MODELS and checkpoint is None:
         demo = DEMO_MODELS[name]
-        checkpoint, arch = WEIGHTS_DIR / demo.weights, demo.arch
+        checkpoint, arch, arch_kwargs = WEIGHTS_DIR / demo.weights, demo.arch, demo.kwargs
         if not Path(checkpoint).exists():
             raise NotFoundError(
                 f"the demo weights {checkpoint} are missing; reinstall the project or train "
@@ -359,10 +266,13 @@ def create_classifier(
         arch = resolve_arch(name)
     if checkpoint is not None:
         state = read_state_dict(checkpoint)
-        model = timm.create_model(arch, pretrained=False)
-        k = _head_classes(model, state) or num_classes
-        if k is not None and k != getattr(model, "num_classes", k):
-            model = timm.create_model(arch, pretrained=False, num_classes=k)
+        model = timm.create_model(arch, pretrained=False, **arch_kwargs)
+        head = {"num_classes": num_classes} if num_classes is not None else {}
+        head.update(_head_kwargs(model, state))
+        if arch not in glyph_models.RANKED_ARCHS:
+            head.pop("rank", None)
+        if head.get("num_classes", model.num_classes) != model.num_classes or "rank" in head:
+            model = timm.create_model(arch, pretrained=False, **{**arch_kwargs, **head})
         _load_into(model, state, Path(checkpoint).name, arch)
         digest = sha256_file(Path(checkpoint))
         loaded = LoadedModel(model.eval(), name, arch, model.num_classes, str(checkpoint), digest, False)

@@ -32,6 +32,28 @@ def test_safetensors_checkpoint_gives_the_same_model(tmp_path):
         torch.testing.assert_close(loaded.model(x), ref(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("arch, alias", [("nde_glyph_cnn", "glyph-cnn"), ("nde_glyph_resnet", None),
+                                         ("nde_glyph_vit", None)])
+def test_low_rank_glyph_head_round_trips_through_a_checkpoint(tmp_path, arch, alias):
+    """A rank-8 head's checkpoint rebuilds the same model (rank and classes read off its weights),
+    and its logits span at most 8 dimensions plus the bias."""
+    torch.manual_seed(0)
+    ref = timm.create_model(arch, pretrained=False, num_classes=12, rank=8).eval()
+    save_file(ref.state_dict(), tmp_path / "m.safetensors")
+    loaded = create_classifier(alias or arch, checkpoint=tmp_path / "m.safetensors")
+    assert loaded.num_classes == 12
+    x = torch.randn(40, 1, 32, 32)
+    with torch.inference_mode():
+        out = loaded.model(x)
+        torch.testing.assert_close(out, ref(x), rtol=0, atol=0)
+    sv = torch.linalg.svdvals((out - out.mean(0)).double())
+    assert sv[8] < 1e-5 * sv[0]  # float32 rounding only beyond the 8th direction
+    with pytest.raises(ValueError, match="rank must be an integer >= 0"):
+        timm.create_model(arch, pretrained=False, rank=-1)
+    features = timm.create_model(arch, pretrained=False, num_classes=0, rank=8).eval()  # timm's headless
+    assert features(x[:2]).shape == (2, features.num_features)
+
+
 def test_pth_checkpoint_wrapped_and_ddp_prefixed(tmp_path):
     ref = _tiny(k=7)
     state = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "epoch": 3}

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-classifier",
         help="train a classifier on the glyph world (reproduces the demo weights)",
-        description="Seeded supervised training (AdamW, one-cycle, label smoothing); a checkpoint "
+        description="Seeded supervised training (AdamW, one-cycle, optional label smoothing); a checkpoint "
         "per epoch; an interrupted run resumes from its --out folder.",
     )
     p.add_argument("--model", default=d.model, help="demo model name or timm architecture")
@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--train-per-class", type=int, default=d.train_per_class)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--rank", type=int, default=None,
+                   help="glyph architectures: logits of rank at most R (a low-rank head; 0 = a plain linear one)")
     p.add_argument("--precision", default=d.precision, choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=d.threads,
                    help="CPU threads (1 is fastest on a shared, oversubscribed CPU)")
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         train_per_class=args.train_per_class, seed=args.seed, precision=args.precision,
         threads=args.threads, cache=args.cache, out_dir=args.out or f"runs/{args.model}",
+        model_kwargs={} if args.rank is None else {"rank": args.rank},
     )
     result = train_classifier(config, progress=LogProgress(every_s=30))
     print(json.dumps({"weights": str(result.weights), "val_acc": result.val_acc,
