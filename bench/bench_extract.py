@@ -92,7 +92,7 @@ def extract_rate(loaded, dataset, batch: int, workers, device: str, precision: s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet50", help="timm name (random init) or glyph-resnet / glyph-vit")
+    ap.add_argument("--model", default="resnet50", help="timm name (random init) or a demo model (glyph-vgg, glyph-resnet, glyph-vgg-seed2)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on CPU")
     ap.add_argument("--n", type=int, default=None, help="images per run (default: 10240 CUDA, 256 CPU)")

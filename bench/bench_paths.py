@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import print_report  # noqa: E402
+from engine.commands.demo import DEMO_PAIRS, DEMO_STORES  # noqa: E402
 
-PAIRINGS = (("glyph-resnet", "glyph-resnet"), ("glyph-vit", "glyph-vit"),
-            ("glyph-resnet", "glyph-vit"), ("glyph-vit", "glyph-resnet"))  # (targets, sources)
+PAIRINGS = (*((m, m) for m in DEMO_STORES), *DEMO_PAIRS)  # (targets, sources)
 
 
 def time_path(cache, model: str, source: str, stop: bool) -> dict:

@@ -52,8 +52,9 @@ class DemoModel:
 
 
 DEMO_MODELS: dict[str, DemoModel] = {
-    "glyph-resnet": DemoModel("nde_glyph_resnet", "glyph-resnet.safetensors"),
-    "glyph-vit": DemoModel("nde_glyph_vit", "glyph-vit.safetensors"),
+    "glyph-vgg": DemoModel("nde_glyph_cnn", "glyph-vgg.safetensors", kwargs={"rank": 64}),
+    "glyph-resnet": DemoModel("nde_glyph_resnet", "glyph-resnet.safetensors", kwargs={"rank": 64}),
+    "glyph-vgg-seed2": DemoModel("nde_glyph_cnn", "glyph-vgg-seed2.safetensors", kwargs={"rank": 64}),
 }
 
 
@@ -199,7 +200,8 @@ def _unwrap(state: Any, what: str) -> dict[str, torch.Tensor]:
 def _head_kwargs(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
     """The head a checkpoint needs, read off its classifier's weights (located through the
     model's ``pretrained_cfg``): ``num_classes``, and ``rank`` for a low-rank glyph head
-    (:class:`engine.glyph_models.LowRankHead`: ``<classifier>.proj`` then ``<classifier>.fc``)."""
+    (:class:`engine.glyph_models.LowRankHead`: ``<classifier>.proj`` then ``<classifier>.fc``;
+    0 for a plain linear one, whatever rank the demo model's entry names)."""
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
     for name in filter(None, names):
@@ -208,8 +210,7 @@ def _head_kwargs(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
             weight, proj = state.get(f"{name}.fc.weight"), state.get(f"{name}.proj.weight")
         if weight is not None and weight.ndim >= 1:
             out = {"num_classes": int(weight.shape[0])}
-            if proj is not None and proj.ndim == 2:
-                out["rank"] = int(proj.shape[0])
+            out["rank"] = int(proj.shape[0]) if proj is not None and proj.ndim == 2 else 0
             return out
     return {}
 

@@ -43,7 +43,7 @@ class GridRule:
     target's path ends after the first α at which it uses more than ``max_sources``
     sources: below that its dependency is neither sparse nor readable (the star graph shows
     16 sources, the formula 8), and the solves there cost the most — measured on the demo,
-    the glyph-vit ← glyph-resnet path spent 35 of its 54 s of CPU below a median of 73
+    the first demo's glyph-vit ← glyph-resnet path spent 35 of its 54 s of CPU below a median of 73
     sources (docs/dashboard.md). The rule is per target, so one target's path does not
     depend on which other targets were solved with it.
     """

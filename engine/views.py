@@ -160,6 +160,21 @@ def read_at_a_glance(names: list[str]) -> np.ndarray:
     return np.array([is_glyph_name(n) and ord(n[0]) < 0x100 for n in names], dtype=bool)
 
 
+def recognised_categories(labels: np.ndarray | None, pred: np.ndarray, k: int, min_acc: float = 0.9) -> np.ndarray:
+    """(k,) True for categories the model recognises: at least ``min_acc`` of their samples
+    predicted as them (positive accuracy). A category confused with a near-duplicate (two
+    glyphs of one shape) has its logit rebuilt from the duplicate's — a copy, not a
+    combination, and a replaced logit that costs the category its positives: pages do not
+    open there. All False without labels."""
+    if labels is None:
+        return np.zeros(k, dtype=bool)
+    labels = np.asarray(labels)
+    valid = (labels >= 0) & (labels < k)
+    positives = np.bincount(labels[valid], minlength=k)
+    hits = np.bincount(labels[valid & (np.asarray(pred) == labels)], minlength=k)
+    return (positives > 0) & (hits >= min_acc * np.maximum(positives, 1))
+
+
 def is_glyph_name(name: str) -> bool:
     """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.glyphs.char_name)."""
     if len(name) < 3 or name[1] != " ":

@@ -42,10 +42,17 @@ def build_cache(root: Path, k: int = 60, n: int = 2000, jobs: bool = True) -> Pa
     cache = Cache(root)
     names = glyph_class_names(k)
     logits, labels = classifier_like_logits(n, k, rank=k + 20, seed=0)
-    # one planted sparse dependency, the clear example the pages open on: é ≈ 0.6·e + 0.4·è
+    # one planted sparse dependency, the clear example the pages open on: é ≈ 0.6·e + 0.6·è.
+    # An é image looks like an e and like an è: on é's samples both of their logits are high
+    # (one above the row's largest), so é — their sum's 1.2 — stays the prediction there and
+    # the model recognises é (pages open on categories the model recognises)
     e, e_acute, e_grave = (names.index(f"{c} {unicodedata.name(c)}") for c in "eéè")
+    rows = labels == e_acute
+    top = logits[rows].max(axis=1) + 1.0
+    logits[rows, e] = top
+    logits[rows, e_grave] = top + 0.3 * np.random.default_rng(3).standard_normal(int(rows.sum())).astype(np.float32)
     noise = 0.05 * np.random.default_rng(2).standard_normal(n).astype(np.float32)
-    logits[:, e_acute] = 0.6 * logits[:, e] + 0.4 * logits[:, e_grave] + noise
+    logits[:, e_acute] = 0.6 * logits[:, e] + 0.6 * logits[:, e_grave] + noise
     a = cache.save_store(MODEL_A, logits, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
     other = logits + 0.6 * np.random.default_rng(1).standard_normal(logits.shape).astype(np.float32)
     b = cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})

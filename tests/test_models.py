@@ -66,13 +66,13 @@ def test_pth_checkpoint_wrapped_and_ddp_prefixed(tmp_path):
 
 
 def test_demo_architectures_are_timm_models():
-    assert {"glyph-resnet", "glyph-vit"} <= set(DEMO_MODELS)
+    assert {"glyph-vgg", "glyph-resnet", "glyph-vgg-seed2"} <= set(DEMO_MODELS)
     for demo in DEMO_MODELS.values():
-        model = timm.create_model(demo.arch, num_classes=11)
+        model = timm.create_model(demo.arch, num_classes=11, **demo.kwargs)
         cfg = timm.data.resolve_data_config(model=model)
         assert cfg["input_size"] == (1, 32, 32)
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 11)
-    assert list_model_names()[:2] == ["glyph-resnet", "glyph-vit"]
+    assert list_model_names()[:3] == ["glyph-vgg", "glyph-resnet", "glyph-vgg-seed2"]
 
 
 def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
@@ -102,7 +102,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(NotFoundError, match=r"unknown model 'resnet5O'.*glyph-resnet, glyph-vit"):
+    with pytest.raises(NotFoundError, match=r"unknown model 'resnet5O'.*glyph-vgg, glyph-resnet, glyph-vgg-seed2"):
         create_classifier("resnet5O")
     with pytest.raises(NotFoundError, match=r"unknown pretrained tag 'resnet10t.nope'.*resnet10t.c3_in1k"):
         create_classifier("resnet10t.nope")

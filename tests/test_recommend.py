@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import r2_score
 
 from engine.paths import GridRule, load_or_compute_path
-from engine.recommend import GramHint, Recommendation, gram_hint, recommend, recommended_index
+from engine.recommend import FIT_R2, GramHint, Recommendation, gram_hint, recommend, recommended_index
 from engine.service import open_pairing
 
 
@@ -36,14 +36,14 @@ def test_path_r2_matches_r2_score_on_the_logits(planted):
         # the path's R² (from the Grams) against r2_score on the logits, at every α
         curve = [r2_score(F[:, t], F @ path.coef_vector(t, i)) for i in path.alpha_indices(t)]
         np.testing.assert_allclose(path.r2_of(t), curve, atol=1e-8)
-        # recommended = the largest α (first index) whose R² reaches 0.95, if any
-        fits = [i for i, r in enumerate(curve) if r >= 0.95]
+        # recommended = the largest α (first index) whose R² reaches FIT_R2, if any
+        fits = [i for i, r in enumerate(curve) if r >= FIT_R2]
         if fits:
             assert a == fits[0]
         else:  # none fits: the largest α within 0.01 of the best
             assert a == next(i for i, r in enumerate(curve) if r >= max(curve) - 0.01)
-    assert rec.r2[5] >= 0.95 and set(path.coef_at(5, rec.alpha_index[5])[0]) >= {1, 2}
-    assert rec.r2[9] < 0.95  # the noise caps it: no α fits
+    assert rec.r2[5] >= FIT_R2 and set(path.coef_at(5, rec.alpha_index[5])[0]) >= {1, 2}
+    assert rec.r2[9] < FIT_R2  # the noise caps it: no α fits
     # the clear example is one of the planted triple c1, c2, c5 (each is the other two's
     # combination), shown with exactly the other two as sources
     example = rec.clear_example()
@@ -52,7 +52,8 @@ def test_path_r2_matches_r2_score_on_the_logits(planted):
 
 
 def test_recommended_index_rules():
-    assert recommended_index(np.array([0.1, 0.5, 0.96, 0.99])) == 2
+    assert recommended_index(np.array([0.1, 0.5, 0.96, 0.995])) == 3  # FIT_R2 = 0.99
+    assert recommended_index(np.array([0.1, 0.5, 0.96, 0.995]), fit=0.95) == 2
     assert recommended_index(np.array([0.1, 0.80, 0.805, 0.79])) == 1  # none fits: near the best
     assert recommended_index(np.array([np.nan, np.nan])) is None
 
@@ -60,9 +61,10 @@ def test_recommended_index_rules():
 def test_clear_example_prefers_few_sources_then_r2_and_skips_duplicates():
     rec = Recommendation(alpha_index=np.array([0, 1, 2, 3, 4]), r2=np.array([0.99, 0.96, 0.97, 0.5, 0.999]),
                          n_sources=np.array([1, 3, 3, 2, 8]))
-    assert rec.clear_example() == 2  # 1 source is a duplicate; 3 sources, higher R² wins; 2 does not fit
+    assert rec.clear_example(fit=0.95) == 2  # 1 source is a duplicate; 3 sources, higher R² wins; 2 does not fit
+    assert rec.clear_example() == 4  # at FIT_R2 = 0.99 only the 8-source one fits (1 source: a duplicate)
     prefer = np.array([False, True, False, False, True])
-    assert rec.clear_example(prefer=prefer) == 1
+    assert rec.clear_example(fit=0.95, prefer=prefer) == 1
     assert Recommendation(np.array([0]), np.array([0.3]), np.array([4])).clear_example() is None
 
 
@@ -121,3 +123,21 @@ def test_gram_hint_between_models_and_its_rules(planted):
     assert hint.clear_example() == 1
     assert GramHint(np.array([0.99, np.nan]), np.array([0.999, np.nan])).clear_example() is None
     assert GramHint(np.array([0.2, 0.3]), np.array([0.5, 0.4])).clear_example(prefer=np.array([False, True])) == 1
+
+
+def test_pages_open_on_categories_the_model_recognises():
+    """A category confused with a near-duplicate (half its samples predicted as the other) is
+    not recognised; without labels nothing is. default_target prefers recognised glance names."""
+    from dashboard.components.widgets import default_target
+    from engine.views import recognised_categories
+
+    labels = np.repeat(np.arange(4), 10)
+    pred = labels.copy()
+    pred[:5] = 1  # category 0: 5 of 10 right
+    pred[30] = 2  # category 3: 9 of 10 right (the 90 % bar)
+    np.testing.assert_array_equal(recognised_categories(labels, pred, 5), [False, True, True, True, False])
+    assert not recognised_categories(None, pred, 4).any()
+    names = ["a LATIN SMALL LETTER A", "b LATIN SMALL LETTER B", "c LATIN SMALL LETTER C", "x"]
+    rec = Recommendation(np.zeros(4, dtype=np.int64), np.array([0.999, 0.995, 0.992, 0.999]), np.array([2, 3, 3, 2]))
+    assert default_target(names, rec) == 0  # fewest sources among the glance names
+    assert default_target(names, rec, recognised=np.array([False, True, True, True])) == 1

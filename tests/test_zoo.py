@@ -114,7 +114,7 @@ def test_unknown_model_names_the_nearest_before_loading_anything(tmp_path, folde
     assert "unknown model 'resnet5O'" in err and "nearest names: resnet50" in err
     assert cli_main([*args[:4], "glyph-resnet", "resnet10t.c3_inlk", *args[6:]]) == 2
     assert "nearest: resnet10t.c3_in1k" in capsys.readouterr().err
-    assert cli_main([*args[:4], "glyph-resnet", "glyph-vit", *args[6:], "--name", "x"]) == 2
+    assert cli_main([*args[:4], "glyph-resnet", "glyph-vgg", *args[6:], "--name", "x"]) == 2
     assert "2 models but 1 store names" in capsys.readouterr().err
 
 

@@ -20,6 +20,7 @@ from dashboard.components.loaders import (
     load_floor,
     load_gramset_for,
     load_hint,
+    load_recognised,
     load_recommendation,
     load_store,
     load_target_path,
@@ -46,8 +47,8 @@ from engine.gramsets import check_pairable
 
 def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
     if len(names) < 2:
-        st.info("Comparing needs two logit stores of the same samples (e.g. `glyph-resnet` and "
-                "`glyph-vit` from `python -m engine demo`). Import or extract a second one on the "
+        st.info("Comparing needs two logit stores of the same samples (e.g. `glyph-vgg` and "
+                "`glyph-resnet` from `python -m engine demo`). Import or extract a second one on the "
                 "**Data** page.", icon=":material/compare_arrows:")
         st.stop()
     model_b = model_ui(names, params, key="nde_model", param="model", label="Model B (its targets)",
@@ -193,7 +194,8 @@ def main() -> None:
     left, right = st.columns(2, gap="large")
     with left:
         rec = guard(load_recommendation, root, model_b, model_a)
-        opening = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a))
+        opening = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
+                                 guard(load_recognised, root, model_b))
         target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
                            ids=category_ids(store_b.manifest), default=opening)
     path = guard(load_target_path, root, model_b, model_a, target)

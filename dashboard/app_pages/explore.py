@@ -20,6 +20,7 @@ from dashboard.components.loaders import (
     load_all_paths,
     load_gramset_for,
     load_hint,
+    load_recognised,
     load_recommendation,
     load_store,
     load_target_path,
@@ -116,7 +117,8 @@ def main() -> None:
     with left:
         rec = guard(load_recommendation, root, model)
         target = target_ui(class_names, params, ids=category_ids(store.manifest),
-                           default=default_target(class_names, rec, guard(load_hint, root, model)))
+                           default=default_target(class_names, rec, guard(load_hint, root, model),
+                                                  guard(load_recognised, root, model)))
     path = guard(load_target_path, root, model, None, target)
     with right:
         alpha, a_idx = alpha_ui(path, target, params)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import streamlit as st
 
 from engine import views
@@ -251,6 +252,17 @@ def _top2(root: str, model: str, stamp: tuple) -> Top2:
 
 def load_top2(root: str, model: str) -> Top2:
     return _top2(root, model, _stamp(root, model))
+
+
+@st.cache_resource(max_entries=8)
+def _recognised(root: str, model: str, stamp: tuple) -> np.ndarray:
+    store = _store(root, model, stamp)
+    return views.recognised_categories(store.labels, _top2(root, model, stamp).pred, store.k)
+
+
+def load_recognised(root: str, model: str) -> np.ndarray:
+    """(K,) the categories ``model`` recognises (≥ 90 % of their samples): where pages may open."""
+    return _recognised(root, model, _stamp(root, model))
 
 
 @st.cache_resource(max_entries=8)

@@ -22,7 +22,7 @@ from engine.recommend import FIT_R2, GramHint, Recommendation, recommend
 from engine.service import PAPER_ALPHAS
 
 FILL_COMMAND = "python -m engine demo"
-PREFERRED_MODELS = ("glyph-resnet", "glyph-vit")
+PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # Compare opens on the pair that meets the bar
 
 
 FIRST_PAINT_DELAY_S = 0.5
@@ -148,12 +148,19 @@ def model_ui(
     return value
 
 
-def default_target(class_names: list[str], rec: Recommendation | None = None, hint: GramHint | None = None) -> int:
+def default_target(class_names: list[str], rec: Recommendation | None = None, hint: GramHint | None = None,
+                   recognised: np.ndarray | None = None) -> int:
     """The clear example of the pairing (few sources, a close fit), categories a person reads at
-    a glance first, among the targets whose paths the ``paths`` job has solved (``rec``);
-    before that, the Gram's guess (``hint``: a target two sources fit and one does not);
-    without either, category 0 (a page never solves every target to choose where to open)."""
+    a glance first — and among them those the model recognises (``recognised``,
+    :func:`engine.views.recognised_categories`), when any — among the targets whose paths the
+    ``paths`` job has solved (``rec``); before that, the Gram's guess (``hint``: a target two
+    sources fit and one does not); without either, category 0 (a page never solves every
+    target to choose where to open)."""
     glance = views.read_at_a_glance(class_names)
+    if recognised is not None and (glance & recognised).any():
+        glance = glance & recognised
+    elif recognised is not None and not glance.any():
+        glance = recognised
     example = None if rec is None else rec.clear_example(prefer=glance)
     if example is None and hint is not None:
         example = hint.clear_example(prefer=glance)

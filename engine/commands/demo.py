@@ -1,11 +1,11 @@
-"""``python -m engine demo``: prepare the embedded default (glyph world, two models) end to end.
+"""``python -m engine demo``: prepare the embedded default (glyph world, three models) end to end.
 
 Steps, each skipped when its result is already in the cache (a second run is a cache hit):
 
 1. the glyph world's test split (rendered from matplotlib's fonts, cached by config hash);
-2. logits of ``glyph-resnet`` and ``glyph-vit`` on it, through the same extraction code as
-   user models (stores ``glyph-resnet`` and ``glyph-vit``, each with its Gram);
-3. the cross-Grams of the pair, both ways;
+2. logits of ``glyph-vgg``, ``glyph-resnet`` and ``glyph-vgg-seed2`` on it, through the same
+   extraction code as user models (one store each, named as the model, each with its Gram);
+3. the cross-Grams of the demo's pairs (``DEMO_PAIRS``), both ways;
 4. every target's α path within each model and between them, and the solutions at the
    default α (the stages of engine.paths and engine.service, run here in the foreground:
    the dashboard then finds everything it shows already cached).
@@ -23,8 +23,10 @@ from engine.store import Cache
 
 log = logging.getLogger(__name__)
 
-DEMO_STORES = ("glyph-resnet", "glyph-vit")  # store name = model name; the dashboard opens these
-DEMO_PAIRS = (("glyph-resnet", "glyph-vit"), ("glyph-vit", "glyph-resnet"))  # (targets, source)
+DEMO_STORES = ("glyph-vgg", "glyph-resnet", "glyph-vgg-seed2")  # store name = model name; the dashboard opens these
+# (targets, source): two architectures both ways, and the same architecture trained from another seed
+DEMO_PAIRS = (("glyph-vgg", "glyph-resnet"), ("glyph-resnet", "glyph-vgg"),
+              ("glyph-vgg", "glyph-vgg-seed2"), ("glyph-vgg-seed2", "glyph-vgg"))
 DEMO_ALPHA = 0.25  # default α of the demo dependencies (see docs/extract-and-demo.md)
 
 
@@ -43,7 +45,7 @@ class DemoReport:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="prepare the embedded default: glyph dataset, logits of two models, Grams, dependencies",
+        help="prepare the embedded default: glyph dataset, logits of three models, Grams, dependencies",
         description="Builds everything the dashboard shows on a fresh machine (no GPU, no internet); "
         "idempotent: a second run only checks the cache.",
     )

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", nargs="+",
-                       help="demo model (glyph-resnet, glyph-vit) or timm name, e.g. resnet50.a1_in1k; "
+                       help="demo model (glyph-vgg, glyph-resnet, glyph-vgg-seed2) or timm name, e.g. resnet50.a1_in1k; "
                        "several for a zoo")
     which.add_argument("--preset", choices=sorted(PRESETS),
                        help="a named zoo: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
