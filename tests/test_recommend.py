@@ -8,7 +8,14 @@ import pytest
 from sklearn.metrics import r2_score
 
 from engine.paths import GridRule, load_or_compute_path
-from engine.recommend import FIT_R2, GramHint, Recommendation, gram_hint, recommend, recommended_index
+from engine.recommend import (
+    FIT_R2,
+    GramHint,
+    Recommendation,
+    gram_hint,
+    recommend,
+    recommended_index,
+)
 from engine.service import open_pairing
 
 
