@@ -25,24 +25,34 @@ def dependency_report(
     alpha: float,
     targets: list[str | int] | None = None,
     config: SolverConfig | None = None,
+    centred: bool = False,
 ) -> dict:
-    """The JSON of ``python -m engine dependencies`` (see README: the contract is stable)."""
+    """The JSON of ``python -m engine dependencies`` (see README: the contract is stable).
+
+    ``centred``: every logit minus its sample's mean logit, in the solve and in the metrics
+    (:mod:`engine.centring`; solved from the raw Grams, not cached); the default is the
+    paper's raw setting."""
     alpha = check_alpha(alpha)
     with ThreadPoolExecutor(1) as pool:  # the Gram's hash is checked while the stores are read
         early = pool.submit(verify_gramset_of, cache, model, source)
         pairing = open_pairing(cache, model, source)
         early.result()
     wanted = resolve_targets(pairing.model, targets)
-    res = solve_dependencies(cache, pairing, alpha, config, None if not targets else wanted)
+    subset = None if not targets else wanted
     m, s = pairing.model, pairing.source
     top2 = load_top2(cache, m)
+    target_logits, source_logits = m.logits, s.logits
+    if centred:
+        res, target_logits, source_logits, top2 = _centred(cache, pairing, alpha, config, subset, top2)
+    else:
+        res = solve_dependencies(cache, pairing, alpha, config, subset)
     src_names = s.class_names
     out = []
     for i, t in enumerate(wanted):
         col = res.column(i if targets else t)
         idx = np.flatnonzero(col)
         idx = idx[np.argsort(-np.abs(col[idx]), kind="stable")]
-        metrics = dependency_metrics(m.logits, s.logits, m.labels, t, col, top2)
+        metrics = dependency_metrics(target_logits, source_logits, m.labels, t, col, top2)
         out.append(
             {
                 "target": t,
@@ -52,4 +62,22 @@ def dependency_report(
                 "duality_gap": float(res.duality_gap[i if targets else t]),
             }
         )
-    return {"alpha": alpha, "model": m.name, "source": s.name, "targets": out}
+    return {"alpha": alpha, "model": m.name, "source": s.name, "targets": out,
+            "logits": "centred" if centred else "raw"}
+
+
+def _centred(cache: Cache, pairing, alpha: float, config: SolverConfig | None, targets, top2):
+    """The solution and the metrics' inputs on per-sample-centred logits."""
+    from engine.centring import CentredLogits, centred_gramset, centred_top2
+    from engine.covlasso import solve_covlasso
+    from engine.service import load_gramset
+
+    raw = load_gramset(cache, pairing)
+    own = None if pairing.within else load_gramset(cache, open_pairing(cache, pairing.model.name))
+    gs = centred_gramset(raw, own)
+    idx = np.arange(gs.n_targets) if targets is None else np.asarray(targets, dtype=np.int64)
+    res = solve_covlasso(gs.design, gs.rhs_columns(idx), gs.target_sq[idx], alpha, forbid=gs.forbid(idx),
+                         config=config or SolverConfig(), check_input=False, design_diag=gs.design_diag)
+    target = CentredLogits(pairing.model.logits)
+    source = target if pairing.within else CentredLogits(pairing.source.logits)
+    return res, target, source, centred_top2(top2, target.means)

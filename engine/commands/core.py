@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--source", help="store whose logits predict them (default: --model itself)")
     p.add_argument("--alpha", required=True, help="L1 weight, sklearn's Lasso alpha (paper: 2.5)")
     p.add_argument("--target", nargs="+", help="target indices or class names (default: all)")
+    p.add_argument("--centred", action="store_true",
+                   help="per-sample-centred logits (each sample's mean logit removed, as softmax ignores it) "
+                        "instead of the paper's raw logits; the JSON says which (\"logits\")")
     p.add_argument("--json", dest="json_out", required=True, type=Path, help="output JSON file ('-': stdout)")
     p.add_argument("--tol", type=float, default=SolverConfig.tol, help="relative duality gap (default 1e-7)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -79,7 +82,8 @@ def cmd_stores(args) -> int:
 
 def cmd_dependencies(args) -> int:
     config = SolverConfig(tol=args.tol, device=args.device)
-    report = dependency_report(Cache(args.cache), args.model, args.source, args.alpha, args.target, config)
+    report = dependency_report(Cache(args.cache), args.model, args.source, args.alpha, args.target, config,
+                               centred=args.centred)
     if str(args.json_out) == "-":
         json.dump(report, sys.stdout, indent=1)
         print()
