@@ -27,7 +27,9 @@ DEMO_STORES = ("glyph-vgg", "glyph-resnet", "glyph-vgg-seed2")  # store name = m
 # (targets, source): two architectures both ways, and the same architecture trained from another seed
 DEMO_PAIRS = (("glyph-vgg", "glyph-resnet"), ("glyph-resnet", "glyph-vgg"),
               ("glyph-vgg", "glyph-vgg-seed2"), ("glyph-vgg-seed2", "glyph-vgg"))
-DEMO_ALPHA = 0.25  # default α of the demo dependencies (see docs/extract-and-demo.md)
+# α of the demo's precomputed solutions: the paper's for ResNet and ViT, where the demo models'
+# median category has 17-19 sources at R² >= 0.99 (docs/demo-models.md)
+DEMO_ALPHA = 2.5
 
 
 @dataclass
