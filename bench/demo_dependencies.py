@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pairings = PAIRINGS
     if args.pairing:
-        pairings = [(p.split("<-")[0].strip(), p.split("<-")[1].strip() if "<-" in p else None) for p in args.pairing]
+        pairings = [(targets.strip(), source.strip() or None)
+                    for targets, _, source in (p.partition("<-") for p in args.pairing)]
     for model, source in pairings:
         alphas = args.alpha or path_alphas(args.cache, model, source)
         rows = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.analysis import Top2
-from engine.gram import GramSet, max_correlation
+from engine.gram import GramSet
 
 _ROWS = 2048  # rows of a memory-mapped Gram read at once
 
@@ -58,17 +58,18 @@ def centred_gramset(gs: GramSet, target_model: GramSet | None = None) -> GramSet
     target model's own (within) set, which a between-model pairing needs for its targets'
     ``E[g̃_t²]`` and means (ignored within one model)."""
     design = centre_gram(gs.design)
-    diag = np.diagonal(design).copy()
     if gs.within:
-        mean = np.asarray(gs.target_mean, dtype=np.float64)
-        return GramSet(design, diag, gs.n, None, max_correlation(design, np.arange(len(diag))),
-                       mean - mean.mean(), diag)
+        return GramSet.of_model(design, gs.n, _centred_mean(gs.target_mean))
     if target_model is None or not target_model.within or target_model.n_sources != gs.n_targets:
         raise ValueError("a between-model pairing needs the target model's own Gram set to be centred")
-    cross_t = centre_gram(gs.cross_t)
-    mean = np.asarray(target_model.target_mean, dtype=np.float64)
-    return GramSet(design, centred_diagonal(target_model.design), gs.n, cross_t, max_correlation(cross_t.T),
-                   mean - mean.mean(), diag)
+    return GramSet.of_pair(design, centre_gram(gs.cross_t), centred_diagonal(target_model.design), gs.n,
+                           _centred_mean(target_model.target_mean))
+
+
+def _centred_mean(mean: np.ndarray) -> np.ndarray:
+    """``E[f̃_t] = E[f_t] − mean_t' E[f_t']``."""
+    mean = np.asarray(mean, dtype=np.float64)
+    return mean - mean.mean()
 
 
 def row_means(logits: np.ndarray, block_bytes: int = 64 << 20) -> np.ndarray:

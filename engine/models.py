@@ -272,7 +272,8 @@ def create_classifier(
         head.update(_head_kwargs(model, state))
         if arch not in glyph_models.RANKED_ARCHS:
             head.pop("rank", None)
-        if head.get("num_classes", model.num_classes) != model.num_classes or "rank" in head:
+        built = {"num_classes": model.num_classes, "rank": arch_kwargs.get("rank", 0)}
+        if any(built[key] != value for key, value in head.items()):  # the checkpoint's head differs
             model = timm.create_model(arch, pretrained=False, **{**arch_kwargs, **head})
         _load_into(model, state, Path(checkpoint).name, arch)
         digest = sha256_file(Path(checkpoint))

@@ -12,9 +12,10 @@ import numpy as np
 
 from engine.analysis import dependency_metrics
 from engine.categories import resolve_targets
+from engine.centring import CentredLogits, centred_gramset, centred_top2
 from engine.covlasso import SolverConfig, check_alpha
 from engine.gramsets import verify_gramset_of
-from engine.service import load_top2, open_pairing, solve_dependencies
+from engine.service import load_gramset, load_top2, open_pairing, solve_dependencies, solve_gramset
 from engine.store import Cache
 
 
@@ -68,16 +69,9 @@ def dependency_report(
 
 def _centred(cache: Cache, pairing, alpha: float, config: SolverConfig | None, targets, top2):
     """The solution and the metrics' inputs on per-sample-centred logits."""
-    from engine.centring import CentredLogits, centred_gramset, centred_top2
-    from engine.covlasso import solve_covlasso
-    from engine.service import load_gramset
-
     raw = load_gramset(cache, pairing)
     own = None if pairing.within else load_gramset(cache, open_pairing(cache, pairing.model.name))
-    gs = centred_gramset(raw, own)
-    idx = np.arange(gs.n_targets) if targets is None else np.asarray(targets, dtype=np.int64)
-    res = solve_covlasso(gs.design, gs.rhs_columns(idx), gs.target_sq[idx], alpha, forbid=gs.forbid(idx),
-                         config=config or SolverConfig(), check_input=False, design_diag=gs.design_diag)
+    res = solve_gramset(centred_gramset(raw, own), alpha, config or SolverConfig(), targets)
     target = CentredLogits(pairing.model.logits)
     source = target if pairing.within else CentredLogits(pairing.source.logits)
     return res, target, source, centred_top2(top2, target.means)

@@ -121,9 +121,14 @@ def solve_dependencies(
 
 
 def _solve(cache: Cache, pairing: Pairing, alpha: float, cfg: SolverConfig, targets) -> CovLassoResult:
-    gs = load_gramset(cache, pairing)
     if targets is None:
-        log.info("solving all %d targets of %s at α = %g", gs.n_targets, pairing.model.name, alpha)
+        log.info("solving all %d targets of %s at α = %g", pairing.model.k, pairing.model.name, alpha)
+    return solve_gramset(load_gramset(cache, pairing), alpha, cfg, targets)
+
+
+def solve_gramset(gs: GramSet, alpha: float, cfg: SolverConfig, targets=None) -> CovLassoResult:
+    """The CovLasso at ``alpha`` on a Gram set, for every target or for ``targets`` alone (pure)."""
+    if targets is None:
         return solve_covlasso(gs.design, gs.rhs, gs.target_sq, alpha, within=gs.within, config=cfg,
                               check_input=False, design_diag=gs.design_diag)
     return solve_covlasso(gs.design, gs.rhs_columns(targets), gs.target_sq[targets], alpha,
