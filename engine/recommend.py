@@ -186,3 +186,62 @@ def gram_hint(gs: GramSet, chunk: int = 128) -> GramHint:
         r2_one[t] = r2_from_error(ysq[t] - best_one, var[t], ysq[t])
         r2_two[t] = r2_from_error(ysq[t] - best_two, var[t], ysq[t])
     return GramHint(r2_one, r2_two)
+
+
+# ----------------------------------------------------------------------------- the fewest sources
+
+# Where the pages open on the best-subset view (issue 25): a category the model recognises
+# whose dependency with at most MAX_EXAMPLE_SOURCES sources fits — R² ≥ SOURCES_FIT_R2 from
+# the Grams, then checked on the logits: top-1 accuracy kept (≤ SOURCES_FIT_LOST points lost).
+SOURCES_FIT_R2 = 0.95
+SOURCES_FIT_LOST = 0.5
+MAX_EXAMPLE_SOURCES = 4
+
+
+@dataclass(frozen=True)
+class SourcesRecommendation:
+    """Every target's best-subset R² for m = 1 … M (from the all-target best subsets).
+
+    r2 : (T, M) R² of the best dependency with at most m sources (``r2[:, m − 1]``), from the
+        Grams; nan where the logit is constant.
+    """
+
+    r2: np.ndarray
+
+    def sparsest(self, fit: float = SOURCES_FIT_R2) -> np.ndarray:
+        """(T,) the smallest m whose R² ≥ ``fit`` (0 where none up to M does)."""
+        ok = np.nan_to_num(self.r2, nan=-np.inf) >= fit
+        return np.where(ok.any(axis=1), ok.argmax(axis=1) + 1, 0)
+
+    def candidates(self, fit: float = SOURCES_FIT_R2, max_sources: int = MAX_EXAMPLE_SOURCES,
+                   min_sources: int = MIN_EXAMPLE_SOURCES, prefer: np.ndarray | None = None) -> np.ndarray:
+        """Targets that ``min_sources`` … ``max_sources`` sources fit (a combination, not a
+        duplicate), fewest sources first, then highest R² there; ``prefer`` (bool (T,)) as in
+        :meth:`Recommendation.clear_example`."""
+        m = self.sparsest(fit)
+        ok = (m >= min_sources) & (m <= max_sources)
+        if prefer is not None and (ok & prefer).any():
+            ok = ok & prefer
+        cand = np.flatnonzero(ok)
+        r2_there = self.r2[cand, m[cand] - 1]
+        return cand[np.lexsort((-r2_there, m[cand]))]
+
+
+def recommend_sources(residual: np.ndarray, target_sq: np.ndarray, target_mean: np.ndarray) -> SourcesRecommendation:
+    """R² of every target's best subsets from their residuals ``E[(g_t − θᵀf)²]`` ((T, M),
+    :attr:`engine.bestsubset.BestSubsetResult.residual`) and the targets' ``E[g_t²]``, ``E g_t`` (pure)."""
+    ysq = np.asarray(target_sq, dtype=np.float64)[:, None]
+    var = target_variance(target_sq, target_mean)[:, None]
+    return SourcesRecommendation(r2_from_error(residual, var, ysq))
+
+
+def clear_sparse_example(rec: SourcesRecommendation, keeps_accuracy, prefer: np.ndarray | None = None,
+                         tries: int = 24) -> tuple[int, int] | None:
+    """(target, m): the first of :meth:`SourcesRecommendation.candidates` whose dependency
+    keeps top-1 accuracy (``keeps_accuracy(target, m) -> bool``, measured on the logits by the
+    caller), trying at most ``tries``; None when none does."""
+    m = rec.sparsest()
+    for t in rec.candidates(prefer=prefer)[:tries]:
+        if keeps_accuracy(int(t), int(m[t])):
+            return int(t), int(m[t])
+    return None

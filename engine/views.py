@@ -62,16 +62,19 @@ def dependency_formula(target_name: str, frame: pd.DataFrame, digits: int = 3, m
 
 
 def metrics_markdown(
-    model: str, source: str, target_name: str, alpha: float, metrics: DependencyMetrics, formula: str
+    model: str, source: str, target_name: str, alpha: float | None, metrics: DependencyMetrics, formula: str,
+    method: str = "covlasso", m: int | None = None,
 ) -> str:
-    """The Table 1 card as a Markdown document (the same rows as the paper's Table 1)."""
+    """The Table 1 card as a Markdown document (the same rows as the paper's Table 1); the
+    heading names the method (``"best-subset"`` with at most ``m`` sources, else α)."""
     pair = model if model == source else f"{source} → {model}"
+    how = f"best subset, at most {m} sources" if method == "best-subset" else f"α = {alpha:.4g}"
 
     def pct(x: float) -> str:
         return "n/a" if np.isnan(x) else f"{x:.1f}"
 
     lines = [
-        f"### Neural dependency of “{target_name}” ({pair}, α = {alpha:.4g})",
+        f"### Neural dependency of “{target_name}” ({pair}, {how})",
         "",
         f"`{formula}`",
         "",
@@ -89,10 +92,11 @@ def metrics_markdown(
 
 
 def dependency_json(
-    model: str, source: str, alpha: float, target: int, target_name: str, frame: pd.DataFrame,
-    metrics: DependencyMetrics | None = None,
+    model: str, source: str, alpha: float | None, target: int, target_name: str, frame: pd.DataFrame,
+    metrics: DependencyMetrics | None = None, method: str = "covlasso", m: int | None = None,
 ) -> str:
-    """One target's dependency as JSON, in the shape of the CLI's ``dependencies`` report."""
+    """One target's dependency as JSON, in the shape of the CLI's ``dependencies`` report
+    (``"method"``: covlasso | best-subset, with ``"m"`` for the best subset, α null then)."""
     entry = {
         "target": int(target),
         "target_name": target_name,
@@ -103,7 +107,11 @@ def dependency_json(
     }
     if metrics is not None:
         entry.update(metrics.as_json())
-    return json.dumps({"alpha": float(alpha), "model": model, "source": source, "targets": [entry]}, indent=1)
+    report = {"method": method, "alpha": None if alpha is None else float(alpha), "model": model, "source": source,
+              "targets": [entry]}
+    if m is not None:
+        report["m"] = int(m)
+    return json.dumps(report, indent=1)
 
 
 def dependencies_csv(coef: SparseColumns, targets, target_names: list[str], source_names: list[str],

@@ -3,7 +3,7 @@
 Class names follow the glyph dataset's form ("é LATIN SMALL LETTER E WITH ACUTE") so the
 pages draw class images, as they do for the embedded default. What the jobs make (every
 α path, redundancy and spectrum, the floor between the two) is made here in the foreground,
-as ``python -m engine demo`` does, so the pages find it; ``build_cache(jobs=False)`` leaves
+(and every target's best subsets) as ``python -m engine demo`` does, so the pages find it; ``build_cache(jobs=False)`` leaves
 it out (a freshly imported store).
 """
 
@@ -19,6 +19,7 @@ from engine.atlas import compute_communities
 from engine.gramsets import load_gramset
 from engine.paths import compute_all_paths, path_spec
 from engine.service import open_pairing
+from engine.sparsity import compute_all_best_subsets
 from engine.store import Cache
 from engine.synthetic import classifier_like_logits
 from engine.theory import compute_floor, compute_redundancy, compute_screening
@@ -63,6 +64,7 @@ def build_cache(root: Path, k: int = 60, n: int = 2000, jobs: bool = True) -> Pa
             pairing = open_pairing(cache, model, source)
             spec = path_spec(cache, pairing)
             path = compute_all_paths(cache, spec)
+            compute_all_best_subsets(cache, pairing)
             if pairing.within:
                 compute_screening(cache, spec, path)
                 compute_redundancy(cache, pairing)

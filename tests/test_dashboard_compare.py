@@ -43,7 +43,7 @@ def test_compare_shows_between_and_shared(cache):
 
 
 def test_compare_target_and_alpha_change_the_numbers(cache):
-    at = run_page("compare", LINK)
+    at = run_page("compare", {**LINK, "method": "covlasso"})
     before = metric_values(at)
     target = next(s for s in at.selectbox if s.label.startswith("Target category"))
     target.set_value(3).run()

@@ -31,7 +31,7 @@ def _target(at):
 
 
 def test_explore_shows_every_part(cache):
-    at = run_page()
+    at = run_page(params={"method": "covlasso"})  # the paper's view (the default one: test_dashboard_sources)
     assert not at.exception
     assert at.title[0].value == "Explore a neural dependency"
     assert len(at.select_slider) == 1
@@ -40,9 +40,9 @@ def test_explore_shows_every_part(cache):
     assert "new vis.Network" in html and "data:image/png;base64," in html  # glyph images as nodes
     assert not re.search(r"(src|href)=[\"']https?:", html), "the graph must not load anything remotely"
     # Below the fold, the charts wait for the browser's first idle tick on a session's first run
-    assert not at.get("vega_lite_chart") and "Drawing the charts…" in [c.value for c in at.caption]
+    assert len(at.get("vega_lite_chart")) == 1 and "Drawing the charts…" in [c.value for c in at.caption]
     at.run()  # the tick (or any other rerun) draws them
-    assert len(at.get("vega_lite_chart")) == 2  # Fig. 3 and the α path
+    assert len(at.get("vega_lite_chart")) == 3  # R² against the sources, Fig. 3 and the α path
     assert "Drawing the charts…" not in [c.value for c in at.caption]
     assert len(coef_rows(at)) > 0
     assert len(at.get("download_button")) >= 8
@@ -57,7 +57,7 @@ def test_opens_on_a_clear_example_at_its_recommended_alpha(cache):
     from engine.recommend import FIT_R2
     from engine.store import Cache
 
-    at = run_page()
+    at = run_page(params={"method": "covlasso"})
     assert not at.exception
     store = Cache(cache).load_store(MODEL_A)
     F = store.logits.astype("float64")
@@ -80,7 +80,7 @@ def test_opens_on_a_clear_example_at_its_recommended_alpha(cache):
 
 
 def test_alpha_changes_the_numbers(cache):
-    at = run_page(params={"target": "0"})  # a dense dependency (the default one has 2 sources at any α)
+    at = run_page(params={"target": "0", "method": "covlasso"})  # a dense dependency (the default one has 2 sources at any α)
     before = metric_values(at)
     slider = at.select_slider[0]
     rows_before = len(coef_rows(at))

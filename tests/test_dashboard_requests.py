@@ -56,6 +56,9 @@ def test_explore_export_of_every_target_waits_for_the_job(fresh):
     at = run_page()
     assert not at.exception
     assert fresh and all(w == 1 for w in fresh)
+    assert "Compute every target's best subsets (job)" in _buttons(at)  # the default view: the fewest sources
+    at = run_page(params={"method": "covlasso"})
+    assert not at.exception
     assert "Compute every target's α path (job)" in _buttons(at)
 
 

@@ -1,5 +1,6 @@
 """Compare models: a category of model B predicted from model A's logits (between networks),
-and which dependencies of that category the two models share or not.
+and which dependencies of that category the two models share or not — with the fewest of A's
+sources that fit (best subset, the default) or the paper's CovLasso at α.
 
 The category's paths (B from A, A within, B within) are solved for that category alone when
 first shown; the overlap over every category and the least-squares floor are read from jobs.
@@ -15,6 +16,7 @@ from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
     class_images,
+    load_all_best_subsets,
     load_all_paths,
     load_at_alpha,
     load_floor,
@@ -22,9 +24,20 @@ from dashboard.components.loaders import (
     load_hint,
     load_recognised,
     load_recommendation,
+    load_sources_curve,
     load_store,
     load_target_path,
     load_top2,
+)
+from dashboard.components.sources_ui import (
+    BEST,
+    best_subset_view,
+    covlasso_view,
+    fit_note,
+    method_ui,
+    opening_target,
+    sources_chart_ui,
+    sources_ui,
 )
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
@@ -62,34 +75,34 @@ def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
     return model_a, model_b
 
 
-def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path) -> dict:
-    src, vals = path.coef_at(target, a_idx)
-    coef = path.coef_vector(target, a_idx)
+def _between_section(root, model_a, model_b, store_a, store_b, target, shown, curve) -> dict:
     names_a = store_a.class_names
     target_name = store_b.class_names[target]
-    frame = views.dependency_frame(src, vals, names_a)
-    metrics = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target, coef,
-                                 load_top2(root, model_b))
+    frame = views.dependency_frame(shown.sources, shown.coefs, names_a)
+    metrics = shown.metrics
     formula = views.dependency_formula(target_name, frame)
     st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
     formula_ui(formula)
-    shown = frame.head(16)
-    images = class_images(root, model_a, shown["index"])
+    top = frame.head(16)
+    images = class_images(root, model_a, top["index"])
     images["target"] = class_images(root, model_b, [target])[target]
-    graph = star_graph(target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
-                       title=f"{target_name} of {model_b} from {model_a}, α = {alpha:.3g}", height=500)
+    graph = star_graph(target_name, list(zip(top["index"], top["name"], top["coef"])), images,
+                       title=f"{target_name} of {model_b} from {model_a}, {shown.label}", height=500)
     g, t = st.columns([3, 2], gap="large")
     with g:
         st.iframe(graph.embedded(), height=580)
         st.caption(f"Around: {model_a}’s categories; in the middle: {model_b}’s “{views.short_name(target_name)}”.")
     with t:
         table1_card(metrics)
+        fit_note(shown, target_name)
+        chart = sources_chart_ui(curve, shown, f"R² against the number of {model_a}’s sources")
         _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
             st.html(coef_table_html(frame, images, source_label=f"source category of {model_a}", max_height=300))
-    return {"frame": frame, "metrics": metrics, "formula": formula, "graph": graph, "target_name": target_name}
+    return {"frame": frame, "metrics": metrics, "formula": formula, "graph": graph, "target_name": target_name,
+            "chart": chart}
 
 
 def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> None:
@@ -104,7 +117,7 @@ def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> No
     st.caption(f"**Floor** — {model_b}’s logit fitted by least squares on all {len(store_a.class_names):,} "
                f"of {model_a}’s logits (no sparsity, the limit α → 0; their Gram has rank {floor.rank}): "
                f"Rel Err {floor.rel_err[target]:.2f} %, R² {_r2_text(floor.r2[target])}, Acc {floor.acc[target]:.1f} %. "
-               f"No α gets the squared error below this fit’s; the dependency above is at Rel Err "
+               f"No sparse dependency gets the squared error below this fit’s; the one above is at Rel Err "
                f"{metrics.rel_err:.2f} %, R² {_r2_text(metrics.r2)}.")
 
 
@@ -112,7 +125,7 @@ def _r2_text(r2: float) -> str:
     return "n/a" if np.isnan(r2) else f"{r2:.3f}"
 
 
-def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> None:
+def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m) -> None:
     st.subheader("Shared and different dependencies")
     if store_a.class_names != store_b.class_names:
         st.info("The two stores have different categories, so their own dependencies cannot be "
@@ -122,23 +135,28 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
     if guard(load_gramset_for, root, model_a) is None or guard(load_gramset_for, root, model_b) is None:
         st.info("One of the two stores has no Gram yet (open it on **Explore** to compute it).")
         return
-    path_a = guard(load_target_path, root, model_a, None, target)
-    path_b = guard(load_target_path, root, model_b, None, target)
-    ia, ib = path_a.nearest_alpha_index(alpha, target), path_b.nearest_alpha_index(alpha, target)
-    within_a, within_b = path_a.coef_vector(target, ia), path_b.coef_vector(target, ib)
+    if m is not None:  # best subsets with at most m sources inside each model
+        within_a, within_b = (_best_vector(guard(load_sources_curve, root, model, None, target), m, len(names))
+                              for model in (model_a, model_b))
+        where = f"with at most {m} sources (best subset) in each model"
+    else:
+        path_a = guard(load_target_path, root, model_a, None, target)
+        path_b = guard(load_target_path, root, model_b, None, target)
+        ia, ib = path_a.nearest_alpha_index(alpha, target), path_b.nearest_alpha_index(alpha, target)
+        within_a, within_b = path_a.coef_vector(target, ia), path_b.coef_vector(target, ib)
+        where = f"at α ≈ {path_a.alphas[ia]:.3g} ({model_a}) and {path_b.alphas[ib]:.3g} ({model_b})"
     share = views.share_frame(within_a, within_b, names, model_a, model_b)
     counts = share["kind"].value_counts()
     c = st.columns(4)
     c[0].metric("Shared sources", int(counts.get("shared", 0)))
     c[1].metric(f"Only in {model_a}", int(counts.get(f"only {model_a}", 0)))
     c[2].metric(f"Only in {model_b}", int(counts.get(f"only {model_b}", 0)))
-    overlap, held = _overlap(root, model_a, model_b, alpha)
+    overlap, held = _overlap(root, model_a, model_b, alpha) if m is None else _best_overlap(root, model_a, model_b, m)
     if overlap is not None:
         what = "all targets" if held == len(names) else f"{held:,} targets solved"
         c[3].metric(f"Mean overlap, {what}", f"{np.nanmean(overlap):.2f}" if np.isfinite(overlap).any() else "n/a",
                     help="Jaccard index of the source sets of every category in the two models")
-    st.caption(f"“{views.short_name(names[target])}” inside each model at α ≈ {path_a.alphas[ia]:.3g} "
-               f"({model_a}) and {path_b.alphas[ib]:.3g} ({model_b}). "
+    st.caption(f"“{views.short_name(names[target])}” inside each model {where}. "
                f'<span class="nde-pos">blue</span> / <span class="nde-neg">orange</span> = positive / '
                "negative coefficient everywhere.", unsafe_allow_html=True)
     left, right = st.columns([3, 2], gap="large")
@@ -158,9 +176,30 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
             charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"
                                          + ("" if held == len(names) else f" solved so far ({held:,})")))
         for model in (model_a, model_b):
+            if m is not None:
+                if guard(load_all_best_subsets, root, model) is None:
+                    job_ui(root, "best-subsets", {"model": model}, f"every best subset of {model}",
+                           key=f"cmp-best-{model}",
+                           note="The overlap over every category needs every category's best subsets in both models.")
+                continue
             if guard(load_all_paths, root, model) is None or not guard(load_all_paths, root, model).complete:
                 job_ui(root, "paths", {"model": model}, f"every α path of {model}", key=f"cmp-paths-{model}",
                        note="The overlap over every category needs every category's path in both models.")
+
+
+def _best_vector(curve, m: int, k: int) -> np.ndarray:
+    fit, out = curve.best[m - 1], np.zeros(k)
+    out[fit.sources] = fit.coefs
+    return out
+
+
+def _best_overlap(root: str, model_a: str, model_b: str, m: int) -> tuple[np.ndarray | None, int]:
+    """Jaccard overlap per target of the best subsets with at most ``m`` sources (or None
+    before both ``best-subsets`` jobs ran)."""
+    ba, bb = guard(load_all_best_subsets, root, model_a), guard(load_all_best_subsets, root, model_b)
+    if ba is None or bb is None:
+        return None, 0
+    return views.overlap_by_target(ba.at(m), bb.at(m)), int(ba.n_targets)
 
 
 def _overlap(root: str, model_a: str, model_b: str, alpha: float) -> tuple[np.ndarray | None, int]:
@@ -194,32 +233,46 @@ def main() -> None:
     left, right = st.columns(2, gap="large")
     with left:
         rec = guard(load_recommendation, root, model_b, model_a)
-        opening = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
-                                 guard(load_recognised, root, model_b))
+        fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
+                                  guard(load_recognised, root, model_b))
         target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
-                           ids=category_ids(store_b.manifest), default=opening)
+                           ids=category_ids(store_b.manifest),
+                           default=opening_target(root, model_b, model_a, store_b.class_names, fallback))
+        method = method_ui(params, key="nde_method_between")
     path = guard(load_target_path, root, model_b, model_a, target)
+    curve = guard(load_sources_curve, root, model_b, model_a, target)
     with right:
-        alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
-    page.publish(model=model_b, source=model_a, target=target, alpha=alpha)
-    between = _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path)
+        if method == BEST:
+            m, alpha = sources_ui(curve, params, key="nde_m_between"), None
+            shown = best_subset_view(curve, m)
+        else:
+            m, (alpha, a_idx) = None, alpha_ui(path, target, params, key="nde_alpha_between")
+            src, vals = path.coef_at(target, a_idx)
+            metrics = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target,
+                                         path.coef_vector(target, a_idx), load_top2(root, model_b))
+            shown = covlasso_view(src, vals, metrics, alpha)
+    page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
+    between = _between_section(root, model_a, model_b, store_a, store_b, target, shown, curve)
     st.divider()
-    _within_section(root, model_a, model_b, store_a, store_b, target, alpha)
-    slug = f"{model_a}-to-{model_b}-t{target}-a{alpha:.3g}"
+    _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m)
+    slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}"
     with st.expander("Export this comparison", icon=":material/download:"):
         c = st.columns(3)
         with c[0]:
             download_ui("Dependencies (CSV)", between["frame"].to_csv(index=False), f"{slug}.csv", "text/csv",
                         "cx-csv")
+            download_ui("R² vs sources (PNG)", lambda: charts.chart_png(between["chart"]), f"{slug}-sources.png",
+                        "image/png", "cx-sources-png")
         with c[1]:
             download_ui("Dependencies (JSON)", views.dependency_json(
-                model_b, model_a, alpha, target, between["target_name"], between["frame"], between["metrics"]),
-                f"{slug}.json", "application/json", "cx-json")
+                model_b, model_a, alpha, target, between["target_name"], between["frame"], between["metrics"],
+                method=method, m=m), f"{slug}.json", "application/json", "cx-json")
             download_ui("Star graph (HTML)", between["graph"].standalone, f"{slug}-graph.html", "text/html", "cx-html")
         with c[2]:
             download_ui("Table 1 card (Markdown)", views.metrics_markdown(
-                model_b, model_a, between["target_name"], alpha, between["metrics"], between["formula"]),
-                f"{slug}-table1.md", "text/markdown", "cx-md")
-
+                model_b, model_a, between["target_name"], alpha, between["metrics"], between["formula"],
+                method=method, m=m), f"{slug}-table1.md", "text/markdown", "cx-md")
+            download_ui("R² vs sources (SVG)", lambda: charts.chart_svg(between["chart"]), f"{slug}-sources.svg",
+                        "image/svg+xml", "cx-sources-svg")
 
 main()

@@ -1,6 +1,8 @@
-"""Explore: one model, one target category, one α — the paper's Figs. 2 and 3 and Table 1.
+"""Explore: one model, one target category, its fewest sources that fit (best subset) or the
+paper's CovLasso at α — the paper's Figs. 2 and 3 and Table 1, and R² against the number of
+sources for the three methods (issue 25; :mod:`dashboard.components.sources_ui`).
 
-Everything is read from the target's own α path, solved for that target alone the first time
+The CovLasso view is read from the target's own α path, solved for that target alone the first time
 it is shown (a Lasso path on the Gram: milliseconds to a second, whatever the number of
 categories) and cached: moving the slider only indexes into it. Nothing here waits for
 every target; the one export that covers them all reads the ``paths`` job's result.
@@ -17,14 +19,27 @@ from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
     class_images,
+    load_all_best_subsets,
     load_all_paths,
     load_gramset_for,
     load_hint,
     load_recognised,
     load_recommendation,
+    load_sources_curve,
     load_store,
     load_target_path,
     load_top2,
+)
+from dashboard.components.sources_ui import (
+    BEST,
+    LASSO,
+    best_subset_view,
+    covlasso_view,
+    fit_note,
+    method_ui,
+    opening_target,
+    sources_chart_ui,
+    sources_ui,
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
@@ -47,35 +62,34 @@ MAX_GRAPH_SOURCES = 16
 CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
 
 
-def _exports(root, model, class_names, target, alpha, frame, metrics, formula,
-             graph, scatter, path_chart) -> None:
+def _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph,
+             chart_files: dict) -> None:
     target_name = class_names[target]
-    slug = f"{model}-t{target}-a{alpha:.3g}"
+    slug = f"{model}-t{target}-{shown.slug}"
     with st.expander("Export this view", icon=":material/download:"):
         c = st.columns(4)
         with c[0]:
             download_ui("Dependencies (CSV)", lambda: frame.to_csv(index=False),
                         f"{slug}.csv", "text/csv", "x-csv")
-            download_ui("Dependencies (JSON)", lambda: views.dependency_json(model, model, alpha, target, target_name,
-                                                                             frame, metrics),
-                        f"{slug}.json", "application/json", "x-json")
+            download_ui("Dependencies (JSON)", lambda: views.dependency_json(
+                model, model, alpha, target, target_name, frame, shown.metrics, method=method, m=m),
+                f"{slug}.json", "application/json", "x-json")
         with c[1]:
             download_ui("Star graph (HTML)", graph.standalone, f"{slug}-graph.html", "text/html", "x-html")
             download_ui("Table 1 card (Markdown)",
-                        lambda: views.metrics_markdown(model, model, target_name, alpha, metrics, formula),
+                        lambda: views.metrics_markdown(model, model, target_name, alpha, shown.metrics, formula,
+                                                       method=method, m=m),
                         f"{slug}-table1.md", "text/markdown", "x-md")
-        with c[2]:
-            download_ui("Fig. 3 scatter (PNG)", lambda: charts.chart_png(scatter), f"{slug}-fig3.png",
-                        "image/png", "x-fig3-png")
-            download_ui("Fig. 3 scatter (SVG)", lambda: charts.chart_svg(scatter), f"{slug}-fig3.svg",
-                        "image/svg+xml", "x-fig3-svg")
-        with c[3]:
-            download_ui("α path (PNG)", lambda: charts.chart_png(path_chart), f"{slug}-path.png",
-                        "image/png", "x-path-png")
-            download_ui("α path (SVG)", lambda: charts.chart_svg(path_chart), f"{slug}-path.svg",
-                        "image/svg+xml", "x-path-svg")
-
-        every_target_export_ui(root, model, class_names, alpha, "x-all-csv")
+        for i, (name, (file, chart)) in enumerate(chart_files.items()):
+            with c[2 + i % 2]:
+                download_ui(f"{name} (PNG)", lambda chart=chart: charts.chart_png(chart), f"{slug}-{file}.png",
+                            "image/png", f"x-{file}-png")
+                download_ui(f"{name} (SVG)", lambda chart=chart: charts.chart_svg(chart), f"{slug}-{file}.svg",
+                            "image/svg+xml", f"x-{file}-svg")
+        if method == BEST:
+            every_best_subset_export_ui(root, model, class_names, m, "x-all-csv")
+        else:
+            every_target_export_ui(root, model, class_names, alpha, "x-all-csv")
 
 
 def every_target_export_ui(root: str, model: str, class_names: list[str], alpha: float, key: str) -> None:
@@ -98,10 +112,24 @@ def every_target_export_ui(root: str, model: str, class_names: list[str], alpha:
         job_ui(root, "paths", {"model": model}, "every target's α path", key=f"{key}-job")
 
 
+def every_best_subset_export_ui(root: str, model: str, class_names: list[str], m: int, key: str) -> None:
+    """Every target's best dependency with at most ``m`` sources, from the ``best-subsets``
+    job's result, or the job's button."""
+    every = guard(load_all_best_subsets, root, model)
+    if every is None:
+        job_ui(root, "best-subsets", {"model": model}, "every target's best subsets", key=f"{key}-job",
+               note="Every target's best dependencies (CSV) need every target's best subsets: a job, not this page.")
+        return
+    targets = np.arange(every.n_targets)
+    download_ui(f"Every target's best dependency with at most {m} sources (CSV)",
+                lambda: "".join(views.dependencies_csv(every.at(m), targets, class_names, class_names)),
+                f"{model}-all-m{m}.csv", "text/csv", key)
+
+
 def main() -> None:
     page = store_page("Explore a neural dependency",
-                "One category's logit as a sparse linear combination of a few others (CovLasso). "
-                "Pick a model, a target and α.")
+                "One category's logit as a linear combination of a few others: the fewest sources that fit "
+                "(best subset), or the paper's CovLasso at α. Pick a model, a target and how many sources.")
     root, params = page.root, page.params
     model = model_ui(page.names, params)
     store = guard(load_store, root, model)
@@ -116,30 +144,36 @@ def main() -> None:
     left, right = st.columns([1, 1], gap="large")
     with left:
         rec = guard(load_recommendation, root, model)
+        fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
         target = target_ui(class_names, params, ids=category_ids(store.manifest),
-                           default=default_target(class_names, rec, guard(load_hint, root, model),
-                                                  guard(load_recognised, root, model)))
+                           default=opening_target(root, model, None, class_names, fallback))
+        method = method_ui(params)
     path = guard(load_target_path, root, model, None, target)
-    with right:
-        alpha, a_idx = alpha_ui(path, target, params)
-    page.publish(model=model, target=target, alpha=alpha)
-
-    src, vals = path.coef_at(target, a_idx)
-    coef = path.coef_vector(target, a_idx)
+    curve = guard(load_sources_curve, root, model, None, target)
     target_name = class_names[target]
     rhs_col = gs.rhs_columns([target])[:, 0]
-    frame = views.dependency_frame(src, vals, class_names, rhs_col)
-    metrics = dependency_metrics(store.logits, store.logits, store.labels, target, coef,
-                                 load_top2(root, model))
+    with right:
+        if method == BEST:
+            m, alpha = sources_ui(curve, params), None
+            shown = best_subset_view(curve, m)
+        else:
+            m, (alpha, a_idx) = None, alpha_ui(path, target, params)
+            src, vals = path.coef_at(target, a_idx)
+            coef = path.coef_vector(target, a_idx)
+            shown = covlasso_view(src, vals, dependency_metrics(store.logits, store.logits, store.labels, target,
+                                                                coef, load_top2(root, model)), alpha)
+    page.publish(model=model, target=target, method=method, m=m, alpha=alpha)
+
+    frame = views.dependency_frame(shown.sources, shown.coefs, class_names, rhs_col)
     formula = views.dependency_formula(target_name, frame)
     formula_ui(formula)
 
-    shown = frame.head(MAX_GRAPH_SOURCES)
-    images = class_images(root, model, [*shown["index"], target])
+    shown_frame = frame.head(MAX_GRAPH_SOURCES)
+    images = class_images(root, model, [*shown_frame["index"], target])
     images["target"] = images.get(target)
     graph = star_graph(
-        target_name, list(zip(shown["index"], shown["name"], shown["coef"])), images,
-        title=f"{target_name} — {model}, α = {alpha:.3g}",
+        target_name, list(zip(shown_frame["index"], shown_frame["name"], shown_frame["coef"])), images,
+        title=f"{target_name} — {model}, {shown.label}",
     )
     g_col, t_col = st.columns([3, 2], gap="large")
     with g_col:
@@ -148,15 +182,20 @@ def main() -> None:
         if len(frame) > MAX_GRAPH_SOURCES:
             st.caption(f"Showing the {MAX_GRAPH_SOURCES} strongest of {len(frame)} sources.")
     with t_col:
-        table1_card(metrics)
+        table1_card(shown.metrics)
+        fit_note(shown, target_name)
+        sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
         st.subheader(f"Coefficients ({len(frame)} sources)")
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
             st.html(coef_table_html(frame, images))
 
-    scatter, path_chart = _charts(path, rhs_col, class_names, target, coef, alpha)
-    _exports(root, model, class_names, target, alpha, frame, metrics, formula, graph, scatter, path_chart)
+    chart_files = {"R² vs sources": ("sources", sources_chart)}
+    if method == LASSO:
+        scatter, path_chart = _charts(path, rhs_col, class_names, target, path.coef_vector(target, a_idx), alpha)
+        chart_files = {"Fig. 3 scatter": ("fig3", scatter), "α path": ("path", path_chart), **chart_files}
+    _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph, chart_files)
 
 
 MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)

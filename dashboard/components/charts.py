@@ -295,7 +295,41 @@ def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSp
     return _fill(_spec("support"), title, height, support=frame)
 
 
-_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support}
+# ----------------------------------------------------------------------------- R² against the number of sources
+
+SOURCES_SERIES = ["best subset", "relaxed Lasso", "Lasso (CovLasso)"]
+SOURCES_COLORS = ["#059669", NEG, POS]
+
+
+def _build_sources() -> dict:
+    import altair as alt
+
+    x = alt.X("sources:Q", title="sources", scale=alt.Scale(domainMin=0, nice=False),
+              axis=alt.Axis(tickMinStep=1, format="d"))
+    fit = alt.Chart(_named("fit")).mark_rule(color=ZERO, strokeDash=[5, 4], strokeWidth=1.5).encode(y="y:Q")
+    lines = alt.Chart(_named("curve")).mark_line(point=alt.OverlayMarkDef(size=45), strokeWidth=2.5).encode(
+        x=x,
+        y=alt.Y("r2:Q", title="R²", scale=alt.Scale(zero=False)),
+        color=alt.Color("method:N", title=None, sort=SOURCES_SERIES,
+                        scale=alt.Scale(domain=SOURCES_SERIES, range=SOURCES_COLORS),
+                        legend=alt.Legend(orient="bottom", labelFontSize=13, symbolStrokeWidth=3)),
+        tooltip=["method:N", "sources:Q", alt.Tooltip("r2:Q", title="R²", format=".4f")],
+    )
+    here = alt.Chart(_named("here")).mark_point(size=260, shape="circle", filled=False, strokeWidth=3,
+                                                color=ACCENT).encode(x="sources:Q", y="r2:Q")
+    return _template(fit + lines + here)
+
+
+def sources_chart(curve: pd.DataFrame, here: tuple[float, float] | None, fit: float, title: str,
+                  height: int = 230) -> ChartSpec:
+    """R² against the number of sources, one line per method (frame: method, sources, r2),
+    the dependency shown circled (``here``: sources, R²) and the fit line at ``fit``."""
+    here_frame = pd.DataFrame({"sources": [here[0]] if here else [], "r2": [here[1]] if here else []})
+    return _fill(_spec("sources"), title, height, curve=curve, here=here_frame, fit=pd.DataFrame({"y": [fit]}))
+
+
+_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support,
+             "sources": _build_sources}
 
 
 # ----------------------------------------------------------------------------- export

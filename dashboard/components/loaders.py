@@ -29,7 +29,7 @@ from engine.paths import (
     read_all_paths,
     target_paths,
 )
-from engine.recommend import GramHint, Recommendation, recommend
+from engine.recommend import SOURCES_FIT_LOST, GramHint, Recommendation, recommend
 from engine.service import Pairing, load_gramset
 from engine.service import load_top2 as _cached_top2
 from engine.store import DEFAULT_CACHE, Cache, LogitStore
@@ -285,3 +285,77 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
     return {int(i): views.class_image_png(store.manifest, store.class_names, int(i), kind=kind)
             for i in indices}
 
+
+
+# ----------------------------------------------------------------------------- fewest sources (best subsets)
+
+
+@st.cache_resource(max_entries=128, show_spinner="Finding this category's best few sources (once; cached on disk)…")
+def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple):
+    from engine.sparsity import sources_curve
+
+    return sources_curve(Cache(root), _pairing(root, model, source), target)
+
+
+def load_sources_curve(root: str, model: str, source: str | None, target: int):
+    """One target's :class:`engine.sparsity.SourcesCurve`: its best subsets (m = 1 … 8, Table 1
+    metrics) and the Lasso's and relaxed Lasso's R² along its α path; read, or solved now for
+    that target alone."""
+    source = source or model
+    return _sources_curve(root, model, source, int(target), _stamp(root, model, source))
+
+
+def has_all_best_subsets(root: str, model: str, source: str | None = None) -> bool:
+    """Whether the ``best-subsets`` job's result (every target, m ≤ 8) is cached (a file test)."""
+    from engine.sparsity import has_all_best_subsets as _has
+
+    return _has(Cache(root), _pairing(root, model, source or model))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading every target's best subsets…")
+def _all_best_subsets(root: str, model: str, source: str, stamp: tuple):
+    from engine.sparsity import solve_best_subsets
+
+    return solve_best_subsets(Cache(root), _pairing(root, model, source))
+
+
+def load_all_best_subsets(root: str, model: str, source: str | None = None):
+    """Every target's best subsets (:class:`engine.bestsubset.BestSubsetResult`, m ≤ 8) when the
+    ``best-subsets`` job made them, else None; never solves them here."""
+    source = source or model
+    if not has_all_best_subsets(root, model, source):
+        return None
+    return _all_best_subsets(root, model, source, _stamp(root, model, source))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _sparse_example(root: str, model: str, source: str, prefer_key: bytes, stamp: tuple) -> tuple[int, int] | None:
+    from engine.recommend import clear_sparse_example, recommend_sources
+    from engine.sparsity import subset_metrics
+
+    result = _all_best_subsets(root, model, source, stamp)
+    gs = load_gramset_for(root, model, source)
+    if gs is None:
+        return None
+    rec = recommend_sources(result.residual, gs.target_sq, gs.target_mean)
+    pairing = _pairing(root, model, source)
+    prefer = np.frombuffer(prefer_key, dtype=bool) if prefer_key else None
+
+    def keeps_accuracy(target: int, m: int) -> bool:
+        (metrics,) = subset_metrics(Cache(root), pairing, [target], result.select([target]).at(m))
+        return metrics.ori_acc - metrics.acc <= SOURCES_FIT_LOST
+
+    return clear_sparse_example(rec, keeps_accuracy, prefer)
+
+
+def load_sparse_example(root: str, model: str, source: str | None = None,
+                        prefer: np.ndarray | None = None) -> tuple[int, int] | None:
+    """(target, m) where the pages open on the best-subset view: a category (``prefer`` first)
+    that 2 … 4 sources fit at R² ≥ 0.95 with top-1 accuracy kept
+    (:func:`engine.recommend.clear_sparse_example`) — from the ``best-subsets`` job's result
+    when it exists (cheap: read once, a few targets checked on the logits), else None."""
+    source = source or model
+    if not has_all_best_subsets(root, model, source):
+        return None
+    key = b"" if prefer is None else np.asarray(prefer, dtype=bool).tobytes()
+    return _sparse_example(root, model, source, key, _stamp(root, model, source))
