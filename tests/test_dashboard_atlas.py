@@ -20,7 +20,7 @@ def _node_count(at) -> int:
 
 
 def test_atlas_shows_graph_and_tables(cache):
-    at = run_page("atlas")
+    at = run_page("atlas", {"method": "covlasso"})
     assert not at.exception, at.exception
     assert at.title[0].value == "Atlas of dependencies"
     assert _node_count(at) > 5
@@ -55,3 +55,39 @@ def test_atlas_bad_alpha(cache):
     assert not at.exception
     assert "positive number" in messages(at)
     assert _node_count(at) > 0
+
+
+def test_atlas_best_subsets_by_default_and_in_the_link(cache):
+    """With every target's best subsets cached, the atlas opens on them and the link records
+    the method and m. At m = 1, "Most depended-on" counts, for each source, the targets whose
+    best single source it is — recounted here from the logits (numpy's least squares)."""
+    import numpy as np
+
+    from engine.store import Cache
+    from tests.dashboard_cache import MODEL_A
+
+    at = run_page("atlas")
+    assert not at.exception, at.exception
+    assert next(r for r in at.radio if r.label == "Method").value == "best-subset"
+    m = next(s for s in at.select_slider if s.label.startswith("Sources per target")).value
+    assert dict(at.query_params)["method"] == "best-subset" and dict(at.query_params)["m"] == str(m)
+    assert _node_count(at) > 5
+
+    at = run_page("atlas", {"method": "best-subset", "m": "1"})
+    assert not at.exception
+    assert next(s for s in at.select_slider if s.label.startswith("Sources per target")).value == 1
+    F = Cache(cache).load_store(MODEL_A).logits.astype(np.float64)
+    best = []
+    for t in range(F.shape[1]):
+        err = [np.sum((F[:, t] - F[:, [j]] @ np.linalg.lstsq(F[:, [j]], F[:, t], rcond=None)[0]) ** 2)
+               if j != t else np.inf for j in range(F.shape[1])]
+        best.append(int(np.argmin(err)))
+    counts = np.bincount(best, minlength=F.shape[1])
+    table = next(d.value for d in at.dataframe if "targets" in d.value.columns)
+    for source, n in zip(table["index"], table["targets"]):
+        assert n == counts[source]
+    assert table["targets"].max() == counts.max()
+
+    paper = run_page("atlas", {"method": "covlasso"})
+    assert not paper.exception and dict(paper.query_params)["method"] == "covlasso"
+    assert "alpha" in dict(paper.query_params) and "m" not in dict(paper.query_params)

@@ -1,10 +1,13 @@
 """Atlas: the global dependency graph of one model (the paper's Fig. 4), filtered so that it
 stays readable at 1,000 categories and beyond: a few targets, their top-k sources — never
-every node. It reads every target's path from the ``paths`` job (the targets solved so far
+every node. Its edges are every target's best subset with at most m sources (the
+``best-subsets`` job's result; the default when it exists) or the paper's CovLasso at α. It reads every target's path from the ``paths`` job (the targets solved so far
 while it runs, said so) and the communities from the ``atlas`` job; it solves nothing.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -15,6 +18,7 @@ from dashboard.components.graph import atlas_graph
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
     class_images,
+    load_all_best_subsets,
     load_all_paths,
     load_at_alpha,
     load_communities,
@@ -23,6 +27,7 @@ from dashboard.components.loaders import (
     load_theory,
     paths_status,
 )
+from dashboard.components.sources_ui import BEST, LASSO, method_ui, plain_sources_ui
 from dashboard.components.widgets import (
     alpha_digits,
     default_alpha,
@@ -55,10 +60,12 @@ def _alpha_ui(path, params) -> tuple[float, int]:
     return float(value), path.nearest_alpha_index(value)
 
 
-def _controls(path, params) -> dict:
+def _controls(params, scale_ui) -> dict:
+    """The filters; ``scale_ui`` draws the first one (α, or the number of sources) and returns
+    its entries (alpha, a_idx, m, at: the words for it, slug: for file names)."""
     c = st.columns([2, 1, 1, 1], gap="medium")
     with c[0]:
-        alpha, a_idx = _alpha_ui(path, params)
+        scale = scale_ui()
     with c[1]:
         top_k = st.slider("Sources per target (top-k)", 1, 10, 4, key="atlas_topk")
     with c[2]:
@@ -73,7 +80,7 @@ def _controls(path, params) -> dict:
         query = st.text_input("Find categories by name or id (empty: the strongest dependencies)", key="atlas_q",
                               placeholder="e.g. LATIN SMALL LETTER E, a single character, or n01440764")
     state.remember("atlas_q", query)
-    return {"alpha": alpha, "a_idx": a_idx, "top_k": top_k, "min_coef": float(min_coef), "limit": limit,
+    return {**scale, "top_k": top_k, "min_coef": float(min_coef), "limit": limit,
             "query": query, "community_slot": community}
 
 
@@ -98,6 +105,57 @@ def _paths_or_job(root: str, model: str):
     return path
 
 
+@dataclass(frozen=True)
+class _EveryTarget:
+    """Every target held (the ``best-subsets`` job's result), read as the page reads a path's."""
+
+    n: int
+    within: bool
+    complete: bool = True
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.arange(self.n)
+
+    def has(self, target: int) -> bool:
+        return 0 <= target < self.n
+
+    def position(self, target: int) -> int:
+        return int(target)
+
+    def reached(self, _index) -> np.ndarray:
+        return np.ones(self.n, dtype=bool)
+
+
+def _alpha_scale(path, params) -> dict:
+    alpha, a_idx = _alpha_ui(path, params)
+    return {"alpha": alpha, "a_idx": a_idx, "m": None, "at": f"at α = {alpha:.3g}", "slug": f"a{alpha:.3g}"}
+
+
+def _sources_scale(params) -> dict:
+    m = plain_sources_ui(params, key="nde_m_atlas")
+    return {"alpha": None, "a_idx": None, "m": m, "at": f"with at most {m} sources (best subset)", "slug": f"m{m}"}
+
+
+def _method_and_data(root: str, model: str, params: dict):
+    """The method (best subset when every target's best subsets exist, else the paper's
+    CovLasso), the targets held (a path, or every target), and the filters."""
+    if guard(load_gramset_for, root, model) is None:
+        _paths_or_job(root, model)  # says so and stops
+    best = guard(load_all_best_subsets, root, model)
+    method = method_ui(params, key="nde_method_atlas", default=BEST if best is not None else LASSO)
+    if method == BEST:
+        if best is None:
+            job_ui(root, "best-subsets", {"model": model}, "every target's best subsets", key="atlas-best",
+                   note="The best-subset atlas is built from every category's best few sources: one job "
+                        "(seconds at 1,000 categories). The paper's CovLasso atlas is one click above.")
+            st.stop()
+        held = _EveryTarget(best.n_targets, within=True)
+        return method, best, held, _controls(params, lambda: _sources_scale(params))
+    path = _paths_or_job(root, model)
+    return method, None, path, _controls(params, lambda: _alpha_scale(path, params))
+
+
 def main() -> None:
     page = store_page("Atlas of dependencies",
                       "The global graph (the paper’s Fig. 4): chosen targets in the middle, the categories they "
@@ -105,29 +163,31 @@ def main() -> None:
     root, params = page.root, page.params
     model = model_ui(page.names, params)
     store = guard(load_store, root, model)
-    path = _paths_or_job(root, model)
     class_names = store.class_names
-    ctl = _controls(path, params)
-    page.publish(model=model, alpha=ctl["alpha"], q=ctl["query"] or None)
-    coef = guard(load_at_alpha, root, model, None, ctl["a_idx"])
+    method, best, path, ctl = _method_and_data(root, model, params)
+    page.publish(model=model, method=method, m=ctl["m"], alpha=ctl["alpha"], q=ctl["query"] or None)
+    if method == BEST:
+        coef, found = best.at(ctl["m"]), None
+    else:
+        coef = guard(load_at_alpha, root, model, None, ctl["a_idx"])
+        found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
     reached = path.reached(ctl["a_idx"])
-    found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
     community_of = {node: k for k, members in enumerate(found or []) for node in members}
     candidates = _candidates(ctl, found, class_names, category_ids(store.manifest))
     candidates = [t for t in candidates if path.has(t) and reached[path.position(t)]]
     targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"])
     if not targets:
-        st.info("None of these categories has a dependency at this α; lower α or the minimum "
+        st.info(f"None of these categories has a dependency {ctl['at']}; lower α or the minimum "
                 "coefficient.", icon=":material/block:")
         st.stop()
     graph = dependency_graph(coef, class_names, class_names, held=path.targets, targets=targets,
                              min_abs_coef=ctl["min_coef"], top_k=ctl["top_k"])
     images = class_images(root, model, list(graph.nodes))
     view = atlas_graph(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
-                       title=f"{model} atlas, α = {ctl['alpha']:.3g}")
+                       title=f"{model} atlas, {ctl['at']}")
     st.iframe(view.embedded(), height=800)
     _communities_section(root, model, path, found, class_names, ctl)
-    _tables(root, model, coef, path, class_names, ctl["alpha"], ctl["a_idx"])
+    _tables(root, model, coef, path, class_names, ctl["at"], ctl["a_idx"])
     _exports(model, ctl, coef, path, class_names, view, graph)
 
 
@@ -151,6 +211,9 @@ def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
 
 def _communities_section(root, model, path, found, class_names, ctl) -> None:
     st.subheader("Communities")
+    if ctl["m"] is not None:
+        st.caption("Communities are found on the paper's CovLasso graph at α (the Method above).")
+        return
     if found is None:
         if path.complete:
             job_ui(root, "atlas", {"model": model, "alpha": ctl["alpha"], "top_k": ctl["top_k"],
@@ -168,7 +231,7 @@ def _communities_section(root, model, path, found, class_names, ctl) -> None:
                                   "members": st.column_config.TextColumn(width=1100)})
 
 
-def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
+def _tables(root, model, coef, path, class_names, at: str, a_idx) -> None:
     c1, c2 = st.columns(2, gap="large")
     with c1:
         st.subheader("Most depended-on")
@@ -178,7 +241,7 @@ def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
                                                 "targets": st.column_config.NumberColumn(width=80),
                                                 "sum |coef|": st.column_config.NumberColumn(format="%.3f",
                                                                                            width=100)})
-        st.caption(f"Sources used by the most targets at α = {alpha:.3g}"
+        st.caption(f"Sources used by the most targets {at}"
                    + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
     with c2:
         st.subheader("Most redundant")
@@ -197,23 +260,23 @@ def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
         if held.any():
             rows = frame["index"].to_numpy()[held]
             err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
-        frame["rel. error at α"] = err
-        frame["R² at α"] = r2
+        frame["rel. error"] = err
+        frame["R²"] = r2
         st.dataframe(frame, hide_index=True, width="stretch", height=420, column_config={
             "index": None, "null-space share": None,
             "name": st.column_config.TextColumn("category", width=230),
             "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
             "exact": st.column_config.CheckboxColumn("exact", width=60),
-            "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120),
-            "R² at α": st.column_config.NumberColumn(format="%.4f", width=90)})
+            "rel. error": st.column_config.NumberColumn(format="%.2e", width=120),
+            "R²": st.column_config.NumberColumn(format="%.4f", width=90)})
         st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
                    f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                   f"see Theory). Rel. error at α: the sparse dependency's squared error over E[f_t²], and R² its "
-                   f"share of f_t's variance explained, at α = {alpha:.3g}.")
+                   f"see Theory). Rel. error: the sparse dependency's squared error over E[f_t²], and R² its "
+                   f"share of f_t's variance explained, {at}.")
 
 
 def _exports(model, ctl, coef, path, class_names, view, graph) -> None:
-    slug = f"{model}-atlas-a{ctl['alpha']:.3g}"
+    slug = f"{model}-atlas-{ctl['slug']}"
     edges = pd.DataFrame([{"source": u, "source_name": graph.nodes[u]["name"], "target": v,
                            "target_name": graph.nodes[v]["name"], "coef": d["coef"]}
                           for u, v, d in graph.edges(data=True)])
@@ -225,7 +288,7 @@ def _exports(model, ctl, coef, path, class_names, view, graph) -> None:
         with c[1]:
             download_ui("Shown edges (CSV)", edges.to_csv(index=False), f"{slug}-edges.csv", "text/csv", "ax-csv")
         with c[2]:
-            download_ui(f"{every} at this α (CSV)",
+            download_ui(f"{every} {ctl['at']} (CSV)",
                         lambda: "".join(views.dependencies_csv(coef, path.targets, class_names, class_names)),
                         f"{slug}-all.csv", "text/csv", "ax-all")
 

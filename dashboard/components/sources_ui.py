@@ -40,9 +40,9 @@ def _pin(key: str) -> None:
         st.session_state[key] = st.session_state[key]
 
 
-def method_ui(params: dict, *, key: str = "nde_method") -> str:
+def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> str:
     """Best subset or the paper's CovLasso, restored from the link (``?method=``; a link with
-    ``alpha`` and no method is the CovLasso view)."""
+    ``alpha`` and no method is the CovLasso view); ``default`` without either."""
     state.restore(key)
     if "method" in params:
         wanted = params["method"]
@@ -50,11 +50,11 @@ def method_ui(params: dict, *, key: str = "nde_method") -> str:
             st.session_state[key] = wanted
         else:
             state.warn(f"method in the link must be one of {', '.join(METHODS)}; got {wanted!r}. "
-                       f"Showing {st.session_state.get(key, BEST)!r}.")
+                       f"Showing {st.session_state.get(key, default)!r}.")
     elif "alpha" in params:
         st.session_state[key] = LASSO
     if st.session_state.get(key) not in METHODS:
-        st.session_state[key] = BEST
+        st.session_state[key] = default
     _pin(key)
     value = st.radio("Method", METHODS, key=key, format_func=METHOD_LABELS.get, horizontal=True,
                      help="Fewest sources: for each number of sources m, the best dependency with at most m of "
@@ -84,7 +84,7 @@ def _parse_m(text: str, top: int) -> int | None:
         value = None
     if value is None or not 1 <= value <= top:
         state.warn(f"m in the link must be a whole number of sources in 1 … {top}; got {text!r}. "
-                   "Showing the fewest sources that fit.")
+                   "Showing the default number of sources.")
         return None
     return value
 
@@ -204,3 +204,19 @@ def opening_target(root: str, model: str, source: str | None, class_names: list[
     prefer = glance & recognised if (glance & recognised).any() else (recognised if not glance.any() else glance)
     found = load_sparse_example(root, model, source, prefer)
     return fallback if found is None else found[0]
+
+
+def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:
+    """The number of sources m (1 … ``top``) for a view of every target (no one target's ★),
+    restored from the link (``?m=``); opens at 4 (the paper's "3 or 4")."""
+    state.restore(key)
+    wanted = _parse_m(params["m"], top) if "m" in params else None
+    if wanted is not None:
+        st.session_state[key] = wanted
+    if st.session_state.get(key) not in range(1, top + 1):
+        st.session_state[key] = min(4, top)
+    _pin(key)
+    value = st.select_slider("Sources per target (m: best subset with at most m)", options=list(range(1, top + 1)),
+                             key=key)
+    state.remember(key, value)
+    return int(value)
