@@ -148,3 +148,48 @@ def test_pages_open_on_categories_the_model_recognises():
     rec = Recommendation(np.zeros(4, dtype=np.int64), np.array([0.999, 0.995, 0.992, 0.999]), np.array([2, 3, 3, 2]))
     assert default_target(names, rec) == 0  # fewest sources among the glance names
     assert default_target(names, rec, recognised=np.array([False, True, True, True])) == 1
+
+
+def test_sources_recommendation_picks_the_fewest_sources_that_fit():
+    """Hand-made R² per target and m: the smallest m reaching 0.95, 2 … 4 sources only (one
+    source is a duplicate), fewest first then the highest R²; ``prefer`` restricts; a target
+    whose dependency loses accuracy is skipped."""
+    from engine.recommend import SourcesRecommendation, clear_sparse_example
+
+    r2 = np.array([
+        [0.99, 0.99, 0.99, 0.99, 0.99],  # a duplicate: one source fits
+        [0.50, 0.90, 0.96, 0.97, 0.98],  # 3
+        [0.60, 0.955, 0.96, 0.97, 0.98],  # 2
+        [0.60, 0.97, 0.98, 0.99, 0.99],  # 2, higher R²
+        [0.30, 0.50, 0.70, 0.80, 0.96],  # 5: too many
+        [np.nan] * 5,  # constant
+    ])
+    rec = SourcesRecommendation(r2)
+    assert list(rec.sparsest()) == [1, 3, 2, 2, 5, 0]
+    assert list(rec.candidates()) == [3, 2, 1]
+    assert list(rec.candidates(prefer=np.array([False, True, True, False, False, False]))) == [2, 1]
+    assert clear_sparse_example(rec, lambda t, m: True) == (3, 2)
+    assert clear_sparse_example(rec, lambda t, m: t != 3) == (2, 2)
+    assert clear_sparse_example(rec, lambda t, m: False) is None
+
+
+def test_recommend_sources_r2_matches_least_squares():
+    """R² from the best subsets' residuals equals scikit-learn's r2_score of least squares on
+    their sources, recomputed from the samples."""
+    from sklearn.metrics import r2_score
+
+    from engine.bestsubset import best_subsets
+    from engine.recommend import recommend_sources
+
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((400, 12)) + 0.3
+    F[:, 0] = 0.7 * F[:, 3] - 0.4 * F[:, 5] + 0.05 * rng.standard_normal(400)
+    G = F.T @ F / len(F)
+    rhs = G[:, [0]]
+    res = best_subsets(G, rhs, np.array([G[0, 0]]), 3, forbid=np.array([0]))
+    rec = recommend_sources(res.residual, np.array([G[0, 0]]), np.array([F[:, 0].mean()]))
+    for m in range(1, 4):
+        src, _ = res.column(0, m)
+        theta = np.linalg.lstsq(F[:, src], F[:, 0], rcond=None)[0]
+        assert rec.r2[0, m - 1] == pytest.approx(r2_score(F[:, 0], F[:, src] @ theta), abs=1e-9)
+    assert rec.sparsest()[0] == 2
