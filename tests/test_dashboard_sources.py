@@ -172,7 +172,7 @@ def test_sources_chart_series_are_the_three_methods(cache):
     at = run_page(params={"target": "0"})
     frames = _chart_frames(at)
     curve = frames["curve"]
-    assert set(curve["method"]) == {"best subset", "relaxed Lasso", "Lasso (CovLasso)"}
+    assert set(curve["method"]) == {"best subset", "relaxed Lasso", "CovLasso"}
     F, _ = _logits(cache)
     y = F[:, 0]
     c = Cache(cache)
@@ -187,9 +187,9 @@ def test_sources_chart_series_are_the_three_methods(cache):
             lasso[n] = max(lasso.get(n, -np.inf), _r2(y, F @ theta))
             relaxed[n] = max(relaxed.get(n, -np.inf), _lstsq_r2(F, y, support))
     got = {name: dict(zip(part["sources"], part["r2"])) for name, part in curve.groupby("method")}
-    assert got["Lasso (CovLasso)"].keys() == lasso.keys()
+    assert got["CovLasso"].keys() == lasso.keys()
     for n, r2 in lasso.items():
-        assert got["Lasso (CovLasso)"][n] == pytest.approx(r2, abs=1e-4)
+        assert got["CovLasso"][n] == pytest.approx(r2, abs=1e-4)
         assert got["relaxed Lasso"][n] == pytest.approx(relaxed[n], abs=1e-4)
     best = got["best subset"]
     assert sorted(best) == list(range(1, 9))

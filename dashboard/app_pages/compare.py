@@ -75,7 +75,7 @@ def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
     return model_a, model_b
 
 
-def _between_section(root, model_a, model_b, store_a, store_b, target, shown, curve) -> dict:
+def _between_section(root, model_a, model_b, store_a, store_b, target, shown) -> dict:
     names_a = store_a.class_names
     target_name = store_b.class_names[target]
     frame = views.dependency_frame(shown.sources, shown.coefs, names_a)
@@ -95,14 +95,12 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, shown, cu
     with t:
         table1_card(metrics)
         fit_note(shown, target_name)
-        chart = sources_chart_ui(curve, shown, f"R² against the number of {model_a}’s sources")
         _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
             st.html(coef_table_html(frame, images, source_label=f"source category of {model_a}", max_height=300))
-    return {"frame": frame, "metrics": metrics, "formula": formula, "graph": graph, "target_name": target_name,
-            "chart": chart}
+    return {"frame": frame, "metrics": metrics, "formula": formula, "graph": graph, "target_name": target_name}
 
 
 def _floor_note(root, model_a, model_b, store_a, store_b, target, metrics) -> None:
@@ -251,8 +249,9 @@ def main() -> None:
             metrics = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target,
                                          path.coef_vector(target, a_idx), load_top2(root, model_b))
             shown = covlasso_view(src, vals, metrics, alpha)
+        chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
-    between = _between_section(root, model_a, model_b, store_a, store_b, target, shown, curve)
+    between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}
     st.divider()
     _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m)
     slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}"

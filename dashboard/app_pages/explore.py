@@ -162,6 +162,7 @@ def main() -> None:
             coef = path.coef_vector(target, a_idx)
             shown = covlasso_view(src, vals, dependency_metrics(store.logits, store.logits, store.labels, target,
                                                                 coef, load_top2(root, model)), alpha)
+        sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model, target=target, method=method, m=m, alpha=alpha)
 
     frame = views.dependency_frame(shown.sources, shown.coefs, class_names, rhs_col)
@@ -184,7 +185,6 @@ def main() -> None:
     with t_col:
         table1_card(shown.metrics)
         fit_note(shown, target_name)
-        sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
         st.subheader(f"Coefficients ({len(frame)} sources)")
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")

@@ -297,7 +297,7 @@ def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSp
 
 # ----------------------------------------------------------------------------- R² against the number of sources
 
-SOURCES_SERIES = ["best subset", "relaxed Lasso", "Lasso (CovLasso)"]
+SOURCES_SERIES = ["best subset", "relaxed Lasso", "CovLasso"]
 SOURCES_COLORS = ["#059669", NEG, POS]
 
 
@@ -309,10 +309,11 @@ def _build_sources() -> dict:
     fit = alt.Chart(_named("fit")).mark_rule(color=ZERO, strokeDash=[5, 4], strokeWidth=1.5).encode(y="y:Q")
     lines = alt.Chart(_named("curve")).mark_line(point=alt.OverlayMarkDef(size=45), strokeWidth=2.5).encode(
         x=x,
-        y=alt.Y("r2:Q", title="R²", scale=alt.Scale(zero=False)),
+        y=alt.Y("r2:Q", title="R²", scale=alt.Scale(domain=[0, 1], clamp=True), axis=alt.Axis(tickCount=5)),
         color=alt.Color("method:N", title=None, sort=SOURCES_SERIES,
                         scale=alt.Scale(domain=SOURCES_SERIES, range=SOURCES_COLORS),
-                        legend=alt.Legend(orient="bottom", labelFontSize=13, symbolStrokeWidth=3)),
+                        legend=alt.Legend(orient="bottom", direction="horizontal", columns=2, labelFontSize=13,
+                                          symbolStrokeWidth=3, symbolSize=80, columnPadding=8, labelLimit=130)),
         tooltip=["method:N", "sources:Q", alt.Tooltip("r2:Q", title="R²", format=".4f")],
     )
     here = alt.Chart(_named("here")).mark_point(size=260, shape="circle", filled=False, strokeWidth=3,
@@ -321,9 +322,10 @@ def _build_sources() -> dict:
 
 
 def sources_chart(curve: pd.DataFrame, here: tuple[float, float] | None, fit: float, title: str,
-                  height: int = 230) -> ChartSpec:
+                  height: int = 290) -> ChartSpec:
     """R² against the number of sources, one line per method (frame: method, sources, r2),
-    the dependency shown circled (``here``: sources, R²) and the fit line at ``fit``."""
+    the dependency shown circled (``here``: sources, R²) and the fit line at ``fit``; R² below
+    0 (a Lasso that shrinks its few coefficients hard) is drawn at 0."""
     here_frame = pd.DataFrame({"sources": [here[0]] if here else [], "r2": [here[1]] if here else []})
     return _fill(_spec("sources"), title, height, curve=curve, here=here_frame, fit=pd.DataFrame({"y": [fit]}))
 
