@@ -324,12 +324,13 @@ def cli_property(files: dict, workdir: Path, tally: Tally):
 
 PAGE_VALUES = [MODEL_A, MODEL_B, "0", "-1", "59", "60", "7", "1e309", "nan", "inf", "-inf", "1e-320", "0.3", "²",
                "١٢", "０", "", " ", "<script>alert(1)</script>", "__import__('os').system('touch /tmp/nde-pwn')",
-               "../../etc/passwd", "x" * 3000, "0x10", "1_000", "LATIN", "é LATIN SMALL LETTER E WITH ACUTE"]
+               "../../etc/passwd", "x" * 3000, "0x10", "1_000", "LATIN", "é LATIN SMALL LETTER E WITH ACUTE",
+               "best-subset", "covlasso", "8", "9", "3.0"]
 
 
 def _page_params():
     text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-    return st.dictionaries(st.sampled_from(["model", "source", "target", "alpha", "q", "page", "x"]),
+    return st.dictionaries(st.sampled_from(["model", "source", "target", "alpha", "method", "m", "q", "page", "x"]),
                            st.one_of(st.sampled_from(PAGE_VALUES), text), max_size=4)
 
 
