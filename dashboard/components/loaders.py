@@ -292,9 +292,11 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
 
 @st.cache_resource(max_entries=128, show_spinner="Finding this category's best few sources (once; cached on disk)…")
 def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple):
-    from engine.sparsity import sources_curve
+    from engine.sparsity import DEFAULT_MAX_SOURCES, sources_curve
 
-    return sources_curve(Cache(root), _pairing(root, model, source), target)
+    pairing = _pairing(root, model, source)
+    allowed = pairing.source.k - (1 if pairing.within else 0)  # a store of a few categories has fewer
+    return sources_curve(Cache(root), pairing, target, max_sources=max(1, min(DEFAULT_MAX_SOURCES, allowed)))
 
 
 def load_sources_curve(root: str, model: str, source: str | None, target: int):
