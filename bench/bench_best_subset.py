@@ -108,7 +108,7 @@ def _summary(metrics: dict, coef, targets, counterpart: bool) -> dict:
 def bench_pairing(cache, model: str, source: str, M: int = 8) -> dict:
     from engine.paths import compute_all_paths, path_spec
     from engine.service import load_gramset, load_top2, open_pairing
-    from engine.sparsity import solve_best_subsets, table1_many
+    from engine.sparsity import logits_by_category, solve_best_subsets, table1_many
 
     pairing = open_pairing(cache, model, source)
     gs = load_gramset(cache, pairing)
@@ -120,12 +120,14 @@ def bench_pairing(cache, model: str, source: str, M: int = 8) -> dict:
     choices, relaxed = _lasso_choices(path, gs, M)
     targets = np.arange(pairing.model.k)
     counterpart = {model, source} == set(SEEDS)
+    own = logits_by_category(pairing.model)
+    by_category = (own, own if pairing.within else logits_by_category(pairing.source))
     rows = []
     for m in range(1, M + 1):
         lasso_cols, relaxed_cols = choices[m]
         for method, coef in (("best subset", best.at(m)), ("relaxed Lasso", _columns(relaxed, relaxed_cols)),
                              ("Lasso", _columns(path.coef, lasso_cols))):
-            metrics = table1_many(pairing, targets, coef, top2)
+            metrics = table1_many(pairing, targets, coef, top2, by_category=by_category)
             rows.append({"m": m, "method": method, **_summary(metrics, coef, targets, counterpart)})
     return {"model": model, "source": source, "best_subset_seconds": t_best, "rows": rows}
 

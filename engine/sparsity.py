@@ -217,23 +217,33 @@ def subset_metrics(cache: Cache, pairing: Pairing, targets, coef: SparseColumns)
     return out
 
 
-def table1_many(pairing: Pairing, targets, coef: SparseColumns, top2, block: int = 128) -> dict[str, np.ndarray]:
+def logits_by_category(store) -> np.ndarray:
+    """(K, N) float32 copy of a store's logits, one category per row (what
+    :func:`table1_many` reads; make it once when calling it many times)."""
+    return np.ascontiguousarray(np.asarray(store.logits, dtype=np.float32).T)
+
+
+def table1_many(pairing: Pairing, targets, coef: SparseColumns, top2, block: int = 128,
+                by_category: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Table 1 metrics of many sparse dependencies at once (columns of ``coef``, targets
     ``targets``), vectorised by blocks of targets: what :func:`subset_metrics` gives one by
     one (r2, acc, ori_acc, pos_acc, ori_pos_acc, abs_err, rel_err; (T,) arrays, nan where
-    undefined). For reports over every target (the bench, exports)."""
+    undefined). For reports over every target (the bench, exports). ``by_category``: the
+    (model, source) :func:`logits_by_category`, when the caller holds them."""
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)
     m, s = pairing.model, pairing.source
     labels = np.asarray(m.labels)
     names = ("r2", "acc", "ori_acc", "pos_acc", "ori_pos_acc", "abs_err", "rel_err")
     out = {k: np.full(len(targets), np.nan) for k in names}
     theta = coef.to_scipy().T.tocsr()  # (T, P)
-    source_t = np.ascontiguousarray(np.asarray(s.logits, dtype=np.float32).T)  # (P, N): one copy
+    target_t, source_t = by_category or (logits_by_category(m), None)
+    if source_t is None:
+        source_t = target_t if pairing.within else logits_by_category(s)
     ori_acc = 100.0 * float(np.mean(top2.pred == labels))
     for a in range(0, len(targets), block):
         cols = targets[a : a + block]
         fitted = np.asarray(theta[a : a + block] @ source_t, dtype=np.float64).T  # (N, c)
-        original = np.asarray(m.logits[:, cols], dtype=np.float64)
+        original = np.asarray(target_t[cols], dtype=np.float64).T
         resid = original - fitted
         out["abs_err"][a : a + block] = np.abs(resid).mean(0)
         out["rel_err"][a : a + block] = 100 * out["abs_err"][a : a + block] / np.maximum(np.abs(original).mean(0), 1e-300)
