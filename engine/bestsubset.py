@@ -361,34 +361,101 @@ def _put(fit: _Fit, rows, part: _Fit) -> None:
         getattr(fit, f)[rows] = getattr(part, f)
 
 
-def _swap_descent(G, gd, b, ysq, ban, S, cfg: SubsetConfig):
-    """Swaps on supports ``S`` (B, k) until none lowers the residual by more than
-    ``tol·E[g²]``. Returns (S, its fit, swaps made per row). A swap is kept only when the
-    residual recomputed on the new support is lower (a guard against rounding)."""
+def _where_fit(cond, a: _Fit, b: _Fit) -> _Fit:
+    """Row by row: ``a`` where ``cond``, else ``b`` (fits over supports of one size)."""
     import torch
 
-    B = S.shape[0]
-    S = S.clone()
-    full = _fit(G, gd, b, ysq, S)
+    out = []
+    for f in _FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        out.append(torch.where(cond.reshape(-1, *([1] * (x.dim() - 1))), x, y))
+    return _Fit(*out)
+
+
+def _add(fit: _Fit, G, S, i):
+    """The fit of ``S + i`` from the fit of S (B rows, one source ``i`` each): the bordered
+    inverse, O(k·P) per row instead of a refit's O(k²·P). Returns (new S, new fit)."""
+    import torch
+
+    B, k = S.shape
+    ar = torch.arange(B, device=S.device)
+    r = G.index_select(0, i)  # (B, P): the new source's Gram row
+    v = torch.gather(fit.W, 2, i[:, None, None].expand(B, k, 1))[:, :, 0]  # H G_{S,i}
+    raw = fit.d[ar, i]
+    ok = fit.ok & (raw > 0)
+    delta = torch.where(ok, raw, 1.0)
+    u = r - (torch.gather(r, 1, S)[:, None, :] @ fit.W)[:, 0, :] if k else r  # G_i· − G_iS H G_S·
+    ci = fit.c[ar, i]
+    ud = u / delta[:, None]
+    W = torch.cat([fit.W - v[:, :, None] * ud[:, None, :], ud[:, None, :]], 1)
+    H = torch.zeros(B, k + 1, k + 1, dtype=fit.H.dtype, device=S.device)
+    vd = v / delta[:, None]
+    H[:, :k, :k] = fit.H + v[:, :, None] * vd[:, None, :]
+    H[:, :k, k], H[:, k, :k], H[:, k, k] = -vd, -vd, 1.0 / delta
+    theta = torch.cat([fit.theta - vd * ci[:, None], (ci / delta)[:, None]], 1)
+    new = _Fit(theta, H, W, fit.c - (ci / delta)[:, None] * u, fit.d - u * ud, fit.resid - ci**2 / delta, ok)
+    return torch.cat([S, i[:, None]], 1), new
+
+
+def _remove(fit: _Fit, S, j):
+    """The fit of S less its source at position ``j`` (B,) from the fit of S: the rank-one
+    downdate of the inverse, O(k·P) per row. Returns (new S, new fit)."""
+    import torch
+
+    B, k = S.shape
+    P = fit.W.shape[2]
+    ar = torch.arange(B, device=S.device)
+    keep = torch.arange(k - 1, device=S.device)[None, :].expand(B, k - 1)
+    keep = keep + (keep >= j[:, None])
+    h = fit.H[ar, j, j]
+    hj = torch.gather(fit.H[ar, :, j], 1, keep)  # H_{S−j, j}
+    wj, thj = fit.W[ar, j], fit.theta[ar, j]
+    Hk = torch.gather(torch.gather(fit.H, 1, keep[:, :, None].expand(B, k - 1, k)), 2,
+                      keep[:, None, :].expand(B, k - 1, k - 1))
+    H = Hk - hj[:, :, None] * hj[:, None, :] / h[:, None, None]
+    W = torch.gather(fit.W, 1, keep[:, :, None].expand(B, k - 1, P)) - (hj / h[:, None])[:, :, None] * wj[:, None, :]
+    theta = torch.gather(fit.theta, 1, keep) - thj[:, None] * hj / h[:, None]
+    new = _Fit(theta, H, W, fit.c + (thj / h)[:, None] * wj, fit.d + wj**2 / h[:, None], fit.resid + thj**2 / h,
+               fit.ok.clone())
+    return torch.gather(S, 1, keep), new
+
+
+def _swap_descent(G, gd, b, ysq, ban, S, cfg: SubsetConfig, start: _Fit | None = None):
+    """Swaps on supports ``S`` (B, k) until none lowers the residual by more than
+    ``tol·E[g²]``, each made by a downdate and an update of the fit (``start``: the fit of S
+    when the caller has it; it is reused for the result). Returns (S, its fit, swaps per
+    row): a row that swapped is refitted from the Gram, and goes back to its start where
+    the refit is not below the start's residual (rounding in the updates on a near-singular
+    set)."""
+    import torch
+
+    B, k = S.shape
+    S0 = S
+    first = cur = start if start is not None else _fit(G, gd, b, ysq, S)  # cur: the live rows' fits
+    resid0 = cur.resid.clone()
     swaps = torch.zeros(B, dtype=torch.int64, device=S.device)
     live = torch.arange(B, device=S.device)
-    for _ in range(cfg.max_swaps):
-        if len(live) == 0 or S.shape[1] == 0:
-            break
-        delta, j, i = _best_swap(_take(full, live), gd, S[live], None if ban is None else ban[live], cfg.pivot)
+    S = S.clone()
+    for _ in range(cfg.max_swaps if k else 0):
+        delta, j, i = _best_swap(cur, gd, S[live], None if ban is None else ban[live], cfg.pivot)
         go = delta < -cfg.tol * ysq[live]
-        live, j, i = live[go], j[go], i[go]
-        if len(live) == 0:
+        if not bool(go.any()):
             break
-        trial = S[live].clone()
-        trial[torch.arange(len(live), device=S.device), j] = i
-        new = _fit(G, gd, b[live], ysq[live], trial)
-        better = new.ok & (new.resid < full.resid[live])
-        live, trial = live[better], trial[better]
-        S[live] = trial
-        _put(full, live, _take(new, better))
+        live, j, i = live[go], j[go], i[go]
+        s1, f1 = _remove(cur if bool(go.all()) else _take(cur, go), S[live], j)
+        S[live], cur = _add(f1, G, s1, i)
         swaps[live] += 1
-    return S, full, swaps
+    # rows that swapped: refit from the Gram (the updates' rounding never accumulates)
+    final = first  # (updated in place: callers hand over their start)
+    moved = torch.nonzero(swaps > 0)[:, 0]
+    if len(moved):
+        again = _fit(G, gd, b[moved], ysq[moved], S[moved])
+        back = ~again.ok | (again.resid > resid0[moved] + 1e-9 * ysq[moved])  # rounding: keep the start
+        keep = ~back
+        S[moved[back]] = S0[moved[back]]
+        swaps[moved[back]] = 0
+        _put(final, moved[keep], _take(again, keep))
+    return S, final, swaps
 
 
 def _solve_starts(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig) -> BestSubsetResult:
@@ -457,12 +524,13 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
             gain = torch.where(seeded, torch.gather(fit.c**2 / fit.d.clamp(min=1e-300), 1,
                                                     idx.clamp(min=0)[:, None])[:, 0], gain)
             omp_alive &= ~seeded
-        start = torch.cat([best, idx[:, None]], 1)
-        omp = torch.cat([omp, o_idx[found][:, None]], 1)
-        fit_omp = _fit(G, gd, b[grow], ysq[grow], omp)
-        use_omp = omp_alive & fit_omp.ok & (fit_omp.resid < fit.resid - gain)
+        start, fwd = _add(fit, G, best, idx)
+        omp, fit_omp = _add(_take(fit_omp, found), G, omp, o_idx[found])
+        use_omp = omp_alive & fit_omp.ok & (fit_omp.resid < fwd.resid)
         start = torch.where(use_omp[:, None], omp, start)
-        best, fit, n = _swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg)
+        if bool(use_omp.any()):
+            fwd = _where_fit(use_omp, fit_omp, fwd)
+        best, fit, n = _swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg, fwd)
         if seeded is not None and bool(seeded.any()):  # a forced start stays as it is at m = 1
             best[seeded] = start[seeded]
             _put(fit, seeded, _fit(G, gd, b[grow[seeded]], ysq[grow[seeded]], start[seeded]))
@@ -482,9 +550,8 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
         above = sup[rows, m, : m + 1]
         f = _fit(G, gd, b[rows], ysq[rows], above)
         weakest = torch.argmin(f.theta**2 / torch.diagonal(f.H, dim1=1, dim2=2), 1)
-        keep = torch.ones_like(above, dtype=torch.bool)
-        keep[torch.arange(len(rows), device=dev), weakest] = False
-        S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], sub(ban, rows), above[keep].reshape(len(rows), m), cfg)
+        S, f = _remove(f, above, weakest)
+        S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], sub(ban, rows), S, cfg, f)
         better = f.ok & (f.resid < resid[rows, m - 1] - cfg.tol * ysq[rows])
         r = rows[better]
         sup[r, m - 1, :m], val[r, m - 1, :m], resid[r, m - 1] = S[better], f.theta[better], f.resid[better]
@@ -513,13 +580,13 @@ def _repair(G, gd, b, ysq, ban, cfg: SubsetConfig, sup, val, resid, n_swaps, omp
 def _grow_again(G, gd, b, ysq, ban, cfg: SubsetConfig, sup, val, resid, n_swaps, omp_start, rows, m: int) -> None:
     """m's solution of ``rows`` grown again from m − 1's (a forward pick, then swaps), kept
     where it is better (in place)."""
-    import torch
 
     below = sup[rows, m - 2, : m - 1]
     ban_r = None if ban is None else ban[rows]
     f = _fit(G, gd, b[rows], ysq[rows], below)
     idx, gain, found = _forward_pick(f, gd, below, ban_r, cfg.pivot, omp=False)
-    S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], ban_r, torch.cat([below, idx[:, None]], 1), cfg)
+    S, f = _add(f, G, below, idx)
+    S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], ban_r, S, cfg, f)
     ok = found & f.ok & (f.resid < resid[rows, m - 1])
     r = rows[ok]
     sup[r, m - 1, :m], val[r, m - 1, :m], resid[r, m - 1] = S[ok], f.theta[ok], f.resid[ok]

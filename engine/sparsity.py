@@ -217,6 +217,54 @@ def subset_metrics(cache: Cache, pairing: Pairing, targets, coef: SparseColumns)
     return out
 
 
+def logits_by_category(store) -> np.ndarray:
+    """(K, N) float32 copy of a store's logits, one category per row (what
+    :func:`table1_many` reads; make it once when calling it many times)."""
+    return np.ascontiguousarray(np.asarray(store.logits, dtype=np.float32).T)
+
+
+def table1_many(pairing: Pairing, targets, coef: SparseColumns, top2, block: int = 128,
+                by_category: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Table 1 metrics of many sparse dependencies at once (columns of ``coef``, targets
+    ``targets``), vectorised by blocks of targets: what :func:`subset_metrics` gives one by
+    one (r2, acc, ori_acc, pos_acc, ori_pos_acc, abs_err, rel_err; (T,) arrays, nan where
+    undefined). For reports over every target (the bench, exports). ``by_category``: the
+    (model, source) :func:`logits_by_category`, when the caller holds them."""
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    m, s = pairing.model, pairing.source
+    labels = np.asarray(m.labels)
+    names = ("r2", "acc", "ori_acc", "pos_acc", "ori_pos_acc", "abs_err", "rel_err")
+    out = {k: np.full(len(targets), np.nan) for k in names}
+    theta = coef.to_scipy().T.tocsr()  # (T, P)
+    target_t, source_t = by_category or (logits_by_category(m), None)
+    if source_t is None:
+        source_t = target_t if pairing.within else logits_by_category(s)
+    ori_acc = 100.0 * float(np.mean(top2.pred == labels))
+    for a in range(0, len(targets), block):
+        cols = targets[a : a + block]
+        fitted = np.asarray(theta[a : a + block] @ source_t, dtype=np.float64).T  # (N, c)
+        original = np.asarray(target_t[cols], dtype=np.float64).T
+        resid = original - fitted
+        out["abs_err"][a : a + block] = np.abs(resid).mean(0)
+        out["rel_err"][a : a + block] = 100 * out["abs_err"][a : a + block] / np.maximum(np.abs(original).mean(0), 1e-300)
+        var = ((original - original.mean(0)) ** 2).sum(0)
+        ok = var > 1e-12 * np.maximum((original**2).sum(0), 1e-300)
+        out["r2"][a : a + block] = np.where(ok, 1 - (resid**2).sum(0) / np.where(ok, var, 1.0), np.nan)
+        first = top2.idx1[:, None] == cols[None, :]
+        other_idx = np.where(first, top2.idx2[:, None], top2.idx1[:, None])
+        other_val = np.where(first, top2.val2[:, None], top2.val1[:, None])
+        wins = (fitted > other_val) | ((fitted == other_val) & (cols[None, :] < other_idx))
+        pred = np.where(wins, cols[None, :], other_idx)
+        out["acc"][a : a + block] = 100 * (pred == labels[:, None]).mean(0)
+        out["ori_acc"][a : a + block] = ori_acc
+        for j, t in enumerate(cols):
+            pos = labels == t
+            if pos.any():
+                out["pos_acc"][a + j] = 100 * float(np.mean(pred[pos, j] == t))
+                out["ori_pos_acc"][a + j] = 100 * float(np.mean(top2.pred[pos] == t))
+    return out
+
+
 # ----------------------------------------------------------------------------- the pages' curve
 
 

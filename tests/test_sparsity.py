@@ -209,3 +209,20 @@ def test_stores_columns_line_up_for_long_names(cli, cache):
     lines = cli(cache, "stores").stdout.splitlines()
     starts = [line.index(" " * 2 + str(50)) if str(50) in line else None for line in lines[1:]]
     assert len(set(starts)) == 1 and lines[0].index("samples") < lines[1].index("50") + 2
+
+
+def test_table1_many_is_table1_target_by_target(stores):
+    from engine.analysis import dependency_metrics
+    from engine.sparsity import table1_many
+
+    cache, *_ = stores
+    pairing = open_pairing(cache, "b", "a")
+    res = solve_best_subsets(cache, pairing, 3, [0, 9, 21])
+    coef = res.at(3)
+    top = Top2.of(pairing.model.logits)
+    many = table1_many(pairing, [0, 9, 21], coef, top, block=2)
+    for i, t in enumerate((0, 9, 21)):
+        one = dependency_metrics(pairing.model.logits, pairing.source.logits, pairing.model.labels, t,
+                                 coef.dense_column(i), top)
+        for name in ("r2", "acc", "ori_acc", "pos_acc", "ori_pos_acc", "abs_err", "rel_err"):
+            assert many[name][i] == pytest.approx(getattr(one, name), rel=1e-6, abs=1e-6, nan_ok=True), name
