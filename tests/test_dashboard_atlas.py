@@ -69,13 +69,13 @@ def test_atlas_best_subsets_by_default_and_in_the_link(cache):
     at = run_page("atlas")
     assert not at.exception, at.exception
     assert next(r for r in at.radio if r.label == "Method").value == "best-subset"
-    m = next(s for s in at.select_slider if s.label.startswith("Sources per target")).value
+    m = next(s for s in at.select_slider if s.label.startswith("Best subset of each target")).value
     assert dict(at.query_params)["method"] == "best-subset" and dict(at.query_params)["m"] == str(m)
     assert _node_count(at) > 5
 
     at = run_page("atlas", {"method": "best-subset", "m": "1"})
     assert not at.exception
-    assert next(s for s in at.select_slider if s.label.startswith("Sources per target")).value == 1
+    assert next(s for s in at.select_slider if s.label.startswith("Best subset of each target")).value == 1
     F = Cache(cache).load_store(MODEL_A).logits.astype(np.float64)
     best = []
     for t in range(F.shape[1]):

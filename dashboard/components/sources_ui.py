@@ -216,7 +216,7 @@ def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:
     if st.session_state.get(key) not in range(1, top + 1):
         st.session_state[key] = min(4, top)
     _pin(key)
-    value = st.select_slider("Sources per target (m: best subset with at most m)", options=list(range(1, top + 1)),
+    value = st.select_slider("Best subset of each target: at most m sources", options=list(range(1, top + 1)),
                              key=key)
     state.remember(key, value)
     return int(value)
