@@ -241,3 +241,29 @@ def test_json_export_names_the_method():
     assert lasso["method"] == "covlasso" and lasso["alpha"] == 0.5 and "m" not in lasso
     assert "best subset, at most 2 sources" in views.metrics_markdown("m", "m", "a", None, metrics, "f",
                                                                        method="best-subset", m=2)
+
+
+def test_a_new_target_opens_at_its_own_fewest_sources(cache):
+    """m moved by hand stays while the target does; another target opens at its own ★, and the
+    slider, the link and the content agree (the content has at most the slider's m sources)."""
+    at = run_page()
+    _widget(at.select_slider, "Sources").set_value(6).run()
+    assert dict(at.query_params)["m"] == "6" and len(coef_rows(at)) <= 6
+    _widget(at.select_slider, "Sources").set_value(5).run()  # same target: the hand-set m stays
+    assert _widget(at.select_slider, "Sources").value == 5
+    _widget(at.selectbox, "Target category").set_value(0).run()
+    assert not at.exception
+    slider = _widget(at.select_slider, "Sources")
+    assert "★" in str(slider.format_func(slider.value))
+    assert dict(at.query_params)["m"] == str(slider.value) and dict(at.query_params)["target"] == "0"
+    assert 1 <= len(coef_rows(at)) <= slider.value
+
+
+def test_every_target_export_follows_the_method(cache):
+    at = run_page(params={"m": "3"})
+    labels = [b.label for b in at.get("download_button")]
+    assert "Every target's best dependency with at most 3 sources (CSV)" in labels
+    assert any(label.startswith("R² vs sources") for label in labels)
+    at = run_page(params={"method": "covlasso"})
+    labels = [b.label for b in at.get("download_button")]
+    assert any(label.startswith("Every target's dependencies at α =") for label in labels)
