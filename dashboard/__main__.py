@@ -36,6 +36,7 @@ WARM_MODULES = (
     "dashboard.components.charts",
     "dashboard.components.widgets",
     "dashboard.components.state",
+    "dashboard.components.sources_ui",
     "engine.analysis",
     "streamlit.elements.vega_charts",
     "streamlit.elements.arrow",
@@ -113,7 +114,7 @@ def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:
         import importlib
 
         steps = [*(lambda name=name: importlib.import_module(name) for name in modules),
-                 _open_glyph_fonts, _first_element_check, _open_first_store]
+                 _open_glyph_fonts, _first_element_check, _open_first_store, _open_first_sources_curve]
         for step in steps:
             try:
                 step()
@@ -123,6 +124,26 @@ def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:
     thread = threading.Thread(target=run, name="nde-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def _open_first_sources_curve() -> None:
+    """Where Explore opens on the best-subset view (the category 2 … 4 sources fit, from the
+    ``best-subsets`` job's result) and that category's curve of R² against the number of
+    sources, through the page's own cached loaders: the first page reads them instead of
+    computing (and saving) the curve, which would import torch in its request."""
+    from dashboard.components.loaders import load_gramset_for, load_sources_curve, load_store
+    from dashboard.components.sources_ui import opening_target
+    from dashboard.components.widgets import PREFERRED_MODELS
+    from engine.store import DEFAULT_CACHE, Cache
+
+    root = str(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))  # the key the pages' loaders use
+    names = Cache(root).store_names()
+    name = next((n for n in (*PREFERRED_MODELS, *names) if n in names), None)
+    if name is None or load_gramset_for(root, name) is None:
+        return
+    target = opening_target(root, name, None, load_store(root, name).class_names, -1)
+    if target >= 0:
+        load_sources_curve(root, name, None, target)
 
 
 def main(argv: list[str] | None = None) -> None:
