@@ -25,11 +25,11 @@ from pathlib import Path
 from engine.atomic import write_bytes_atomic, write_json_atomic
 from engine.store import Cache
 from engine.talk.slides import Slide, build_slides
-from engine.talk.talkfile import Talk, cache_talk, read_talk, talk_toml
+from engine.talk.talkfile import Talk, cache_talk, default_talk, read_talk, talk_toml, write_talk
 
 log = logging.getLogger(__name__)
 
-DECK_LAYOUT = 1  # bump when the slides' HTML changes shape: prepared decks are rebuilt
+DECK_LAYOUT = 2  # bump when the slides' HTML changes shape: prepared decks are rebuilt
 
 # The slides' own style: shared by the offline deck and the dashboard's Talk page. Designed
 # at 1280 × 720 (body ≥ 24 px, formula 44 px), zoomed by the deck / the page to the screen.
@@ -44,7 +44,7 @@ SLIDE_CSS = """
 .nde-slide b { font-weight: 700; }
 .nde-slide .lead { font-size: 28px; }
 .nde-slide .sub { font-size: 26px; color: #374151; margin: -6px 0 4px; }
-.nde-slide .col.graph.small svg { max-height: 470px; }
+.nde-slide .col.graph.small img.svg { max-height: 470px; }
 .nde-slide .cite { font-size: 24px; color: #374151; position: absolute; bottom: 20px; left: 48px; right: 48px; }
 .nde-slide .formula { font-size: 44px; font-weight: 600; line-height: 1.2; margin: 0 0 8px;
   overflow-wrap: anywhere; }
@@ -52,10 +52,11 @@ SLIDE_CSS = """
 .nde-slide .formula .more { font-size: 32px; color: #374151; font-weight: 400; }
 .nde-slide .row { display: flex; gap: 32px; align-items: flex-start; }
 .nde-slide .col { min-width: 0; }
-.nde-slide .col.graph svg { display: block; height: auto; max-height: 520px; width: auto; max-width: 640px; }
-.nde-slide .col.chart svg { display: block; height: auto; max-width: 100%; max-height: 560px; }
+.nde-slide img.svg { display: block; height: auto; width: auto; max-width: 100%; }
+.nde-slide .col.graph img.svg { max-height: 520px; max-width: 640px; }
+.nde-slide .col.chart img.svg { max-height: 560px; }
 .nde-slide .col.half { flex: 1 1 0; }
-.nde-slide .col.half svg { max-height: 400px; }
+.nde-slide .col.half img.svg { max-height: 400px; }
 .nde-slide .col.side { flex: 1 1 0; padding-top: 8px; }
 .nde-slide .card { border-left: 6px solid #6d28d9; padding: 2px 14px; margin: 0 0 16px; }
 .nde-slide .card .value { font-size: 40px; font-weight: 700; line-height: 1.15; }
@@ -169,20 +170,43 @@ def deck_html(slides: list[Slide], title: str) -> str:
 # ----------------------------------------------------------------------------- the prepared deck
 
 
+# The derived results the slides read (every path, redundancy and spectrum, floors,
+# communities, Conjecture 1): a dependency path solved for one target on another page, or a
+# Gram, does not make a prepared deck stale.
+_DECK_INPUTS = ("path-index-", "redundancy-", "floor-", "communities-", "screening-")
+_APPLICATION_KINDS = ("newclasses", "regularizer")
+
+
 def deck_key(cache: Cache, talk: Talk) -> str:
-    """What a prepared deck depends on: the talk, the stores' content, the derived results and
-    finished jobs present (names and sizes only: no file is read or hashed)."""
+    """What a prepared deck depends on: the talk, the stores' content, the derived results the
+    slides read and the finished application jobs (names only: no file is read or hashed)."""
     parts = {"layout": DECK_LAYOUT, "talk": talk_toml(talk),
              "stores": {n: cache.store_manifest(n).get("arrays_sha256", "") for n in cache.store_names()}}
     derived = cache.derived_dir
-    parts["derived"] = sorted(p.name for p in derived.glob("*.json")) if derived.exists() else []
-    jobs = cache.jobs_table_path
-    parts["jobs"] = jobs.stat().st_mtime_ns if jobs.exists() else 0
+    parts["derived"] = sorted(p.name for p in derived.glob("*.json") if p.name.startswith(_DECK_INPUTS)) \
+        if derived.exists() else []
+    parts["jobs"] = _finished_applications(cache)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _finished_applications(cache: Cache) -> list[int]:
+    if not cache.jobs_table_path.exists():
+        return []
+    from engine.jobs.manager import jobs_table
+
+    return sorted(j.id for j in jobs_table(cache).list(limit=500)
+                  if j.kind in _APPLICATION_KINDS and j.state == "succeeded")
+
+
 def talk_of(cache: Cache, talk_path: str | Path | None = None) -> Talk:
-    return read_talk(talk_path) if talk_path else cache_talk(cache)
+    """The talk in ``talk_path``; else the cache's talk file, written first from the cache's
+    recommendations when there is none (so the speaker has a file to edit, and the Talk page
+    reads it in milliseconds)."""
+    if talk_path:
+        return read_talk(talk_path)
+    if not cache.talk_path.exists():
+        write_talk(default_talk(cache), cache.talk_path)
+    return cache_talk(cache)
 
 
 def prepare_deck(cache: Cache, talk_path: str | Path | None = None) -> tuple[Path, bool]:

@@ -191,8 +191,9 @@ def _star(ctx: _Context, dep: Dependency, highlight_counterpart: bool = False) -
     ring = None
     if highlight_counterpart and dep.model.class_names == dep.source.class_names:
         ring = {k for k, j in enumerate(shown) if j == dep.target}
-    return svg.star_svg(ctx.node(dep.model, dep.target), sources, highlight=ring,
-                        more=max(len(dep.order) - len(shown), 0))
+    return svg.svg_img(svg.star_svg(ctx.node(dep.model, dep.target), sources, highlight=ring,
+                                    more=max(len(dep.order) - len(shown), 0)),
+                       f"star graph of {dep.target_name}")
 
 
 def _run_first(command: str, why: str) -> str:
@@ -261,7 +262,7 @@ def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     nz = dep.order
     replaced = np.asarray(dep.source.logits[rows][:, nz], dtype=np.float64) @ dep.coef[nz]
     positive = (dep.model.labels[rows] == dep.target) if dep.model.labels is not None else np.zeros(len(rows), bool)
-    chart = svg.fit_chart(original, replaced, positive)
+    chart = svg.svg_img(svg.fit_chart(original, replaced, positive), "rebuilt against original logit")
     pos = ("" if not np.isfinite(m.pos_acc) else
            _card(f"{m.pos_acc:.0f} %", f"of its own images still recognised (was {m.ori_pos_acc:.0f} %)"))
     cards = (_card(_fmt_r2(m.r2), "R² over every test image")
@@ -296,7 +297,7 @@ def lasso_series(ctx: _Context, dep: Dependency) -> list[svg.SourcesSeries]:
 
 def slide_sources(ctx: _Context, s: TalkSlide, dep: Dependency, extra: list[svg.SourcesSeries] = ()) -> Slide:
     series = lasso_series(ctx, dep) + list(extra)
-    chart = svg.sources_chart(series, mark_at=len(dep.order) or None)
+    chart = svg.svg_img(svg.sources_chart(series, mark_at=len(dep.order) or None), "R² against the number of sources")
     first = series[0]
     ok = [(int(n), float(r)) for n, r in zip(first.n_sources, first.r2) if n > 0 and np.isfinite(r) and r >= 0.95]
     fewest = min(ok) if ok else None
@@ -361,7 +362,7 @@ def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     left = ""
     if cov is not None:
         zero_inside = int((inside & (dep.coef == 0)).sum())
-        left = (f'<div class="col chart half">{svg.covariance_chart(cov, dep.coef, dep.alpha, height=330)}'
+        left = (f'<div class="col chart half">{svg.svg_img(svg.covariance_chart(cov, dep.coef, dep.alpha, height=330), "covariance against coefficient")}'
                 f"<p>Sparse: a source whose covariance with “{escape(label(dep.target_name))}” is under α "
                 f"(shaded) gets weight 0: {zero_inside:,} of the {int(inside.sum()):,} in the band here.</p></div>")
     if theory is None:
@@ -377,7 +378,7 @@ def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
                  if n_exact else
                  f"{k:,} categories; median redundancy r = {np.median(red.r):.1e}: each is nearly a "
                  "combination of the others.")
-        right = (f'<div class="col chart half">{svg.spectrum_chart(theory.spectrum, red.rank if n_exact else None, height=330)}'
+        right = (f'<div class="col chart half">{svg.svg_img(svg.spectrum_chart(theory.spectrum, red.rank if n_exact else None, height=330), "spectrum")}'
                  f"<p>Redundant: {words}</p></div>")
         ready = True
     body = f'<div class="row">{right}{left}</div>'
@@ -426,8 +427,8 @@ def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
                              min_abs_coef=ATLAS_MIN_COEF, top_k=ATLAS_TOP_K)
     nodes = {n: ctx.node(store, int(n)) for n in graph.nodes}
     edges = [(u, v, float(d["coef"])) for u, v, d in graph.edges(data=True)]
-    picture = svg.atlas_svg(nodes, atlas_layout(graph, targets, radius=300.0), edges, set(targets), community_of,
-                            width=720, height=560)
+    picture = svg.svg_img(svg.atlas_svg(nodes, atlas_layout(graph, targets, radius=300.0), edges, set(targets),
+                                        community_of, width=720, height=560), "atlas")
     if found is None:
         side = _run_first(f"python -m engine jobs submit atlas --model {model_name} --alpha {every.alphas[a]:.4g} --wait",
                           "the communities that colour the atlas")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from dataclasses import dataclass
 from html import escape
 
@@ -22,6 +23,19 @@ FONT = "DejaVu Sans, Arial, sans-serif"
 
 def data_uri(png: bytes | None) -> str | None:
     return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def svg_img(svg: str, alt: str) -> str:
+    """An SVG as an ``<img>`` with a data URI: survives HTML sanitisers (the dashboard's
+    ``st.html`` drops inline ``<svg>``), and its own data-URI images still draw inside it."""
+    if not svg:
+        return ""
+    m = re.search(r'<svg[^>]*?width="([\d.]+)(?:px)?"[^>]*?height="([\d.]+)(?:px)?"', svg)
+    size = f' width="{float(m.group(1)):.0f}" height="{float(m.group(2)):.0f}"' if m else ""
+    if 'xmlns="http://www.w3.org/2000/svg"' not in svg[:400]:
+        svg = svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
+    return f'<img class="svg" src="{uri}" alt="{escape(alt)}"{size}>'
 
 
 def sign_color(coef: float) -> str:
