@@ -12,7 +12,9 @@ Steps, each skipped when its result is already in the cache (a second run is a c
 5. what the pages' first views read from all-target jobs (the ``theory``, ``paths`` and
    ``atlas`` jobs' stages, run here in the foreground): each model's redundancy, spectrum and
    Conjecture 1 check, the Atlas's communities at its default filters, and the least-squares
-   floor of each pair — so no page of the default opens on a job button (issue 20).
+   floor of each pair — so no page of the default opens on a job button (issue 20);
+6. the talk's slides (``engine.talk``: the cache's talk file, written from its
+   recommendations the first time, and the slides the Talk page shows).
 """
 
 from __future__ import annotations
@@ -95,6 +97,12 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
     hit = prepare_stage_results(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS])
     report.add("redundancy, spectrum, Conjecture 1, communities and floors (the all-target jobs' results)",
                hit, time.perf_counter() - t)
+    t = time.perf_counter()
+    from engine.talk.deck import prepare_deck
+
+    _, hit = prepare_deck(cache)
+    report.add("the talk's slides (the dashboard's Talk page, `python -m engine talk --export`)", hit,
+               time.perf_counter() - t)
     return report
 
 
