@@ -29,7 +29,7 @@ from engine.talk.talkfile import Talk, cache_talk, default_talk, read_talk, talk
 
 log = logging.getLogger(__name__)
 
-DECK_LAYOUT = 2  # bump when the slides' HTML changes shape: prepared decks are rebuilt
+DECK_LAYOUT = 3  # bump when the slides' HTML changes shape: prepared decks are rebuilt
 
 # The slides' own style: shared by the offline deck and the dashboard's Talk page. Designed
 # at 1280 × 720 (body ≥ 24 px, formula 44 px), zoomed by the deck / the page to the screen.
@@ -72,8 +72,8 @@ SLIDE_CSS = """
 .nde-slide .noimg { display: inline-block; padding: 6px 10px; border: 2px solid #d1d5db; border-radius: 10px;
   margin: 4px; }
 .nde-slide .question { display: flex; align-items: center; gap: 28px; margin: 22px 0 26px; }
-.nde-slide .hidden-logit { position: relative; }
-.nde-slide .qmark { position: absolute; right: -14px; top: -22px; font-size: 64px; font-weight: 800; color: #c2410c; }
+.nde-slide .hidden-logit { position: relative; padding: 18px 22px 0 0; }
+.nde-slide .qmark { position: absolute; right: 0; top: -12px; font-size: 64px; font-weight: 800; color: #c2410c; }
 .nde-slide .question .op { font-size: 60px; color: #374151; }
 .nde-slide .pool { display: flex; flex-wrap: wrap; align-items: center; max-width: 820px; }
 .nde-slide .pool .more { font-size: 26px; color: #374151; margin-left: 10px; }
