@@ -244,3 +244,25 @@ def test_every_slide_kind_has_a_default_note():
 
     assert set(_NOTES) == set(SLIDE_KINDS)
     assert talk_toml(Talk()).startswith("#")
+
+
+@pytest.mark.parametrize("page, key, kind", [("explore", "x-talk", "dependency"), ("compare", "cx-talk", "between")])
+def test_add_to_talk_appends_the_view_shown(tmp_path, monkeypatch, cache, page, key, kind):
+    from tests.dashboard_cache import run_page
+
+    root = copy_cache(cache.root, tmp_path / "c")
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    params = {"model": MODEL_A, "target": "é", "alpha": "0.05"} if page == "explore" else \
+        {"model": MODEL_B, "source": MODEL_A, "target": "é", "alpha": "0.05"}
+    at = run_page(page, params)
+    assert not at.exception
+    before = len(read_talk(Cache(root).talk_path).slides)
+    at.button(key=key).click().run()
+    talk = read_talk(Cache(root).talk_path)
+    assert len(talk.slides) == before + 1
+    last = talk.slides[-1]
+    names = Cache(root).load_store(params["model"]).class_names
+    assert (last.kind, last.model, last.target) == (kind, params["model"], names[[n[0] for n in names].index("é")])
+    assert last.source == (MODEL_A if kind == "between" else "")
+    shown = float(at.query_params["alpha"][0] if isinstance(at.query_params["alpha"], list) else at.query_params["alpha"])
+    assert last.alpha == pytest.approx(shown, rel=1e-5)

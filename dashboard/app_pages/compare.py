@@ -28,6 +28,7 @@ from dashboard.components.loaders import (
 )
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
+from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     alpha_ui,
     default_target,
@@ -43,6 +44,7 @@ from engine import views
 from engine.analysis import dependency_metrics
 from engine.categories import category_ids
 from engine.gramsets import check_pairable
+from engine.talk.talkfile import TalkSlide
 
 
 def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
@@ -203,6 +205,9 @@ def main() -> None:
         alpha, a_idx = alpha_ui(path, target, params, key="nde_alpha_between")
     page.publish(model=model_b, source=model_a, target=target, alpha=alpha)
     between = _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_idx, path)
+    with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
+        add_to_talk_ui(root, TalkSlide("between", model=model_b, source=model_a, target=between["target_name"],
+                                       alpha=alpha), key="cx-talk")
     st.divider()
     _within_section(root, model_a, model_b, store_a, store_b, target, alpha)
     slug = f"{model_a}-to-{model_b}-t{target}-a{alpha:.3g}"

@@ -27,6 +27,7 @@ from dashboard.components.loaders import (
     load_top2,
 )
 from dashboard.components.tables import coef_table_html
+from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     after_first_paint,
     alpha_ui,
@@ -42,6 +43,7 @@ from dashboard.components.widgets import (
 from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
 from engine.categories import category_ids
+from engine.talk.talkfile import TalkSlide
 
 MAX_GRAPH_SOURCES = 16
 CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
@@ -157,6 +159,8 @@ def main() -> None:
 
     scatter, path_chart = _charts(path, rhs_col, class_names, target, coef, alpha)
     _exports(root, model, class_names, target, alpha, frame, metrics, formula, graph, scatter, path_chart)
+    with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
+        add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha), key="x-talk")
 
 
 MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)
