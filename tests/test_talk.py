@@ -266,3 +266,13 @@ def test_add_to_talk_appends_the_view_shown(tmp_path, monkeypatch, cache, page, 
     assert last.source == (MODEL_A if kind == "between" else "")
     shown = float(at.query_params["alpha"][0] if isinstance(at.query_params["alpha"], list) else at.query_params["alpha"])
     assert last.alpha == pytest.approx(shown, rel=1e-5)
+
+
+@pytest.mark.parametrize("value, shown", [("abc", 1), ("99", len(SLIDE_KINDS))])
+def test_a_bad_slide_in_the_link_falls_back(cache, monkeypatch, value, shown):
+    from tests.dashboard_cache import run_page
+
+    monkeypatch.setenv("NDE_CACHE", str(cache.root))
+    at = run_page("talk", {"slide": value})
+    assert not at.exception
+    assert f'<div class="counter">{shown} / {len(SLIDE_KINDS)}</div>' in " ".join(h.proto.body for h in at.get("html"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import asdict
 from html import escape
@@ -178,15 +179,33 @@ _APPLICATION_KINDS = ("newclasses", "regularizer")
 
 
 def deck_key(cache: Cache, talk: Talk) -> str:
-    """What a prepared deck depends on: the talk, the stores' content, the derived results the
-    slides read and the finished application jobs (names only: no file is read or hashed)."""
+    """What a prepared deck depends on: the talk, the stores' content (the hash their manifests
+    record), the derived results the slides read (file names) and the finished application
+    jobs: milliseconds, nothing hashed."""
     parts = {"layout": DECK_LAYOUT, "talk": talk_toml(talk),
-             "stores": {n: cache.store_manifest(n).get("arrays_sha256", "") for n in cache.store_names()}}
+             "stores": {n: _stamp(cache.store_manifest_path(n)) for n in cache.store_names()}}
     derived = cache.derived_dir
     parts["derived"] = sorted(p.name for p in derived.glob("*.json") if p.name.startswith(_DECK_INPUTS)) \
         if derived.exists() else []
     parts["jobs"] = _finished_applications(cache)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _stamp(path: Path) -> str:
+    """A store's content hash as its manifest records it, read from the manifest's first
+    kilobytes without parsing or verifying it (a demo manifest is 2 MB of sample ids: parsing
+    and verifying three of them took ~1 s, too much for every slide); where it is not found
+    there, the file's size and modification time. Survives a copy of the cache."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8192).decode("utf-8", errors="replace")
+        found = re.search(r'"arrays_sha256"\s*:\s*"([0-9a-f]{64})"', head)
+        if found:
+            return found.group(1)
+        st = path.stat()
+        return f"{st.st_size}-{st.st_mtime_ns}"
+    except OSError:
+        return ""
 
 
 def _finished_applications(cache: Cache) -> list[int]:
