@@ -3,13 +3,15 @@
 The slides are the offline deck's (``engine.talk``), prepared before the talk — by
 ``python -m engine demo``, ``python -m engine talk --prepare`` or this page's button — and
 read here, so a slide costs a file read the first time and nothing afterwards: no spinner on
-stage. → / Space / PageDown next, ← / PageUp back, Home / End, Escape leaves; the address is
-``/talk?slide=N``. The same slides download as one HTML file that opens offline.
+stage. → / Space / PageDown next, ← / PageUp back, Home / End, N the speaker's note, Escape
+leaves; the address is ``/talk?slide=N``. The same slides download as one HTML file that
+opens offline.
 """
 
 from __future__ import annotations
 
 import time
+from html import escape
 
 import streamlit as st
 
@@ -115,7 +117,9 @@ def main() -> None:
     total = len(slides)
     n = _slide_number(total)
     state.show_messages()
-    st.html(slide_div(slides[n - 1], n, total))
+    slide = slides[n - 1]
+    note = f'<aside class="nde-notes">{escape(slide.note)}</aside>' if slide.note else ""
+    st.html(slide_div(slide, n, total) + note)
     state.publish(slide=n)
     keyboard()
     _bar(title, slides, total, root)

@@ -4,7 +4,7 @@ Keyboard: Streamlit has no key events, so a zero-size component (an iframe of th
 origin) installs one ``keydown`` listener in the app's own document, once per browser tab.
 On → / Space / PageDown / ↓ it clicks the page's hidden "next" button, on ← / PageUp / ↑ the
 "previous" one (presentation clickers send PageDown / PageUp), Home / End the first / last,
-Escape leaves the talk. It acts only while the Talk page's buttons are on screen, and never
+Escape leaves the talk, N shows the speaker's note. It acts only while the Talk page's buttons are on screen, and never
 while the focus is in a text field. It also sets ``--nde-zoom`` so the 1280 × 720 slide fills
 any window.
 """
@@ -36,6 +36,10 @@ CHROME_CSS = """
   .st-key-talk_bar [data-testid="stHorizontalBlock"] { gap: 4px; flex-wrap: nowrap; }
   .st-key-talk_bar [data-testid="stColumn"] { width: auto !important; flex: 0 0 auto !important; min-width: 0; }
   .st-key-talk_first, .st-key-talk_last { display: none; }
+  .nde-notes { display: none; }
+  html.nde-show-notes .nde-notes { display: block; position: fixed; left: 0; right: 0; bottom: 0; z-index: 20;
+    max-height: 40vh; overflow: auto; background: #fefce8; color: #111827; font: 24px/1.35 "DejaVu Sans", Arial,
+    sans-serif; padding: 12px 24px; border-top: 3px solid #ca8a04; }
   .st-key-talk_banner { position: fixed; left: 8px; bottom: 8px; z-index: 10; max-width: 60vw; }
 </style>
 """
@@ -81,6 +85,7 @@ _LISTENER = """
     else if (k === 'Home') { want = 1; }
     else if (k === 'End') { want = s[1]; }
     else if (k === 'Escape') { click('talk_exit'); }
+    else if (k === 'n' || k === 'N') { document.documentElement.classList.toggle('nde-show-notes'); }
     else { return; }
     e.preventDefault(); e.stopPropagation();
     pump();
