@@ -12,6 +12,7 @@ The HTML uses the classes of :data:`engine.talk.deck.SLIDE_CSS`; text is never s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 
@@ -503,9 +504,11 @@ def slide_applications(ctx: _Context, s: TalkSlide) -> Slide:
 # ----------------------------------------------------------------------------- the deck
 
 
-def build_slides(cache: Cache, talk: Talk, extra_sources: list[svg.SourcesSeries] = ()) -> list[Slide]:
-    """Every slide of ``talk``, in order. ``extra_sources``: more curves for the "how few
-    sources" slide (e.g. a best-subset solver's), beside the Lasso's."""
+def build_slides(cache: Cache, talk: Talk,
+                 extra_sources: Callable[[Dependency], list[svg.SourcesSeries]] | None = None) -> list[Slide]:
+    """Every slide of ``talk``, in order. ``extra_sources(dep)``: more curves of R² against
+    the number of sources for the "how few sources" slide's dependency — e.g. a best-subset
+    solver's for ``dep.model`` / ``dep.source`` / ``dep.target`` — drawn beside the Lasso's."""
     ctx = _Context(Cache.of(cache))
     talk = talk.resolved()
     first = next((s for s in talk.slides if s.kind == "dependency"), None)
@@ -528,5 +531,8 @@ def build_slides(cache: Cache, talk: Talk, extra_sources: list[svg.SourcesSeries
             first_dep = dep
         builder = {"dependency": slide_dependency, "fit": slide_fit, "between": slide_between,
                    "why": slide_why}.get(s.kind)
-        out.append(slide_sources(ctx, s, dep, list(extra_sources)) if s.kind == "sources" else builder(ctx, s, dep))
+        if s.kind == "sources":
+            out.append(slide_sources(ctx, s, dep, list(extra_sources(dep)) if extra_sources else []))
+        else:
+            out.append(builder(ctx, s, dep))
     return out
