@@ -243,7 +243,17 @@ def prepare_deck(cache: Cache, talk_path: str | Path | None = None) -> tuple[Pat
     write_json_atomic(path, {"key": key, "title": talk.title, "created": time.time(),
                              "seconds": time.perf_counter() - t, "slides": [asdict(s) for s in slides]})
     log.info("talk: %d slides prepared in %.1f s (%s)", len(slides), time.perf_counter() - t, path)
+    _prune(cache, keep=KEEP_DECKS)
     return path, False
+
+
+KEEP_DECKS = 4  # prepared decks kept in the cache (the newest; ~2 MB each on the demo)
+
+
+def _prune(cache: Cache, keep: int) -> None:
+    decks = sorted(cache.talk_dir.glob("deck-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for old in decks[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def read_prepared(path: str | Path) -> tuple[str, list[Slide]]:
