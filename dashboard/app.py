@@ -38,6 +38,7 @@ def _pages() -> list:
         st.Page(PAGES / "atlas.py", title="Atlas", icon=":material/map:", url_path="atlas"),
         st.Page(PAGES / "theory.py", title="Theory", icon=":material/functions:", url_path="theory"),
         st.Page(PAGES / "data.py", title="Data", icon=":material/database:", url_path="data"),
+        st.Page(PAGES / "talk.py", title="Talk", icon=":material/co_present:", url_path="talk"),
     ]
     if (PAGES / "jobs.py").exists():
         pages.append(st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/settings:", url_path="jobs"))

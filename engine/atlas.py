@@ -15,9 +15,21 @@ import numpy as np
 
 from engine.analysis import top_edges
 from engine.paths import DependencyPath, PathSpec
+from engine.service import PAPER_ALPHAS
 from engine.store import Cache
 
 log = logging.getLogger(__name__)
+
+
+def default_alpha_index(path: DependencyPath) -> int:
+    """The α the Atlas page opens at: the paper's α when the path's grid holds it, else the
+    grid's α nearest a tenth of the median α_max (the page's ``widgets.default_alpha``)."""
+    alphas = np.asarray(path.alphas, dtype=float)
+    for paper in PAPER_ALPHAS:
+        if paper in alphas.tolist():
+            return int(alphas.tolist().index(paper))
+    wanted = float(np.median(path.alpha_max_held)) / 10
+    return int(np.argmin(np.abs(np.log(alphas) - np.log(wanted))))
 
 
 def communities_key(spec: PathSpec, alpha_index: int, top_k: int, min_coef: float) -> dict:

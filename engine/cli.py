@@ -26,6 +26,7 @@ COMMANDS = {
     "engine.commands.extract": ("extract",),
     "engine.commands.table1": ("table1",),
     "engine.commands.demo": ("demo",),
+    "engine.commands.talk": ("talk",),
     "engine.commands.train_classifier": ("train-classifier",),
 }
 COMMAND_MODULES = tuple(COMMANDS)

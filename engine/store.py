@@ -528,6 +528,16 @@ class Cache:
         return self.datasets_dir / name
 
     @property
+    def talk_path(self) -> Path:
+        """The cache's talk file (engine.talk.talkfile): what the Talk page and `talk` show."""
+        return self.root / "talk.toml"
+
+    @property
+    def talk_dir(self) -> Path:
+        """Prepared decks (engine.talk.deck), named by the hash of what they show."""
+        return self.root / "talk"
+
+    @property
     def jobs_table_path(self) -> Path:
         return self.root / "jobs.sqlite"
 

@@ -267,3 +267,19 @@ def test_every_target_export_follows_the_method(cache):
     at = run_page(params={"method": "covlasso"})
     labels = [b.label for b in at.get("download_button")]
     assert any(label.startswith("Every target's dependencies at α =") for label in labels)
+
+
+def test_add_to_talk_on_the_best_subset_view_says_what_the_slide_shows(tmp_path, monkeypatch, cache):
+    """The talk's slides draw the CovLasso: on the best-subset view the slide added is its
+    dependency with at most m sources, and the sidebar says so."""
+    from engine.talk.talkfile import read_talk
+    from tests.dashboard_cache import copy_cache
+
+    root = copy_cache(cache, tmp_path / "c")
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    at = run_page(params={"target": "7", "m": "3"})
+    at.button(key="x-talk").click().run()  # the first one writes the cache's default talk, then appends
+    assert not at.exception
+    last = read_talk(Cache(root).talk_path).slides[-1]
+    assert (last.kind, last.target, last.n_sources, last.alpha) == ("dependency", glyph_class_names(60)[7], 3, None)
+    assert any("talk's slides show the paper's CovLasso" in c.value for c in at.caption)

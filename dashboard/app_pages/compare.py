@@ -38,9 +38,11 @@ from dashboard.components.sources_ui import (
     opening_target,
     sources_chart_ui,
     sources_ui,
+    talk_method_note,
 )
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
+from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     alpha_ui,
     default_target,
@@ -56,6 +58,7 @@ from engine import views
 from engine.analysis import dependency_metrics
 from engine.categories import category_ids
 from engine.gramsets import check_pairable
+from engine.talk.talkfile import TalkSlide
 
 
 def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
@@ -252,6 +255,10 @@ def main() -> None:
         chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
     between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}
+    with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
+        add_to_talk_ui(root, TalkSlide("between", model=model_b, source=model_a, target=between["target_name"],
+                                       alpha=alpha, n_sources=m), key="cx-talk")
+        talk_method_note(method, m)
     st.divider()
     _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m)
     slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}"

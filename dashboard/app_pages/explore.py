@@ -40,8 +40,10 @@ from dashboard.components.sources_ui import (
     opening_target,
     sources_chart_ui,
     sources_ui,
+    talk_method_note,
 )
 from dashboard.components.tables import coef_table_html
+from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     after_first_paint,
     alpha_ui,
@@ -57,6 +59,7 @@ from dashboard.components.widgets import (
 from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
 from engine.categories import category_ids
+from engine.talk.talkfile import TalkSlide
 
 MAX_GRAPH_SOURCES = 16
 CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
@@ -196,6 +199,10 @@ def main() -> None:
         scatter, path_chart = _charts(path, rhs_col, class_names, target, path.coef_vector(target, a_idx), alpha)
         chart_files = {"Fig. 3 scatter": ("fig3", scatter), "α path": ("path", path_chart), **chart_files}
     _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph, chart_files)
+    with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
+        add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha, n_sources=m),
+                       key="x-talk")
+        talk_method_note(method, m)
 
 
 MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)

@@ -9,7 +9,13 @@ Steps, each skipped when its result is already in the cache (a second run is a c
 4. every target's α path within each model and between them, the solutions at the
    default α, and every target's best dependency with 1 … 8 sources (the stages of
    engine.paths, engine.service and engine.sparsity, run here in the foreground: the
-   dashboard then finds everything it shows already cached).
+   dashboard then finds everything it shows already cached);
+5. what the pages' first views read from all-target jobs (the ``theory``, ``paths`` and
+   ``atlas`` jobs' stages, run here in the foreground): each model's redundancy, spectrum and
+   Conjecture 1 check, the Atlas's communities at its default filters, and the least-squares
+   floor of each pair — so no page of the default opens on a job button (issue 20);
+6. the talk's slides (``engine.talk``: the cache's talk file, written from its
+   recommendations the first time, and the slides the Talk page shows).
 """
 
 from __future__ import annotations
@@ -88,6 +94,16 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
         load_gramset(cache, stores[source], stores[target])
         report.add(f"cross-Gram {source} -> {target}", hit, time.perf_counter() - t)
     _dependencies(cache, alpha, report)
+    t = time.perf_counter()
+    hit = prepare_stage_results(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS])
+    report.add("redundancy, spectrum, Conjecture 1, communities and floors (the all-target jobs' results)",
+               hit, time.perf_counter() - t)
+    t = time.perf_counter()
+    from engine.talk.deck import prepare_deck
+
+    _, hit = prepare_deck(cache)
+    report.add("the talk's slides (the dashboard's Talk page, `python -m engine talk --export`)", hit,
+               time.perf_counter() - t)
     return report
 
 
@@ -134,6 +150,50 @@ def prepare_demo_dependencies(
         hits &= path_progress(cache, spec).complete
         compute_all_paths(cache, spec)
         log.info("dependencies ready: %s from %s", model, source)
+    return hits
+
+
+# The Atlas page's default filters (its top-k slider and minimum |θ| box)
+ATLAS_TOP_K, ATLAS_MIN_COEF = 4, 0.05
+
+
+def prepare_stage_results(cache: Cache, stores: list[str], pairs: list[tuple[str, str]]) -> bool:
+    """What the all-target jobs would make for the pages' first views: every store's redundancy
+    and spectrum (``theory``), Conjecture 1 (``paths``) and communities at the Atlas's default α
+    and filters (``atlas``); every pair's least-squares floor (``theory`` of the pair). Needs
+    every path (:func:`prepare_demo_dependencies` first). Returns True when all were cached."""
+    from engine.atlas import compute_communities, default_alpha_index, read_communities
+    from engine.paths import compute_all_paths, path_spec
+    from engine.service import open_pairing
+    from engine.theory import (
+        compute_floor,
+        compute_redundancy,
+        compute_screening,
+        read_floor,
+        read_redundancy,
+        read_screening,
+    )
+
+    hits = True
+    for name in stores:
+        pairing = open_pairing(cache, name, name)
+        if read_redundancy(cache, pairing) is None:
+            hits = False
+            compute_redundancy(cache, pairing)
+        spec = path_spec(cache, pairing)
+        path = compute_all_paths(cache, spec)  # a cache hit after the dependencies step
+        if read_screening(cache, spec) is None:
+            hits = False
+            compute_screening(cache, spec, path)
+        a = default_alpha_index(path)
+        if read_communities(cache, spec, a, ATLAS_TOP_K, ATLAS_MIN_COEF) is None:
+            hits = False
+            compute_communities(cache, spec, path, a, ATLAS_TOP_K, ATLAS_MIN_COEF)
+    for model, source in pairs:
+        pairing = open_pairing(cache, model, source)
+        if read_floor(cache, pairing) is None:
+            hits = False
+            compute_floor(cache, pairing)
     return hits
 
 

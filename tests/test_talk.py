@@ -1,0 +1,278 @@
+"""Talk mode (engine/talk, engine/commands/talk.py, the Talk page): the talk file, the slides
+on the small test cache (its planted dependency é ≈ 0.6·e + 0.6·è is the reference), the
+offline deck's self-containment, the demo's stage results, the page's server time."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from engine.cli import main as cli
+from engine.errors import InvalidInputError, NotFoundError
+from engine.store import Cache
+from engine.talk.talkfile import (
+    SLIDE_KINDS,
+    Talk,
+    TalkSlide,
+    add_slide,
+    read_talk,
+    talk_toml,
+    write_talk,
+)
+from tests.dashboard_cache import MODEL_A, MODEL_B, copy_cache, shared_cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Cache:
+    """A copy of the dashboard's test cache with its talk prepared (talk.toml, slides)."""
+    from engine.talk.deck import prepare_deck
+
+    root = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("talk") / "cache")
+    prepare_deck(Cache(root))
+    return Cache(root)
+
+
+# ----------------------------------------------------------------------------- the talk file
+
+
+def test_talk_file_round_trip(tmp_path):
+    talk = Talk('A "quoted" title', (
+        TalkSlide("question", model="m"),
+        TalkSlide("dependency", model="m", target="é LATIN SMALL LETTER E WITH ACUTE", alpha=0.25,
+                  note='say "é"\nthen\tpause \\ here'),
+        TalkSlide("sources", model="m", target="3", n_sources=4, title="Few"),
+        TalkSlide("between", model="b", source="a", target="Ω"),
+    ))
+    path = write_talk(talk, tmp_path / "talk.toml")
+    assert read_talk(path) == talk
+    import tomllib  # an independent reader of what we wrote
+
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert [s["kind"] for s in data["slide"]] == ["question", "dependency", "sources", "between"]
+    assert data["slide"][2]["n_sources"] == 4 and "alpha" not in data["slide"][2]
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[[slide]]\nkind = "graph"\n', ["graph", "kind"]),
+    ('[[slide]]\nkind = "fit"\ncolour = "red"\n', ["colour"]),
+    ('title = "x"\n', ["[[slide]]"]),
+    ('[[slide]]\nkind = "fit"\nalpha = -1\n', ["alpha", "-1"]),
+    ('[[slide]\nkind = "fit"\n', ["TOML"]),
+])
+def test_a_bad_talk_file_is_one_line_naming_the_problem(tmp_path, text, words):
+    path = tmp_path / "talk.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInputError) as err:
+        read_talk(path)
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
+
+
+def test_the_cli_turns_a_bad_talk_into_exit_2(tmp_path, capsys, cache):
+    bad = tmp_path / "talk.toml"
+    bad.write_text('[[slide]]\nkind = "nope"\n', encoding="utf-8")
+    assert cli(["--cache", str(cache.root), "talk", "--export", str(tmp_path / "t.html"), "--talk", str(bad)]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli(["--cache", str(cache.root), "talk"]) == 2
+    assert not (tmp_path / "t.html").exists()
+
+
+def test_default_talk_tells_the_story_on_the_cache_at_hand(cache):
+    talk = read_talk(cache.talk_path)  # written by prepare_deck from the recommendations
+    assert [s.kind for s in talk.slides] == list(SLIDE_KINDS)
+    between = next(s for s in talk.slides if s.kind == "between")
+    assert (between.model, between.source) == (MODEL_B, MODEL_A)
+    dep = next(s for s in talk.slides if s.kind == "dependency")
+    names = cache.load_store(dep.model).class_names
+    assert dep.target in names and dep.alpha > 0
+
+
+def test_add_slide_appends_to_the_default_talk(cache, tmp_path):
+    path = add_slide(cache, TalkSlide("dependency", model=MODEL_A, target="é", alpha=0.1), tmp_path / "t.toml")
+    talk = read_talk(path)
+    assert talk.slides[-1] == TalkSlide("dependency", model=MODEL_A, target="é", alpha=0.1)
+    assert [s.kind for s in talk.slides[:-1]] == list(SLIDE_KINDS)
+
+
+# ----------------------------------------------------------------------------- the slides
+
+
+def _planted(cache: Cache, **fields):
+    from engine.talk.slides import _Context, resolve_dependency
+
+    return resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="é", **fields))
+
+
+def test_the_planted_dependency_is_what_its_slide_shows(cache):
+    from engine.talk.slides import formula_html
+
+    dep = _planted(cache, n_sources=2)
+    names = dep.source.class_names
+    top = {names[j][0] for j in dep.order[:2]}
+    assert top == {"e", "è"}  # é ≈ 0.6·e + 0.6·è, planted by tests/dashboard_cache.py
+    assert dep.metrics.r2 > 0.9
+    html = formula_html(dep)
+    assert "é" in html and "e" in html and "è" in html
+
+
+def test_n_sources_picks_the_smallest_alpha_with_at_most_that_many(cache):
+    for n in (1, 2, 3, 5):
+        dep = _planted(cache, n_sources=n)
+        i = dep.path.position(dep.target)
+        sizes = dep.path.support_sizes[i, : len(dep.path.alpha_indices(dep.target))]
+        assert 0 < len(dep.order) <= n
+        later = sizes[dep.alpha_index + 1:]
+        assert later.size == 0 or later[0] > n  # the next, smaller α has more
+
+
+def test_a_target_that_does_not_exist_names_itself(cache):
+    from engine.talk.slides import _Context, resolve_dependency
+
+    with pytest.raises(NotFoundError, match="nosuch"):
+        resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="nosuch"))
+
+
+def test_sources_slide_takes_another_solvers_curve(cache):
+    """A best-subset solver's curve is one more series (the Lasso's stays)."""
+    from engine.talk import svg
+    from engine.talk.slides import _Context, lasso_series, slide_sources
+
+    ctx = _Context(cache)
+    dep = _planted(cache, n_sources=2)
+    extra = svg.SourcesSeries("best subset", np.array([1, 2]), np.array([0.5, 0.99]))
+    slide = slide_sources(ctx, TalkSlide("sources"), dep, [extra])
+    assert len(lasso_series(ctx, dep)) == 2  # this target's and the median category's
+    import base64
+
+    chart = base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', slide.html).group(1)).decode()
+    assert "best subset" in chart and "median category" in chart
+
+
+def test_applications_ask_for_their_jobs_before_the_talk(cache):
+    from engine.talk.slides import _Context, slide_applications
+
+    slide = slide_applications(_Context(cache), TalkSlide("applications"))
+    assert not slide.ready
+    assert "python -m engine jobs submit newclasses --wait" in slide.html
+    assert "python -m engine jobs submit regularizer --wait" in slide.html
+
+
+# ----------------------------------------------------------------------------- the deck
+
+
+def test_the_deck_is_one_self_contained_file(cache, tmp_path):
+    out = tmp_path / "talk.html"
+    t = time.perf_counter()
+    assert cli(["--cache", str(cache.root), "talk", "--export", str(out)]) == 0
+    seconds = time.perf_counter() - t
+    html = out.read_text(encoding="utf-8")
+    assert html.count('<section class="slide"') == len(SLIDE_KINDS)
+    # nothing fetched: every src/href is a data URI or a fragment; no stylesheet, font or import
+    refs = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:60] for r in refs if not r.startswith("data:")]
+    assert not re.search(r"<link|@import|url\(|https?://(?!www\.w3\.org/2000/svg)", html)
+    assert '<aside class="notes">' in html
+    assert out.stat().st_size < 15e6 and seconds < 60
+
+
+# ----------------------------------------------------------------------------- the demo's stage results
+
+
+def test_demo_prepares_what_the_pages_first_views_read(tmp_path):
+    from engine.atlas import default_alpha_index, read_communities
+    from engine.commands.demo import (
+        ATLAS_MIN_COEF,
+        ATLAS_TOP_K,
+        prepare_demo_dependencies,
+        prepare_stage_results,
+    )
+    from engine.paths import path_spec, read_all_paths
+    from engine.service import open_pairing
+    from engine.theory import read_floor, read_redundancy, read_screening
+    from tests.dashboard_cache import build_cache
+
+    c = Cache(build_cache(tmp_path / "c", jobs=False))
+    stores, pairs = [MODEL_A, MODEL_B], [(MODEL_B, MODEL_A)]
+    prepare_demo_dependencies(c, stores, pairs, 0.25)
+    assert prepare_stage_results(c, stores, pairs) is False
+    for name in stores:
+        pairing = open_pairing(c, name)
+        spec = path_spec(c, pairing)
+        path = read_all_paths(c, spec)
+        assert read_redundancy(c, pairing) is not None and read_screening(c, spec) is not None
+        assert read_communities(c, spec, default_alpha_index(path), ATLAS_TOP_K, ATLAS_MIN_COEF) is not None
+    assert read_floor(c, open_pairing(c, MODEL_B, MODEL_A)) is not None
+    assert prepare_stage_results(c, stores, pairs) is True  # the second run is all cache hits
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def test_talk_page_shows_each_slide_within_a_second(cache, monkeypatch):
+    from tests.dashboard_cache import run_page
+
+    monkeypatch.setenv("NDE_CACHE", str(cache.root))
+    at = run_page("talk", {"slide": "1"})
+    assert not at.exception
+    times = []
+    for n in range(2, len(SLIDE_KINDS) + 1):
+        t = time.perf_counter()
+        at.button(key="talk_next").click().run()
+        times.append(time.perf_counter() - t)
+        bodies = " ".join(h.proto.body for h in at.get("html"))
+        assert f'<div class="counter">{n} / {len(SLIDE_KINDS)}</div>' in bodies, n
+        assert at.query_params["slide"] == [str(n)] or at.query_params["slide"] == str(n)
+    assert max(times) <= 1.0, times
+    at.button(key="talk_prev").click().run()
+    assert f"{len(SLIDE_KINDS) - 1} / {len(SLIDE_KINDS)}" in " ".join(h.proto.body for h in at.get("html"))
+
+
+def test_talk_page_before_anything_is_prepared_says_how(tmp_path, monkeypatch):
+    from tests.dashboard_cache import build_cache, run_page
+
+    monkeypatch.setenv("NDE_CACHE", str(build_cache(tmp_path / "c", k=20, n=300)))
+    at = run_page("talk")
+    assert not at.exception
+    assert "talk --prepare" in " ".join(m.value for m in at.markdown)
+    assert at.button(key="talk_prepare")
+
+
+def test_every_slide_kind_has_a_default_note():
+    from engine.talk.talkfile import _NOTES
+
+    assert set(_NOTES) == set(SLIDE_KINDS)
+    assert talk_toml(Talk()).startswith("#")
+
+
+@pytest.mark.parametrize("page, key, kind", [("explore", "x-talk", "dependency"), ("compare", "cx-talk", "between")])
+def test_add_to_talk_appends_the_view_shown(tmp_path, monkeypatch, cache, page, key, kind):
+    from tests.dashboard_cache import run_page
+
+    root = copy_cache(cache.root, tmp_path / "c")
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    params = {"model": MODEL_A, "target": "é", "alpha": "0.05"} if page == "explore" else \
+        {"model": MODEL_B, "source": MODEL_A, "target": "é", "alpha": "0.05"}
+    at = run_page(page, params)
+    assert not at.exception
+    before = len(read_talk(Cache(root).talk_path).slides)
+    at.button(key=key).click().run()
+    talk = read_talk(Cache(root).talk_path)
+    assert len(talk.slides) == before + 1
+    last = talk.slides[-1]
+    names = Cache(root).load_store(params["model"]).class_names
+    assert (last.kind, last.model, last.target) == (kind, params["model"], names[[n[0] for n in names].index("é")])
+    assert last.source == (MODEL_A if kind == "between" else "")
+    shown = float(at.query_params["alpha"][0] if isinstance(at.query_params["alpha"], list) else at.query_params["alpha"])
+    assert last.alpha == pytest.approx(shown, rel=1e-5)
+
+
+@pytest.mark.parametrize("value, shown", [("abc", 1), ("99", len(SLIDE_KINDS))])
+def test_a_bad_slide_in_the_link_falls_back(cache, monkeypatch, value, shown):
+    from tests.dashboard_cache import run_page
+
+    monkeypatch.setenv("NDE_CACHE", str(cache.root))
+    at = run_page("talk", {"slide": value})
+    assert not at.exception
+    assert f'<div class="counter">{shown} / {len(SLIDE_KINDS)}</div>' in " ".join(h.proto.body for h in at.get("html"))
