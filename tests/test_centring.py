@@ -111,7 +111,8 @@ def test_dependencies_centred_match_sklearn_on_centred_logits(cache, tmp_path, s
         np.testing.assert_allclose(coef, ref, atol=2e-5)
         assert entry["r2"] == pytest.approx(r2_score(f_t[:, t], f_s @ coef), abs=1e-5)
     raw = _report(cache, tmp_path, *args)
-    assert raw["logits"] == "raw" and set(raw) == {"alpha", "model", "source", "targets", "logits"}
+    assert raw["logits"] == "raw" and set(raw) == {"method", "alpha", "model", "source", "targets", "logits"}
+    assert raw["method"] == "covlasso"  # the contract grew a field (issue 25); nothing renamed
 
 
 def test_a_per_sample_offset_does_not_move_centred_dependencies(cache, tmp_path):

@@ -6,9 +6,10 @@ Steps, each skipped when its result is already in the cache (a second run is a c
 2. logits of ``glyph-vgg``, ``glyph-resnet`` and ``glyph-vgg-seed2`` on it, through the same
    extraction code as user models (one store each, named as the model, each with its Gram);
 3. the cross-Grams of the demo's pairs (``DEMO_PAIRS``), both ways;
-4. every target's α path within each model and between them, and the solutions at the
-   default α (the stages of engine.paths and engine.service, run here in the foreground:
-   the dashboard then finds everything it shows already cached);
+4. every target's α path within each model and between them, the solutions at the
+   default α, and every target's best dependency with 1 … 8 sources (the stages of
+   engine.paths, engine.service and engine.sparsity, run here in the foreground: the
+   dashboard then finds everything it shows already cached);
 5. what the pages' first views read from all-target jobs (the ``theory``, ``paths`` and
    ``atlas`` jobs' stages, run here in the foreground): each model's redundancy, spectrum and
    Conjecture 1 check, the Atlas's communities at its default filters, and the least-squares
@@ -111,6 +112,24 @@ def _dependencies(cache: Cache, alpha: float, report: DemoReport) -> None:
     hit = prepare_demo_dependencies(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS], alpha)
     report.add(f"dependencies at alpha={alpha:g} and every α path (within each model and between them)",
                hit, time.perf_counter() - t)
+    t = time.perf_counter()
+    hit = prepare_demo_best_subsets(cache, list(DEMO_STORES), [tuple(p) for p in DEMO_PAIRS])
+    report.add("best dependencies with 1 … 8 sources, every target (within each model and between them)",
+               hit, time.perf_counter() - t)
+
+
+def prepare_demo_best_subsets(cache: Cache, stores: list[str], pairs: list[tuple[str, str]]) -> bool:
+    """Every target's best subsets (m = 1 … 8) for every store and pair; True when all were
+    cache hits."""
+    from engine.service import open_pairing
+    from engine.sparsity import compute_all_best_subsets, has_all_best_subsets
+
+    hits = True
+    for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
+        pairing = open_pairing(cache, model, source)
+        hits &= has_all_best_subsets(cache, pairing)
+        compute_all_best_subsets(cache, pairing)
+    return hits
 
 
 def prepare_demo_dependencies(

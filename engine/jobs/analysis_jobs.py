@@ -1,5 +1,5 @@
-"""The all-target jobs: a store's Gram, every target's path, the Atlas's communities, the
-Theory page's eigendecompositions. Each is a thin runner over a cached stage; progress (with
+"""The all-target jobs: a store's Gram, every target's path, every target's best subsets, the
+Atlas's communities, the Theory page's eigendecompositions. Each is a thin runner over a cached stage; progress (with
 an estimate of the time left where there are chunks) goes to the job table."""
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from pathlib import Path
 
 from engine.atomic import write_json_atomic
 from engine.jobs.context import RunContext
-from engine.jobs.specs import AtlasSpec, GramSpec, PathsSpec, TheorySpec, spec_to_dict
+from engine.jobs.specs import (
+    AtlasSpec,
+    BestSubsetsSpec,
+    GramSpec,
+    PathsSpec,
+    TheorySpec,
+    spec_to_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,16 @@ def run_paths(spec: PathsSpec, ctx: RunContext) -> Path:
         ctx.progress(0.95, "Conjecture 1 at every α, over every target")
         compute_screening(ctx.cache, pspec, path)
     return _report(ctx, "paths", spec, targets=int(len(path.targets)), alphas=int(len(path.alphas)))
+
+
+def run_best_subsets(spec: BestSubsetsSpec, ctx: RunContext) -> Path:
+    from engine.bestsubset import SubsetConfig
+    from engine.sparsity import compute_all_best_subsets
+
+    pairing = _pairing(ctx, spec.model, spec.source)
+    res = compute_all_best_subsets(ctx.cache, pairing, spec.max_sources, SubsetConfig(device=spec.device),
+                                   progress=ctx.progress)
+    return _report(ctx, "best-subsets", spec, targets=int(res.n_targets), max_sources=int(res.max_sources))
 
 
 def run_atlas(spec: AtlasSpec, ctx: RunContext) -> Path:

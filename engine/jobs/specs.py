@@ -301,6 +301,30 @@ class PathsSpec:
 
 
 @dataclass(frozen=True)
+class BestSubsetsSpec:
+    """Every target's best dependency with at most m sources, m = 1 … ``max_sources``, of a
+    store (or pair): forward selection and OMP starts improved by swaps, from the Gram alone
+    (engine.bestsubset), cached as one entry that the pages, the exports and
+    ``dependencies --sources`` read. Pages solve the targets they show on their own."""
+
+    model: str = ""  # the store whose categories are the targets
+    source: str = ""  # the store whose logits predict them ('' = the model itself)
+    max_sources: int = 8  # the largest m (1-32)
+    device: str = "cpu"  # the solver's device (cpu, cuda)
+
+    def __post_init__(self) -> None:
+        from engine.bestsubset import MAX_SOURCES_LIMIT
+
+        _store_name("best-subsets", "model", self.model)
+        _store_name("best-subsets", "source", self.source, optional=True)
+        if isinstance(self.max_sources, bool) or not isinstance(self.max_sources, int) \
+                or not 1 <= self.max_sources <= MAX_SOURCES_LIMIT:
+            _fail("best-subsets", "max_sources", self.max_sources, f"expected an integer from 1 to {MAX_SOURCES_LIMIT}")
+        if self.device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            _fail("best-subsets", "device", self.device, "expected cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
 class AtlasSpec:
     """The Atlas's communities: Louvain over every target's dependency graph at one α of
     the store's path (each target's ``top_k`` sources with |θ| ≥ ``min_coef``). Solves
@@ -352,6 +376,8 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("extract", ExtractSpec, "engine.jobs.extract_job:run_job", "Logit extraction"),
         JobKind("gram", GramSpec, "engine.jobs.analysis_jobs:run_gram", "Gram set of a store or pair"),
         JobKind("paths", PathsSpec, "engine.jobs.analysis_jobs:run_paths", "Every target's α path"),
+        JobKind("best-subsets", BestSubsetsSpec, "engine.jobs.analysis_jobs:run_best_subsets",
+                "Every target's best dependency with 1 … m sources"),
         JobKind("atlas", AtlasSpec, "engine.jobs.analysis_jobs:run_atlas", "Atlas communities"),
         JobKind("theory", TheorySpec, "engine.jobs.analysis_jobs:run_theory",
                 "Redundancy, spectrum, least-squares floor"),
@@ -442,6 +468,7 @@ _MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": 
 
 
 _STORE_FIELDS = {"gram": ("model", "source"), "paths": ("model", "source"), "atlas": ("model",),
+                 "best-subsets": ("model", "source"),
                  "theory": ("model", "source")}
 
 
