@@ -264,7 +264,7 @@ def slide_question(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
 
 def slide_dependency(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     m = dep.metrics
-    how = (_card(f"≤ {dep.max_sources}", "sources: the best subset (least squares on the best few)")
+    how = (_card("best subset", f"the best {dep.max_sources} or fewer sources, least squares (not the Lasso)")
            if dep.best_subset else _card(f"{dep.alpha:.3g}", "α of the CovLasso"))
     found = ("Found by a search for the best few sources (best subset)" if dep.best_subset
              else "Found by one Lasso on the logits' covariance")
@@ -298,7 +298,8 @@ def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     chart = svg.svg_img(svg.fit_chart(original, replaced, positive), "rebuilt against original logit")
     pos = ("" if not np.isfinite(m.pos_acc) else
            _card(f"{m.pos_acc:.0f} %", f"of its own images still recognised (was {m.ori_pos_acc:.0f} %)"))
-    cards = (_card(_fmt_r2(m.r2), "R² over every test image")
+    how = f" (best subset, at most {dep.max_sources} sources)" if dep.best_subset else ""
+    cards = (_card(_fmt_r2(m.r2), f"R² over every test image{how}")
              + _card(f"{m.acc:.2f} %", f"top-1 with the rebuilt logit (was {m.ori_acc:.2f} %)")
              + pos)
     body = (f'<div class="row"><div class="col chart">{chart}</div><div class="col side">{cards}'

@@ -211,7 +211,7 @@ def sources_chart(series: list[SourcesSeries], *, width: int = 640, height: int 
                                       "scale": {"domain": names, "range": colors}}}}]
     if mark_at:
         layers.append({"data": {"values": [{"n": int(mark_at)}]},
-                       "mark": {"type": "rule", "color": ACCENT, "strokeWidth": 3, "strokeDash": [6, 4]},
+                       "mark": {"type": "rule", "color": ZERO, "strokeWidth": 3, "strokeDash": [6, 4]},
                        "encoding": {"x": {"field": "n", "type": "quantitative"}}})
     return vega_svg({"width": width, "height": height, "layer": layers})
 
