@@ -247,6 +247,11 @@ def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
     assert "best subset" in html and "α of the CovLasso" not in html
     lasso = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, alpha=0.1)).html
     assert "α of the CovLasso" in lasso and "best subset" not in lasso
+    from engine.talk.deck import deck_key  # the prepared slides' key follows the number of sources
+
+    talks = [Talk("t", (TalkSlide("dependency", model=MODEL_A, target="é", **how),))
+             for how in ({"sources": 3}, {"sources": 4}, {"n_sources": 3})]
+    assert len({deck_key(cache, t) for t in talks}) == 3
 
 
 def test_applications_ask_for_their_jobs_before_the_talk(cache):
