@@ -153,10 +153,13 @@ def solve_best_subsets(cache: Cache, pairing: Pairing, max_sources: int = DEFAUL
                        config: SubsetConfig | None = None,
                        progress: Callable[[float, str], None] | None = None) -> BestSubsetResult:
     """Best subsets with at most 1 … ``max_sources`` sources of ``targets`` (default: every
-    target), in that order. Solved up to max(``max_sources``, 8) — an m ≤ 8 is a prefix of
-    the same search — and cached: every target as one entry (a lock, and a second look in
-    it); a subset read from that entry when it exists, else solved alone (the cost of
-    len(targets) searches, not of K) and cached under the subset."""
+    target), in that order. Solved up to M = max(``max_sources``, 8) and cached under M, so
+    that any ``max_sources`` ≤ 8 is read from the one M = 8 search. The answers for m ≤ 8 of
+    a search with M > 8 may differ from it: the backward sweep starts from the M-source fit
+    and walks down (then repairs m upwards), so what it finds at each m depends on M; a
+    ``max_sources`` > 8 is a search, and an entry, of its own. Every target is one entry (a
+    lock, and a second look in it); a subset is read from that entry when it exists, else
+    solved alone (the cost of len(targets) searches, not of K) and cached under the subset."""
     cfg = config or SubsetConfig()
     M = check_max_sources(max_sources, pairing.source.k - (1 if pairing.within else 0))
     base = _subset_key(pairing, max(M, DEFAULT_MAX_SOURCES), cfg)

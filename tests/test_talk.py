@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 
 import numpy as np
 import pytest
@@ -45,14 +46,18 @@ def test_talk_file_round_trip(tmp_path):
                   note='say "é"\nthen\tpause \\ here'),
         TalkSlide("sources", model="m", target="3", n_sources=4, title="Few"),
         TalkSlide("between", model="b", source="a", target="Ω"),
+        TalkSlide("fit", model="m", target="é", sources=4),
     ))
     path = write_talk(talk, tmp_path / "talk.toml")
     assert read_talk(path) == talk
     import tomllib  # an independent reader of what we wrote
 
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    assert [s["kind"] for s in data["slide"]] == ["question", "dependency", "sources", "between"]
+    assert [s["kind"] for s in data["slide"]] == ["question", "dependency", "sources", "between", "fit"]
     assert data["slide"][2]["n_sources"] == 4 and "alpha" not in data["slide"][2]
+    assert data["slide"][4]["sources"] == 4 and not {"alpha", "n_sources"} & set(data["slide"][4])
+    filled = Talk("t", (TalkSlide("dependency", model="m", target="é", sources=3), TalkSlide("fit"))).resolved()
+    assert filled.slides[1].sources == 3 and filled.slides[1].alpha is None  # inherited from the first
 
 
 @pytest.mark.parametrize("text, words", [
@@ -61,6 +66,13 @@ def test_talk_file_round_trip(tmp_path):
     ('title = "x"\n', ["[[slide]]"]),
     ('[[slide]]\nkind = "fit"\nalpha = -1\n', ["alpha", "-1"]),
     ('[[slide]\nkind = "fit"\n', ["TOML"]),
+    ('[[slide]]\nkind = "fit"\nsources = 0\n', ["sources", "0", "1 to 8"]),
+    ('[[slide]]\nkind = "fit"\nsources = 9999\n', ["sources", "9999", "1 to 8"]),
+    ('[[slide]]\nkind = "fit"\nsources = 2.5\n', ["sources", "2.5", "whole number"]),
+    ('[[slide]]\nkind = "fit"\nsources = "4"\n', ["sources", "'4'", "whole number"]),
+    ('[[slide]]\nkind = "fit"\nsources = true\n', ["sources", "True", "whole number"]),
+    ('[[slide]]\nkind = "fit"\nsources = 4\nalpha = 0.5\n', ["sources = 4", "alpha", "one of"]),
+    ('[[slide]]\nkind = "fit"\nsources = 4\nn_sources = 3\n', ["sources = 4", "n_sources", "one of"]),
 ])
 def test_a_bad_talk_file_is_one_line_naming_the_problem(tmp_path, text, words):
     path = tmp_path / "talk.toml"
@@ -87,6 +99,29 @@ def test_default_talk_tells_the_story_on_the_cache_at_hand(cache):
     dep = next(s for s in talk.slides if s.kind == "dependency")
     names = cache.load_store(dep.model).class_names
     assert dep.target in names and dep.alpha > 0
+
+
+def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path):
+    """With every target's best subsets cached, the dependency, fit and sources slides name the
+    fewest sources whose best subset fits (R² ≥ 0.95 by least squares on them); "why" keeps α."""
+    from engine.service import open_pairing
+    from engine.sparsity import compute_all_best_subsets
+    from engine.talk.talkfile import default_talk
+
+    c = Cache(copy_cache(cache.root, tmp_path / "c"))
+    for name in (MODEL_A, MODEL_B):
+        compute_all_best_subsets(c, open_pairing(c, name, name))
+    talk = default_talk(c)
+    by_kind = {s.kind: s for s in talk.slides}
+    m = by_kind["dependency"].sources
+    assert m is not None and 1 <= m <= 8 and by_kind["dependency"].alpha is None
+    assert by_kind["fit"].sources == by_kind["sources"].sources == m
+    assert by_kind["why"].alpha and by_kind["why"].sources is None
+    dep = _planted(c, sources=m) if by_kind["dependency"].target.startswith("é") else None
+    from engine.talk.slides import _Context, resolve_dependency
+
+    dep = dep or resolve_dependency(_Context(c), by_kind["dependency"])
+    assert len(dep.order) <= m and _r2_least_squares(dep.model, dep.target, dep.order) >= 0.95
 
 
 def test_add_slide_appends_to_the_default_talk(cache, tmp_path):
@@ -134,20 +169,89 @@ def test_a_target_that_does_not_exist_names_itself(cache):
         resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="nosuch"))
 
 
-def test_sources_slide_takes_another_solvers_curve(cache):
-    """A best-subset solver's curve is one more series (the Lasso's stays)."""
+def _chart_of(html: str) -> str:
+    import base64
+
+    return base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', html).group(1)).decode()
+
+
+def _r2_least_squares(store, target: int, sources) -> float:
+    """R² of the target's logit refitted by least squares on ``sources``' logits (numpy's
+    lstsq on the stored logits, no intercept: the dependencies' model)."""
+    y = np.asarray(store.logits[:, target], dtype=np.float64)
+    x = np.asarray(store.logits[:, list(sources)], dtype=np.float64)
+    theta = np.linalg.lstsq(x, y, rcond=None)[0]
+    return 1.0 - float(((y - x @ theta) ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+
+
+def test_sources_slide_draws_best_subset_relaxed_lasso_and_lasso(cache):
+    """The slide's series are best subset (leading), relaxed Lasso and Lasso; the best subset's
+    R² at m is least squares on the best m sources, checked by exhaustive search over pairs on
+    the planted é ≈ 0.6·e + 0.6·è; the Lasso's is the R² of the path's own coefficients."""
     from engine.talk import svg
-    from engine.talk.slides import _Context, lasso_series, slide_sources
+    from engine.talk.slides import _Context, slide_sources, sources_series
 
     ctx = _Context(cache)
     dep = _planted(cache, n_sources=2)
-    extra = svg.SourcesSeries("best subset", np.array([1, 2]), np.array([0.5, 0.99]))
+    store, t = dep.model, dep.target
+    series = sources_series(ctx.curve(store.name, store.name, t))
+    assert [s.name for s in series] == ["best subset", "relaxed Lasso", "Lasso (the paper's)"]
+    best, relaxed, lasso = series
+    assert list(best.n_sources) == list(range(1, 9))
+    others = [j for j in range(store.k) if j != t]
+    singles = max(_r2_least_squares(store, t, [j]) for j in others)
+    e, e_grave = (store.class_names.index(f"{c} {unicodedata.name(c)}") for c in "eè")
+    planted = _r2_least_squares(store, t, [e, e_grave])
+    assert best.r2[0] == pytest.approx(singles, abs=1e-4)
+    assert best.r2[1] == pytest.approx(planted, abs=1e-4)
+    pairs = max(_r2_least_squares(store, t, [a, b]) for i, a in enumerate(others) for b in others[i + 1:])
+    assert planted == pytest.approx(pairs, abs=1e-9)  # the planted pair is the best pair
+    # the Lasso: at each count of sources, the best R² of the path's own coefficients
+    n_a = len(dep.path.alpha_indices(t))
+    own = {}
+    y = np.asarray(store.logits[:, t], dtype=np.float64)
+    for a in range(n_a):
+        coef = dep.path.coef_vector(t, a)
+        n = int((coef != 0).sum())
+        if n:
+            r2 = 1 - float(((y - np.asarray(store.logits, np.float64) @ coef) ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+            own[n] = max(own.get(n, -np.inf), r2)
+    assert list(lasso.n_sources) == sorted(own)
+    assert np.allclose(lasso.r2, [own[n] for n in sorted(own)], atol=1e-3)
+    # relaxed ≥ Lasso at the same support; best subset ≥ relaxed at the same count
+    for n, r in zip(relaxed.n_sources, relaxed.r2):
+        if n <= 8:
+            assert best.r2[n - 1] >= r - 1e-6
+    extra = svg.SourcesSeries("another solver", np.array([1, 2]), np.array([0.5, 0.99]))
     slide = slide_sources(ctx, TalkSlide("sources"), dep, [extra])
-    assert len(lasso_series(ctx, dep)) == 2  # this target's and the median category's
-    import base64
+    chart = _chart_of(slide.html)
+    assert all(name in chart for name in ("best subset", "relaxed Lasso", "the paper", "another solver"))
+    assert chart.index("best subset") < chart.index("relaxed Lasso") < chart.index("the paper")
+    # the sentence: m sources reach R² r by best subset; the Lasso needs its own count for r
+    m = next(m for m in range(1, 9) if best.r2[m - 1] >= 0.95)
+    need = [n for n, r in zip(lasso.n_sources, lasso.r2) if r >= best.r2[m - 1] - 1e-9]
+    assert f"<b>{m}</b> source" in slide.html and f"R² {best.r2[m - 1]:.2f} by best subset" in slide.html
+    assert (f"Lasso needs <b>{min(need)}</b>" if need else "Lasso never reaches it") in slide.html
 
-    chart = base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', slide.html).group(1)).decode()
-    assert "best subset" in chart and "median category" in chart
+
+def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
+    from engine.talk.slides import _Context, slide_dependency
+
+    for m in (1, 2, 3):
+        dep = _planted(cache, sources=m)
+        assert dep.best_subset and 0 < len(dep.order) <= m
+        assert dep.metrics.r2 == pytest.approx(_r2_least_squares(dep.model, dep.target, dep.order), abs=1e-4)
+    names = dep.source.class_names
+    assert {names[j][0] for j in _planted(cache, sources=2).order} == {"e", "è"}
+    html = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, sources=2)).html
+    assert "best subset" in html and "α of the CovLasso" not in html
+    lasso = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, alpha=0.1)).html
+    assert "α of the CovLasso" in lasso and "best subset" not in lasso
+    from engine.talk.deck import deck_key  # the prepared slides' key follows the number of sources
+
+    talks = [Talk("t", (TalkSlide("dependency", model=MODEL_A, target="é", **how),))
+             for how in ({"sources": 3}, {"sources": 4}, {"n_sources": 3})]
+    assert len({deck_key(cache, t) for t in talks}) == 3
 
 
 def test_applications_ask_for_their_jobs_before_the_talk(cache):

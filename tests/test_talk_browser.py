@@ -133,6 +133,18 @@ def _wait_counter(driver, text: str, timeout: float = 30) -> float:
     raise AssertionError(f"the Talk page did not reach slide {text!r} (shows {_counter(driver)!r})")
 
 
+def _wait_search(driver, want: str, timeout: float = 10) -> None:
+    """The address follows the slide: Streamlit sends the query string after the slide's
+    elements, so under load it can lag the counter by a moment."""
+    t = time.perf_counter()
+    while time.perf_counter() - t < timeout:
+        if driver.execute_script("return location.search") == want:
+            return
+        time.sleep(0.05)
+    got = driver.execute_script("return location.search")
+    raise AssertionError(f"the address says {got!r} on the slide that wants {want!r}")
+
+
 def test_talk_page_by_keyboard_no_chrome_no_clipping(browser_ready, talk_cache, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -152,7 +164,7 @@ def test_talk_page_by_keyboard_no_chrome_no_clipping(browser_ready, talk_cache, 
             for n in range(1, 9):
                 got = _check(driver, driver.find_element(By.CSS_SELECTOR, ".nde-slide"))
                 assert got["box"][2:] == [WIDTH, HEIGHT], got["box"]
-                assert driver.execute_script("return location.search") == f"?slide={n}"
+                _wait_search(driver, f"?slide={n}")
                 if n < 8:
                     _press(driver, keys[n % 3])
                     _wait_counter(driver, f"{n + 1} / 8")

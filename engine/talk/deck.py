@@ -30,7 +30,7 @@ from engine.talk.talkfile import Talk, cache_talk, default_talk, read_talk, talk
 
 log = logging.getLogger(__name__)
 
-DECK_LAYOUT = 3  # bump when the slides' HTML changes shape: prepared decks are rebuilt
+DECK_LAYOUT = 4  # bump when the slides' HTML changes shape: prepared decks are rebuilt
 
 # The slides' own style: shared by the offline deck and the dashboard's Talk page. Designed
 # at 1280 × 720 (body ≥ 24 px, formula 44 px), zoomed by the deck / the page to the screen.
@@ -180,9 +180,12 @@ _APPLICATION_KINDS = ("newclasses", "regularizer")
 
 def deck_key(cache: Cache, talk: Talk) -> str:
     """What a prepared deck depends on: the talk, the stores' content (the hash their manifests
-    record), the derived results the slides read (file names) and the finished application
-    jobs: milliseconds, nothing hashed."""
-    parts = {"layout": DECK_LAYOUT, "talk": talk_toml(talk),
+    record), the derived results the slides read (file names), the layout of the best-subset
+    curves and the finished application jobs: milliseconds, nothing hashed. The talk's TOML
+    holds each slide's α or number of sources (``sources = m``: a best subset)."""
+    from engine.sparsity import LAYOUT as SPARSITY_LAYOUT  # the "how few sources" slide's curves
+
+    parts = {"layout": DECK_LAYOUT, "sparsity": SPARSITY_LAYOUT, "talk": talk_toml(talk),
              "stores": {n: _stamp(cache.store_manifest_path(n)) for n in cache.store_names()}}
     derived = cache.derived_dir
     parts["derived"] = sorted(p.name for p in derived.glob("*.json") if p.name.startswith(_DECK_INPUTS)) \

@@ -2,8 +2,11 @@
 
 :func:`build_slides` reads what the demo or the jobs prepared — every target's α path, the
 redundancy and spectrum, the communities, the floor, finished job reports — and solves at
-most one target's path per dependency slide (a Lasso path on the Gram). A slide whose data a
-job has not made yet says so, with the command to run before the talk.
+most one target's path per dependency slide (a Lasso path on the Gram) and, for the "how few
+sources" slide and a slide with ``sources = m``, the target's best subsets m = 1 … 8
+(:func:`engine.sparsity.sources_curve`: read from every target's best subsets when cached,
+else solved for that target alone). A slide whose data a job has not made yet says so, with
+the command to run before the talk.
 
 The HTML uses the classes of :data:`engine.talk.deck.SLIDE_CSS`; text is never smaller than
 24 px at 1280 × 720 and the formula is 44 px.
@@ -56,6 +59,11 @@ class Dependency:
     coef: np.ndarray  # (P,)
     order: np.ndarray  # sources, strongest first
     metrics: DependencyMetrics
+    max_sources: int | None = None  # a best subset with at most this many sources (None: the Lasso at α)
+
+    @property
+    def best_subset(self) -> bool:
+        return self.max_sources is not None
 
     @property
     def within(self) -> bool:
@@ -72,6 +80,18 @@ class _Context:
     stores: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)
     all_paths: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+
+    def curve(self, model: str, source: str, target: int):
+        """The target's :class:`engine.sparsity.SourcesCurve` (best subsets m = 1 … 8, the
+        relaxed Lasso and the Lasso along α; cached in the cache, solved the first time)."""
+        key = (model, source, int(target))
+        if key not in self.curves:
+            from engine.service import open_pairing
+            from engine.sparsity import sources_curve
+
+            self.curves[key] = sources_curve(self.cache, open_pairing(self.cache, model, source), int(target))
+        return self.curves[key]
 
     def store(self, name: str) -> LogitStore:
         if name not in self.stores:
@@ -109,7 +129,9 @@ def label(name: str) -> str:
 
 
 def resolve_dependency(ctx: _Context, slide: TalkSlide) -> Dependency:
-    """The slide's target, α (or number of sources) and coefficients, its Table 1 metrics."""
+    """The slide's target, α (or number of sources) and coefficients, its Table 1 metrics.
+    ``sources = m``: the best subset with at most m sources (its α: the Lasso path's largest
+    with at most that many, for the slides that show the Lasso's picture beside it)."""
     from engine.paths import path_spec, target_paths
     from engine.recommend import recommended_index
     from engine.service import load_top2, open_pairing
@@ -127,15 +149,21 @@ def resolve_dependency(ctx: _Context, slide: TalkSlide) -> Dependency:
         target = _clear_example(ctx, model.name, source.name)
     path = target_paths(ctx.cache, path_spec(ctx.cache, pairing), [target])
     n_alphas = len(path.alpha_indices(target))
-    if slide.n_sources:
+    if slide.n_sources or slide.sources:
         sizes = path.support_sizes[path.position(target), :n_alphas]
-        fits = np.flatnonzero((sizes > 0) & (sizes <= slide.n_sources))
+        fits = np.flatnonzero((sizes > 0) & (sizes <= (slide.n_sources or slide.sources)))
         a = int(fits[-1]) if fits.size else 0
     elif slide.alpha:
         a = path.nearest_alpha_index(slide.alpha, target)
     else:
         a = recommended_index(path.r2_of(target))
         a = 0 if a is None else a
+    if slide.sources:
+        fit = ctx.curve(model.name, source.name, target).best[slide.sources - 1]
+        coef = np.zeros(source.k)
+        coef[fit.sources] = fit.coefs
+        return Dependency(model, source, target, float(path.alphas[a]), a, path, coef,
+                          np.asarray(fit.sources, dtype=np.int64), fit.metrics, slide.sources)
     coef = path.coef_vector(target, a)
     nz = np.flatnonzero(coef)
     order = nz[np.argsort(-np.abs(coef[nz]), kind="stable")]
@@ -236,13 +264,17 @@ def slide_question(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
 
 def slide_dependency(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     m = dep.metrics
+    how = (_card("best subset", f"the best {dep.max_sources} or fewer sources, least squares (not the Lasso)")
+           if dep.best_subset else _card(f"{dep.alpha:.3g}", "α of the CovLasso"))
+    found = ("Found by a search for the best few sources (best subset)" if dep.best_subset
+             else "Found by one Lasso on the logits' covariance")
     cards = (_card(f"{len(dep.order)}", f"sources of {dep.source.k - (1 if dep.within else 0):,}")
              + _card(_fmt_r2(m.r2), "R² (variance of the logit explained)")
-             + _card(f"{dep.alpha:.3g}", "α of the CovLasso"))
+             + how)
     body = (formula_html(dep)
             + f'<div class="row"><div class="col graph">{_star(ctx, dep)}</div>'
               f'<div class="col side">{cards}<p>Edge width = weight; <span class="pos">blue</span> adds, '
-              f'<span class="neg">orange</span> subtracts. Found by one Lasso on the logits\' covariance: '
+              f'<span class="neg">orange</span> subtracts. {found}: '
               f"nobody chose these categories.</p></div></div>")
     where = dep.model.name
     return Slide("dependency", s.title or f"One dependency: “{label(dep.target_name)}” in {where}", body, s.note)
@@ -266,7 +298,8 @@ def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     chart = svg.svg_img(svg.fit_chart(original, replaced, positive), "rebuilt against original logit")
     pos = ("" if not np.isfinite(m.pos_acc) else
            _card(f"{m.pos_acc:.0f} %", f"of its own images still recognised (was {m.ori_pos_acc:.0f} %)"))
-    cards = (_card(_fmt_r2(m.r2), "R² over every test image")
+    how = f" (best subset, at most {dep.max_sources} sources)" if dep.best_subset else ""
+    cards = (_card(_fmt_r2(m.r2), f"R² over every test image{how}")
              + _card(f"{m.acc:.2f} %", f"top-1 with the rebuilt logit (was {m.ori_acc:.2f} %)")
              + pos)
     body = (f'<div class="row"><div class="col chart">{chart}</div><div class="col side">{cards}'
@@ -275,38 +308,62 @@ def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     return Slide("fit", s.title or f"The rebuilt “{label(dep.target_name)}” does the category's job", body, s.note)
 
 
-def lasso_series(ctx: _Context, dep: Dependency) -> list[svg.SourcesSeries]:
-    """R² against the number of sources along the Lasso's α path: this target's, and the
-    median category's (when every target's path is cached). A best-subset solver's curve is
-    one more :class:`engine.talk.svg.SourcesSeries` passed to :func:`engine.talk.svg.sources_chart`."""
-    i = dep.path.position(dep.target)
-    n_a = len(dep.path.alpha_indices(dep.target))
-    series = [svg.SourcesSeries(f"“{label(dep.target_name)}” (Lasso, along α)",
-                                dep.path.support_sizes[i, :n_a], dep.path.r2[i, :n_a])]
-    every = ctx.every_path(dep.model.name, dep.source.name)
-    if every is not None:
-        sizes, r2 = every.support_sizes, every.r2
-        med_n, med_r = [], []
-        for a in range(len(every.alphas)):
-            reached = every.reached(a)
-            if reached.sum() >= max(1, 0.9 * len(every.targets)):
-                med_n.append(float(np.median(sizes[reached, a])))
-                med_r.append(float(np.nanmedian(r2[reached, a])))
-        series.append(svg.SourcesSeries("median category (Lasso)", np.round(med_n), np.array(med_r)))
-    return series
+def _best_per_count(n_sources, r2) -> tuple[np.ndarray, np.ndarray]:
+    """Along an α path several α keep the same number of sources: the best R² of each count
+    (what the method reaches with that many), counts ascending."""
+    n, r = np.asarray(n_sources, dtype=np.int64), np.asarray(r2, dtype=np.float64)
+    ok = (n > 0) & np.isfinite(r)
+    counts = np.unique(n[ok])
+    return counts, np.array([r[ok & (n == c)].max() for c in counts])
+
+
+def sources_series(curve) -> list[svg.SourcesSeries]:
+    """R² against the number of sources of one target (an :class:`engine.sparsity.SourcesCurve`):
+    the best subset with at most m sources (m = 1 … 8), and along the Lasso's α path the relaxed
+    Lasso (least squares on the Lasso's sources) and the paper's Lasso — best first."""
+    return [svg.SourcesSeries("best subset", np.asarray(curve.m), curve.best_r2),
+            svg.SourcesSeries("relaxed Lasso", *_best_per_count(curve.relaxed_n, curve.relaxed_r2)),
+            svg.SourcesSeries("Lasso (the paper's)", *_best_per_count(curve.lasso_n, curve.lasso_r2))]
+
+
+def _needs(series: svg.SourcesSeries, r2: float) -> int | None:
+    """The fewest sources with which ``series`` reaches ``r2`` (None: never along it)."""
+    n, r = np.asarray(series.n_sources), np.asarray(series.r2)
+    ok = n[(n > 0) & np.isfinite(r) & (r >= r2 - 1e-9)]
+    return int(ok.min()) if ok.size else None
+
+
+def sources_finding(curve) -> str:
+    """The slide's sentence (HTML): the fewest sources whose best subset fits, its R², and how
+    many the relaxed Lasso and the paper's Lasso need to reach the same R²."""
+    best, relaxed, lasso = sources_series(curve)
+    m = curve.sparsest_fit()
+    if m is None:
+        m = int(curve.m[-1])
+        lead = f"Even <b>{m}</b> sources reach only R² {curve.best_r2[m - 1]:.2f} by best subset"
+    else:
+        lead = f"<b>{m}</b> source{'s' if m > 1 else ''} reach R² {curve.best_r2[m - 1]:.2f} by best subset"
+    r2 = float(curve.best_r2[m - 1])
+    need, need_relaxed = _needs(lasso, r2), _needs(relaxed, r2)
+    if need is None:
+        top = int(np.argmax(lasso.r2)) if len(lasso.r2) else None
+        rest = ("the paper's Lasso never reaches it along its path" if top is None else
+                f"the paper's Lasso never reaches it (R² {lasso.r2[top]:.2f} at most, with {int(lasso.n_sources[top])})")
+    else:
+        rest = f"the paper's Lasso needs <b>{need}</b>"
+    if need_relaxed is not None and need_relaxed != need:
+        rest += f", the relaxed Lasso {need_relaxed}"
+    return f"{lead}; {rest}."
 
 
 def slide_sources(ctx: _Context, s: TalkSlide, dep: Dependency, extra: list[svg.SourcesSeries] = ()) -> Slide:
-    series = lasso_series(ctx, dep) + list(extra)
+    curve = ctx.curve(dep.model.name, dep.source.name, dep.target)
+    series = sources_series(curve) + list(extra)
     chart = svg.svg_img(svg.sources_chart(series, mark_at=len(dep.order) or None), "R² against the number of sources")
-    first = series[0]
-    ok = [(int(n), float(r)) for n, r in zip(first.n_sources, first.r2) if n > 0 and np.isfinite(r) and r >= 0.95]
-    fewest = min(ok) if ok else None
-    text = (f"<p>“{escape(label(dep.target_name))}” reaches R² {fewest[1]:.2f} with <b>{fewest[0]}</b> sources.</p>"
-            if fewest else "")
-    body = (f'<div class="row"><div class="col chart">{chart}</div><div class="col side">{text}'
-            "<p>Each point is one α of the Lasso's path: a larger α keeps fewer sources.</p>"
-            "<p>The Lasso also shrinks the weights it keeps, so it overstates how many sources a fit needs.</p>"
+    body = (f'<div class="row"><div class="col chart">{chart}</div><div class="col side">'
+            f"<p>“{escape(label(dep.target_name))}”: {sources_finding(curve)}</p>"
+            "<p>Best subset: the best few sources, least squares. Relaxed Lasso: the Lasso's sources "
+            "refitted. The Lasso also shrinks its weights, so it needs more sources for the same fit.</p>"
             "</div></div>")
     return Slide("sources", s.title or "How few sources does it take?", body, s.note)
 
@@ -360,10 +417,12 @@ def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     gs = load_gramset(ctx.cache, pairing, compute=False)
     cov = np.asarray(gs.rhs_columns([dep.target])[:, 0], dtype=np.float64) if gs is not None else None
     inside = None if cov is None else np.abs(cov) < dep.alpha
+    # the band is the Lasso's: a best-subset slide shows the Lasso at the α with as many sources
+    lasso_coef = dep.path.coef_vector(dep.target, dep.alpha_index) if dep.best_subset else dep.coef
     left = ""
     if cov is not None:
-        zero_inside = int((inside & (dep.coef == 0)).sum())
-        left = (f'<div class="col chart half">{svg.svg_img(svg.covariance_chart(cov, dep.coef, dep.alpha, height=330), "covariance against coefficient")}'
+        zero_inside = int((inside & (lasso_coef == 0)).sum())
+        left = (f'<div class="col chart half">{svg.svg_img(svg.covariance_chart(cov, lasso_coef, dep.alpha, height=330), "covariance against coefficient")}'
                 f"<p>Sparse: a source whose covariance with “{escape(label(dep.target_name))}” is under α "
                 f"(shaded) gets weight 0: {zero_inside:,} of the {int(inside.sum()):,} in the band here.</p></div>")
     if theory is None:
@@ -507,8 +566,9 @@ def slide_applications(ctx: _Context, s: TalkSlide) -> Slide:
 def build_slides(cache: Cache, talk: Talk,
                  extra_sources: Callable[[Dependency], list[svg.SourcesSeries]] | None = None) -> list[Slide]:
     """Every slide of ``talk``, in order. ``extra_sources(dep)``: more curves of R² against
-    the number of sources for the "how few sources" slide's dependency — e.g. a best-subset
-    solver's for ``dep.model`` / ``dep.source`` / ``dep.target`` — drawn beside the Lasso's."""
+    the number of sources for the "how few sources" slide's dependency (``dep.model`` /
+    ``dep.source`` / ``dep.target``), drawn after the best subset's, the relaxed Lasso's and
+    the Lasso's (:func:`sources_series`)."""
     ctx = _Context(Cache.of(cache))
     talk = talk.resolved()
     first = next((s for s in talk.slides if s.kind == "dependency"), None)

@@ -201,7 +201,7 @@ def sources_chart(series: list[SourcesSeries], *, width: int = 640, height: int 
             if n > 0 and np.isfinite(r):
                 rows.append({"n": int(n), "r2": round(float(max(r, 0.0)), 4), "series": s.name})
     names = [s.name for s in series]
-    colors = [POS, NEG, ACCENT, "#059669"][: len(names)]
+    colors = [POS, ACCENT, NEG, "#059669"][: len(names)]
     layers = [{"data": {"values": rows}, "mark": {"type": "line", "point": {"size": 90}, "strokeWidth": 4},
                "encoding": {"x": {"field": "n", "type": "quantitative", "title": "number of sources",
                                   "scale": {"type": "log"}, "axis": {"values": [1, 2, 4, 8, 16, 32, 64]}},
@@ -211,7 +211,7 @@ def sources_chart(series: list[SourcesSeries], *, width: int = 640, height: int 
                                       "scale": {"domain": names, "range": colors}}}}]
     if mark_at:
         layers.append({"data": {"values": [{"n": int(mark_at)}]},
-                       "mark": {"type": "rule", "color": ACCENT, "strokeWidth": 3, "strokeDash": [6, 4]},
+                       "mark": {"type": "rule", "color": ZERO, "strokeWidth": 3, "strokeDash": [6, 4]},
                        "encoding": {"x": {"field": "n", "type": "quantitative"}}})
     return vega_svg({"width": width, "height": height, "layer": layers})
 

@@ -8,18 +8,25 @@ A small TOML file, read with :mod:`tomllib` and written by :func:`talk_toml`::
     kind = "dependency"          # one of SLIDE_KINDS
     model = "glyph-vgg"          # the store whose category is the target
     target = "Í"                 # index, class name or its first word (as the CLI takes it)
-    alpha = 4.6                  # or n_sources = 6: the path's α with that many sources
+    alpha = 4.6                  # the paper's Lasso at this α; or n_sources = 6: the Lasso
+                                 # path's α with that many sources; or sources = 4: the best
+                                 # dependency with at most 4 sources (best subset, 1 … 8)
     note = "Read it aloud: Í is mostly Ó, Ĭ and Î."
 
 Slides that show a dependency (``dependency``, ``fit``, ``sources``, ``why``, ``between``)
-take ``model``, ``target`` and ``alpha`` or ``n_sources``; ``between`` also ``source`` (the
+take ``model``, ``target`` and one of ``alpha``, ``n_sources`` (the CovLasso) or ``sources``
+(the best subset, :mod:`engine.sparsity`); ``between`` also ``source`` (the
 model whose logits predict the target). ``question``, ``atlas`` and ``applications`` take a
 ``model`` (the first dependency slide's when left out). Where a dependency slide leaves a
 field out, the talk's first ``dependency`` slide fills it in.
 
 :func:`default_talk` writes the paper's story on whatever stores the cache holds, from the
 recommendations of :mod:`engine.recommend` (the clear example of a model and of its best
-pairing with another model), so a speaker with their own models gets the same story.
+pairing with another model), so a speaker with their own models gets the same story. Where
+the model's best subsets are cached (the demo, the ``best-subsets`` job), its dependency,
+fit and sources slides show the sparsest best-subset dependency that fits
+(``sources = m``); the Lasso's α otherwise (and always on the "why" slide, whose picture is
+the Lasso's covariance band).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.atomic import write_bytes_atomic
+from engine.bestsubset import DEFAULT_MAX_SOURCES
 from engine.errors import InvalidInputError, NotFoundError
 from engine.store import Cache
 
@@ -54,6 +62,7 @@ class TalkSlide:
     target: str = ""  # index, class name or first word of the name
     alpha: float | None = None  # the α of the dependency (nearest on the target's path)
     n_sources: int | None = None  # instead of α: the path's largest α with at most this many sources
+    sources: int | None = None  # instead of α: the best subset with at most this many sources (1 … 8)
     note: str = ""  # speaker note (shown in the deck's notes, never on the slide)
     title: str = ""  # the slide's title ('' = the kind's default)
 
@@ -65,6 +74,17 @@ class TalkSlide:
             raise InvalidInputError(f"slide {self.kind!r}: alpha = {self.alpha!r}; expected a positive number")
         if self.n_sources is not None and self.n_sources < 1:
             raise InvalidInputError(f"slide {self.kind!r}: n_sources = {self.n_sources!r}; expected ≥ 1")
+        if self.sources is not None:
+            if isinstance(self.sources, bool) or not isinstance(self.sources, int | np.integer) \
+                    or not 1 <= self.sources <= DEFAULT_MAX_SOURCES:
+                raise InvalidInputError(
+                    f"slide {self.kind!r}: sources = {self.sources!r}; expected a whole number from 1 to "
+                    f"{DEFAULT_MAX_SOURCES} (the best subsets cached per target); for more sources give alpha")
+            given = [k for k in ("alpha", "n_sources") if getattr(self, k) is not None]
+            if given:
+                raise InvalidInputError(
+                    f"slide {self.kind!r} gives both sources = {self.sources} and {given[0]}; expected one of "
+                    "them: sources (best subset) or alpha / n_sources (the paper's Lasso)")
 
 
 @dataclass(frozen=True)
@@ -84,8 +104,10 @@ class Talk:
             if not s.model:
                 s = replace(s, model=base.model)
             if s.kind in _DEPENDENCY_KINDS and s.kind != "between" and not s.target and s.model == base.model:
-                s = replace(s, target=base.target, alpha=s.alpha if s.alpha or s.n_sources else base.alpha,
-                            n_sources=s.n_sources if s.alpha or s.n_sources else base.n_sources)
+                own = bool(s.alpha or s.n_sources or s.sources)
+                s = replace(s, target=base.target, alpha=s.alpha if own else base.alpha,
+                            n_sources=s.n_sources if own else base.n_sources,
+                            sources=s.sources if own else base.sources)
             out.append(s)
         return replace(self, slides=tuple(out))
 
@@ -129,6 +151,9 @@ def talk_from_dict(data: dict, where: str = "talk") -> Talk:
             values["alpha"] = _number(values["alpha"], f"{where}: slide {n}'s alpha")
         if "n_sources" in values:
             values["n_sources"] = int(_number(values["n_sources"], f"{where}: slide {n}'s n_sources"))
+        if "sources" in values and (isinstance(values["sources"], bool) or not isinstance(values["sources"], int)):
+            raise InvalidInputError(f"{where}: slide {n}'s sources is {values['sources']!r}; expected a whole "
+                                    f"number from 1 to {DEFAULT_MAX_SOURCES}, e.g. sources = 4")
         out.append(TalkSlide(**values))
     return Talk(str(data.get("title", Talk.title)), tuple(out))
 
@@ -152,7 +177,8 @@ def talk_toml(talk: Talk) -> str:
     """The talk as TOML (what :func:`read_talk` reads back)."""
     lines = ["# A talk for `python -m engine talk --export talk.html --talk THIS` and the dashboard's",
              "# Talk page. Slide kinds: " + ", ".join(SLIDE_KINDS) + ".",
-             "# Dependency slides take model, target, and alpha or n_sources; between also source.",
+             "# Dependency slides take model, target, and alpha or n_sources (the paper's Lasso) or",
+             "# sources (the best dependency with at most that many sources, 1 to 8); between also source.",
              f"title = {_toml_value(talk.title)}", ""]
     for s in talk.slides:
         lines.append("[[slide]]")
@@ -190,7 +216,7 @@ _NOTES = {
     "question": "Ask the room: if I hide one category's logit, can you read it off a few others?",
     "dependency": "One category's logit, rebuilt from a handful of others; the weights are the edges.",
     "fit": "Every dot is a test image: the rebuilt logit against the real one; the prediction is unchanged.",
-    "sources": "How few sources: as α grows the Lasso keeps fewer sources, and the fit barely moves.",
+    "sources": "How few sources: the best few sources fit as well as the Lasso's many; the Lasso shrinks and picks worse ones.",
     "between": "Now the other model's logits only: the solver was never told which categories correspond.",
     "why": "Why: the logits span far fewer dimensions than there are categories, so most are redundant.",
     "atlas": "All categories at once: each inner node's few sources around it, coloured by community.",
@@ -207,10 +233,12 @@ def default_talk(cache: Cache) -> Talk:
     if within is None:
         raise NotFoundError(f"no store in {cache.root} has every target's α path, which the talk's default "
                             "reads; run `python -m engine demo` or `python -m engine jobs submit paths --model NAME --wait`")
-    model, target, alpha = within
+    model, target, alpha, index = within
+    m = _sparsest_best_subset(cache, model, index)
+    how = {"alpha": alpha} if m is None else {"sources": m}
     slides = [TalkSlide("question", model=model, note=_NOTES["question"])]
     for kind in ("dependency", "fit", "sources"):
-        slides.append(TalkSlide(kind, model=model, target=target, alpha=alpha, note=_NOTES[kind]))
+        slides.append(TalkSlide(kind, model=model, target=target, note=_NOTES[kind], **how))
     between = _best_between(cache, model)
     if between is not None:
         b_model, b_source, b_target, b_alpha = between
@@ -286,8 +314,20 @@ def _best_within(cache: Cache):
             best = (name, found)
     if best is None:
         return None
-    name, (target_name, alpha, _, _) = best
-    return name, target_name, alpha
+    name, (target_name, alpha, _, index) = best
+    return name, target_name, alpha, index
+
+
+def _sparsest_best_subset(cache: Cache, model: str, target: int) -> int | None:
+    """The fewest sources whose best subset fits the target (R² ≥ 0.95, ≤ 0.5 pt of top-1
+    lost) when every target's best subsets of ``model`` are cached; else None (the Lasso)."""
+    from engine.service import open_pairing
+    from engine.sparsity import has_all_best_subsets, sources_curve
+
+    pairing = open_pairing(cache, model, model)
+    if not has_all_best_subsets(cache, pairing):
+        return None
+    return sources_curve(cache, pairing, target).sparsest_fit()
 
 
 def _best_between(cache: Cache, model: str):
