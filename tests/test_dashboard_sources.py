@@ -269,9 +269,10 @@ def test_every_target_export_follows_the_method(cache):
     assert any(label.startswith("Every target's dependencies at α =") for label in labels)
 
 
-def test_add_to_talk_on_the_best_subset_view_says_what_the_slide_shows(tmp_path, monkeypatch, cache):
-    """The talk's slides draw the CovLasso: on the best-subset view the slide added is its
-    dependency with at most m sources, and the sidebar says so."""
+
+def test_add_to_talk_on_the_best_subset_view_adds_the_best_subset(tmp_path, monkeypatch, cache):
+    """The slide added from the best-subset view is that view: the best subset with at most m
+    sources (the talk file's ``sources``), no α."""
     from engine.talk.talkfile import read_talk
     from tests.dashboard_cache import copy_cache
 
@@ -281,5 +282,5 @@ def test_add_to_talk_on_the_best_subset_view_says_what_the_slide_shows(tmp_path,
     at.button(key="x-talk").click().run()  # the first one writes the cache's default talk, then appends
     assert not at.exception
     last = read_talk(Cache(root).talk_path).slides[-1]
-    assert (last.kind, last.target, last.n_sources, last.alpha) == ("dependency", glyph_class_names(60)[7], 3, None)
-    assert any("talk's slides show the paper's CovLasso" in c.value for c in at.caption)
+    assert (last.kind, last.target, last.sources, last.alpha, last.n_sources) == \
+        ("dependency", glyph_class_names(60)[7], 3, None, None)

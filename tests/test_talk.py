@@ -98,7 +98,8 @@ def test_default_talk_tells_the_story_on_the_cache_at_hand(cache):
     assert (between.model, between.source) == (MODEL_B, MODEL_A)
     dep = next(s for s in talk.slides if s.kind == "dependency")
     names = cache.load_store(dep.model).class_names
-    assert dep.target in names and dep.alpha > 0
+    # the test cache holds every target's best subsets (as the demo does): the best subset's m, else α
+    assert dep.target in names and ((dep.alpha or 0) > 0 or 1 <= (dep.sources or 0) <= 8)
 
 
 def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path):

@@ -38,7 +38,6 @@ from dashboard.components.sources_ui import (
     opening_target,
     sources_chart_ui,
     sources_ui,
-    talk_method_note,
 )
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import coef_table_html
@@ -257,8 +256,7 @@ def main() -> None:
     between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}
     with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
         add_to_talk_ui(root, TalkSlide("between", model=model_b, source=model_a, target=between["target_name"],
-                                       alpha=alpha, n_sources=m), key="cx-talk")
-        talk_method_note(method, m)
+                                       alpha=alpha, sources=m), key="cx-talk")
     st.divider()
     _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m)
     slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}"

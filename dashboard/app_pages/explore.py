@@ -40,7 +40,6 @@ from dashboard.components.sources_ui import (
     opening_target,
     sources_chart_ui,
     sources_ui,
-    talk_method_note,
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.talk_ui import add_to_talk_ui
@@ -200,9 +199,8 @@ def main() -> None:
         chart_files = {"Fig. 3 scatter": ("fig3", scatter), "α path": ("path", path_chart), **chart_files}
     _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph, chart_files)
     with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
-        add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha, n_sources=m),
+        add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha, sources=m),
                        key="x-talk")
-        talk_method_note(method, m)
 
 
 MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)

@@ -221,10 +221,3 @@ def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:
     state.remember(key, value)
     return int(value)
 
-
-def talk_method_note(method: str, m: int | None) -> None:
-    """Under "Add to talk" on the best-subset view: the talk's slides draw the paper's CovLasso
-    (engine.talk), so the slide added is its dependency with at most m sources, not this one."""
-    if method == BEST:
-        st.caption(f"The talk's slides show the paper's CovLasso: this adds its dependency with at most {m} "
-                   "sources (the largest α of the path that keeps that few).")
