@@ -295,7 +295,34 @@ def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSp
     return _fill(_spec("support"), title, height, support=frame)
 
 
-_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support}
+# ----------------------------------------------------------------------------- §3.3 β sweep
+
+
+def _build_tradeoff() -> dict:
+    import altair as alt
+
+    base = alt.Chart(_named("tradeoff"))
+    x = alt.X("beta:Q", title="β (0 = the control; symlog scale)", scale=alt.Scale(type="symlog", constant=0.05))
+    color = alt.Color("metric:N", title=None, sort=None, scale=alt.Scale(range=CATEGORY_COLORS))
+    lines = base.mark_line(point=alt.OverlayMarkDef(size=80), strokeWidth=2.5).encode(
+        x=x, y=alt.Y("mean:Q", title="% (mean ± sd over seeds)", scale=alt.Scale(domain=[0, 100])),
+        color=color,
+        tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("beta:Q", format="g"), alt.Tooltip("mean:Q", format=".2f"),
+                 alt.Tooltip("sd:Q", format=".2f"), alt.Tooltip("seeds:Q")],
+    )
+    bars = base.mark_rule(strokeWidth=2).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+    return _template(lines + bars)
+
+
+def tradeoff_chart(frame: pd.DataFrame, title: str, height: int = 340) -> ChartSpec:
+    """§3.3's trade-off: top-1, θ of the cut pair (% of before) and OOD AUPR against β.
+
+    frame: columns beta, metric, mean, sd, seeds (``engine.jobs.reports.sweep_frame``)."""
+    frame = frame.assign(lo=frame["mean"] - frame["sd"], hi=frame["mean"] + frame["sd"])
+    return _fill(_spec("tradeoff"), title, height, tradeoff=frame)
+
+
+_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support, "tradeoff": _build_tradeoff}
 
 
 # ----------------------------------------------------------------------------- export

@@ -44,18 +44,29 @@ class FitTask:
     extra_loss: ExtraLoss | None = None  # a picklable callable (not a closure)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def side_by_side_possible(device: torch.device, threads: int, n_tasks: int) -> bool:
     """Helpers pay off on a CPU with a core per task, in one process (not under torchrun)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return n_tasks > 1 and device.type == "cpu" and world_size() == 1 and cores >= n_tasks * max(1, threads)
+    return n_tasks > 1 and device.type == "cpu" and world_size() == 1 and _cores() >= n_tasks * max(1, threads)
 
 
 def fit_tasks(tasks: list[FitTask], *, device: torch.device, transform: TensorTransform | None,
               threads: int, side_by_side: bool, progress: Progress | None = None,
               span: tuple[float, float] = (0.0, 1.0)) -> list[nn.Module]:
     """Run ``tasks``; return their trained models in order. Side by side when asked and possible
-    (progress then follows the first task, which the others keep pace with), else in turn."""
+    (progress then follows the first task, which the others keep pace with), else in turn.
+    More tasks than cores run side by side in groups of as many as there are cores."""
     lo, hi = span
+    slots = _cores() // max(1, threads)
+    if side_by_side and len(tasks) > slots > 1 and side_by_side_possible(device, threads, slots):
+        groups = [tasks[g : g + slots] for g in range(0, len(tasks), slots)]
+        step = (hi - lo) / len(groups)
+        return [model for n, group in enumerate(groups) for model in fit_tasks(
+            group, device=device, transform=transform, threads=threads, side_by_side=True,
+            progress=progress, span=(lo + n * step, lo + (n + 1) * step))]
     if not (side_by_side and side_by_side_possible(device, threads, len(tasks))):
         step = (hi - lo) / len(tasks)
         for n, task in enumerate(tasks):
