@@ -221,3 +221,22 @@ def test_runs_and_their_summary():
         spec_from_dict("regularizer", {"sweep": ["0.1", "x"]})
     with pytest.raises(InvalidInputError, match="'penalty'"):
         spec_from_dict("regularizer", {"penalty": "log"})
+
+
+@pytest.mark.slow  # helper processes: 100 s on the loaded 2-core machine
+def test_a_sweep_runs_side_by_side_and_matches_the_same_runs_in_turn(tmp_path, world):
+    """Three fine-tunes on two cores (control and β = 2 side by side, then β = 4), each evaluated
+    where it trained: the same rows as one process running them in turn."""
+    train, test, ood, model = world
+    common = dict(dataset="blobs", model="mlp", pairs=("0,1",), beta=2.0, sweep=("4",), alpha=0.5,
+                  train_per_class=20, epochs=2, batch_size=32, device="cpu")
+    reports = []
+    for side in (True, False):
+        ctx = RunContext(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / f"run-{side}")
+        spec = RegularizerSpec(**common, side_by_side=side)
+        reports.append(json.loads(regularize_dependencies(spec, ctx, train, test, ood, model).read_text()))
+    side, turn = reports
+    assert [r["name"] for r in side["runs"]] == ["control", "after", "beta=4,seed=0"]
+    assert side["runs"] == turn["runs"] and side["sweep"] == turn["sweep"]
+    assert [r["beta"] for r in side["sweep"]] == [0, 2.0, 4.0]
+    assert set(side["stores"]) == {"before", "after", "control"}

@@ -58,7 +58,7 @@ from engine.train.loop import (
     resolve_device,
     use_threads,
 )
-from engine.train.parallel import FitTask, fit_tasks
+from engine.train.parallel import FitTask, fit_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,23 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, ood_logits: np.ndarray | No
     return row
 
 
+class _Evaluate:
+    """A fine-tuned model → (Table 3's row, its test logits if kept); picklable, so that it runs
+    in the process that fine-tuned the model, side by side with the others."""
+
+    def __init__(self, test: ImageDataset, test_idx: np.ndarray, ood: ImageDataset | None, device, transform,
+                 pairs: list[tuple[int, int]], alpha: float, keep_logits: bool):
+        self.test, self.test_idx, self.ood, self.device, self.transform = test, test_idx, ood, device, transform
+        self.pairs, self.alpha, self.keep_logits = pairs, alpha, keep_logits
+
+    def __call__(self, model: nn.Module) -> tuple[dict, np.ndarray | None] | None:
+        if not is_main_process():
+            return None
+        logits, labels, ood_logits, _ = _predict(model, self.test, self.test_idx, self.ood, self.device,
+                                                 self.transform)
+        return _metrics(logits, labels, ood_logits, self.pairs, self.alpha), (logits if self.keep_logits else None)
+
+
 def _loop_config(spec: RegularizerSpec, seed: int) -> LoopConfig:
     return LoopConfig(epochs=spec.epochs, lr=spec.lr, weight_decay=spec.weight_decay,
                       batch_size=spec.batch_size, optimizer="sgd", momentum=spec.momentum,
@@ -327,21 +344,19 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: Image
             return DependencyPenalty(pairs, beta)
         return DependencyPenalty.relative(pairs, beta, before[0])
 
+    evaluators = {name: _Evaluate(test, test_idx, ood, device, transform, pairs, spec.alpha,
+                                  keep_logits=name in ("after", "control")) for name, _, _ in runs}
     tasks = [FitTask(f"fine-tune β={beta:g} seed {seed}", copy.deepcopy(model), samples, _loop_config(spec, seed),
-                     ckpt / name, penalty(beta)) for name, beta, seed in runs]
+                     ckpt / name, penalty(beta), evaluators[name]) for name, beta, seed in runs]
     t = time.perf_counter()
-    tuned = fit_tasks(tasks, device=device, transform=transform, threads=spec.threads,
-                      side_by_side=spec.side_by_side, progress=ctx.progress, span=(0.05, 0.85))
-    timings["fine_tune_s"] = time.perf_counter() - t
+    tuned = fit_and_evaluate(tasks, device=device, transform=transform, threads=spec.threads,
+                             side_by_side=spec.side_by_side, progress=ctx.progress, span=(0.05, 0.95))
+    timings["fine_tune_and_evaluate_s"] = time.perf_counter() - t
     if is_main_process():
-        t = time.perf_counter()
-        for n, ((name, _, _), net) in enumerate(zip(runs, tuned, strict=True)):
-            ctx.progress(0.85 + 0.15 * n / len(runs), f"evaluating {name}")
-            after = _predict(net, test, test_idx, ood, device, transform)
-            rows[name] = _metrics(*after[:3], pairs, spec.alpha)
-            if name in ("after", "control"):
-                logits_by_name[name] = after[0]
-        timings["evaluate_s"] = time.perf_counter() - t
+        for (name, _, _), (_, (row, logits)) in zip(runs, tuned, strict=True):
+            rows[name] = row
+            if logits is not None:
+                logits_by_name[name] = logits
     if not is_main_process():
         barrier()
         return None
