@@ -223,7 +223,10 @@ class RegularizerSpec:
     pairs: tuple[str, ...] = ()  # "TARGET,SOURCE" (index or class name); empty = strongest peculiar one
     peculiar: str = "auto"  # how pairs are judged: auto, shapes, names, none, or a file of marked pairs
     min_peculiarity: float = 0.5  # a dependency is peculiar at 1 − similarity ≥ this
-    beta: float = 0.2  # weight of the regulariser (paper: 0.2, on the raw penalty)
+    # weight of the (relative) regulariser; 0.1 measured on the demo: θ of the cut pair 0 (from
+    # −0.44), top-1 −0.17 pt against the control; 0.3 and 1 too (−0.26, −0.39 pt), 3 costs −0.89 pt
+    # (docs/jobs-and-training.md). The paper: 0.2 on the raw penalty.
+    beta: float = 0.1
     sweep: tuple[str, ...] = ()  # more β values to fine-tune with, e.g. 0.05 0.1 0.5 (the trade-off chart)
     penalty: str = "relative"  # "relative": divided by |C_ij| before fine-tuning; "raw": the paper's
     alpha: float = 0.25  # CovLasso α for the coefficient before/after (glyph logits' scale)
