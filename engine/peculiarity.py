@@ -133,8 +133,8 @@ def _blur(x, sigma: float):
 
 
 def name_tokens(name: str, gloss: str = "") -> frozenset[str]:
-    """Lower-case content words (≥ 3 letters, no stop words) of a class name and its gloss."""
-    words = re.findall(r"[a-z]{3,}", f"{name} {gloss}".lower())
+    """Lower-case content words (≥ 3 letters, no stop words) and numbers of a name and its gloss."""
+    words = re.findall(r"[a-z]{3,}|\d+", f"{name} {gloss}".lower())
     return frozenset(w for w in words if w not in _STOPWORDS)
 
 

@@ -60,6 +60,9 @@ def test_penalty_drives_the_coefficient_to_zero(tmp_path, world):
     assert abs(after["coef"]) < 0.05 * abs(before["coef"])  # ...cut by the penalty...
     assert abs(control["coef"]) > 0.5 * abs(before["coef"])  # ...and not by fine-tuning alone
     assert abs(after["cov"]) < 0.1 * abs(before["cov"])
+    # 'class 0' and 'class 1' share one of their two words: peculiarity 1 − 1/3 by name tokens
+    assert report["peculiarity"]["pairs"] == [pytest.approx(2 / 3)]
+    assert "name" in report["peculiarity"]["measure"] and report["pair_choice"] is None
     for row in m.values():  # the classifier still works (chance is 12.5 %)
         assert row["top1"] > 85 and 0 <= row["ood_aupr"] <= 100
     cache = Cache(tmp_path / "cache")

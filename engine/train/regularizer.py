@@ -320,12 +320,12 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: Image
     t = time.perf_counter()
     before = _predict(model, test, select_indices(test.labels, classes), ood, device, transform)
     test_idx = before[3]
+    from engine.peculiarity import category_similarity, peculiarity
+
+    ctx.progress(0.02, "judging how peculiar the dependencies are")
+    similarity, measure = category_similarity(spec.peculiar, class_names, ctx.cache, spec.dataset)
     choice = None
     if not pairs:
-        from engine.peculiarity import category_similarity
-
-        ctx.progress(0.02, "choosing the dependency to cut")
-        similarity, measure = category_similarity(spec.peculiar, class_names, ctx.cache, spec.dataset)
         pair, choice = choose_pair(all_coefficients(before[0], spec.alpha), similarity, spec.min_peculiarity,
                                    class_names, measure)
         pairs = [pair]
@@ -372,6 +372,8 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: Image
         "kind": "regularizer", "config": spec_to_dict(spec), "run_dir": str(ctx.run_dir),
         "checkpoints": str(ckpt), "data": {"train": train.fingerprint(), "test": test.fingerprint()},
         "pairs": [list(p) for p in pairs], "pair_choice": choice,
+        "peculiarity": {"measure": measure, "pairs": [
+            None if similarity is None else float(peculiarity(similarity[i, j])) for i, j in pairs]},
         "metrics": {name: rows[name] for name in ("before", "control", "after") if name in rows},
         "runs": [{"name": name, "beta": beta, "seed": seed, **rows[name]} for name, beta, seed in runs],
         "sweep": sweep, "verdict": verdict(sweep, spec.beta), "penalty": spec.penalty, "stores": stores,
