@@ -1,5 +1,7 @@
 """Reports as tables: the paper's Table 3 layout for the regulariser, Markdown output."""
 
+import pytest
+
 from engine.jobs.reports import markdown_tables, report_stores, report_tables
 
 REG = {
@@ -69,8 +71,11 @@ def test_a_sweep_report_shows_the_pair_the_sweep_and_the_verdict():
     assert rows[1]["θ (% of before)"] == "5.0 ± 1.0" and rows[1]["Δ top-1 (pt)"] == "-0.10 ± 0.10"
     chart = sweep_rows(SWEEP)
     assert len(chart) == 9 and {r["metric"] for r in chart} == {
-        "top-1 (%)", "θ of the cut pair (% of before)", "OOD AUPR (%)"}
-    assert [r["mean"] for r in chart if r["metric"].startswith("θ")] == [100.0, 5.0, 0.0]
+        "top-1 vs control (pt)", "θ of the cut pair (% of before)", "OOD AUPR vs control (pt)"}
+    assert [r["mean"] for r in chart if r["axis"] == "theta"] == [100.0, 5.0, 0.0]
+    assert [r["mean"] for r in chart if r["metric"].startswith("top-1")] == pytest.approx([0.0, -0.1, -1.0])
+    assert [r["value"] for r in chart if r["metric"].startswith("top-1")] == [
+        "90.00 ± 0.00", "89.90 ± 0.00", "89.00 ± 0.00"]
     assert report_notes(SWEEP) == SWEEP["verdict"]
     assert markdown_tables(SWEEP).splitlines()[-1] == "- " + SWEEP["verdict"][0]
 

@@ -101,17 +101,21 @@ def _regularizer_tables(report: dict) -> list[Table]:
 
 
 def sweep_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Long-form rows (beta, metric, mean, sd, seeds) of a regulariser job's β sweep, for the
-    trade-off chart: top-1, θ of the first pair as % of before, OOD AUPR."""
+    """Long-form rows of a regulariser job's β sweep, for the trade-off chart: top-1 and OOD
+    AUPR against the control of the same seed (``axis`` 'delta', pt), θ of the first pair as %
+    of before (``axis`` 'theta'); ``value`` is the absolute figure as text."""
     if not report or report.get("kind") != "regularizer":
         return []
     out = []
     for r in report.get("sweep") or []:
-        stats = [("top-1 (%)", r["top1"], 1.0), ("OOD AUPR (%)", r.get("ood_aupr"), 1.0)]
+        stats = [("top-1 vs control (pt)", "delta", r.get("top1_vs_control"), 1.0, r["top1"]),
+                 ("OOD AUPR vs control (pt)", "delta", r.get("ood_aupr_vs_control"), 1.0, r.get("ood_aupr"))]
         if r["pairs"]:
-            stats.insert(1, ("θ of the cut pair (% of before)", r["pairs"][0]["coef_fraction"], 100.0))
-        out += [{"beta": r["beta"], "metric": name, "mean": scale * s["mean"], "sd": scale * s["sd"],
-                 "seeds": s["n"]} for name, s, scale in stats if s]
+            f = r["pairs"][0]["coef_fraction"]
+            stats.append(("θ of the cut pair (% of before)", "theta", f, 100.0, r["pairs"][0]["coef"]))
+        out += [{"beta": r["beta"], "metric": name, "axis": axis, "mean": scale * s["mean"], "sd": scale * s["sd"],
+                 "value": _pm(absolute, 4 if axis == "theta" else 2), "seeds": s["n"]}
+                for name, axis, s, scale, absolute in stats if s]
     return out
 
 
