@@ -243,3 +243,13 @@ def test_a_sweep_runs_side_by_side_and_matches_the_same_runs_in_turn(tmp_path, w
     assert side["runs"] == turn["runs"] and side["sweep"] == turn["sweep"]
     assert [r["beta"] for r in side["sweep"]] == [0, 2.0, 4.0]
     assert set(side["stores"]) == {"before", "after", "control"}
+
+
+def test_a_missing_file_of_marked_pairs_is_refused_at_submission(tmp_path):
+    from engine.jobs.specs import check_spec_inputs
+
+    spec = spec_from_dict("regularizer", {"peculiar": str(tmp_path / "marked.txt")})
+    with pytest.raises(InvalidInputError, match="'peculiar'"):
+        check_spec_inputs("regularizer", spec)
+    (tmp_path / "marked.txt").write_text("™,┇\n")
+    check_spec_inputs("regularizer", spec)  # glyph-resnet and glyphs exist: nothing to say

@@ -491,6 +491,10 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
         if value not in registry and not Path(value).expanduser().is_dir():
             names = " or ".join(repr(r) for r in registry)
             _fail(kind, name, value, f"expected {names} or an existing ImageFolder folder")
+    peculiar = getattr(spec, "peculiar", "auto")
+    if peculiar not in ("auto", "shapes", "names", "none") and not Path(peculiar).expanduser().is_file():
+        _fail(kind, "peculiar", peculiar, "expected auto, shapes, names, none or an existing file of "
+              "'TARGET,SOURCE' lines (pairs marked peculiar)")
     checkpoint = getattr(spec, "checkpoint", "")
     if checkpoint and not Path(checkpoint).expanduser().is_file():
         _fail(kind, "checkpoint", checkpoint, "expected an existing weights file (.safetensors, .pt, .pth)")
