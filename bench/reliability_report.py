@@ -13,14 +13,23 @@ What it runs (the machinery is the test suite's own: tests/campaign.py, tests/te
   ``EngineError`` whose message is one line (CLI: exit code 2 and one ``error:`` line);
   anything else (a traceback, a crash, a multi-line dump) is counted as *unhandled*.
 * **kill -9 trials** — every kind of write (import, overwrite, extraction, solve, α path,
-  extraction job) SIGKILLed at random moments; a trial is *torn* if the cache afterwards is
-  neither as before nor complete, or the same write run again does not complete.
+  extraction job) SIGKILLed at random moments (seeded fractions of the write's measured
+  duration: ``--seed``, and ``--job-trials`` for the job); a trial is *torn* if the cache
+  afterwards is neither as before nor complete, and counts as a *failed rerun* if the same
+  write run again does not complete with exactly the uninterrupted run's content.
+* **kill -9 at every commit** — every kind of write killed right after each of its renames
+  into the cache in turn (data files, manifests, chunks, reports): each durable state it
+  passes through, once, whatever the load.
 * **concurrent writers** — identical writers started together; *corrupted* if the result
   is not exactly one single writer's.
 * **fuzzing** — examples run per target (import, CLI, each page's query parameters).
 
 Prints a Markdown table (and ``--json FILE`` writes the numbers), with wall and CPU time and
-the load average, since the machine may be shared.
+the load average, since the machine may be shared. A clean run removes its work folder; a
+run with any failure keeps it (``--workdir`` says where it is made) and prints where each
+failing trial's folder and log are.
+
+    python -m bench.reliability_report --job-trials 300     # issue 26's bar for the job
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -122,19 +132,40 @@ def run_catalogue(work: Path) -> dict:
 # ----------------------------------------------------------------------------- campaigns
 
 
-def run_kills(work: Path, trials: int, seed: int) -> dict:
+def _kill_figures(s) -> dict:
+    return {"trials": s.trials, "killed_mid_write": s.killed, "torn": len(s.torn),
+            "rerun_failed": len(s.rerun_failed), "leftover_processes": len(s.leftover),
+            "outcomes": dict(s.outcomes), "write_seconds": round(s.seconds, 3),
+            "details": s.torn + s.rerun_failed, "kept": s.kept}
+
+
+def run_kills(work: Path, trials: int, seed: int, job_trials: int | None = None) -> dict:
     from tests.campaign import KINDS, Bench, kill_campaign
 
     bench = Bench(work / "kill-bench")
     out = {}
     for i, kind in enumerate(KINDS):
         t0 = time.perf_counter()
-        s = kill_campaign(bench, kind, trials, seed=seed + i, workdir=work)
-        out[kind] = {"trials": s.trials, "killed_mid_write": s.killed, "torn": len(s.torn),
-                     "rerun_failed": len(s.rerun_failed), "leftover_processes": len(s.leftover),
-                     "outcomes": dict(s.outcomes), "write_seconds": round(s.seconds, 3),
-                     "details": s.torn + s.rerun_failed, "wall_s": round(time.perf_counter() - t0, 1)}
-        print(f"  kill {kind:9s} {s.trials} trials, {len(s.torn)} torn, outcomes {dict(s.outcomes)}", flush=True)
+        n = job_trials if kind == "job" and job_trials is not None else trials
+        s = kill_campaign(bench, kind, n, seed=seed + i, workdir=work)
+        out[kind] = {**_kill_figures(s), "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"  kill {kind:9s} {s.trials} trials, {len(s.torn)} torn, {len(s.rerun_failed)} reruns "
+              f"failed, outcomes {dict(s.outcomes)}", flush=True)
+    return out
+
+
+def run_kill_points(work: Path) -> dict:
+    """Every kind killed right after each of its commits in turn (deterministic)."""
+    from tests.campaign import KINDS, Bench, kill_point_campaign
+
+    bench = Bench(work / "points-bench")
+    out = {}
+    for kind in KINDS:
+        t0 = time.perf_counter()
+        s = kill_point_campaign(bench, kind, workdir=work)
+        out[kind] = {**_kill_figures(s), "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"  kill points {kind:9s} {s.trials} commits, {len(s.torn)} torn, {len(s.rerun_failed)} "
+              f"reruns failed", flush=True)
     return out
 
 
@@ -221,6 +252,10 @@ def markdown(r: dict) -> str:
     total = sum(k["trials"] for k in kills.values())
     lines.append(f"| kill -9 trials, all kinds | {total} | **{sum(k['torn'] + k['rerun_failed'] for k in kills.values())} "
                  "torn** (zero) |")
+    points = r.get("kill_points") or {}
+    for kind, k in points.items():
+        lines.append(f"| kill -9 right after each commit of {kind} | {k['trials']} | **{k['torn']} torn**, "
+                     f"{k['rerun_failed']} reruns failed (zero) |")
     for kind, c in races.items():
         lines.append(f"| concurrent writers: {kind} | {c['trials']} × {c['processes'] // max(c['trials'], 1)} "
                      f"processes | **{c['corrupted']} corrupted** (zero) |")
@@ -233,6 +268,10 @@ def markdown(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kill-trials", type=int, default=30, help="kill -9 trials per kind of write")
+    p.add_argument("--job-trials", type=int, default=None,
+                   help="kill -9 trials of the extraction job (default: --kill-trials)")
+    p.add_argument("--no-kill-points", action="store_true",
+                   help="skip the deterministic kills right after each commit of every kind")
     p.add_argument("--race-trials", type=int, default=5, help="races per kind of write")
     p.add_argument("--race-procs", type=int, default=3, help="writers per race")
     p.add_argument("--fuzz-import", type=int, default=1000)
@@ -240,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fuzz-pages", type=int, default=10, help="examples per page")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the work folder is made (default: the system's temporary folder); "
+                        "it is removed after a clean run and kept, with every failing trial, otherwise")
     args = p.parse_args(argv)
     import logging
     import warnings
@@ -247,16 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     warnings.simplefilter("ignore")
     t0, load0 = time.perf_counter(), os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="nde-reliability-") as tmp:
-        work = Path(tmp)
-        print("bad-input catalogue…", flush=True)
-        report = {"catalogue": run_catalogue(work / "catalogue")}
-        print("kill -9 trials…", flush=True)
-        report["kills"] = run_kills(work / "kills", args.kill_trials, args.seed)
-        print("concurrent writers…", flush=True)
-        report["races"] = run_races(work / "races", args.race_trials, args.race_procs)
-        print("fuzzing…", flush=True)
-        report["fuzz"] = run_fuzz(work / "fuzz", args.fuzz_import, args.fuzz_cli, args.fuzz_pages)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="nde-reliability-", dir=args.workdir))
+    print(f"work folder {work}", flush=True)
+    try:
+        report = _measure(work, args)
+    except BaseException:
+        print(f"\nstopped by an exception: the work folder {work} is kept", flush=True)
+        raise
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     report["timing"] = {"wall_s": round(time.perf_counter() - t0, 1),
                         "cpu_s_this_process": round(own.ru_utime + own.ru_stime, 1),
@@ -268,13 +309,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall {tm['wall_s']} s; CPU {tm['cpu_s_this_process']} s here + {tm['cpu_s_children']} s in "
           f"the writer processes and other children; load average "
           f"{tm['loadavg_start'][0]:.2f} at the start, {tm['loadavg_end'][0]:.2f} at the end")
-    details = report["catalogue"]["unhandled"] + [d for k in report["kills"].values() for d in k["details"]] + \
+    kills = [*report["kills"].values(), *report.get("kill_points", {}).values()]
+    details = report["catalogue"]["unhandled"] + [d for k in kills for d in k["details"]] + \
         [d for c in report["races"].values() for d in c["details"]] + [d for f in report["fuzz"].values() for d in f["details"]]
     for d in details[:30]:
-        print("  !", d[:300])
+        print("  !", d[:600])
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
-    return 1 if details else 0
+    if details:  # the evidence stays: every failing trial's folder and log, the reference runs
+        (work / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        print(f"\n{len(details)} failure(s): the work folder {work} is kept (report.json there; "
+              "a failing kill trial's folder and log are named above, <trial>.json says how to repeat it)")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _measure(work: Path, args) -> dict:
+    print("bad-input catalogue…", flush=True)
+    report = {"catalogue": run_catalogue(work / "catalogue")}
+    print("kill -9 trials…", flush=True)
+    report["kills"] = run_kills(work / "kills", args.kill_trials, args.seed, args.job_trials)
+    if not args.no_kill_points:
+        print("kill -9 right after each commit…", flush=True)
+        report["kill_points"] = run_kill_points(work / "points")
+    print("concurrent writers…", flush=True)
+    report["races"] = run_races(work / "races", args.race_trials, args.race_procs)
+    print("fuzzing…", flush=True)
+    report["fuzz"] = run_fuzz(work / "fuzz", args.fuzz_import, args.fuzz_cli, args.fuzz_pages)
+    return report
 
 
 if __name__ == "__main__":

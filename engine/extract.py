@@ -49,7 +49,7 @@ from engine.data import (
 )
 from engine.errors import EngineError, InvalidInputError
 from engine.gram import GramAccumulator, default_device
-from engine.gramsets import gram_config, load_gramset, save_gramset
+from engine.gramsets import gram_config, has_gramset, load_gramset, save_gramset
 from engine.models import LoadedModel
 from engine.store import Cache, LogitStore, check_store_name
 
@@ -243,12 +243,18 @@ def _extract_logits(
         transform=repr(file_tf or tensor_tf), precision=prec, chunk_size=chunk_size,
     )
     existing = _existing_store(cache, name, config, overwrite)
-    if existing is not None:  # a run killed after writing the store left its chunks, or no Gram
-        shutil.rmtree(cache.partial_path(config.key()), ignore_errors=True)
+    folder = cache.partial_path(config.key())
+    if existing is not None and (has_gramset(cache, existing) or not folder.is_dir()):
+        # done, or a run killed while it removed its chunks: what is left of them goes; with no
+        # chunks left, a missing Gram is computed from the store (equal to float64 rounding)
+        shutil.rmtree(folder, ignore_errors=True)
         load_gramset(cache, existing)
         return existing, ExtractStats(name, existing.n, existing.k,
                                       existing.manifest["dataset_info"]["n_skipped"], 0, 0, 0.0, 0.0, True)
-    folder = cache.partial_path(config.key())
+    # A store without its Gram set whose chunks are still here (a run killed between the
+    # store's manifest and the Gram's) resumes like any run: every chunk is done, the Gram is
+    # accumulated from them in chunk order — bit for bit the uninterrupted run's — and saving
+    # the identical store again changes nothing.
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "config.json", asdict(config))
 

@@ -449,3 +449,15 @@ class GlyphSplits:
         images = render_images(w, labels + offset, _split_seed(self.config, split))
         log.info("rendered glyph split %s: %d images of %d classes", split, len(labels), n_cls)
         return images, labels
+
+
+def face_indices(world: GlyphWorld) -> np.ndarray:
+    """(M,) the face of each of ``world.bitmaps`` (they are stored by character, then face)."""
+    cover = _coverage()
+    faces = np.array([f for cp in world.class_cps + world.ood_cps for f in cover[cp]], np.int64)
+    if len(faces) != len(world.owner):
+        raise InvalidInputError(
+            f"the glyph world holds {len(world.owner)} renderings but the installed fonts cover "
+            f"{len(faces)}: rebuild the world (delete its folder under the cache's datasets)"
+        )
+    return faces

@@ -79,13 +79,19 @@ def compute_gramset(source: LogitStore, target: LogitStore | None = None, *, dev
 
 def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
     """Cache a Gram set, and its :class:`~engine.recommend.GramHint` (computed now, while the
-    Gram is in memory: where pages open before any α path exists)."""
+    Gram is in memory: where pages open before any α path exists).
+
+    The hint is written first and the Gram's manifest last: a present Gram is what every
+    writer takes for "this Gram set is done" (:func:`has_gramset`, :func:`load_gramset`,
+    a rerun of an extraction or an import), so nothing of the set may come after it. A
+    process killed in between leaves a hint without its Gram, which the next writer of the
+    Gram writes again; the other order left a Gram whose hint no rerun ever wrote."""
     arrays = {"design": gs.design, "target_sq": gs.target_sq, "alpha_max": gs.alpha_max,
               "target_mean": gs.target_mean, "design_diag": gs.design_diag}
     if not gs.within:
         arrays["cross_t"] = gs.cross_t
-    cache.save_derived("gram", config, arrays, {"n": gs.n})
     _save_hint(cache, config, gram_hint(gs))
+    cache.save_derived("gram", config, arrays, {"n": gs.n})
 
 
 # A Gram set without a cached hint (made before hints existed) gets one when it is read, if

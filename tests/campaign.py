@@ -7,7 +7,12 @@ The writers are real processes (``multiprocessing``'s *forkserver*: a server pro
 the engine and torch once, then forks one child per write, so a trial costs a fork rather
 than a 10-second interpreter start). Each child runs the same code a user runs — the CLI
 (``engine.cli.main``), the service the dashboard calls, or a job's runner — and the parent
-kills it with SIGKILL after a random delay drawn over the write's measured duration.
+kills it with SIGKILL after a random delay: a seeded fraction of the write's measured
+duration (re-measured as the campaign goes, so that a trial lands at the same phase of the
+write under another load). :func:`kill_point_campaign` kills the write instead right after
+each of its commits in turn (:class:`KillPoint`: the writer SIGKILLs itself right after its
+n-th rename into the cache), which reaches every durable state it passes through, the same
+on every run — what a regression test of a failing moment needs.
 
 After each kill the cache must be *as before* or *complete*, judged against the cache before
 the trial and the cache after an uninterrupted reference run of the same write:
@@ -18,9 +23,13 @@ the trial and the cache after an uninterrupted reference run of the same write:
   path) is bit-for-bit the reference run's;
 * the same write run again (no kill) completes and leaves the reference state.
 
-Anything else counts as a *torn* cache. Outcomes are classified as ``unchanged``,
-``complete`` or ``intermediate`` (a consistent state in between, e.g. a data file written
-before its manifest, resumable extraction chunks, a Gram without its solution).
+Anything else counts as a *torn* cache (or a *failed rerun*: the rerun did not exit 0, left
+an entry missing or other than the reference's, or left resumable chunks behind). Outcomes
+are classified as ``unchanged``, ``complete`` or ``intermediate`` (a consistent state in
+between, e.g. a data file written before its manifest, resumable extraction chunks, a Gram
+without its solution). A failing trial's folder and log are kept, with ``<trial>.json``
+(its delay or kill point, seed and fraction), and its line names them; a passing trial's
+are removed.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import time
 import unicodedata
@@ -65,7 +75,53 @@ def warm_up() -> None:
 # ----------------------------------------------------------------------------- child side
 
 
-def _child_setup(log_path: str) -> None:
+@dataclass(frozen=True)
+class KillPoint:
+    """A moment of a write, by what it has made durable: right after its ``nth`` rename
+    (``os.replace``: the commit of every atomic write, :mod:`engine.atomic`) into a path of
+    the cache that matches ``pattern`` (``fnmatch``, relative to the cache's folder), the
+    writer SIGKILLs itself. The same moment on every run whatever the load, unlike a delay."""
+
+    nth: int = 1
+    pattern: str = "*"
+
+    def __str__(self) -> str:
+        return f"after rename #{self.nth}" + ("" if self.pattern == "*" else f" into {self.pattern}")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a writer is asked to do besides its write: die at a kill point, list its renames."""
+
+    root: str  # the cache's folder
+    kill: KillPoint | None = None
+    trace: str | None = None  # a file: one line per rename into the cache (its path there)
+
+
+def _arm(hooks: Hooks) -> None:
+    """Wrap ``os.replace`` in this (writer) process: the real rename, then the hooks."""
+    import fnmatch
+    import signal
+
+    real, root, seen = os.replace, os.path.realpath(hooks.root), [0]
+
+    def replace(src, dst, *args, **kwargs):
+        real(src, dst, *args, **kwargs)
+        rel = os.path.relpath(os.path.realpath(dst), root)
+        if rel.startswith(".."):
+            return
+        if hooks.trace:
+            with open(hooks.trace, "a") as handle:
+                handle.write(rel + "\n")
+        if hooks.kill and fnmatch.fnmatch(rel, hooks.kill.pattern):
+            seen[0] += 1
+            if seen[0] == hooks.kill.nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace
+
+
+def _child_setup(log_path: str, hooks: Hooks | None = None) -> None:
     """In the writer: output to a log file, one torch thread (bit-identical reruns)."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -77,17 +133,19 @@ def _child_setup(log_path: str) -> None:
     # DataLoader workers are this writer's own children (as under `python -m engine …`), so
     # they end with it; started through the forkserver they would outlive a killed writer.
     mp.set_start_method("fork", force=True)
+    if hooks is not None:
+        _arm(hooks)
 
 
-def op_cli(log_path: str, argv: list[str]) -> None:
-    _child_setup(log_path)
+def op_cli(log_path: str, argv: list[str], hooks: Hooks | None = None) -> None:
+    _child_setup(log_path, hooks)
     from engine.cli import main
 
     sys.exit(main(argv))
 
 
-def op_path(log_path: str, root: str, model: str) -> None:
-    _child_setup(log_path)
+def op_path(log_path: str, root: str, model: str, hooks: Hooks | None = None) -> None:
+    _child_setup(log_path, hooks)
     from engine.paths import load_or_compute_path
     from engine.service import open_pairing
     from engine.store import Cache
@@ -97,8 +155,8 @@ def op_path(log_path: str, root: str, model: str) -> None:
     sys.exit(0)
 
 
-def op_job(log_path: str, root: str, job_id: int) -> None:
-    _child_setup(log_path)
+def op_job(log_path: str, root: str, job_id: int, hooks: Hooks | None = None) -> None:
+    _child_setup(log_path, hooks)
     from engine.jobs.runner import run_job
 
     sys.exit(run_job(root, job_id))
@@ -229,19 +287,7 @@ def cache_state(root: Path) -> dict[str, str]:
     return out
 
 
-def _same_gram(root: Path, ref_root: Path | None, entry: str, digest: str, ref_digest: str | None) -> bool:
-    """A Gram recomputed from the store (after a kill) may differ from the one the extraction
-    accumulated in its last float64 bits (another summation order): same content, to rounding."""
-    if ref_root is None or digest is None or ref_digest is None or not entry.startswith("derived/gram-"):
-        return False
-    from safetensors.numpy import load_file
-
-    mine = load_file(str(root / "objects" / f"{digest}.safetensors"))
-    ref = load_file(str(ref_root / "objects" / f"{ref_digest}.safetensors"))
-    return mine.keys() == ref.keys() and all(np.allclose(mine[k], ref[k], rtol=1e-12, atol=0) for k in ref)
-
-
-def torn_reasons(root: Path, before: dict, reference: dict, ref_root: Path | None = None) -> list[str]:
+def torn_reasons(root: Path, before: dict, reference: dict) -> list[str]:
     """Why the cache at ``root`` is neither as before nor complete (empty list: it is fine)."""
     from engine.errors import EngineError
     from engine.store import Cache
@@ -254,8 +300,7 @@ def torn_reasons(root: Path, before: dict, reference: dict, ref_root: Path | Non
     except EngineError as exc:
         return [*reasons, f"unreadable manifest: {exc}"]
     for entry, digest in state.items():
-        if digest not in (before.get(entry), reference.get(entry)) and not _same_gram(
-                root, ref_root, entry, digest, reference.get(entry)):
+        if digest not in (before.get(entry), reference.get(entry)):
             reasons.append(f"{entry} holds content that is neither the old nor the new one")
     for entry in before:
         if entry.startswith("stores/") and entry not in state:
@@ -325,32 +370,29 @@ class Bench:
     def targets(self, kind: str, reference: dict, before: dict) -> set[str]:
         return {e for e in reference if reference[e] != before.get(e)}
 
-    def launch(self, kind: str, root: Path, log: Path, job_id: int | None = None):
+    def launch(self, kind: str, root: Path, log: Path, job_id: int | None = None,
+               hooks: Hooks | None = None):
         """Start one writer of ``kind`` on the cache ``root``; returns the started Process."""
-        ctx = context()
         cli = ["--cache", str(root)]
         if kind == "import":
-            args = (str(log), [*cli, "import-logits", str(self.new), "--name", "m"])
+            target, args = op_cli, (str(log), [*cli, "import-logits", str(self.new), "--name", "m"])
         elif kind == "overwrite":
-            args = (str(log), [*cli, "import-logits", str(self.new), "--name", "m", "--overwrite"])
+            target, args = op_cli, (str(log), [*cli, "import-logits", str(self.new), "--name", "m", "--overwrite"])
         elif kind == "extract":
-            args = (str(log), [*cli, "extract", "--model", "glyph-resnet", "--checkpoint", str(self.ckpt),
-                               "--data", str(self.images), "--name", "x", "--workers", "0",
-                               "--chunk-size", "8", "--batch-size", "4", "--device", "cpu", "--no-progress"])
+            target, args = op_cli, (str(log), [*cli, "extract", "--model", "glyph-resnet", "--checkpoint",
+                                               str(self.ckpt), "--data", str(self.images), "--name", "x",
+                                               "--workers", "0", "--chunk-size", "8", "--batch-size", "4",
+                                               "--device", "cpu", "--no-progress"])
         elif kind == "solve":
-            args = (str(log), [*cli, "dependencies", "--model", "m", "--alpha", "0.05",
-                               "--json", str(root.parent / f"{root.name}-deps.json")])
+            target, args = op_cli, (str(log), [*cli, "dependencies", "--model", "m", "--alpha", "0.05",
+                                               "--json", str(root.parent / f"{root.name}-deps.json")])
         elif kind == "path":
-            proc = ctx.Process(target=op_path, args=(str(log), str(root), "m"))
-            proc.start()
-            return proc
+            target, args = op_path, (str(log), str(root), "m")
         elif kind == "job":
-            proc = ctx.Process(target=op_job, args=(str(log), str(root), job_id))
-            proc.start()
-            return proc
+            target, args = op_job, (str(log), str(root), job_id)
         else:
             raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
-        proc = ctx.Process(target=op_cli, args=args)
+        proc = context().Process(target=target, args=(*args, hooks))
         proc.start()
         return proc
 
@@ -365,18 +407,21 @@ def _submit(root: Path, spec: dict) -> int:
     return submit_job(root, "extract", spec, start=False).id
 
 
-def _run(bench: Bench, kind: str, root: Path, log: Path, delay: float | None, job_id: int | None = None):
-    """Run one writer; kill it with SIGKILL after ``delay`` s (None: let it finish).
+def _run(bench: Bench, kind: str, root: Path, log: Path, delay: float | None, job_id: int | None = None,
+         hooks: Hooks | None = None):
+    """Run one writer; kill it with SIGKILL after ``delay`` s (None: let it finish, or die at
+    the kill point in ``hooks``).
 
     Returns (was_killed, exit code, seconds).
     """
     t0 = time.perf_counter()
-    proc = bench.launch(kind, root, log, job_id)
+    proc = bench.launch(kind, root, log, job_id, hooks)
     proc.join(delay)
     killed = proc.is_alive()
     if killed:
         proc.kill()  # SIGKILL
         proc.join()
+    killed = killed or proc.exitcode == -signal.SIGKILL  # or it died at its kill point
     return killed, proc.exitcode, time.perf_counter() - t0
 
 
@@ -393,6 +438,40 @@ class KillStats:
     rerun_failed: list[str] = field(default_factory=list)
     seconds: float = 0.0  # the uninterrupted write's duration (kill delays are drawn over it)
     leftover: list[int] = field(default_factory=list)  # processes that outlived their writer
+    kept: list[str] = field(default_factory=list)  # folders of failing trials, kept as evidence
+    work: Path | None = None  # the campaign's folder (reference run, kept trials and their logs)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.torn + self.rerun_failed
+
+
+@dataclass
+class Reference:
+    """An uninterrupted run of one kind of write, and what it changed."""
+
+    root: Path
+    before: dict  # cache_state of the base cache
+    state: dict  # cache_state after the write
+    targets: set[str]  # the entries the write changes
+    seconds: float
+    renames: list[str]  # the write's renames into the cache, in order (its commits)
+
+
+def reference_run(bench: Bench, kind: str, work: Path) -> Reference:
+    root = work / "reference"
+    shutil.copytree(bench.base_of(kind), root)
+    before = cache_state(root)
+    warm_up()
+    trace = work / "reference-renames.txt"
+    job_id = _submit(root, bench.job_spec()) if kind == "job" else None
+    _, code, seconds = _run(bench, kind, root, work / "reference.log", None, job_id,
+                            Hooks(str(root), trace=str(trace)))
+    if code != 0:
+        raise RuntimeError(f"the reference {kind} run failed (exit {code}); see {work / 'reference.log'}")
+    state = cache_state(root)
+    renames = trace.read_text().splitlines() if trace.exists() else []
+    return Reference(root, before, state, bench.targets(kind, state, before), seconds, renames)
 
 
 def _job_outcome(root: Path, job_id: int, reference: dict) -> tuple[list[str], str | None]:
@@ -417,55 +496,126 @@ def _job_outcome(root: Path, job_id: int, reference: dict) -> tuple[list[str], s
     return problems, job.state
 
 
+def _differences(root: Path, ref: Reference) -> list[str]:
+    """The targets whose content after a rerun is not the reference run's (named, with why)."""
+    state, out = cache_state(root), []
+    for t in sorted(ref.targets):
+        if state.get(t) != ref.state[t]:
+            out.append(f"{t} {'is missing' if state.get(t) is None else 'holds other content'}")
+    left = sorted(str(p.relative_to(root)) for p in (root / "partial").rglob("*") if p.is_file()) \
+        if (root / "partial").is_dir() else []
+    if left and not (ref.root / "partial").is_dir():
+        out.append(f"a finished write left resumable chunks behind: {left[:3]}")
+    return out
+
+
+def kill_trial(bench: Bench, kind: str, ref: Reference, work: Path, name: str, stats: KillStats, *,
+               delay: float | None = None, kill: KillPoint | None = None,
+               note: str = "") -> tuple[str | None, float]:
+    """One trial: the write on a copy of the base cache, killed after ``delay`` s or at the
+    kill point ``kill``; the cache is checked; the write runs again and must complete. Updates
+    ``stats``; returns (the outcome after the kill, or None when the trial failed; the
+    rerun's duration: that of a whole write after an ``unchanged`` outcome). A failing trial's
+    folder and log stay in ``work`` (with ``<name>.json`` saying how to repeat it); a passing
+    one's are removed."""
+    import json
+
+    root, log = work / name, work / f"{name}.log"
+    shutil.copytree(bench.base_of(kind), root)
+    job_id = _submit(root, bench.job_spec()) if kind == "job" else None
+    files_before = file_set(root)
+    killed, _, _ = _run(bench, kind, root, log, delay, job_id, Hooks(str(root), kill) if kill else None)
+    stats.trials += 1
+    stats.killed += killed
+    when = f"kill {kill}" if kill else f"kill at {delay:.3f} s"
+    reasons = torn_reasons(root, ref.before, ref.state)
+    job_state = None
+    if kind == "job":
+        problems, job_state = _job_outcome(root, job_id, ref.state)
+        reasons += problems
+    failure, outcome, seconds = None, None, 0.0
+    if reasons:
+        failure = stats.torn, f"{name} ({when}{note}): " + "; ".join(reasons)
+    else:
+        outcome = classify(root, files_before, ref.state, ref.targets)
+        stats.outcomes[outcome] += 1
+        # the same write again, not killed: it must complete and give the reference state
+        rerun_id = job_id if job_state == "queued" else (_submit(root, bench.job_spec()) if kind == "job" else None)
+        with open(log, "a") as handle:
+            handle.write(f"\n=== {name}: {when}{note}; outcome {outcome}; the rerun follows ===\n")
+        _, code, seconds = _run(bench, kind, root, log, None, rerun_id)
+        problems = ([] if code == 0 else [f"exit {code}"]) + _differences(root, ref) + \
+            torn_reasons(root, ref.before, ref.state)
+        if problems:
+            failure = stats.rerun_failed, (f"{name} ({when}{note}; after the kill: {outcome}): "
+                                           f"rerun {'; '.join(problems)}")
+    if failure is None:
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            log.unlink()
+        return outcome, seconds
+    where, line = failure
+    where.append(f"{line}; kept {root} and {log}")
+    stats.kept.append(str(root))
+    (work / f"{name}.json").write_text(json.dumps(
+        {"kind": kind, "trial": name, "delay_s": delay, "kill_point": kill and vars(kill),
+         "note": note, "write_seconds": stats.seconds, "failure": line}, indent=1))
+    return None, seconds
+
+
 def kill_campaign(bench: Bench, kind: str, trials: int, seed: int = 0, workdir: Path | None = None) -> KillStats:
-    """``trials`` writes of ``kind``, each SIGKILLed at a random moment; see the module doc."""
+    """``trials`` writes of ``kind``, each SIGKILLed at a random moment; see the module doc.
+
+    Trial i is killed at fraction u_i ~ U(0, 1.05) of the write's duration, u_i drawn from
+    ``seed``: the same (seed, i) lands at the same phase of the write whatever the load,
+    because the duration is re-measured as the campaign goes (the median of the reference
+    run and of the reruns that wrote everything again, the latest nine).
+    """
     rng = np.random.default_rng(seed)
     work = Path(workdir or bench.workdir) / f"kill-{kind}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    stats = KillStats(kind)
-    ref_root = work / "reference"
-    shutil.copytree(bench.base_of(kind), ref_root)
-    before = cache_state(ref_root)
-    warm_up()
-    job_id = _submit(ref_root, bench.job_spec()) if kind == "job" else None
-    _, code, stats.seconds = _run(bench, kind, ref_root, work / "reference.log", None, job_id)
-    if code != 0:
-        raise RuntimeError(f"the reference {kind} run failed (exit {code}); see {work / 'reference.log'}")
-    reference = cache_state(ref_root)
-    targets = bench.targets(kind, reference, before)
+    ref = reference_run(bench, kind, work)
+    stats = KillStats(kind, seconds=ref.seconds, work=work)
+    durations = [ref.seconds]
     for i in range(trials):
-        root = work / f"t{i}"
-        shutil.copytree(bench.base_of(kind), root)
-        log = work / f"t{i}.log"
-        job_id = _submit(root, bench.job_spec()) if kind == "job" else None
-        files_before = file_set(root)
-        delay = float(rng.uniform(0.0, 1.05 * stats.seconds))
-        killed, _, _ = _run(bench, kind, root, log, delay, job_id)
-        stats.trials += 1
-        stats.killed += killed
-        reasons = torn_reasons(root, before, reference, ref_root)
-        job_state = None
-        if kind == "job":
-            problems, job_state = _job_outcome(root, job_id, reference)
-            reasons += problems
-        if reasons:
-            stats.torn.append(f"trial {i} (kill at {delay:.3f} s): " + "; ".join(reasons))
-            continue
-        stats.outcomes[classify(root, files_before, reference, targets)] += 1
-        # the same write again, not killed: it must complete and give the reference state
-        rerun_id = job_id if job_state == "queued" else (_submit(root, bench.job_spec()) if kind == "job" else None)
-        _, code, _ = _run(bench, kind, root, log, None, rerun_id)
-        state = cache_state(root)
-        if code != 0 or any(state.get(t) != reference[t] and not _same_gram(root, ref_root, t, state.get(t), reference[t])
-                            for t in targets) or torn_reasons(root, before, reference, ref_root):
-            stats.rerun_failed.append(f"trial {i}: rerun exit {code}; see {log}")
-            continue
-        shutil.rmtree(root, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            log.unlink()
+        fraction = float(rng.uniform(0.0, 1.05))
+        write_s = float(np.median(durations[-9:]))
+        outcome, seconds = kill_trial(bench, kind, ref, work, f"t{i}", stats, delay=fraction * write_s,
+                           note=f", fraction {fraction:.4f} of {write_s:.3f} s, seed {seed}")
+        if outcome == "unchanged":  # then its rerun was a whole uninterrupted write
+            durations.append(seconds)
     stats.leftover = leftover_processes()
     return stats
+
+
+def kill_point_campaign(bench: Bench, kind: str, workdir: Path | None = None) -> KillStats:
+    """The write killed right after each of its commits in turn (every rename into the cache
+    that the reference run made: data files, manifests, chunks, reports), one trial each:
+    every durable state the write passes through, deterministically."""
+    work = Path(workdir or bench.workdir) / f"points-{kind}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ref = reference_run(bench, kind, work)
+    stats = KillStats(kind, seconds=ref.seconds, work=work)
+    for n, path in enumerate(ref.renames, start=1):
+        kill_trial(bench, kind, ref, work, f"p{n}", stats, kill=KillPoint(n), note=f" ({path})")
+    stats.leftover = leftover_processes()
+    return stats
+
+
+def keep_evidence(stats: KillStats) -> Path | None:
+    """Copy a failing campaign's folder (its reference run, its failing trials' folders,
+    logs and ``<trial>.json`` — passing trials are already gone) to a folder of its own under
+    the system's temporary folder, out of reach of pytest's clean-up of old ``tmp_path``
+    folders; returns where (None when nothing failed)."""
+    if not stats.failures or stats.work is None:
+        return None
+    import tempfile
+
+    keep = Path(tempfile.mkdtemp(prefix=f"nde-kill-evidence-{stats.kind}-"))
+    shutil.copytree(stats.work, keep / stats.work.name, symlinks=True)
+    return keep / stats.work.name
 
 
 # ----------------------------------------------------------------------------- race campaign
@@ -503,7 +653,7 @@ def race_campaign(bench: Bench, kind: str, trials: int, n_procs: int = 3,
         stats.trials += 1
         stats.processes += n_procs
         codes = [p.exitcode for p in procs]
-        problems = torn_reasons(root, before, reference, ref_root)
+        problems = torn_reasons(root, before, reference)
         state = cache_state(root)
         if any(state.get(t) != reference[t] for t in targets):
             problems.append("the result differs from a single writer's")

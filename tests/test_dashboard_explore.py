@@ -134,3 +134,15 @@ def test_empty_cache_says_how_to_fill_it(tmp_path, monkeypatch):
     at = run_page()
     assert not at.exception
     assert "python -m engine demo" in messages(at)
+
+
+def test_cut_this_dependency_links_to_the_regulariser_form(cache):
+    """The strongest source of the target shown, as the Jobs page's form reads it from the URL."""
+    from urllib.parse import parse_qs, urlparse
+
+    at = run_page()
+    (link,) = [b for b in at.get("link_button") if "Cut" in b.proto.label]
+    query = parse_qs(urlparse(link.proto.url).query)
+    assert urlparse(link.proto.url).path == "jobs" and query["kind"] == ["regularizer"]
+    target, source = (int(v) for v in query["pairs"][0].split(","))
+    assert target != source and coef_rows(at)

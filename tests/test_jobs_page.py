@@ -90,3 +90,35 @@ def test_report_tables_stores_and_cancel(page):
     at.button(key=f"cancel-{running.id}").click().run()
     assert not at.exception
     assert jobs_table(cache).get(running.id).state == "cancelled"
+
+
+def test_a_url_fills_in_the_regulariser_form(page):
+    """Explore's "cut this dependency" opens jobs?kind=regularizer&pairs=T,S&model=M."""
+    at, cache = page
+    at.query_params["kind"] = "regularizer"
+    at.query_params["pairs"] = "12,34"
+    at.query_params["model"] = "glyph-vgg"
+    at.query_params["beta"] = "0.5"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="jobs-kind").value == "regularizer"
+    assert at.text_area(key="jobs-regularizer-pairs").value == "12,34"
+    assert at.text_input(key="jobs-regularizer-model").value == "glyph-vgg"
+    assert at.number_input(key="jobs-regularizer-beta").value == 0.5
+    assert at.number_input(key="jobs-regularizer-epochs").value == 2  # the rest: defaults
+
+
+def test_a_sweep_report_gets_its_trade_off_chart(page):
+    from tests.test_jobs_reports import SWEEP
+
+    at, cache = page
+    done = submit_job(cache, "probe", {"seconds": 0})
+    wait_for(cache, [done.id], timeout=60)
+    report = cache / "report.json"
+    write_json_atomic(report, SWEEP)
+    jobs_table(cache).update(done.id, result_path=str(report))
+    at.run()
+    assert not at.exception
+    assert any("does not improve" in m.value for m in at.markdown)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1

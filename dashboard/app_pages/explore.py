@@ -16,7 +16,7 @@ import streamlit as st
 
 from dashboard.components import charts
 from dashboard.components.graph import star_graph
-from dashboard.components.jobs_ui import job_ui
+from dashboard.components.jobs_ui import cut_dependency_ui, job_ui
 from dashboard.components.loaders import (
     class_images,
     load_all_best_subsets,
@@ -192,6 +192,8 @@ def main() -> None:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
             st.html(coef_table_html(frame, images))
+            cut_dependency_ui(store.manifest, target, int(frame["index"].iloc[0]),
+                              f"{target_name} ← {frame['name'].iloc[0]}")
 
     chart_files = {"R² vs sources": ("sources", sources_chart)}
     if method == LASSO:

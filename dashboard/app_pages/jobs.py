@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
+from dashboard.components.charts import show, tradeoff_chart
 from dashboard.components.loaders import cache_root
 from dashboard.components.widgets import page_header
 from engine.errors import EngineError
@@ -25,7 +26,14 @@ from engine.jobs import (
     retry_job,
     submit_job,
 )
-from engine.jobs.reports import load_report, report_pairing, report_stores, report_tables
+from engine.jobs.reports import (
+    load_report,
+    report_notes,
+    report_pairing,
+    report_stores,
+    report_tables,
+    sweep_rows,
+)
 from engine.jobs.specs import field_types
 from engine.store import Cache
 
@@ -36,17 +44,49 @@ LOG_LINES = 40
 def _field_ui(kind: str, name: str, typ, default):
     key = f"jobs-{kind}-{name}"
     label = name.replace("_", " ")
+    given = key in st.session_state  # filled in from the URL (``_prefill_from_url``)
     if typ is bool:
-        return st.checkbox(label, value=default, key=key)
+        return st.checkbox(label, **({} if given else {"value": default}), key=key)
     if typ is int:
-        return st.number_input(label, value=int(default), step=1, key=key)
+        return st.number_input(label, **({} if given else {"value": int(default)}), step=1, key=key)
     if typ is float:
-        return st.number_input(label, value=float(default), format="%g", key=key)
+        return st.number_input(label, **({} if given else {"value": float(default)}), format="%g", key=key)
     if typing.get_origin(typ) is tuple:
-        text = st.text_area(label, value="\n".join(default), key=key,
+        text = st.text_area(label, **({} if given else {"value": "\n".join(default)}), key=key,
                             help="one per line, e.g. 'O,0' (target, source)")
         return [line.strip() for line in text.splitlines() if line.strip()]
-    return st.text_input(label, value=str(default), key=key)
+    return st.text_input(label, **({} if given else {"value": str(default)}), key=key)
+
+
+def _prefill_from_url() -> bool:
+    """``jobs?kind=regularizer&pairs=T,S`` (Explore's "cut this dependency"): select the kind and
+    fill its form's fields from the query, once per distinct query. True when a form was filled."""
+    params = dict(st.query_params)
+    kind = params.pop("kind", None)
+    if kind not in JOB_KINDS:
+        return False
+    marker = f"{kind}?{urlencode(sorted(params.items()))}"
+    if st.session_state.get("jobs-prefilled") == marker:
+        return True
+    types = field_types(JOB_KINDS[kind].spec)
+    st.session_state["jobs-kind"] = kind
+    for name, value in params.items():
+        if name not in types:
+            continue
+        typ = types[name]
+        if typing.get_origin(typ) is tuple:
+            st.session_state[f"jobs-{kind}-{name}"] = "\n".join(st.query_params.get_all(name))
+        elif typ in (int, float):
+            try:
+                st.session_state[f"jobs-{kind}-{name}"] = typ(value)
+            except ValueError:
+                continue
+        elif typ is bool:
+            st.session_state[f"jobs-{kind}-{name}"] = value.lower() in ("1", "true", "yes")
+        else:
+            st.session_state[f"jobs-{kind}-{name}"] = value
+    st.session_state["jobs-prefilled"] = marker
+    return True
 
 
 def _spec_form_ui(kind: str) -> dict | None:
@@ -105,6 +145,12 @@ def _job_detail_ui(cache: Cache, job) -> None:
     for title, rows in report_tables(report):
         st.markdown(f"**{title}**")
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+    for note in report_notes(report):
+        st.markdown(f"- {note}")
+    sweep = sweep_rows(report)
+    if len({r["beta"] for r in sweep}) > 2:
+        show(tradeoff_chart(pd.DataFrame(sweep), "The regulariser's trade-off: top-1, θ of the cut pair, "
+                                                 "OOD AUPR against β"))
     stores = report_stores(report)
     if stores:  # relative links: the other pages read their store from the URL
         st.markdown("New logit stores, to explore: "
@@ -142,7 +188,8 @@ def main() -> None:
     root = Cache(cache_root())
     page_header("Jobs", "Training and extraction runs, each in its own process: they keep "
                 "running when the dashboard is closed, and show up here again when it reopens.")
-    with st.expander("New job", expanded=False):
+    prefilled = _prefill_from_url()
+    with st.expander("New job", expanded=prefilled):
         _submit_ui(root)
     _jobs_list_ui(root)
 

@@ -330,8 +330,45 @@ def sources_chart(curve: pd.DataFrame, here: tuple[float, float] | None, fit: fl
     return _fill(_spec("sources"), title, height, curve=curve, here=here_frame, fit=pd.DataFrame({"y": [fit]}))
 
 
-_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy, "support": _build_support,
-             "sources": _build_sources}
+# ----------------------------------------------------------------------------- §3.3 β sweep
+
+
+def _build_tradeoff() -> dict:
+    import altair as alt
+
+    base = alt.Chart(_named("tradeoff"))
+    x = alt.X("beta:Q", title="β (0 = the control; symlog scale)",
+              scale=alt.Scale(type="symlog", constant=0.05),
+              axis=alt.Axis(values=[0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20], format="g"))
+    color = alt.Color("metric:N", title=None, sort=None, scale=alt.Scale(range=CATEGORY_COLORS),
+                      legend=alt.Legend(orient="bottom", columns=1))
+    tooltip = [alt.Tooltip("metric:N"), alt.Tooltip("beta:Q", format="g"), alt.Tooltip("mean:Q", format="+.2f"),
+               alt.Tooltip("sd:Q", format=".2f"), alt.Tooltip("value:N", title="absolute"), alt.Tooltip("seeds:Q")]
+
+    def layer(axis: str, title: str, orient: str):
+        part = base.transform_filter(alt.datum.axis == axis)
+        y = alt.Y("mean:Q", title=title, axis=alt.Axis(orient=orient))
+        return (part.mark_line(point=alt.OverlayMarkDef(size=80), strokeWidth=2.5).encode(
+                    x=x, y=y, color=color, tooltip=tooltip)
+                + part.mark_rule(strokeWidth=2).encode(x=x, y="lo:Q", y2="hi:Q", color=color))
+
+    deltas = layer("delta", "against the control (pt, mean ± sd over seeds)", "left")
+    theta = layer("theta", "θ of the cut pair (% of before)", "right")
+    return _template(alt.layer(deltas, theta).resolve_scale(y="independent"))
+
+
+def tradeoff_chart(frame: pd.DataFrame, title: str, height: int = 360) -> ChartSpec:
+    """§3.3's trade-off against β: top-1 and OOD AUPR against the control (pt, left axis) and θ
+    of the cut pair as % of before (right axis).
+
+    frame: columns beta, metric, axis ('delta' or 'theta'), mean, sd, value, seeds
+    (``engine.jobs.reports.sweep_rows``)."""
+    frame = frame.assign(lo=frame["mean"] - frame["sd"], hi=frame["mean"] + frame["sd"])
+    return _fill(_spec("tradeoff"), title, height, tradeoff=frame)
+
+
+_BUILDERS = {"scatter": _build_scatter, "path": _build_path, "screening": _build_screening, "spectrum": _build_spectrum, "histogram": _build_histogram, "redundancy": _build_redundancy,
+             "support": _build_support, "tradeoff": _build_tradeoff, "sources": _build_sources}
 
 
 # ----------------------------------------------------------------------------- export

@@ -55,3 +55,17 @@ def _watch(root: str, kind: str, values: dict, what: str, key: str) -> None:
                    "exists so far and updates itself.")
 
     progress()
+
+
+def cut_dependency_ui(manifest: dict, target: int, source: int, label: str) -> None:
+    """A link to the Jobs page's §3.3 form with ``target ← source`` filled in (and the model,
+    when the store was extracted from a registry model), e.g. from Explore."""
+    from urllib.parse import urlencode
+
+    info = manifest.get("model_info") or {}
+    params = {"kind": "regularizer", "pairs": f"{target},{source}"}
+    if isinstance(info, dict) and info.get("model"):
+        params["model"] = info["model"]
+    st.link_button(f"Cut {label} (§3.3 regulariser job)", f"jobs?{urlencode(params)}",
+                   icon=":material/content_cut:",
+                   help="Opens the Jobs page's regulariser form with this pair filled in")

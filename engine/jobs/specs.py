@@ -200,13 +200,19 @@ class NewClassesSpec:
 
 @dataclass(frozen=True)
 class RegularizerSpec:
-    """Paper §3.3: fine-tune with ``CE + β·Σ_pairs |mean_batch f_i f_j|`` to cut dependencies.
+    """Paper §3.3: fine-tune with ``CE + β·Σ_pairs |mean_batch f_i f_j| / |C_ij before|`` to cut dependencies.
 
-    Starting from a trained model, two fine-tunes run with the same recipe and seed: one with
+    Starting from a trained model, fine-tunes run with the same recipe and seed: one with
     the regulariser (β) and a control with β = 0, so that differences come from the
     regulariser alone. Reported: top-1 accuracy, the CovLasso coefficient θ_j of target i
     (at ``alpha``) before and after, and OOD AUPR (score −max softmax, OOD positive). The
-    paper fine-tunes 30 epochs with SGD lr 0.01, momentum 0.9, weight decay 5e-4, β = 0.2.
+    paper fine-tunes 30 epochs with SGD lr 0.01, momentum 0.9, weight decay 5e-4, β = 0.2 on
+    the raw penalty, and cuts one dependency it chose by hand as "not sensible for humans".
+    Here, with no ``pairs``, the strongest *peculiar* dependency is cut (``peculiar``: shapes
+    in the glyph world, names for ImageNet-like classes, or a file of pairs the user marked),
+    and the penalty is divided by the pair's ``|C_ij|`` before fine-tuning (``penalty =
+    relative``), so β does not depend on the logits' scale (``raw``: the paper's literal
+    penalty). ``sweep`` adds β values, ``seeds`` repeats everything over consecutive seeds.
     """
 
     dataset: str = "glyphs"  # dataset registry name or ImageFolder root with train/ and test/
@@ -214,8 +220,15 @@ class RegularizerSpec:
     checkpoint: str = ""  # local checkpoint for the model ('' = the registry's weights)
     ood: str = "glyphs-ood"  # OOD dataset: registry name or ImageFolder path (ImageNet-O)
     num_classes: int = 0  # the model's classes are the dataset's first N (0 = all)
-    pairs: tuple[str, ...] = ()  # "TARGET,SOURCE" (index or class name); empty = strongest dependency
-    beta: float = 0.2  # weight of the regulariser (paper: 0.2)
+    pairs: tuple[str, ...] = ()  # "TARGET,SOURCE" (index or class name); empty = strongest peculiar one
+    peculiar: str = "auto"  # how pairs are judged: auto, shapes, names, none, or a file of marked pairs
+    min_peculiarity: float = 0.5  # a dependency is peculiar at 1 − similarity ≥ this
+    # weight of the (relative) regulariser; 0.1 measured on the demo: θ of the cut pair 0 (from
+    # −0.44), top-1 −0.17 pt against the control; 0.3 and 1 too (−0.26, −0.39 pt), 3 costs −0.89 pt
+    # (docs/jobs-and-training.md). The paper: 0.2 on the raw penalty.
+    beta: float = 0.1
+    sweep: tuple[str, ...] = ()  # more β values to fine-tune with, e.g. 0.05 0.1 0.5 (the trade-off chart)
+    penalty: str = "relative"  # "relative": divided by |C_ij| before fine-tuning; "raw": the paper's
     alpha: float = 0.25  # CovLasso α for the coefficient before/after (glyph logits' scale)
     epochs: int = 2  # fine-tuning epochs (paper: 30)
     lr: float = 0.01  # SGD, as the paper
@@ -225,6 +238,7 @@ class RegularizerSpec:
     train_per_class: int = 8  # training images per class for fine-tuning (0 = all 48)
     control: bool = True  # also fine-tune with β = 0 (the baseline of Table 3)
     seed: int = 0
+    seeds: int = 1  # repeat every fine-tune with seeds seed, seed + 1, …: mean ± sd (paper: 5 runs)
     device: str = "auto"
     workers: int = 0  # DataLoader workers (image files)
     threads: int = 1  # CPU threads (0: one per core); 1 is fastest on a CPU shared with other work
@@ -235,17 +249,37 @@ class RegularizerSpec:
         for name in ("dataset", "model"):
             if not getattr(self, name):
                 _fail(k, name, "", "must not be empty")
-        _positive(k, alpha=self.alpha, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
+        _positive(k, alpha=self.alpha, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                  seeds=self.seeds)
         _non_negative(k, beta=self.beta, momentum=self.momentum, weight_decay=self.weight_decay,
                       train_per_class=self.train_per_class, seed=self.seed, workers=self.workers,
-                      num_classes=self.num_classes, threads=self.threads)
+                      num_classes=self.num_classes, threads=self.threads, min_peculiarity=self.min_peculiarity)
         for pair in self.pairs:
             if not isinstance(pair, str) or not _PAIR_RE.match(pair):
                 _fail(k, "pairs", pair, "expected 'TARGET,SOURCE' with a class index or name each")
             target, source = (p.strip() for p in pair.split(","))
             if target == source:
                 _fail(k, "pairs", pair, "target and source must be different categories")
+        for value in self.sweep:
+            try:
+                ok = math.isfinite(float(value)) and float(value) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                _fail(k, "sweep", value, "expected β values, finite numbers >= 0, e.g. 0.05 0.1 0.5")
+        if self.penalty not in ("relative", "raw"):
+            _fail(k, "penalty", self.penalty, "expected 'relative' or 'raw'")
+        if self.min_peculiarity > 1:
+            _fail(k, "min_peculiarity", self.min_peculiarity, "expected a number in [0, 1]")
+        if self.seeds > 20:
+            _fail(k, "seeds", self.seeds, "expected at most 20")
+        if not self.peculiar:
+            _fail(k, "peculiar", "", "expected auto, shapes, names, none or a file of 'TARGET,SOURCE' lines")
         _device(k, self.device)
+
+    def betas(self) -> tuple[float, ...]:
+        """The β values fine-tuned with (besides the control): ``beta`` and the sweep's, > 0, sorted."""
+        return tuple(sorted({b for b in (self.beta, *map(float, self.sweep)) if b > 0}))
 
 
 def _store_name(kind: str, name: str, value: str, optional: bool = False) -> None:
@@ -484,6 +518,10 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
         if value not in registry and not Path(value).expanduser().is_dir():
             names = " or ".join(repr(r) for r in registry)
             _fail(kind, name, value, f"expected {names} or an existing ImageFolder folder")
+    peculiar = getattr(spec, "peculiar", "auto")
+    if peculiar not in ("auto", "shapes", "names", "none") and not Path(peculiar).expanduser().is_file():
+        _fail(kind, "peculiar", peculiar, "expected auto, shapes, names, none or an existing file of "
+              "'TARGET,SOURCE' lines (pairs marked peculiar)")
     checkpoint = getattr(spec, "checkpoint", "")
     if checkpoint and not Path(checkpoint).expanduser().is_file():
         _fail(kind, "checkpoint", checkpoint, "expected an existing weights file (.safetensors, .pt, .pth)")
