@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import bare_gemm_gflops
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -81,22 +83,14 @@ def step_import(args) -> dict:
 
 
 def step_gram(args) -> dict:
-    import torch  # imported before the clock starts (the first import takes seconds)
+    import torch  # noqa: F401 - imported before the clock starts (the first import takes seconds)
 
     from engine.gramsets import compute_gramset
     from engine.store import Cache
 
     store = Cache(args.cache).load_store(args.name)
     n, k = store.n, store.k
-    rows = 2048  # the bare GEMM: (rows, K)ᵀ(rows, K) into a K × K output, torch (MKL) and numpy
-    a = torch.randn(rows, k, dtype=torch.float64)
-    b = a.clone()  # two buffers: a true GEMM (aᵀa would be a syrk)
-    out = torch.zeros(k, k, dtype=torch.float64)
-    out.addmm_(a[:256].T, b[:256])
-    t1 = time.perf_counter()
-    out.addmm_(a.T, b)
-    gemm = 2 * rows * k * k / (time.perf_counter() - t1) / 1e9
-    del a, b, out
+    gemm = bare_gemm_gflops(k)  # the reference bench_covlasso uses too
     t0 = time.perf_counter()
     compute_gramset(store, device="cpu")
     seconds = time.perf_counter() - t0
