@@ -31,6 +31,7 @@ from dashboard.components.widgets import (
     model_ui,
     paged_frame_ui,
     store_page,
+    view_caption,
 )
 from engine import views
 from engine.analysis import dependency_graph
@@ -49,6 +50,7 @@ def _alpha_ui(path, params) -> tuple[float, int]:
             st.session_state[key] = options[::-1][path.nearest_alpha_index(wanted)]
     if st.session_state.get(key) not in options:
         st.session_state[key] = default_alpha(options, float(np.median(path.alpha_max_held)))
+    state.pin(key)
     digits = alpha_digits(options)
     value = st.select_slider("α (log scale)", options=options, key=key, format_func=lambda a: f"{a:.{digits}g}")
     state.remember(key, value)
@@ -68,6 +70,7 @@ def _controls(path, params) -> dict:
     state.restore("atlas_q")
     if "q" in params:
         st.session_state["atlas_q"] = params["q"]
+    state.pin("atlas_q")
     search, community = st.columns(2, gap="medium")
     with search:
         query = st.text_input("Find categories by name or id (empty: the strongest dependencies)", key="atlas_q",
@@ -113,9 +116,9 @@ def main() -> None:
     reached = path.reached(ctl["a_idx"])
     found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
     community_of = {node: k for k, members in enumerate(found or []) for node in members}
-    candidates = _candidates(ctl, found, class_names, category_ids(store.manifest))
+    candidates, searched = _candidates(ctl, found, class_names, category_ids(store.manifest))
     candidates = [t for t in candidates if path.has(t) and reached[path.position(t)]]
-    targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"])
+    targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"], keep_order=searched)
     if not targets:
         st.info("None of these categories has a dependency at this α; lower α or the minimum "
                 "coefficient.", icon=":material/block:")
@@ -125,13 +128,19 @@ def main() -> None:
     images = class_images(root, model, list(graph.nodes))
     view = atlas_graph(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
                        title=f"{model} atlas, α = {ctl['alpha']:.3g}")
+    view_caption(f"{model} · α = {ctl['alpha']:.3g} · top {ctl['top_k']} sources per target · |θ| ≥ "
+                 f"{ctl['min_coef']:g} · {len(targets)} targets" + (f" · search {ctl['query']!r}" if ctl["query"] else ""),
+                 model=model, alpha=ctl["alpha"], top_k=ctl["top_k"], min_coef=ctl["min_coef"],
+                 limit=ctl["limit"], q=ctl["query"])
     st.iframe(view.embedded(), height=800)
     _communities_section(root, model, path, found, class_names, ctl)
     _tables(root, model, coef, path, class_names, ctl["alpha"], ctl["a_idx"])
     _exports(model, ctl, coef, path, class_names, view, graph)
 
 
-def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
+def _candidates(ctl: dict, found, class_names: list[str], ids) -> tuple[list[int], bool]:
+    """The categories to draw, and whether they are a search's matches (best first: the graph
+    keeps that order) rather than a community or every category (strongest first)."""
     if found:
         labels = ["(none)"] + [
             f"#{k + 1} · {len(m)} categories: {', '.join(views.short_name(class_names[i], 12) for i in m[:8])}"
@@ -139,14 +148,14 @@ def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
         with ctl["community_slot"]:
             pick = st.selectbox("…or show one community", labels, key="atlas_comm")
         if pick != "(none)":
-            return [int(i) for i in found[int(pick.split(" ", 1)[0][1:]) - 1]]
+            return [int(i) for i in found[int(pick.split(" ", 1)[0][1:]) - 1]], False
     if not ctl["query"]:
-        return list(range(len(class_names)))
+        return list(range(len(class_names))), False
     candidates = search_categories(class_names, ctl["query"], ids)
     if not candidates:
         st.info(f"No category matches {ctl['query']!r}.", icon=":material/search:")
         st.stop()
-    return candidates
+    return candidates, True
 
 
 def _communities_section(root, model, path, found, class_names, ctl) -> None:

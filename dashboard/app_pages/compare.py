@@ -38,6 +38,7 @@ from dashboard.components.widgets import (
     store_page,
     table1_card,
     target_ui,
+    view_caption,
 )
 from engine import views
 from engine.analysis import dependency_metrics
@@ -73,6 +74,8 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, alpha, a_
     formula = views.dependency_formula(target_name, frame)
     st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
     formula_ui(formula)
+    view_caption(f"{model_b}’s {target_name} (#{target}) from {model_a}’s logits · α = {alpha:.3g} · "
+                 f"{len(frame)} sources", model=model_b, source=model_a, target=target, alpha=alpha)
     shown = frame.head(16)
     images = class_images(root, model_a, shown["index"])
     images["target"] = class_images(root, model_b, [target])[target]

@@ -28,7 +28,6 @@ from dashboard.components.loaders import (
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.widgets import (
-    after_first_paint,
     alpha_ui,
     default_target,
     download_ui,
@@ -38,13 +37,13 @@ from dashboard.components.widgets import (
     store_page,
     table1_card,
     target_ui,
+    view_caption,
 )
 from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
 from engine.categories import category_ids
 
 MAX_GRAPH_SOURCES = 16
-CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
 
 
 def _exports(root, model, class_names, target, alpha, frame, metrics, formula,
@@ -133,6 +132,8 @@ def main() -> None:
                                  load_top2(root, model))
     formula = views.dependency_formula(target_name, frame)
     formula_ui(formula)
+    view_caption(f"{model} · {target_name} (#{target}) · α = {alpha:.3g} · {len(frame)} sources",
+                 model=model, target=target, alpha=alpha)
 
     shown = frame.head(MAX_GRAPH_SOURCES)
     images = class_images(root, model, [*shown["index"], target])
@@ -175,8 +176,7 @@ def _scatter_points(cov: np.ndarray, coef: np.ndarray) -> np.ndarray:
 
 
 def _charts(path, rhs_col: np.ndarray, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
-    """Fig. 3 and the α path, side by side, below the fold (drawn once the graph is, on a
-    session's first visit); returns both charts (for the exports)."""
+    """Fig. 3 and the α path, side by side, below the fold; returns both charts (for the exports)."""
     fig3 = covariance_vs_coef(rhs_col, coef, target)
     shown = _scatter_points(fig3["covariance"], fig3["coef"])
     scatter_frame = pd.DataFrame({"covariance": fig3["covariance"][shown], "coef": fig3["coef"][shown],
@@ -190,18 +190,15 @@ def _charts(path, rhs_col: np.ndarray, class_names: list[str], target: int, coef
     inside = np.abs(fig3["covariance"]) < alpha
     broken = int((inside & (fig3["coef"] != 0)).sum())
 
-    def draw() -> None:
-        c1, c2 = st.columns(2, gap="large")
-        with c1:
-            charts.show(scatter)
-            st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
-                       f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
-        with c2:
-            charts.show(path_chart)
-            st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
-                       "in colour, the others in grey; the purple line is the chosen α.")
-
-    after_first_paint("explore-charts", draw, height=CHARTS_HEIGHT)
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        charts.show(scatter)
+        st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
+                   f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
+    with c2:
+        charts.show(path_chart)
+        st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
+                   "in colour, the others in grey; the purple line is the chosen α.")
     return scatter, path_chart
 
 

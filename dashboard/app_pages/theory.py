@@ -21,7 +21,14 @@ from dashboard.components.loaders import (
     load_theory,
     paths_status,
 )
-from dashboard.components.widgets import download_ui, guard, model_ui, paged_frame_ui, store_page
+from dashboard.components.widgets import (
+    download_ui,
+    guard,
+    model_ui,
+    paged_frame_ui,
+    store_page,
+    view_caption,
+)
 from engine import views
 
 
@@ -75,9 +82,15 @@ def _screening_section(root: str, model: str) -> None:
     points = guard(load_screening, root, model)
     if points is None:
         status = guard(paths_status, root, model)
-        job_ui(root, "paths", {"model": model}, "every target's α path and Conjecture 1", key="th-paths",
-               note=f"Checked on every (target, source) pair at every α of the path, once every target's path "
-                    f"is solved ({status.solved:,} of {status.total:,} so far).")
+        if status.solved >= status.total:  # the paths are done: only the check is left (the same job ends with it)
+            job_ui(root, "paths", {"model": model}, "the check of Conjecture 1", key="th-paths",
+                   note=f"Every target's α path is solved ({status.total:,} of {status.total:,}); what is left is "
+                        "checking the rule on every (target, source) pair at every α of the paths (the end of the "
+                        "`paths` job; the solved paths are kept).")
+        else:
+            job_ui(root, "paths", {"model": model}, "every target's α path and Conjecture 1", key="th-paths",
+                   note=f"Checked on every (target, source) pair at every α of the path, once every target's path "
+                        f"is solved ({status.solved:,} of {status.total:,} so far).")
         return
     rows = []
     for p in points:
@@ -128,6 +141,7 @@ def main() -> None:
     model = model_ui(page.names, page.params)
     page.publish(model=model)
     store = guard(load_store, root, model)
+    view_caption(f"{model} · {store.k:,} categories", model=model)
     if guard(load_gramset_for, root, model) is None:
         st.info(f"Store `{model}` has no Gram yet.", icon=":material/info:")
         job_ui(root, "gram", {"model": model}, f"the Gram of {model}", key="th-gram")
