@@ -139,7 +139,7 @@ def _widget_ok(kind: str, shown: str | None, value) -> bool:
         return False
     if kind == "text":
         return shown == ("" if value is None else str(value))
-    if kind == "target":  # "Í LATIN CAPITAL LETTER I WITH ACUTE  ·  #137"
+    if kind == "target":  # "Í LATIN CAPITAL LETTER I WITH ACUTE · #137"
         return f"#{value}" in [part.strip() for part in shown.split("·")]
     if kind == "alpha":  # "4.6 ★ recommended"
         return _sig_equal(shown.split()[0], float(value)) if shown else False

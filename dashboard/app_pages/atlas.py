@@ -23,13 +23,14 @@ from dashboard.components.loaders import (
     load_theory,
     paths_status,
 )
+from dashboard.components.tables import frame_table_html
 from dashboard.components.widgets import (
     alpha_digits,
     default_alpha,
     download_ui,
     guard,
     model_ui,
-    paged_frame_ui,
+    paged_table_ui,
     store_page,
     view_caption,
 )
@@ -169,56 +170,47 @@ def _communities_section(root, model, path, found, class_names, ctl) -> None:
         else:
             st.caption("Communities are found once every category's path is solved.")
         return
-    rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])}
+    rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])
+             + (f" … (+{len(m) - 40})" if len(m) > 40 else "")}
             for k, m in enumerate(found) if len(m) > 1]
-    paged_frame_ui(pd.DataFrame(rows), "atlas-comm-page", page_size=30, height=min(38 + 35 * min(len(rows), 30), 320),
-                   column_config={"#": st.column_config.NumberColumn(width=40),
-                                  "size": st.column_config.NumberColumn(width=60),
-                                  "members": st.column_config.TextColumn(width=1100)})
+    paged_table_ui(pd.DataFrame(rows), "atlas-comm-page", [("#", "#", "{:.0f}"), ("size", "size", "{:.0f}"),
+                                                           ("members", "members", "text")],
+                   page_size=30, max_height=320)
 
 
 def _tables(root, model, coef, path, class_names, alpha, a_idx) -> None:
-    c1, c2 = st.columns(2, gap="large")
-    with c1:
-        st.subheader("Most depended-on")
-        st.dataframe(views.most_depended_on(coef, class_names, 30), hide_index=True, width="stretch",
-                     height=420, column_config={"index": None,
-                                                "name": st.column_config.TextColumn("category", width=320),
-                                                "targets": st.column_config.NumberColumn(width=80),
-                                                "sum |coef|": st.column_config.NumberColumn(format="%.3f",
-                                                                                           width=100)})
-        st.caption(f"Sources used by the most targets at α = {alpha:.3g}"
-                   + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
-    with c2:
-        st.subheader("Most redundant")
-        if not path.within:
-            st.info("Redundancy is defined within one model.")
-            return
-        theory = guard(load_theory, root, model)
-        if theory is None:
-            job_ui(root, "theory", {"model": model}, "redundancy and spectrum", key="atlas-theory",
-                   note="r_i needs an eigendecomposition of the Gram (all-target work).")
-            return
-        frame = views.most_redundant(theory.redundancy, class_names, 30)
-        gs = guard(load_gramset_for, root, model)
-        held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
-        err, r2 = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
-        if held.any():
-            rows = frame["index"].to_numpy()[held]
-            err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
-        frame["rel. error at α"] = err
-        frame["R² at α"] = r2
-        st.dataframe(frame, hide_index=True, width="stretch", height=420, column_config={
-            "index": None, "null-space share": None,
-            "name": st.column_config.TextColumn("category", width=230),
-            "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
-            "exact": st.column_config.CheckboxColumn("exact", width=60),
-            "rel. error at α": st.column_config.NumberColumn(format="%.2e", width=120),
-            "R² at α": st.column_config.NumberColumn(format="%.4f", width=90)})
-        st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
-                   f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                   f"see Theory). Rel. error at α: the sparse dependency's squared error over E[f_t²], and R² its "
-                   f"share of f_t's variance explained, at α = {alpha:.3g}.")
+    # one below the other: side by side, five columns of the redundancy table did not fit 150 % zoom
+    st.subheader("Most depended-on")
+    st.html(frame_table_html(views.most_depended_on(coef, class_names, 30),
+                             [("name", "category", "text"), ("targets", "targets", "{:.0f}"),
+                              ("sum |coef|", "sum |θ|", "{:.3f}")]))
+    st.caption(f"Sources used by the most targets at α = {alpha:.3g}"
+               + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
+    st.subheader("Most redundant")
+    if not path.within:
+        st.info("Redundancy is defined within one model.")
+        return
+    theory = guard(load_theory, root, model)
+    if theory is None:
+        job_ui(root, "theory", {"model": model}, "redundancy and spectrum", key="atlas-theory",
+               note="r_i needs an eigendecomposition of the Gram (all-target work).")
+        return
+    frame = views.most_redundant(theory.redundancy, class_names, 30)
+    gs = guard(load_gramset_for, root, model)
+    held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
+    err, r2 = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+    if held.any():
+        rows = frame["index"].to_numpy()[held]
+        err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
+    frame["rel. error at α"] = err
+    frame["R² at α"] = r2
+    st.html(frame_table_html(frame, [("name", "category", "text"), ("redundancy", "r_i", "{:.2e}"),
+                                     ("exact", "exact", "check"), ("rel. error at α", "rel. error at α", "{:.2e}"),
+                                     ("R² at α", "R² at α", "{:.4f}")]))
+    st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
+               f"precision; those are ordered by how much of their axis lies in the null space of C, "
+               f"see Theory). Rel. error at α: the sparse dependency's squared error over E[f_t²], and R² its "
+               f"share of f_t's variance explained, at α = {alpha:.3g}.")
 
 
 def _exports(model, ctl, coef, path, class_names, view, graph) -> None:

@@ -26,8 +26,7 @@ from dashboard.components.loaders import (
     load_target_path,
     load_top2,
 )
-from dashboard.components.style import NEG, POS
-from dashboard.components.tables import coef_table_html
+from dashboard.components.tables import coef_table_html, frame_table_html
 from dashboard.components.widgets import (
     alpha_ui,
     default_target,
@@ -149,13 +148,10 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha) -> 
         if share.empty:
             st.info("Neither model has a dependency for this category at this α.", icon=":material/block:")
         else:
-            st.dataframe(
-                share.style.map(lambda v: f"color: {POS}" if v > 0 else (f"color: {NEG}" if v < 0 else ""),
-                                subset=[f"coef {model_a}", f"coef {model_b}"]).format(
-                    {f"coef {model_a}": "{:+.4f}", f"coef {model_b}": "{:+.4f}"}),
-                hide_index=True, width="stretch", height=min(38 + 35 * len(share), 420),
-                column_config={"index": None, "name": st.column_config.TextColumn("source category", width=260),
-                               "kind": st.column_config.TextColumn(width=130)})
+            st.html(frame_table_html(share, [("name", "source category", "text"), ("kind", "kind", "text"),
+                                             (f"coef {model_a}", f"θ in {model_a}", "{:+.4f}"),
+                                             (f"coef {model_b}", f"θ in {model_b}", "{:+.4f}")],
+                                     signed=(f"coef {model_a}", f"coef {model_b}")))
     with right:
         if overlap is not None:
             charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"
@@ -194,7 +190,7 @@ def main() -> None:
                 "logits (a GPU is used when there is one).", icon=":material/info:")
         job_ui(root, "gram", {"model": model_b, "source": model_a}, "the cross-Gram", key="cmp-gram")
         st.stop()
-    left, right = st.columns(2, gap="large")
+    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
     with left:
         rec = guard(load_recommendation, root, model_b, model_a)
         opening = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),

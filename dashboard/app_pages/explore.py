@@ -112,7 +112,7 @@ def main() -> None:
         st.stop()
     class_names = store.class_names
 
-    left, right = st.columns([1, 1], gap="large")
+    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
     with left:
         rec = guard(load_recommendation, root, model)
         target = target_ui(class_names, params, ids=category_ids(store.manifest),

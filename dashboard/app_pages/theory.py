@@ -25,7 +25,7 @@ from dashboard.components.widgets import (
     download_ui,
     guard,
     model_ui,
-    paged_frame_ui,
+    paged_table_ui,
     store_page,
     view_caption,
 )
@@ -62,19 +62,32 @@ def _redundancy_section(root: str, model: str, names: list[str], red) -> None:
            f"plus the bias): {n_exact} categories are exact combinations of the others, r_i = 0 at the data's "
            "precision. Their value here, ≈ ρ / null share (the share of the category's axis in the null space "
            "of C), orders them by the paper's geometric view instead of by rounding noise." if n_exact else ""))
+    st.markdown(redundancy_in_words(k, n_exact, red.rank, resolved))
     left, right = st.columns(2, gap="large")
     with left:
         chart = charts.redundancy_histogram(red.r, red.exact, red.floor, "Redundancy of every category")
         charts.show(chart)
         _chart_downloads(chart, f"{model}-redundancy", "th-r")
     with right:
-        paged_frame_ui(views.most_redundant(red, names, None), "th-red-page", page_size=100, height=420,
-                     column_config={"index": None,
-                                    "name": st.column_config.TextColumn("category", width=250),
-                                    "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=90),
-                                    "exact": st.column_config.CheckboxColumn("exact", width=60),
-                                    "null-space share": st.column_config.NumberColumn("null share", format="%.3f",
-                                                                                      width=90)})
+        paged_table_ui(views.most_redundant(red, names, None), "th-red-page",
+                       [("name", "category", "text"), ("redundancy", "r_i", "{:.2e}"), ("exact", "exact", "check"),
+                        ("null-space share", "null share", "{:.3f}")], page_size=100)
+
+
+def redundancy_in_words(k: int, n_exact: int, rank: int, resolved: np.ndarray) -> str:
+    """What the redundancy numbers mean for these models, in one plain sentence or two."""
+    if n_exact == k:
+        return (f"**In plain words:** every one of the {k:,} categories is an exact linear combination of the "
+                f"others — the logits span only {rank:,} dimensions, so any category's logit can be rebuilt "
+                "from the rest without error. That is why dependencies exist here at all; which few sources "
+                "suffice is the sparse question the other pages answer.")
+    if n_exact:
+        return (f"**In plain words:** {n_exact:,} of the {k:,} categories are exact combinations of the others "
+                f"(the logits span {rank:,} dimensions); the other {k - n_exact:,} can be predicted from the rest "
+                f"with a median relative error of {np.median(resolved):.1e}.")
+    return (f"**In plain words:** no category is an exact combination of the others; predicted from all the "
+            f"rest, a category's logit keeps a median relative error of {np.median(resolved):.1e} — the "
+            "smaller, the more redundant.")
 
 
 def _screening_section(root: str, model: str) -> None:

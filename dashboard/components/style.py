@@ -27,13 +27,15 @@ CSS = """
   [data-testid="stMetricValue"] { font-size: 1.9rem; }
   /* readable on a projector: captions and help text dark and no smaller than the body's 17 px
      minus a step, a sidebar that leaves the page most of a 1280 px screen */
-  [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { color: #374151; font-size: 1rem; }
-  section[data-testid="stSidebar"] { width: 15rem !important; min-width: 15rem !important; }
+  [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p {
+      color: #374151 !important; font-size: 1rem !important; }
+  section[data-testid="stSidebar"] { width: 13.5rem !important; min-width: 13.5rem !important; }
   /* never clip a value: metric values, button labels and long names wrap instead */
-  [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"] p {
+  [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {
       white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
       overflow-wrap: anywhere; }
   .st-key-nde-table1 [data-testid="stMetricValue"] { font-size: 1.55rem; }
+  .stMarkdownEllipsis, .stMarkdownEllipsis p,
   .stButton button p, .stButton button div { white-space: normal !important; overflow: visible !important;
       text-overflow: clip !important; }
   .stButton button { height: auto; min-height: 2.5rem; }
@@ -50,10 +52,12 @@ CSS = """
                   padding: .35rem .6rem; border-bottom: 1px solid #e5e7eb; z-index: 1; }
   .nde-coefs td { padding: .25rem .6rem; border-bottom: 1px solid #f3f4f6; vertical-align: middle; }
   .nde-coefs td.num { font-variant-numeric: tabular-nums; white-space: nowrap; text-align: right; }
-  .nde-coefs th { white-space: nowrap; }
+  .nde-coefs th { white-space: normal; }
   .nde-coefs td.name { width: 100%; white-space: normal; overflow-wrap: anywhere; }
+  .nde-coefs td.label { white-space: normal; }
   /* a narrow column (1280 px with the sidebar, 150 % zoom): the numbers stay, the bars go */
-  @container (max-width: 360px) { .nde-coefs .bar { display: none; } .nde-coefs td, .nde-coefs th { padding: .2rem .3rem; } }
+  @container (max-width: 360px) { .nde-coefs .bar { display: none !important; } .nde-coefs td, .nde-coefs th { padding: .2rem .3rem; } }
+  @container (max-width: 250px) { .nde-coefs .img { display: none; } .nde-coefs table { font-size: .9rem; } }
   .nde-coefs img { width: 34px; height: 34px; display: block; }
   .nde-coefs .bar { display: inline-block; height: .7rem; border-radius: 3px; margin-right: .5rem;
                     vertical-align: middle; }

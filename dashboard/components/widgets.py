@@ -177,7 +177,7 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
             st.caption(f"No category matches {query!r}.")
     value = st.selectbox(
         label, options, key=key,
-        format_func=lambda i: f"{class_names[i]}  ·  #{i}" + (f"  ·  {ids[i]}" if ids else ""),
+        format_func=lambda i: f"{class_names[i]} · #{i}" + (f" · {ids[i]}" if ids else ""),
         help="Type to search the class names.",
     )
     state.remember(key, value)
@@ -344,3 +344,16 @@ def paged_frame_ui(frame, key: str, page_size: int = 100, **dataframe_args) -> N
         page = int(st.number_input(f"Page (of {pages:,}; {len(frame):,} rows)", 1, pages, 1, key=key))
     part = frame.iloc[(page - 1) * page_size : page * page_size]
     st.dataframe(part, hide_index=True, width="stretch", **dataframe_args)
+
+
+def paged_table_ui(frame, key: str, columns: list[tuple[str, str, str]], page_size: int = 100,
+                   max_height: int = 420) -> None:
+    """:func:`paged_frame_ui` as a plain HTML table (:func:`tables.frame_table_html`): names
+    wrap instead of being cut, every column stays in view at any width."""
+    from dashboard.components.tables import frame_table_html
+
+    pages = max(1, -(-len(frame) // page_size))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages:,}; {len(frame):,} rows)", 1, pages, 1, key=key))
+    st.html(frame_table_html(frame.iloc[(page - 1) * page_size : page * page_size], columns, max_height=max_height))
