@@ -107,21 +107,27 @@ def _url(base: str, case: Case) -> str:
     return f"{base}{path}" + (f"?{case.query}" if case.query else "")
 
 
-def read_page(driver, title: str, timeout: float = 120) -> dict | None:
-    """The widgets' texts and the page's view once the page is idle (three polls in a row that
-    read the same, nothing running, its view line present), or None when it did not settle
-    within ``timeout``."""
+def read_page(driver, title: str, labels: tuple[str, ...] = (), timeout: float = 120) -> dict | None:
+    """The widgets' texts and the page's view once the page is idle: three polls in a row that
+    read the same, nothing running, its view line present and a widget for each of ``labels``
+    (Streamlit loads a widget's code on first use, so a busy browser draws the page's text
+    seconds before its widgets). When the widgets never come, the last read (the check then
+    reports them missing); None when the page never showed its view within ``timeout``."""
     quiet, deadline, last = 0, time.time() + timeout, None
     while time.time() < deadline:
         got = driver.execute_script(_READ_JS)
-        ok = got["view"] and not got["busy"] and title in got["title"] and got == (last or got)
+        shown = [label for label, _ in got["widgets"]]
+        ok = (got["view"] and not got["busy"] and title in got["title"] and got == (last or got)
+              and all(any(s.startswith(label) for s in shown) for label in labels))
         quiet = quiet + 1 if ok else 0
         last = got
         if quiet >= 3:
-            got["view"] = json.loads(got["view"])
-            return got
+            break
         time.sleep(0.3)
-    return None
+    if not last or not last["view"]:
+        return None
+    last["view"] = json.loads(last["view"])
+    return last
 
 
 def _sig_equal(text: str, value: float) -> bool:
@@ -206,7 +212,11 @@ def press_right(driver, page: str, title: str) -> dict | None:
         if driver.execute_script(_READ_JS)["view"] != before:
             break
         time.sleep(0.2)
-    return read_page(driver, title)
+    return read_page(driver, title, _labels(page))
+
+
+def _labels(page: str) -> tuple[str, ...]:
+    return tuple(label for label, _, _ in WIDGETS[page])
 
 
 def run_case(driver, base: str, case: Case, loads: int, keys: bool = True) -> dict:
@@ -219,7 +229,7 @@ def run_case(driver, base: str, case: Case, loads: int, keys: bool = True) -> di
         driver.get("about:blank")  # a new page, a new Streamlit session
         t0 = time.perf_counter()
         driver.get(_url(base, case))
-        got = read_page(driver, title)
+        got = read_page(driver, title, _labels(case.page))
         seconds.append(time.perf_counter() - t0)
         steps = [("load", got, case.link, driver.current_url)]
         view = got["view"] if got else view
@@ -228,7 +238,7 @@ def run_case(driver, base: str, case: Case, loads: int, keys: bool = True) -> di
             steps.append(("→ key", got, {}, driver.current_url))
             if got is not None:
                 driver.back()  # the address before the key press
-                steps.append(("back", read_page(driver, title), {}, driver.current_url))
+                steps.append(("back", read_page(driver, title, _labels(case.page)), {}, driver.current_url))
         for step, got, link, url in steps:
             if got is None:
                 timeouts += 1
