@@ -34,7 +34,7 @@ CSS = """
   [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {
       white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
       overflow-wrap: anywhere; }
-  .st-key-nde-table1 [data-testid="stMetricValue"] { font-size: 1.55rem; }
+  [class*="st-key-nde-table1"] [data-testid="stMetricValue"] { font-size: 1.55rem; }
   .stMarkdownEllipsis, .stMarkdownEllipsis p,
   .stButton button p, .stButton button div { white-space: normal !important; overflow: visible !important;
       text-overflow: clip !important; }

@@ -290,9 +290,10 @@ def _fmt_pct(x: float) -> str:
     return "n/a" if np.isnan(x) else f"{x:.1f} %"
 
 
-def table1_card(metrics: DependencyMetrics) -> None:
-    """The paper's Table 1 for this dependency, as metric tiles."""
-    with st.container(border=True, key="nde-table1"):
+def table1_card(metrics: DependencyMetrics, key: str = "nde-table1") -> None:
+    """The paper's Table 1 for this dependency, as metric tiles (``key``: the card's container,
+    one per page; a second card on a page names another, starting with ``nde-table1``)."""
+    with st.container(border=True, key=key):
         st.markdown("**Table 1** · the target’s logit replaced by its dependency")
         c1, c2, c5 = st.columns(3)
         c3, c4 = st.columns(2)
