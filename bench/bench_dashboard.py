@@ -94,12 +94,14 @@ def bench_slider(cache_root: Path, model: str, moves: int, target: int) -> dict:
     first = time.perf_counter() - t0
     if at.exception:
         raise RuntimeError(f"the Explore page failed: {at.exception[0].value}")
-    slider = at.select_slider[0]
-    options = sorted({float(o) for o in slider.options})
+    from dashboard.components.loaders import load_target_path
+    from dashboard.components.widgets import alpha_options
+
+    options = alpha_options(load_target_path(str(cache_root), model, None, target), target)  # the slider's values
     # sweep the whole grid down and up (every move lands on a new value, as a user drags)
     sweep = options[::-2] + options[len(options) % 2 :: 2]
     picks = sweep * (moves // len(sweep) + 2)
-    slider.set_value(picks[0]).run()  # warm-up: caches, vl templates, class images
+    at.select_slider[0].set_value(picks[0]).run()  # warm-up: caches, vl templates, class images
     times, cpu, sources = [], [], []
     for value in picks[1 : moves + 1]:
         t0, c0 = time.perf_counter(), time.process_time()

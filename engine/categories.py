@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 from engine.errors import NotFoundError
 
 _INDEX_RE = re.compile(r"^-?[0-9]{1,18}$")
@@ -75,23 +73,27 @@ def category_ids(manifest: dict) -> list[str] | None:
 
 def search_categories(names: Sequence[str], query: str, ids: Sequence[str] | None = None,
                       limit: int | None = None) -> list[int]:
-    """Indices of the categories matching ``query`` (case-insensitive), best first: the index
-    itself, exact names or ids, then names or ids that start with it, then that contain it.
-    All of them for an empty query (up to ``limit``)."""
-    q = str(query).strip().lower()
+    """Indices of the categories matching ``query``, best first: the index itself; the exact
+    glyph or name as typed ("O" finds "O LATIN CAPITAL LETTER O" before "o …"), then ignoring
+    case; then names or ids that start with it, as typed and then ignoring case; then that
+    contain it, likewise. All of them for an empty query (up to ``limit``)."""
+    raw = str(query).strip()
+    q = raw.lower()
     if not q:
         return list(range(len(names) if limit is None else min(limit, len(names))))
-    lowered = np.array([n.lower() for n in names], dtype=object)
-    id_low = None if ids is None else np.array([i.lower() for i in ids], dtype=object)
     tiers: list[list[int]] = []
     i = parse_index(q)
     if i is not None and 0 <= i < len(names):
         tiers.append([i])
-    for test in (lambda s: s == q or s.split(" ")[0] == q, lambda s: s.startswith(q), lambda s: q in s):
-        hit = [j for j, s in enumerate(lowered) if test(s)]
-        if id_low is not None:
-            hit += [j for j, s in enumerate(id_low) if test(s)]
-        tiers.append(hit)
+    lowered = [n.lower() for n in names]
+    id_low = None if ids is None else [i.lower() for i in ids]
+    tests = (lambda s, w: s == w or s.split(" ")[0] == w, lambda s, w: s.startswith(w), lambda s, w: w in s)
+    for test in tests:
+        for texts, ident, word in ((names, ids, raw), (lowered, id_low, q)):  # as typed, then any case
+            hit = [j for j, s in enumerate(texts) if test(s, word)]
+            if ident is not None:
+                hit += [j for j, s in enumerate(ident) if test(s, word)]
+            tiers.append(hit)
     out, seen = [], set()
     for tier in tiers:
         for j in tier:

@@ -233,9 +233,10 @@ def most_redundant(red: Redundancy, names: list[str], top: int | None = 20) -> p
                          "exact": red.exact[order], "null-space share": red.null_share[order]})
 
 
-def pick_targets(coef: SparseColumns, held, candidates, limit: int) -> list[int]:
-    """Up to ``limit`` of ``candidates`` (target indices), those with the strongest dependency
-    first; ``coef``'s columns are the targets ``held`` (ascending)."""
+def pick_targets(coef: SparseColumns, held, candidates, limit: int, keep_order: bool = False) -> list[int]:
+    """Up to ``limit`` of ``candidates`` (target indices) that have a dependency, those with the
+    strongest dependency first — or in the candidates' own order with ``keep_order`` (a search's
+    best matches first); ``coef``'s columns are the targets ``held`` (ascending)."""
     held = np.asarray(held)
     cand = np.asarray([c for c in candidates], dtype=np.int64)
     if cand.size == 0 or held.size == 0:
@@ -246,7 +247,7 @@ def pick_targets(coef: SparseColumns, held, candidates, limit: int) -> list[int]
     peak = np.zeros(coef.n_targets)
     np.maximum.at(peak, coef.column_index(), np.abs(coef.values))
     strength = peak[pos]
-    order = np.argsort(-strength, kind="stable")
+    order = np.arange(len(cand)) if keep_order else np.argsort(-strength, kind="stable")
     return [int(c) for c in cand[order][strength[order] > 0][:limit]]
 
 

@@ -125,6 +125,19 @@ def coef_rows(at) -> list[tuple[int, float]]:
     return rows
 
 
+def html_tables(at) -> list:
+    """The page's plain HTML tables (``tables.frame_table_html``) as DataFrames of their
+    unrounded rows (each ``<tr data-row=…>``), in the page's order."""
+    import html
+    import json
+    import re
+
+    import pandas as pd
+
+    return [pd.DataFrame([json.loads(html.unescape(row)) for row in re.findall(r'<tr data-row="([^"]*)">', body)])
+            for body in (el.proto.body for el in at.get("html")) if 'class="nde-coefs nde-table"' in body]
+
+
 def alpha_of(option) -> float:
     """The α of an α-slider option's label ("0.0123 ★ recommended" -> 0.0123)."""
     return float(str(option).split()[0])

@@ -36,3 +36,15 @@ def test_synset_ids_resolve_and_search():
     assert search_categories(NAMES, "é") == [0]
     assert search_categories(NAMES, "", limit=2) == [0, 1]
     assert search_categories(NAMES, "letter e", limit=1) == [0]
+
+
+def test_search_finds_the_glyph_typed_first_then_its_case_then_names():
+    """Issue 20: Atlas's search for "O" listed ∀, ῒ, ■ and no O; Explore listed "o" before "O"."""
+    names = ["o LATIN SMALL LETTER O", "∀ FOR ALL", "ö LATIN SMALL LETTER O WITH DIAERESIS",
+             "Ö LATIN CAPITAL LETTER O WITH DIAERESIS", "O LATIN CAPITAL LETTER O", "# NUMBER SIGN"]
+    found = search_categories(names, "O")
+    assert found[:2] == [4, 0]  # the glyph as typed, then the same letter in the other case
+    # then the names that contain "O" as typed (every LATIN … O name, FOR ALL), never "#"
+    assert set(found[2:]) == {1, 2, 3} and 5 not in found
+    assert search_categories(names, "o")[:2] == [0, 4]
+    assert search_categories(names, "Ö")[:2] == [3, 2]

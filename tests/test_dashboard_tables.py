@@ -43,7 +43,7 @@ def test_images_only_when_there_are_some():
     frame = _frame()
     assert "<img" not in coef_table_html(frame, {})
     table = coef_table_html(frame, {3: views.glyph_png("c")})
-    assert table.count("<img") == 1 and table.count("<td></td>") == 2  # the others get an empty cell
+    assert table.count("<img") == 1 and table.count("<td class=\"img\"></td>") == 2  # the others get an empty cell
 
 
 def test_names_are_escaped():

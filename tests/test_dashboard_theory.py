@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dashboard_cache import MODEL_B, messages, metric_values, run_page, shared_cache
+from tests.dashboard_cache import (
+    MODEL_B,
+    html_tables,
+    messages,
+    metric_values,
+    run_page,
+    shared_cache,
+)
 
 
 @pytest.fixture()
@@ -66,7 +73,7 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     assert values["Dimensions the logits span"] == "13 / 60"
     assert values["Exactly redundant (r_i = 0)"] == "60 / 60"
     assert values["Median r_i, not exact"] == "—"
-    table = at.dataframe[0].value
+    table = html_tables(at)[0]
     assert table["exact"].all() and table["redundancy"].is_monotonic_increasing
     assert table["redundancy"].nunique() == 60  # ordered by geometry, not tied at zero
     assert any("exact combinations of the others" in c.value for c in at.caption)

@@ -28,14 +28,16 @@ from dashboard.components.loaders import (
     paths_status,
 )
 from dashboard.components.sources_ui import BEST, LASSO, method_ui, plain_sources_ui
+from dashboard.components.tables import frame_table_html
 from dashboard.components.widgets import (
     alpha_digits,
     default_alpha,
     download_ui,
     guard,
     model_ui,
-    paged_frame_ui,
+    paged_table_ui,
     store_page,
+    view_caption,
 )
 from engine import views
 from engine.analysis import dependency_graph
@@ -54,6 +56,7 @@ def _alpha_ui(path, params) -> tuple[float, int]:
             st.session_state[key] = options[::-1][path.nearest_alpha_index(wanted)]
     if st.session_state.get(key) not in options:
         st.session_state[key] = default_alpha(options, float(np.median(path.alpha_max_held)))
+    state.pin(key)
     digits = alpha_digits(options)
     value = st.select_slider("α (log scale)", options=options, key=key, format_func=lambda a: f"{a:.{digits}g}")
     state.remember(key, value)
@@ -75,6 +78,7 @@ def _controls(params, scale_ui) -> dict:
     state.restore("atlas_q")
     if "q" in params:
         st.session_state["atlas_q"] = params["q"]
+    state.pin("atlas_q")
     search, community = st.columns(2, gap="medium")
     with search:
         query = st.text_input("Find categories by name or id (empty: the strongest dependencies)", key="atlas_q",
@@ -173,9 +177,9 @@ def main() -> None:
         found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
     reached = path.reached(ctl["a_idx"])
     community_of = {node: k for k, members in enumerate(found or []) for node in members}
-    candidates = _candidates(ctl, found, class_names, category_ids(store.manifest))
+    candidates, searched = _candidates(ctl, found, class_names, category_ids(store.manifest))
     candidates = [t for t in candidates if path.has(t) and reached[path.position(t)]]
-    targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"])
+    targets = views.pick_targets(coef, path.targets, candidates, ctl["limit"], keep_order=searched)
     if not targets:
         st.info(f"None of these categories has a dependency {ctl['at']}; lower α or the minimum "
                 "coefficient.", icon=":material/block:")
@@ -185,13 +189,19 @@ def main() -> None:
     images = class_images(root, model, list(graph.nodes))
     view = atlas_graph(graph, views.atlas_layout(graph, targets), set(targets), community_of, images,
                        title=f"{model} atlas, {ctl['at']}")
+    view_caption(f"{model} · {ctl['at']} · top {ctl['top_k']} sources per target · |θ| ≥ "
+                 f"{ctl['min_coef']:g} · {len(targets)} targets" + (f" · search {ctl['query']!r}" if ctl["query"] else ""),
+                 model=model, method=method, m=ctl["m"], alpha=ctl["alpha"], top_k=ctl["top_k"],
+                 min_coef=ctl["min_coef"], limit=ctl["limit"], q=ctl["query"])
     st.iframe(view.embedded(), height=800)
     _communities_section(root, model, path, found, class_names, ctl)
     _tables(root, model, coef, path, class_names, ctl["at"], ctl["a_idx"])
     _exports(model, ctl, coef, path, class_names, view, graph)
 
 
-def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
+def _candidates(ctl: dict, found, class_names: list[str], ids) -> tuple[list[int], bool]:
+    """The categories to draw, and whether they are a search's matches (best first: the graph
+    keeps that order) rather than a community or every category (strongest first)."""
     if found:
         labels = ["(none)"] + [
             f"#{k + 1} · {len(m)} categories: {', '.join(views.short_name(class_names[i], 12) for i in m[:8])}"
@@ -199,14 +209,14 @@ def _candidates(ctl: dict, found, class_names: list[str], ids) -> list[int]:
         with ctl["community_slot"]:
             pick = st.selectbox("…or show one community", labels, key="atlas_comm")
         if pick != "(none)":
-            return [int(i) for i in found[int(pick.split(" ", 1)[0][1:]) - 1]]
+            return [int(i) for i in found[int(pick.split(" ", 1)[0][1:]) - 1]], False
     if not ctl["query"]:
-        return list(range(len(class_names)))
+        return list(range(len(class_names))), False
     candidates = search_categories(class_names, ctl["query"], ids)
     if not candidates:
         st.info(f"No category matches {ctl['query']!r}.", icon=":material/search:")
         st.stop()
-    return candidates
+    return candidates, True
 
 
 def _communities_section(root, model, path, found, class_names, ctl) -> None:
@@ -223,56 +233,47 @@ def _communities_section(root, model, path, found, class_names, ctl) -> None:
         else:
             st.caption("Communities are found once every category's path is solved.")
         return
-    rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])}
+    rows = [{"#": k + 1, "size": len(m), "members": " ".join(views.short_name(class_names[i], 16) for i in m[:40])
+             + (f" … (+{len(m) - 40})" if len(m) > 40 else "")}
             for k, m in enumerate(found) if len(m) > 1]
-    paged_frame_ui(pd.DataFrame(rows), "atlas-comm-page", page_size=30, height=min(38 + 35 * min(len(rows), 30), 320),
-                   column_config={"#": st.column_config.NumberColumn(width=40),
-                                  "size": st.column_config.NumberColumn(width=60),
-                                  "members": st.column_config.TextColumn(width=1100)})
+    paged_table_ui(pd.DataFrame(rows), "atlas-comm-page", [("#", "#", "{:.0f}"), ("size", "size", "{:.0f}"),
+                                                           ("members", "members", "text")],
+                   page_size=30, max_height=320)
 
 
 def _tables(root, model, coef, path, class_names, at: str, a_idx) -> None:
-    c1, c2 = st.columns(2, gap="large")
-    with c1:
-        st.subheader("Most depended-on")
-        st.dataframe(views.most_depended_on(coef, class_names, 30), hide_index=True, width="stretch",
-                     height=420, column_config={"index": None,
-                                                "name": st.column_config.TextColumn("category", width=320),
-                                                "targets": st.column_config.NumberColumn(width=80),
-                                                "sum |coef|": st.column_config.NumberColumn(format="%.3f",
-                                                                                           width=100)})
-        st.caption(f"Sources used by the most targets {at}"
-                   + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
-    with c2:
-        st.subheader("Most redundant")
-        if not path.within:
-            st.info("Redundancy is defined within one model.")
-            return
-        theory = guard(load_theory, root, model)
-        if theory is None:
-            job_ui(root, "theory", {"model": model}, "redundancy and spectrum", key="atlas-theory",
-                   note="r_i needs an eigendecomposition of the Gram (all-target work).")
-            return
-        frame = views.most_redundant(theory.redundancy, class_names, 30)
-        gs = guard(load_gramset_for, root, model)
-        held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
-        err, r2 = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
-        if held.any():
-            rows = frame["index"].to_numpy()[held]
-            err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
-        frame["rel. error"] = err
-        frame["R²"] = r2
-        st.dataframe(frame, hide_index=True, width="stretch", height=420, column_config={
-            "index": None, "null-space share": None,
-            "name": st.column_config.TextColumn("category", width=230),
-            "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=95),
-            "exact": st.column_config.CheckboxColumn("exact", width=60),
-            "rel. error": st.column_config.NumberColumn(format="%.2e", width=120),
-            "R²": st.column_config.NumberColumn(format="%.4f", width=90)})
-        st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
-                   f"precision; those are ordered by how much of their axis lies in the null space of C, "
-                   f"see Theory). Rel. error: the sparse dependency's squared error over E[f_t²], and R² its "
-                   f"share of f_t's variance explained, {at}.")
+    # one below the other: side by side, five columns of the redundancy table did not fit 150 % zoom
+    st.subheader("Most depended-on")
+    st.html(frame_table_html(views.most_depended_on(coef, class_names, 30),
+                             [("name", "category", "text"), ("targets", "targets", "{:.0f}"),
+                              ("sum |coef|", "sum |θ|", "{:.3f}")]))
+    st.caption(f"Sources used by the most targets {at}"
+               + ("." if path.complete else f" (over the {len(path.targets):,} targets solved so far)."))
+    st.subheader("Most redundant")
+    if not path.within:
+        st.info("Redundancy is defined within one model.")
+        return
+    theory = guard(load_theory, root, model)
+    if theory is None:
+        job_ui(root, "theory", {"model": model}, "redundancy and spectrum", key="atlas-theory",
+               note="r_i needs an eigendecomposition of the Gram (all-target work).")
+        return
+    frame = views.most_redundant(theory.redundancy, class_names, 30)
+    gs = guard(load_gramset_for, root, model)
+    held = np.array([path.has(int(t)) and path.reached(a_idx)[path.position(int(t))] for t in frame["index"]])
+    err, r2 = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+    if held.any():
+        rows = frame["index"].to_numpy()[held]
+        err[held], r2[held] = views.sparse_fit(gs, coef.select(np.searchsorted(path.targets, rows)), rows)
+    frame["rel. error"] = err
+    frame["R²"] = r2
+    st.html(frame_table_html(frame, [("name", "category", "text"), ("redundancy", "r_i", "{:.2e}"),
+                                     ("exact", "exact", "check"), ("rel. error", "rel. error", "{:.2e}"),
+                                     ("R²", "R²", "{:.4f}")]))
+    st.caption(f"r_i: smallest relative error from all other categories (exact: 0 at the data's "
+               f"precision; those are ordered by how much of their axis lies in the null space of C, "
+               f"see Theory). Rel. error: the sparse dependency's squared error over E[f_t²], and R² its "
+               f"share of f_t's variance explained, {at}.")
 
 
 def _exports(model, ctl, coef, path, class_names, view, graph) -> None:

@@ -39,8 +39,7 @@ from dashboard.components.sources_ui import (
     sources_chart_ui,
     sources_ui,
 )
-from dashboard.components.style import NEG, POS
-from dashboard.components.tables import coef_table_html
+from dashboard.components.tables import coef_table_html, frame_table_html
 from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     alpha_ui,
@@ -52,6 +51,7 @@ from dashboard.components.widgets import (
     store_page,
     table1_card,
     target_ui,
+    view_caption,
 )
 from engine import views
 from engine.analysis import dependency_metrics
@@ -85,6 +85,9 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, shown) ->
     formula = views.dependency_formula(target_name, frame)
     st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
     formula_ui(formula)
+    view_caption(f"{model_b}’s {target_name} (#{target}) from {model_a}’s logits · {shown.label} · "
+                 f"{len(frame)} sources", model=model_b, source=model_a, target=target, method=shown.method,
+                 m=shown.m, alpha=shown.alpha)
     top = frame.head(16)
     images = class_images(root, model_a, top["index"])
     images["target"] = class_images(root, model_b, [target])[target]
@@ -164,13 +167,10 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m) 
         if share.empty:
             st.info("Neither model has a dependency for this category at this α.", icon=":material/block:")
         else:
-            st.dataframe(
-                share.style.map(lambda v: f"color: {POS}" if v > 0 else (f"color: {NEG}" if v < 0 else ""),
-                                subset=[f"coef {model_a}", f"coef {model_b}"]).format(
-                    {f"coef {model_a}": "{:+.4f}", f"coef {model_b}": "{:+.4f}"}),
-                hide_index=True, width="stretch", height=min(38 + 35 * len(share), 420),
-                column_config={"index": None, "name": st.column_config.TextColumn("source category", width=260),
-                               "kind": st.column_config.TextColumn(width=130)})
+            st.html(frame_table_html(share, [("name", "source category", "text"), ("kind", "kind", "text"),
+                                             (f"coef {model_a}", f"θ in {model_a}", "{:+.4f}"),
+                                             (f"coef {model_b}", f"θ in {model_b}", "{:+.4f}")],
+                                     signed=(f"coef {model_a}", f"coef {model_b}")))
     with right:
         if overlap is not None:
             charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"
@@ -230,7 +230,7 @@ def main() -> None:
                 "logits (a GPU is used when there is one).", icon=":material/info:")
         job_ui(root, "gram", {"model": model_b, "source": model_a}, "the cross-Gram", key="cmp-gram")
         st.stop()
-    left, right = st.columns(2, gap="large")
+    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
     with left:
         rec = guard(load_recommendation, root, model_b, model_a)
         fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),

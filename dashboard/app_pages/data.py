@@ -63,9 +63,10 @@ def _stores_section(root: str) -> None:
         "content hash": str(m.get("arrays_sha256", ""))[:12],
     } for m in manifests])
     st.dataframe(frame, hide_index=True, width="stretch")
-    pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
-    manifest = next(m for m in manifests if m["name"] == pick)
-    st.json(_summarised(manifest), expanded=1)
+    with st.expander("Manifest of a store (JSON)", icon=":material/data_object:"):
+        pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
+        manifest = next(m for m in manifests if m["name"] == pick)
+        st.json(_summarised(manifest), expanded=1)
 
 
 def _import_section(root: str) -> None:

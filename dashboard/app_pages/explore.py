@@ -44,7 +44,6 @@ from dashboard.components.sources_ui import (
 from dashboard.components.tables import coef_table_html
 from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
-    after_first_paint,
     alpha_ui,
     default_target,
     download_ui,
@@ -54,6 +53,7 @@ from dashboard.components.widgets import (
     store_page,
     table1_card,
     target_ui,
+    view_caption,
 )
 from engine import views
 from engine.analysis import covariance_vs_coef, dependency_metrics
@@ -61,7 +61,6 @@ from engine.categories import category_ids
 from engine.talk.talkfile import TalkSlide
 
 MAX_GRAPH_SOURCES = 16
-CHARTS_HEIGHT = 470  # the charts' row: a 380 px chart, its title and caption
 
 
 def _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph,
@@ -143,7 +142,7 @@ def main() -> None:
         st.stop()
     class_names = store.class_names
 
-    left, right = st.columns([1, 1], gap="large")
+    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
     with left:
         rec = guard(load_recommendation, root, model)
         fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
@@ -170,6 +169,8 @@ def main() -> None:
     frame = views.dependency_frame(shown.sources, shown.coefs, class_names, rhs_col)
     formula = views.dependency_formula(target_name, frame)
     formula_ui(formula)
+    view_caption(f"{model} · {target_name} (#{target}) · {shown.label} · {len(frame)} sources",
+                 model=model, target=target, method=shown.method, m=shown.m, alpha=shown.alpha)
 
     shown_frame = frame.head(MAX_GRAPH_SOURCES)
     images = class_images(root, model, [*shown_frame["index"], target])
@@ -221,8 +222,7 @@ def _scatter_points(cov: np.ndarray, coef: np.ndarray) -> np.ndarray:
 
 
 def _charts(path, rhs_col: np.ndarray, class_names: list[str], target: int, coef: np.ndarray, alpha: float):
-    """Fig. 3 and the α path, side by side, below the fold (drawn once the graph is, on a
-    session's first visit); returns both charts (for the exports)."""
+    """Fig. 3 and the α path, side by side, below the fold; returns both charts (for the exports)."""
     fig3 = covariance_vs_coef(rhs_col, coef, target)
     shown = _scatter_points(fig3["covariance"], fig3["coef"])
     scatter_frame = pd.DataFrame({"covariance": fig3["covariance"][shown], "coef": fig3["coef"][shown],
@@ -236,18 +236,15 @@ def _charts(path, rhs_col: np.ndarray, class_names: list[str], target: int, coef
     inside = np.abs(fig3["covariance"]) < alpha
     broken = int((inside & (fig3["coef"] != 0)).sum())
 
-    def draw() -> None:
-        c1, c2 = st.columns(2, gap="large")
-        with c1:
-            charts.show(scatter)
-            st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
-                       f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
-        with c2:
-            charts.show(path_chart)
-            st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
-                       "in colour, the others in grey; the purple line is the chosen α.")
-
-    after_first_paint("explore-charts", draw, height=CHARTS_HEIGHT)
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        charts.show(scatter)
+        st.caption(f"Conjecture 1 (|C_tj| < α ⇒ θ_j = 0) screens {int(inside.sum())} of "
+                   f"{len(inside)} sources here; {broken} of them are non-zero anyway.")
+    with c2:
+        charts.show(path_chart)
+        st.caption("Every source that enters the dependency somewhere on the path: the 12 strongest "
+                   "in colour, the others in grey; the purple line is the chosen α.")
     return scatter, path_chart
 
 

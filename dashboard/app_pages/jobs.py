@@ -7,13 +7,18 @@ and reopening it shows them again.
 
 from __future__ import annotations
 
+import inspect
+import re
+import statistics
 import time
 import typing
+from functools import cache
 from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 
+from dashboard.components import state
 from dashboard.components.charts import show, tradeoff_chart
 from dashboard.components.loaders import cache_root
 from dashboard.components.widgets import page_header
@@ -37,25 +42,76 @@ from engine.jobs.reports import (
 from engine.jobs.specs import field_types
 from engine.store import Cache
 
-REFRESH_S = 2.0
+REFRESH_S = 2.0  # the list's refresh while a job runs (never while none does)
 LOG_LINES = 40
 
+# Plain labels for the spec fields whose names are terse; the others read as their name.
+LABELS = {
+    "w_epochs": "Epochs for the coefficient matrix W",
+    "w_lr": "Learning rate of W",
+    "w_weight_decay": "Weight decay of W",
+    "w_batch_size": "Batch size for W",
+    "lr": "Learning rate",
+    "base_negatives": "Base-class images per class that W also sees",
+    "n_new": "New categories",
+    "num_classes": "Number of classes",
+    "new_classes": "Which classes are new",
+    "arch": "Architecture",
+    "binary_pairs": "Pairs for the one-new-class test",
+    "train_per_class": "Training images per class",
+    "side_by_side": "Train the comparison in a second process",
+    "ood": "Out-of-distribution dataset",
+    "beta": "β, the regulariser's weight",
+    "alpha": "α (CovLasso)",
+    "top_k": "Sources per target (top-k)",
+    "min_coef": "Smallest |coefficient| kept",
+    "chunk": "Targets per chunk",
+    "workers": "Data-loading processes",
+    "threads": "CPU threads",
+    "data": "Dataset",
+    "name": "Name of the new store",
+    "source": "Source store (its logits predict)",
+    "model": "Model",
+    "pairs": "Pairs (target, source)",
+    "control": "Also train the control (β = 0)",
+    "baseline": "Also train the all-class baseline",
+}
 
-def _field_ui(kind: str, name: str, typ, default):
+
+def field_label(name: str) -> str:
+    """The form's label of a spec field: a plain phrase, never the raw argument name."""
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
+@cache
+def field_help(spec_cls: type) -> dict[str, str]:
+    """Each field's help: the comment beside it in the spec's source (engine/jobs/specs.py),
+    which says what it is, its unit and the paper's value."""
+    try:
+        source = inspect.getsource(spec_cls)
+    except (OSError, TypeError):
+        return {}
+    found = re.findall(r"^\s+(\w+): [^=#]+=[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE)
+    return {name: text.strip() for name, text in found}
+
+
+def _field_ui(kind: str, name: str, typ, default, help: str | None):
     key = f"jobs-{kind}-{name}"
-    label = name.replace("_", " ")
+    label = field_label(name)
+    hint = f"{help} (argument `{name}`)" if help else f"Argument `{name}`."
     given = key in st.session_state  # filled in from the URL (``_prefill_from_url``)
     if typ is bool:
-        return st.checkbox(label, **({} if given else {"value": default}), key=key)
+        return st.checkbox(label, **({} if given else {"value": default}), key=key, help=hint)
     if typ is int:
-        return st.number_input(label, **({} if given else {"value": int(default)}), step=1, key=key)
+        return st.number_input(label, **({} if given else {"value": int(default)}), step=1, key=key, help=hint)
     if typ is float:
-        return st.number_input(label, **({} if given else {"value": float(default)}), format="%g", key=key)
+        return st.number_input(label, **({} if given else {"value": float(default)}), format="%g", key=key,
+                               help=hint)
     if typing.get_origin(typ) is tuple:
         text = st.text_area(label, **({} if given else {"value": "\n".join(default)}), key=key,
-                            help="one per line, e.g. 'O,0' (target, source)")
+                            help=f"{hint} One per line, e.g. 'O,0' (target, source).")
         return [line.strip() for line in text.splitlines() if line.strip()]
-    return st.text_input(label, **({} if given else {"value": str(default)}), key=key)
+    return st.text_input(label, **({} if given else {"value": str(default)}), key=key, help=hint)
 
 
 def _prefill_from_url() -> bool:
@@ -89,17 +145,39 @@ def _prefill_from_url() -> bool:
     return True
 
 
-def _spec_form_ui(kind: str) -> dict | None:
-    """A form with one widget per spec field (the spec's defaults); returns values on submit."""
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def runtime_estimate(jobs, kind: str) -> str:
+    """How long a job of ``kind`` took on this machine, from the finished ones in the table."""
+    done = [j.elapsed() for j in jobs if j.kind == kind and j.state == "succeeded" and j.elapsed() is not None]
+    if not done:
+        return "No finished run of this kind on this machine yet: no estimate of its run time."
+    if len(done) == 1:
+        return f"On this machine one finished run took {_duration(done[0])} (other settings take longer or less)."
+    return (f"On this machine {len(done)} finished runs took {_duration(min(done))} to {_duration(max(done))}, "
+            f"median {_duration(statistics.median(done))} (with their own settings).")
+
+
+def _spec_form_ui(kind: str, estimate: str) -> dict | None:
+    """A form with one widget per spec field (the spec's defaults), each with a plain label and
+    its help; returns values on submit."""
     spec_cls = JOB_KINDS[kind].spec
     defaults = {f.name: f.default for f in spec_cls.__dataclass_fields__.values()}
+    helps = field_help(spec_cls)
     with st.form(f"form-{kind}"):
         st.caption((spec_cls.__doc__ or "").strip().split("\n\n")[0])
+        st.caption(f"**Run time.** {estimate}")
         columns = st.columns(3)
         values = {}
         for n, (name, typ) in enumerate(field_types(spec_cls).items()):
             with columns[n % 3]:
-                values[name] = _field_ui(kind, name, typ, defaults[name])
+                values[name] = _field_ui(kind, name, typ, defaults[name], helps.get(name))
         submitted = st.form_submit_button("Submit job", type="primary")
     return values if submitted else None
 
@@ -107,7 +185,7 @@ def _spec_form_ui(kind: str) -> dict | None:
 def _submit_ui(cache: Cache) -> None:
     kind = st.selectbox("Job kind", list(JOB_KINDS), key="jobs-kind",
                         format_func=lambda k: f"{JOB_KINDS[k].title} ({k})")
-    values = _spec_form_ui(kind)
+    values = _spec_form_ui(kind, runtime_estimate(list_jobs(cache, limit=500), kind))
     if values is None:
         return
     try:
@@ -159,15 +237,23 @@ def _job_detail_ui(cache: Cache, job) -> None:
     if pair:
         st.markdown(f"[Compare `{pair[0]}` with `{pair[1]}`]"
                     f"(compare?{urlencode({'model': pair[0], 'source': pair[1]})})")
-    with st.expander("Configuration"):
+    with st.expander("Configuration (JSON)"):
         st.json(job.config)
     st.markdown(f"Log (last {LOG_LINES} lines) · `{job.log_path}`")
     st.code(read_log(job, LOG_LINES) or "(empty)", language=None)
 
 
-@st.fragment(run_every=REFRESH_S)
 def _jobs_list_ui(cache: Cache) -> None:
+    """The job table and the chosen job; refreshed every REFRESH_S while a job is queued or
+    running, and not at all while none is (a full rerun stops the timer when the last ends)."""
+    running = any(j.active for j in list_jobs(cache, limit=100))
+    st.fragment(run_every=REFRESH_S if running else None)(_jobs_list_body)(cache, running)
+
+
+def _jobs_list_body(cache: Cache, polling: bool) -> None:
     jobs = list_jobs(cache, limit=100)
+    if polling and not any(j.active for j in jobs):
+        st.rerun()  # the last job ended: redraw the page without the timer
     if not jobs:
         st.info("No jobs yet: submit one above, or with `python -m engine jobs submit KIND`.")
         return
@@ -179,6 +265,7 @@ def _jobs_list_ui(cache: Cache) -> None:
     if wanted in ids or st.session_state.get("jobs-selected") not in ids:
         running = [j.id for j in jobs if j.state == "running"]
         st.session_state["jobs-selected"] = wanted if wanted in ids else (running or ids)[0]
+    state.pin("jobs-selected")
     selected = st.selectbox("Show job", ids, key="jobs-selected",
                             format_func=lambda i: f"{i} · {next(j for j in jobs if j.id == i).kind}")
     _job_detail_ui(cache, next(j for j in jobs if j.id == selected))

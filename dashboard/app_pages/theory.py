@@ -21,7 +21,14 @@ from dashboard.components.loaders import (
     load_theory,
     paths_status,
 )
-from dashboard.components.widgets import download_ui, guard, model_ui, paged_frame_ui, store_page
+from dashboard.components.widgets import (
+    download_ui,
+    guard,
+    model_ui,
+    paged_table_ui,
+    store_page,
+    view_caption,
+)
 from engine import views
 
 
@@ -55,19 +62,32 @@ def _redundancy_section(root: str, model: str, names: list[str], red) -> None:
            f"plus the bias): {n_exact} categories are exact combinations of the others, r_i = 0 at the data's "
            "precision. Their value here, ≈ ρ / null share (the share of the category's axis in the null space "
            "of C), orders them by the paper's geometric view instead of by rounding noise." if n_exact else ""))
+    st.markdown(redundancy_in_words(k, n_exact, red.rank, resolved))
     left, right = st.columns(2, gap="large")
     with left:
         chart = charts.redundancy_histogram(red.r, red.exact, red.floor, "Redundancy of every category")
         charts.show(chart)
         _chart_downloads(chart, f"{model}-redundancy", "th-r")
     with right:
-        paged_frame_ui(views.most_redundant(red, names, None), "th-red-page", page_size=100, height=420,
-                     column_config={"index": None,
-                                    "name": st.column_config.TextColumn("category", width=250),
-                                    "redundancy": st.column_config.NumberColumn("r_i", format="%.3e", width=90),
-                                    "exact": st.column_config.CheckboxColumn("exact", width=60),
-                                    "null-space share": st.column_config.NumberColumn("null share", format="%.3f",
-                                                                                      width=90)})
+        paged_table_ui(views.most_redundant(red, names, None), "th-red-page",
+                       [("name", "category", "text"), ("redundancy", "r_i", "{:.2e}"), ("exact", "exact", "check"),
+                        ("null-space share", "null share", "{:.3f}")], page_size=100)
+
+
+def redundancy_in_words(k: int, n_exact: int, rank: int, resolved: np.ndarray) -> str:
+    """What the redundancy numbers mean for these models, in one plain sentence or two."""
+    if n_exact == k:
+        return (f"**In plain words:** every one of the {k:,} categories is an exact linear combination of the "
+                f"others — the logits span only {rank:,} dimensions, so any category's logit can be rebuilt "
+                "from the rest without error. That is why dependencies exist here at all; which few sources "
+                "suffice is the sparse question the other pages answer.")
+    if n_exact:
+        return (f"**In plain words:** {n_exact:,} of the {k:,} categories are exact combinations of the others "
+                f"(the logits span {rank:,} dimensions); the other {k - n_exact:,} can be predicted from the rest "
+                f"with a median relative error of {np.median(resolved):.1e}.")
+    return (f"**In plain words:** no category is an exact combination of the others; predicted from all the "
+            f"rest, a category's logit keeps a median relative error of {np.median(resolved):.1e} — the "
+            "smaller, the more redundant.")
 
 
 def _screening_section(root: str, model: str) -> None:
@@ -75,9 +95,15 @@ def _screening_section(root: str, model: str) -> None:
     points = guard(load_screening, root, model)
     if points is None:
         status = guard(paths_status, root, model)
-        job_ui(root, "paths", {"model": model}, "every target's α path and Conjecture 1", key="th-paths",
-               note=f"Checked on every (target, source) pair at every α of the path, once every target's path "
-                    f"is solved ({status.solved:,} of {status.total:,} so far).")
+        if status.solved >= status.total:  # the paths are done: only the check is left (the same job ends with it)
+            job_ui(root, "paths", {"model": model}, "the check of Conjecture 1", key="th-paths",
+                   note=f"Every target's α path is solved ({status.total:,} of {status.total:,}); what is left is "
+                        "checking the rule on every (target, source) pair at every α of the paths (the end of the "
+                        "`paths` job; the solved paths are kept).")
+        else:
+            job_ui(root, "paths", {"model": model}, "every target's α path and Conjecture 1", key="th-paths",
+                   note=f"Checked on every (target, source) pair at every α of the path, once every target's path "
+                        f"is solved ({status.solved:,} of {status.total:,} so far).")
         return
     rows = []
     for p in points:
@@ -128,6 +154,7 @@ def main() -> None:
     model = model_ui(page.names, page.params)
     page.publish(model=model)
     store = guard(load_store, root, model)
+    view_caption(f"{model} · {store.k:,} categories", model=model)
     if guard(load_gramset_for, root, model) is None:
         st.info(f"Store `{model}` has no Gram yet.", icon=":material/info:")
         job_ui(root, "gram", {"model": model}, f"the Gram of {model}", key="th-gram")

@@ -133,7 +133,7 @@ def _static_options(font_size: int) -> dict:
                   "borderWidth": 2},
         "edges": {"smooth": {"enabled": True, "type": "continuous", "roundness": 0.2},
                   "arrows": {"to": {"enabled": True, "scaleFactor": 0.6}},
-                  "font": {"size": max(font_size - 4, 10), "align": "middle",
+                  "font": {"size": max(font_size - 4, 10), "align": "top",  # beside its edge, not across it
                            "strokeWidth": 4, "strokeColor": "#ffffff"}},
     }
 

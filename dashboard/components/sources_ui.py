@@ -33,11 +33,6 @@ CHART_MAX_SOURCES = 16  # the Lasso's and relaxed Lasso's points drawn up to thi
 POS_ACC_NOTE = 5.0  # points of Pos Acc lost above which the card says so in words
 
 
-def _pin(key: str) -> None:
-    """Re-assign a keyed widget's value before it is drawn, so that every run sends it to the
-    browser (the same as ``state.pin``)."""
-    if key in st.session_state:
-        st.session_state[key] = st.session_state[key]
 
 
 def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> str:
@@ -55,7 +50,7 @@ def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> 
         st.session_state[key] = LASSO
     if st.session_state.get(key) not in METHODS:
         st.session_state[key] = default
-    _pin(key)
+    state.pin(key)
     value = st.radio("Method", METHODS, key=key, format_func=METHOD_LABELS.get, horizontal=True,
                      help="Fewest sources: for each number of sources m, the best dependency with at most m of "
                           "them (least squares on the best few, found from the Gram). The paper's CovLasso: the "
@@ -102,7 +97,7 @@ def sources_ui(curve: SourcesCurve, params: dict, *, key: str = "nde_m") -> int:
     elif st.session_state.get(f"_{key}_for") != scope or st.session_state.get(key) not in range(1, top + 1):
         st.session_state[key] = recommended
     st.session_state[f"_{key}_for"] = scope
-    _pin(key)
+    state.pin(key)
     star = " ★ fewest that fit" if fits else " ★ best for its size"
 
     def label(m: int) -> str:
@@ -127,18 +122,21 @@ class ShownDependency:
     metrics: DependencyMetrics
     label: str  # "m = 3 (best subset)" / "α = 0.5 (CovLasso)"
     slug: str  # for file names: "m3" / "a0.5"
+    method: str = BEST  # BEST or LASSO: what the view line and the browser tests compare to the widgets
+    m: int | None = None  # the sources control's value (best subset)
+    alpha: float | None = None  # the α control's value (CovLasso)
 
 
 def best_subset_view(curve: SourcesCurve, m: int) -> ShownDependency:
     fit = curve.best[m - 1]
     n = len(fit.sources)
     label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
-    return ShownDependency(fit.sources, fit.coefs, fit.metrics, label, f"m{m}")
+    return ShownDependency(fit.sources, fit.coefs, fit.metrics, label, f"m{m}", BEST, m, None)
 
 
 def covlasso_view(sources, coefs, metrics: DependencyMetrics, alpha: float) -> ShownDependency:
     return ShownDependency(np.asarray(sources), np.asarray(coefs), metrics, f"CovLasso, α = {alpha:.3g}",
-                           f"a{alpha:.3g}")
+                           f"a{alpha:.3g}", LASSO, None, float(alpha))
 
 
 def curve_frame(curve: SourcesCurve, max_sources: int = CHART_MAX_SOURCES) -> pd.DataFrame:
@@ -215,7 +213,7 @@ def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:
         st.session_state[key] = wanted
     if st.session_state.get(key) not in range(1, top + 1):
         st.session_state[key] = min(4, top)
-    _pin(key)
+    state.pin(key)
     value = st.select_slider("Best subset of each target: at most m sources", options=list(range(1, top + 1)),
                              key=key)
     state.remember(key, value)

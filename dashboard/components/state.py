@@ -58,6 +58,21 @@ def restore(key: str) -> None:
         st.session_state[key] = st.session_state[keep]
 
 
+def pin(key: str) -> None:
+    """Hand the widget ``key`` its value in this run's message, whatever set it.
+
+    Streamlit sends a keyed widget's value to the browser only in the run where the code set
+    it (``set_value``); later runs send the element alone, and the browser keeps what it
+    holds. When a second run supersedes the first before the browser has drawn it (a key
+    press, a job's progress, a deep link opened while the page is busy), the browser never
+    held the value and shows the widget's first option over content computed from another
+    one. Re-assigning the value before the widget is drawn makes every run carry it, so the
+    widget always shows the state the page was computed from.
+    """
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
+
+
 def remember(key: str, value) -> None:
     st.session_state[f"_keep_{key}"] = value
 

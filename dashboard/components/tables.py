@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,8 @@ BAR_EM = 4.0  # the strongest source's bar, in em
 
 def _image_cell(png: bytes | None) -> str:
     if not png:
-        return "<td></td>"
-    return f'<td><img alt="" src="data:image/png;base64,{base64.b64encode(png).decode()}"></td>'
+        return '<td class="img"></td>'
+    return f'<td class="img"><img alt="" src="data:image/png;base64,{base64.b64encode(png).decode()}"></td>'
 
 
 def coef_table_html(frame: pd.DataFrame, images: dict | None = None, *,
@@ -35,7 +36,7 @@ def coef_table_html(frame: pd.DataFrame, images: dict | None = None, *,
     with_images = any(images.get(int(j)) for j in frame["index"])
     with_cov = "covariance" in frame.columns
     scale = float(np.abs(frame["coef"]).max()) if len(frame) else 1.0
-    head = ("<th></th>" if with_images else "") + f"<th>{html.escape(source_label)}</th><th>θ_j</th>" + \
+    head = ('<th class="img"></th>' if with_images else "") + f"<th>{html.escape(source_label)}</th><th>θ_j</th>" + \
         ("<th>C_tj</th>" if with_cov else "")
     rows = []
     covariances = frame["covariance"] if with_cov else [None] * len(frame)
@@ -51,4 +52,46 @@ def coef_table_html(frame: pd.DataFrame, images: dict | None = None, *,
         ]
         rows.append(f'<tr data-source="{j}" data-coef="{coef!r}">{"".join(cells)}</tr>')
     return (f'<div class="nde-coefs" style="max-height:{int(max_height)}px"><table>'
+            f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _plain(value):
+    """A cell's value as JSON takes it (NaN as null, numpy scalars as Python's)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return str(value)
+
+
+def frame_table_html(frame: pd.DataFrame, columns: list[tuple[str, str, str]], *, max_height: int = 420,
+                     signed: tuple[str, ...] = ()) -> str:
+    """A small table of ``frame`` as plain HTML in the coefficient table's style: text columns
+    wrap (never clipped, the full text in a tooltip), numbers stay whole on one line.
+
+    ``columns``: (column, title, format) with format ``"text"``, ``"check"`` (✓ or nothing) or
+    a ``str.format`` pattern such as ``"{:.3f}"``; NaN shows as "—". ``signed``: numeric
+    columns coloured by sign (blue positive, orange negative)."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)
+    rows = []
+    for record in frame.to_dict(orient="records"):
+        cells = []
+        for n, (column, _, fmt) in enumerate(columns):
+            value = record[column]
+            if fmt == "text":  # the first text column is the name (wraps anywhere), the others at spaces
+                text = html.escape(str(value))
+                cells.append(f'<td class="{"name" if n == 0 else "label"}" title="{text}">{text}</td>')
+                continue
+            if fmt == "check":
+                cells.append(f'<td class="num">{"✓" if value else ""}</td>')
+                continue
+            number = float(value)
+            shown = "—" if not np.isfinite(number) else fmt.format(number)
+            colour = f' style="color:{edge_color(number)}"' if column in signed and np.isfinite(number) and number else ""
+            cells.append(f'<td class="num"{colour}>{html.escape(shown)}</td>')
+        raw = {column: _plain(record[column]) for column, _, _ in columns}  # the unrounded row, for tests and tools
+        rows.append(f'<tr data-row="{html.escape(json.dumps(raw, ensure_ascii=False))}">{"".join(cells)}</tr>')
+    return (f'<div class="nde-coefs nde-table" style="max-height:{int(max_height)}px"><table>'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')

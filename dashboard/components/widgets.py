@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,37 +26,6 @@ FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # Compare opens on the pair that meets the bar
 
 
-FIRST_PAINT_DELAY_S = 0.5
-
-
-def after_first_paint(key: str, draw: Callable[[], None], height: int, note: str = "Drawing the charts…") -> None:
-    """Call ``draw`` — except on the session's first run of this page, where a placeholder of
-    ``height`` pixels stands in and the browser asks for the real thing once it is idle.
-
-    For heavy elements below the fold: the first vega-lite charts of a session cost the
-    browser ~0.8 s of main-thread work, which would otherwise delay the graph at the top of
-    the page. The request rides on a fragment's ``run_every`` timer, which the browser fires
-    only when it is free; that first tick reruns the whole page, which then draws everything
-    and defines no timer, so nothing keeps polling. Any rerun before the tick draws too.
-    """
-    drawn, ticks = f"_nde_drawn_{key}", f"_nde_ticks_{key}"
-    if st.session_state.get(drawn):
-        draw()
-        return
-    st.session_state[drawn] = True
-    st.session_state[ticks] = 0
-
-    @st.fragment(run_every=FIRST_PAINT_DELAY_S)
-    def placeholder() -> None:
-        st.session_state[ticks] = st.session_state.get(ticks, 0) + 1
-        if st.session_state[ticks] > 1:  # the browser's first tick: the page above is drawn
-            st.rerun()
-        with st.container(height=height, border=False):
-            st.caption(note)
-
-    placeholder()
-
-
 def page_header(title: str, caption: str) -> None:
     st.html(CSS)
     st.title(title)
@@ -66,6 +36,14 @@ def page_header(title: str, caption: str) -> None:
 def formula_ui(formula: str) -> None:
     """The dependency as one line, large (class names escaped: they come from the store)."""
     st.markdown(f'<div class="nde-formula">{html.escape(formula)}</div>', unsafe_allow_html=True)
+
+
+def view_caption(text: str, **view) -> None:
+    """One line that says what the content below was computed from (model, target, α…), in
+    words for the audience and as ``data-view`` JSON for the browser tests, which check that
+    the widgets show the same values (bench/bench_desync.py)."""
+    st.html(f'<div class="nde-view" data-view="{html.escape(json.dumps(view, ensure_ascii=False))}">'
+            f"{html.escape(text)}</div>")
 
 
 def fail(exc: Exception) -> None:
@@ -143,6 +121,7 @@ def model_ui(
             st.session_state[key] = fallback
     if st.session_state.get(key) not in names:
         st.session_state[key] = _default_model(names, avoid)
+    state.pin(key)
     value = st.sidebar.selectbox(label, names, key=key, help=help)
     state.remember(key, value)
     return value
@@ -185,6 +164,7 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
     current = st.session_state.get(key)
     if not isinstance(current, int) or not 0 <= current < len(class_names):
         st.session_state[key] = current = default
+    state.pin(key)
     options: range | list[int] = range(len(class_names))
     if len(class_names) > PICKER_ALL:
         state.restore(f"{key}_q")
@@ -197,7 +177,7 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
             st.caption(f"No category matches {query!r}.")
     value = st.selectbox(
         label, options, key=key,
-        format_func=lambda i: f"{class_names[i]}  ·  #{i}" + (f"  ·  {ids[i]}" if ids else ""),
+        format_func=lambda i: f"{class_names[i]} · #{i}" + (f" · {ids[i]}" if ids else ""),
         help="Type to search the class names.",
     )
     state.remember(key, value)
@@ -260,6 +240,7 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
     if not isinstance(current, float) or current not in options:
         st.session_state[key] = (_nearest(options, current) if isinstance(current, float) and current > 0
                                  else recommended or default_alpha(options, amax))
+    state.pin(key)
     digits = alpha_digits(options)
 
     def label(a: float) -> str:
@@ -309,9 +290,10 @@ def _fmt_pct(x: float) -> str:
     return "n/a" if np.isnan(x) else f"{x:.1f} %"
 
 
-def table1_card(metrics: DependencyMetrics) -> None:
-    """The paper's Table 1 for this dependency, as metric tiles."""
-    with st.container(border=True):
+def table1_card(metrics: DependencyMetrics, key: str = "nde-table1") -> None:
+    """The paper's Table 1 for this dependency, as metric tiles (``key``: the card's container,
+    one per page; a second card on a page names another, starting with ``nde-table1``)."""
+    with st.container(border=True, key=key):
         st.markdown("**Table 1** · the target’s logit replaced by its dependency")
         c1, c2, c5 = st.columns(3)
         c3, c4 = st.columns(2)
@@ -321,19 +303,24 @@ def table1_card(metrics: DependencyMetrics) -> None:
                   help=metrics.r2_reason or "share of the logit's variance over the samples that the dependency "
                   "explains: 1 − Σ(f_t − θᵀf)² / Σ(f_t − mean f_t)². Unlike Rel Err it does not depend on "
                   "where the logit sits (softmax ignores a per-sample offset, so each network's is arbitrary)")
-        c3.metric("Acc", _fmt_pct(metrics.acc), delta=_delta(metrics.acc, metrics.ori_acc),
+        c3.metric("Acc", _fmt_pct(metrics.acc), **_delta(metrics.acc, metrics.ori_acc),
                   help=f"top-1 over all samples; original: {_fmt_pct(metrics.ori_acc)}")
-        c4.metric("Pos Acc", _fmt_pct(metrics.pos_acc), delta=_delta(metrics.pos_acc, metrics.ori_pos_acc),
+        c4.metric("Pos Acc", _fmt_pct(metrics.pos_acc), **_delta(metrics.pos_acc, metrics.ori_pos_acc),
                   help=f"top-1 on the {metrics.n_pos} samples of this class; original: "
                        f"{_fmt_pct(metrics.ori_pos_acc)}")
         st.caption(f"Ori. Acc {_fmt_pct(metrics.ori_acc)} · Ori. Pos Acc {_fmt_pct(metrics.ori_pos_acc)} · "
                    f"{metrics.n_pos} positive samples")
 
 
-def _delta(value: float, original: float) -> str | None:
+def _delta(value: float, original: float) -> dict:
+    """``st.metric``'s delta against the original: red ↓ / green ↑ for a change, grey and no
+    arrow for none (an accuracy kept to 0.1 pt is no change, never "↓ -0.0")."""
     if np.isnan(value) or np.isnan(original):
-        return None
-    return f"{value - original:+.1f} pt vs Ori."
+        return {}
+    change = round(value - original, 1)
+    if change == 0:
+        return {"delta": "±0.0 pt vs Ori.", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{change:+.1f} pt vs Ori."}
 
 
 def download_ui(label: str, data: bytes | str | Callable[[], bytes | str], file_name: str, mime: str,
@@ -358,3 +345,16 @@ def paged_frame_ui(frame, key: str, page_size: int = 100, **dataframe_args) -> N
         page = int(st.number_input(f"Page (of {pages:,}; {len(frame):,} rows)", 1, pages, 1, key=key))
     part = frame.iloc[(page - 1) * page_size : page * page_size]
     st.dataframe(part, hide_index=True, width="stretch", **dataframe_args)
+
+
+def paged_table_ui(frame, key: str, columns: list[tuple[str, str, str]], page_size: int = 100,
+                   max_height: int = 420) -> None:
+    """:func:`paged_frame_ui` as a plain HTML table (:func:`tables.frame_table_html`): names
+    wrap instead of being cut, every column stays in view at any width."""
+    from dashboard.components.tables import frame_table_html
+
+    pages = max(1, -(-len(frame) // page_size))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages:,}; {len(frame):,} rows)", 1, pages, 1, key=key))
+    st.html(frame_table_html(frame.iloc[(page - 1) * page_size : page * page_size], columns, max_height=max_height))
