@@ -83,9 +83,10 @@ def test_atlas_best_subsets_by_default_and_in_the_link(cache):
                if j != t else np.inf for j in range(F.shape[1])]
         best.append(int(np.argmin(err)))
     counts = np.bincount(best, minlength=F.shape[1])
-    table = next(d.value for d in at.dataframe if "targets" in d.value.columns)
-    for source, n in zip(table["index"], table["targets"]):
-        assert n == counts[source]
+    table = next(t for t in html_tables(at) if "targets" in t.columns)
+    names = Cache(cache).load_store(MODEL_A).class_names
+    for name, n in zip(table["name"], table["targets"]):
+        assert n == counts[names.index(name)]
     assert table["targets"].max() == counts.max()
 
     paper = run_page("atlas", {"method": "covlasso"})
