@@ -27,6 +27,7 @@ COMMANDS = {
     "engine.commands.table1": ("table1",),
     "engine.commands.demo": ("demo",),
     "engine.commands.train_classifier": ("train-classifier",),
+    "engine.commands.emergence": ("emergence",),
 }
 COMMAND_MODULES = tuple(COMMANDS)
 
