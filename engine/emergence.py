@@ -180,3 +180,50 @@ def checkpoint_figures(logits: np.ndarray, labels: np.ndarray, gram: np.ndarray 
     gram = gram_of(logits) if gram is None else np.asarray(gram, dtype=np.float64)
     top1 = float((logits.argmax(1) == labels).mean())
     return {"top1": top1, **spectrum_figures(gram), **sparse_fit_figures(gram, logits, labels)}
+
+
+# ----------------------------------------------------------------------------- what the curves show
+
+FIGURES = {  # report field -> what a chart's axis calls it
+    "top1": "top-1 accuracy",
+    "fit_4": "share fitting with ≤ 4 sources",
+    "fit_6": "share fitting with ≤ 6 sources",
+    "median_r2_4": "median R², 4 sources",
+    "median_r2_6": "median R², 6 sources",
+    "effective_rank": "effective rank of the Gram",
+    "spectrum_rank": "dimensions the logits span",
+    "redundancy_median": "median redundancy r_i",
+}
+LEARNED_TOP1 = 0.5  # below this top-1 a checkpoint has not learned its categories yet
+
+
+def describe_emergence(rows: list[dict]) -> str:
+    """One or two sentences that state what a sweep's curves show (plain numbers, no judgement
+    beyond the figures): over training for the largest number of categories, and over the
+    number of categories at the last checkpoint."""
+    if not rows:
+        return "No checkpoint measured yet."
+    ks = sorted({r["categories"] for r in rows})
+    last_epoch = max(r["epoch"] for r in rows)
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.0f} %"
+
+    k = ks[-1]
+    run = sorted((r for r in rows if r["categories"] == k), key=lambda r: r["epoch"])
+    first, last = run[0], run[-1]
+    text = (f"With {k:,} categories, from epoch {first['epoch']:g} to {last['epoch']:g} top-1 goes "
+            f"{pct(first['top1'])} → {pct(last['top1'])} and the share of categories fitting with ≤ 6 sources "
+            f"{pct(first['fit_6'])} → {pct(last['fit_6'])} (≤ 4: {pct(first['fit_4'])} → {pct(last['fit_4'])}; "
+            f"median R² with 4 sources {first['median_r2_4']:.2f} → {last['median_r2_4']:.2f}).")
+    at_end = sorted((r for r in rows if r["epoch"] == last_epoch), key=lambda r: r["categories"])
+    if len(at_end) > 1:
+        text += (f" At epoch {last_epoch:g}, from {at_end[0]['categories']:,} to {at_end[-1]['categories']:,} "
+                 f"categories the share fitting with ≤ 6 sources goes {pct(at_end[0]['fit_6'])} → "
+                 f"{pct(at_end[-1]['fit_6'])}, top-1 {pct(at_end[0]['top1'])} → {pct(at_end[-1]['top1'])}.")
+    unlearned = [r for r in rows if r["top1"] < LEARNED_TOP1]
+    if unlearned:
+        text += (f" {len(unlearned)} of the {len(rows)} checkpoints are below {pct(LEARNED_TOP1)} top-1: there a "
+                 "“fit” describes logits that have not yet learned their categories (a low effective rank), "
+                 "not dependencies between learned ones.")
+    return text

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: job {job.id} {job.state}: {job.error or ''} (log: {job.log_path}; "
               f"resume with `python -m engine jobs retry {job.id}`)", file=sys.stderr)
         return 1
-    report = load_report(job.result_path) or {}
+    report = {**(load_report(job.result_path) or {}), "command": _command(args),
+              "job": {"id": job.id, "wall_s": (job.finished or 0) - (job.started or 0)}}
     _print_table(report.get("runs", []))
     if job.started and job.finished:
         print(f"time: {job.finished - job.started:.1f} s wall (job {job.id}); report: {job.result_path}",
@@ -92,6 +93,21 @@ def run(args: argparse.Namespace) -> int:
     elif out is not None:
         write_json_atomic(out, report)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that made the report (for a shipped copy of it)."""
+    import shlex
+
+    words = ["python", "-m", "engine", "emergence", "--model", args.model]
+    if args.dataset != "glyphs":
+        words += ["--dataset", args.dataset]
+    if args.checkpoints:
+        words += ["--checkpoints", args.checkpoints]
+    else:
+        words += ["--categories", *args.categories, "--epochs", str(args.epochs),
+                  "--train-per-class", str(args.train_per_class)]
+    return shlex.join(words)
 
 
 def _wait(cache: Cache, job_id: int):
