@@ -129,3 +129,17 @@ def test_checkpoint_figures_top1_and_fields():
     assert set(fig) >= {"top1", "effective_rank", "spectrum_rank", "fit_4", "fit_6", "median_r2_4", "median_r2_6",
                         "redundancy_median", "exactly_redundant"}
     np.testing.assert_allclose(gram_of(logits, rows=7), logits.astype(np.float64).T @ logits / len(logits))
+
+
+def test_the_sentence_states_the_curves_numbers():
+    from engine.emergence import describe_emergence
+
+    rows = [{"categories": k, "epoch": e, "top1": t, "fit_4": f4, "fit_6": f6, "median_r2_4": r}
+            for k, e, t, f4, f6, r in [(20, 0.5, 0.1, 0.2, 0.3, 0.8), (20, 2.0, 0.9, 0.4, 0.5, 0.9),
+                                       (100, 0.5, 0.05, 0.1, 0.2, 0.7), (100, 2.0, 0.8, 0.6, 0.9, 0.95)]]
+    text = describe_emergence(rows)
+    assert "With 100 categories, from epoch 0.5 to 2 top-1 goes 5 % → 80 %" in text
+    assert "≤ 6 sources 20 % → 90 %" in text
+    assert "from 20 to 100 categories the share fitting with ≤ 6 sources goes 50 % → 90 %" in text
+    assert "2 of the 4 checkpoints are below 50 % top-1" in text
+    assert describe_emergence([]) == "No checkpoint measured yet."

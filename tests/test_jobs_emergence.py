@@ -59,7 +59,7 @@ def test_a_job_killed_mid_run_resumes_to_the_report_of_an_unbroken_run(tmp_path,
     cache = tmp_path / "b"
     job = submit_job(cache, "emergence", _spec(world))
     deadline = time.monotonic() + 120
-    while not list(cache.glob("runs/emergence-*/data-*/k*/rows/*.json")):  # a checkpoint is measured
+    while not list(cache.glob("runs/emergence-recipe-*/data-*/k*/rows/*.json")):  # a checkpoint is measured
         assert time.monotonic() < deadline and get_job(cache, job.id).active, get_job(cache, job.id).error
         time.sleep(0.02)
     os.kill(get_job(cache, job.id).pid, signal.SIGKILL)
@@ -67,7 +67,7 @@ def test_a_job_killed_mid_run_resumes_to_the_report_of_an_unbroken_run(tmp_path,
         refresh(cache)
         time.sleep(0.05)
     assert get_job(cache, job.id).state == "failed"  # killed before it finished
-    measured = {p: p.stat().st_mtime_ns for p in cache.glob("runs/emergence-*/data-*/k*/rows/*.json")}
+    measured = {p: p.stat().st_mtime_ns for p in cache.glob("runs/emergence-recipe-*/data-*/k*/rows/*.json")}
     assert 1 <= len(measured) < len(expected)
     again = wait_for(cache, [retry_job(cache, job.id).id], timeout=300)[0]
     assert again.state == "succeeded", again.error

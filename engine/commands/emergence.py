@@ -71,11 +71,16 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--json {args.json}: the folder {str(out.parent)!r} does not exist; create it "
                                 "or write the report elsewhere")
     cache = Cache(args.cache)
-    job = submit_job(cache, "emergence", _values(args))
-    print(f"job {job.id} (emergence) {job.state}; log: {job.log_path}", file=sys.stderr)
-    if args.no_wait:
-        return 0
-    job = _wait(cache, job.id)
+    job = reused = _finished(cache, _values(args))
+    if job is not None:
+        print(f"job {job.id} (emergence) already measured this sweep; its report and every store are in the "
+              "cache", file=sys.stderr)
+    else:
+        job = submit_job(cache, "emergence", _values(args))
+        print(f"job {job.id} (emergence) {job.state}; log: {job.log_path}", file=sys.stderr)
+        if args.no_wait:
+            return 0
+        job = _wait(cache, job.id)
     if job.state != "succeeded":
         print(f"error: job {job.id} {job.state}: {job.error or ''} (log: {job.log_path}; "
               f"resume with `python -m engine jobs retry {job.id}`)", file=sys.stderr)
@@ -84,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
               "job": {"id": job.id, "wall_s": (job.finished or 0) - (job.started or 0)}}
     _print_table(report.get("runs", []))
     if job.started and job.finished:
-        print(f"time: {job.finished - job.started:.1f} s wall (job {job.id}); report: {job.result_path}",
-              file=sys.stderr)
+        took = f"{job.finished - job.started:.1f} s wall"
+        print((f"measured by job {job.id} in {took}" if reused else f"time: {took} (job {job.id})")
+              + f"; report: {job.result_path}", file=sys.stderr)
     if args.json == "-":
         import json
 
@@ -93,6 +99,22 @@ def run(args: argparse.Namespace) -> int:
     elif out is not None:
         write_json_atomic(out, report)
     return 0
+
+
+def _finished(cache: Cache, values: dict):
+    """The succeeded job of this very spec whose report and stores are all still in the cache
+    (then nothing is left to compute: not even a job process is started), or None."""
+    from engine.jobs import find_job
+    from engine.jobs.reports import load_report, report_stores
+
+    if not cache.root.is_dir():
+        return None
+    job = find_job(cache, "emergence", values)
+    if job is None or job.state != "succeeded":
+        return None
+    report = load_report(job.result_path)
+    stores = set(cache.store_names())
+    return job if report and all(s in stores for s in report_stores(report)) else None
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -557,7 +557,7 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
             except NotFoundError as exc:
                 _fail(kind, name, model, str(exc))
     if kind == "emergence":  # the numbers of categories against the data, the checkpoints against the model
-        from engine.train.emergence import check_emergence_inputs
+        from engine.train.emergence_inputs import check_emergence_inputs
 
         check_emergence_inputs(spec, cache, _fail)
 

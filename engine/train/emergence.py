@@ -8,8 +8,11 @@ For every number of categories k of :class:`~engine.jobs.specs.EmergenceSpec` (a
    the weights at the requested fractions of the first epoch and at the end of each epoch
    (``snapshots/e<epoch>.safetensors``);
 2. each snapshot's logits on the k categories' test images become a store
-   (``emergence-<hash>-k<k>-e<epoch>``, with its Gram) and its figures
-   (:func:`engine.emergence.checkpoint_figures`) a row ``rows/k<k>-e<epoch>.json``.
+   (``emergence-<recipe>-k<k>-e<epoch>``, with its Gram) and its figures
+   (:func:`engine.emergence.checkpoint_figures`) a row ``rows/e<epoch>.json``.
+
+A subset's folder is keyed by the recipe (:func:`recipe_key`: the spec without the list of
+category counts), so sweeps that share a number of categories share its training.
 
 Everything is written atomically and looked up before it is computed: a job killed at any
 moment and run again redoes only the unfinished epoch of the unfinished subset (training is
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,13 +36,21 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.atomic import commit, sha256_file, temp_file, write_json_atomic
-from engine.data import ImageDataset, create_dataset, prepare_transform, sample_fingerprint
+from engine.atomic import (
+    canonical_json,
+    commit,
+    sha256_bytes,
+    sha256_file,
+    temp_file,
+    write_json_atomic,
+)
+from engine.data import ImageDataset, prepare_transform, sample_fingerprint
 from engine.emergence import checkpoint_figures
 from engine.errors import InvalidInputError
 from engine.jobs.context import RunContext
 from engine.jobs.specs import EmergenceSpec, spec_hash, spec_to_dict
 from engine.train.appdata import checkpoint_dir, label_map_for, load_splits, select_indices
+from engine.train.emergence_inputs import category_order, list_checkpoints, measure_split
 from engine.train.loop import (
     LoopConfig,
     Samples,
@@ -52,87 +62,7 @@ from engine.train.loop import (
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _TEST_COST = 0.35  # measuring a test image costs about this many training images (forward only)
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def category_order(num_classes: int, seed: int) -> np.ndarray:
-    """The order in which categories join the nested subsets (subset k: the first k)."""
-    return np.random.default_rng(seed).permutation(num_classes)
-
-
-def world_size_of(dataset: str, cache) -> int:
-    """How many categories the training data has (the glyph world's from its config, no rendering)."""
-    if dataset == "glyphs":
-        from engine.glyphs import GlyphConfig
-
-        return GlyphConfig().n_classes
-    root = Path(dataset).expanduser() / "train"
-    return len([d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]) if root.is_dir() else 0
-
-
-def epoch_of(path: Path) -> float | None:
-    """The epoch a checkpoint's file name gives: its last number (``epoch_3.pth`` → 3)."""
-    numbers = re.findall(r"\d+(?:\.\d+)?", path.stem)
-    return float(numbers[-1]) if numbers else None
-
-
-def list_checkpoints(folder: str | Path) -> list[tuple[float, Path]]:
-    """(epoch, path) of the checkpoint files in ``folder``, by epoch (files without a number
-    in their name follow, by name, numbered on from the last epoch)."""
-    files = sorted(p for p in Path(folder).expanduser().iterdir()
-                   if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
-    numbered = sorted(((e, p) for p in files if (e := epoch_of(p)) is not None), key=lambda x: (x[0], x[1].name))
-    last = numbered[-1][0] if numbered else 0.0
-    rest = [(last + i + 1, p) for i, p in enumerate(p for p in files if epoch_of(p) is None)]
-    return numbered + rest
-
-
-def check_emergence_inputs(spec: EmergenceSpec, cache, fail: Callable[..., None]) -> None:
-    """At submission: the numbers of categories fit the data; the checkpoints exist, are
-    distinct epochs and load into the architecture (``fail(kind, field, value, expected)``)."""
-    k = "emergence"
-    if spec.checkpoint_dir:
-        folder = Path(spec.checkpoint_dir).expanduser()
-        if not folder.is_dir():
-            fail(k, "checkpoint_dir", spec.checkpoint_dir, "expected an existing folder of checkpoints")
-        found = list_checkpoints(folder)
-        if not found:
-            fail(k, "checkpoint_dir", spec.checkpoint_dir,
-                 f"the folder holds no checkpoint ({', '.join(CHECKPOINT_SUFFIXES)} files)")
-        epochs = [e for e, _ in found]
-        if len(set(epochs)) != len(epochs):
-            fail(k, "checkpoint_dir", spec.checkpoint_dir,
-                 "two checkpoints give the same epoch (the last number of their file names); rename them")
-        test = measure_split(spec, cache)
-        from engine.models import create_classifier
-
-        for _, path in found:
-            try:
-                model = create_classifier(spec.model, checkpoint=path, num_classes=test.num_classes).model
-            except InvalidInputError as exc:
-                fail(k, "checkpoint_dir", str(path), str(exc))
-            if model.num_classes != test.num_classes:
-                fail(k, "checkpoint_dir", str(path),
-                     f"it has {model.num_classes} classes but {spec.dataset!r} has {test.num_classes}")
-        return
-    world = world_size_of(spec.dataset, cache)
-    for value in spec.categories:
-        if int(value) > world:
-            fail(k, "categories", value, f"expected at most {world:,}: the categories {spec.dataset!r} has")
-
-
-def measure_split(spec: EmergenceSpec, cache) -> ImageDataset:
-    """The images a user's checkpoints are measured on: the glyph world's test split, or the
-    ImageFolder's ``test/`` (or ``val/``) folder, or the folder itself."""
-    if spec.dataset == "glyphs":
-        return create_dataset("glyphs", "test", cache=cache)
-    root = Path(spec.dataset).expanduser()
-    split = next((d for d in ("test", "val") if (root / d).is_dir()), "")
-    return create_dataset(str(root), split, cache=cache)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -293,6 +223,14 @@ def _training_data(spec: EmergenceSpec, ctx: RunContext) -> tuple[ImageDataset, 
     return load_splits(spec.dataset, ctx.cache)
 
 
+def recipe_key(spec: EmergenceSpec) -> str:
+    """What one subset's training and checkpoints depend on: the spec without the list of
+    category counts (and without threads), so sweeps that share a number of categories share
+    its run — ``--categories 20 50`` then ``--categories 20 50 100`` trains only 100."""
+    body = {k: v for k, v in spec_to_dict(spec).items() if k not in ("categories", "threads")}
+    return sha256_bytes(canonical_json({"kind": "emergence-recipe", "spec": body}).encode())[:16]
+
+
 def _read_row(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -307,8 +245,9 @@ def train_and_measure(spec: EmergenceSpec, ctx: RunContext) -> list[dict[str, An
     train, test = _training_data(spec, ctx)
     subsets = _subsets(spec, train, test)
     points = spec.epoch_points()
-    prefix = f"emergence-{spec_hash('emergence', spec)[:10]}"
-    identity = checkpoint_dir(ctx.run_dir, train.fingerprint(), test.fingerprint())
+    key = recipe_key(spec)
+    prefix = f"emergence-{key[:10]}"
+    identity = checkpoint_dir(ctx.cache.run_dir("emergence-recipe", key), train.fingerprint(), test.fingerprint())
     work = [(sub, spec.epochs * len(sub.train_idx), len(points) * _TEST_COST * len(sub.test_idx)) for sub in subsets]
     eta = _Eta(ctx.progress, sum(a + b for _, a, b in work))
     rows: list[dict[str, Any]] = []
@@ -352,7 +291,7 @@ def measure_checkpoints(spec: EmergenceSpec, ctx: RunContext) -> list[dict[str, 
     from engine.models import create_classifier
 
     use_threads(spec.threads)
-    test = measure_split(spec, ctx.cache)
+    test = measure_split(spec.dataset, ctx.cache)
     found = list_checkpoints(spec.checkpoint_dir)
     if not found:
         raise InvalidInputError(f"checkpoint folder {spec.checkpoint_dir!r} holds no checkpoint")
