@@ -57,29 +57,27 @@ def _sweeps(root: str) -> dict[str, dict]:
     return out
 
 
-def _line(frame: pd.DataFrame, x: str, y: str, colour: str, x_title: str, log_x: bool = False) -> alt.Chart:
-    scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
+def _line(frame: pd.DataFrame, x: str, y: str, colour: str, x_title: str, colour_title: str) -> alt.Chart:
+    """One line per value of ``colour`` (ordered as numbers), log x (epochs and categories both
+    span decades)."""
     return (alt.Chart(frame).mark_line(point=True)
-            .encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale),
+            .encode(x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log")),
                     y=alt.Y(f"{y}:Q", title=FIGURES[y]),
-                    color=alt.Color(f"{colour}:N", title=colour.replace("_", " ")),
+                    color=alt.Color(f"{colour}:O", title=colour_title, scale=alt.Scale(scheme="viridis")),
                     tooltip=["categories", "epoch", alt.Tooltip(f"{y}:Q", format=".3f")])
             .properties(height=260))
 
 
 def _charts(frame: pd.DataFrame, figures: list[str]) -> None:
-    by_k = frame.assign(categories_=frame["categories"].map(lambda k: f"{k:,}"))
-    by_e = frame.assign(checkpoint=frame["epoch"].map(lambda e: f"epoch {e:g}"))
+    several = frame["categories"].nunique() > 1
     for y in figures:
         left, right = st.columns(2, gap="large")
         with left:
-            st.altair_chart(_line(by_k.rename(columns={"categories_": "number of categories"}), "epoch", y,
-                                  "number of categories", "epoch", log_x=frame["epoch"].min() > 0),
-                            width="stretch")
-        if frame["categories"].nunique() > 1:
+            st.altair_chart(_line(frame, "epoch", y, "categories", "epoch", "categories"), width="stretch")
+        if several:
             with right:
-                st.altair_chart(_line(by_e, "categories", y, "checkpoint", "number of categories",
-                                      log_x=frame["categories"].min() > 0), width="stretch")
+                st.altair_chart(_line(frame, "categories", y, "epoch", "number of categories", "epoch"),
+                                width="stretch")
 
 
 def _table(frame: pd.DataFrame, root: str) -> None:
