@@ -37,6 +37,7 @@ def _pages() -> list:
         st.Page(PAGES / "compare.py", title="Compare models", icon=":material/compare_arrows:", url_path="compare"),
         st.Page(PAGES / "atlas.py", title="Atlas", icon=":material/map:", url_path="atlas"),
         st.Page(PAGES / "theory.py", title="Theory", icon=":material/functions:", url_path="theory"),
+        st.Page(PAGES / "emergence.py", title="Emergence", icon=":material/trending_up:", url_path="emergence"),
         st.Page(PAGES / "data.py", title="Data", icon=":material/database:", url_path="data"),
         st.Page(PAGES / "talk.py", title="Talk", icon=":material/co_present:", url_path="talk"),
     ]

@@ -28,6 +28,7 @@ COMMANDS = {
     "engine.commands.demo": ("demo",),
     "engine.commands.talk": ("talk",),
     "engine.commands.train_classifier": ("train-classifier",),
+    "engine.commands.emergence": ("emergence",),
 }
 COMMAND_MODULES = tuple(COMMANDS)
 

@@ -156,7 +156,16 @@ def report_tables(report: dict[str, Any] | None) -> list[Table]:
         return _newclasses_tables(report)
     if kind == "regularizer":
         return _regularizer_tables(report)
+    if kind == "emergence":
+        return _emergence_tables(report)
     return []
+
+
+def _emergence_tables(report: dict) -> list[Table]:
+    cols = ("top1", "effective_rank", "fit_4", "fit_6", "median_r2_4", "median_r2_6", "redundancy_median")
+    rows = [{"categories": r["categories"], "epoch": r["epoch"], **{c: _r(r.get(c), 4) for c in cols}}
+            for r in report.get("runs", [])]
+    return [("Emergence: every checkpoint (fractions in 0…1)", rows)]
 
 
 def report_stores(report: dict[str, Any] | None) -> list[str]:

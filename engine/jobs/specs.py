@@ -391,6 +391,77 @@ class TheorySpec:
 
 
 @dataclass(frozen=True)
+class EmergenceSpec:
+    """Emergence: how dependencies appear as a model trains and as its categories grow.
+
+    For each number of ``categories`` (nested subsets: the first k of the dataset's classes in
+    a fixed order drawn with ``order_seed``, the same images per class) the same architecture
+    and recipe are trained from scratch; checkpoints at ``fractions`` of the first epoch and at
+    the end of every epoch are measured on the test split of those categories: top-1, the
+    logit spectrum, the share of categories fitting with ≤ 4 / ≤ 6 sources, the median R²,
+    §2.2's redundancy. Each checkpoint's test logits become a store. The defaults are
+    ``glyph-vgg``'s recipe (AdamW one-cycle, peak 2e-3, no label smoothing, a rank-64 head),
+    on 50 images per category.
+
+    With ``checkpoint_dir`` (a folder of a user's checkpoints of the timm architecture ``model``,
+    ordered by the last number in each file name, taken as its epoch) nothing is trained:
+    each checkpoint is measured on ``dataset`` (an ImageFolder; its ``test/`` or ``val/`` folder
+    when it has one), with all its categories.
+    """
+
+    model: str = "glyph-vgg"  # demo model (its architecture), glyph architecture or timm name
+    dataset: str = "glyphs"  # 'glyphs' or an ImageFolder root with train/ and test/ (or val/)
+    categories: tuple[str, ...] = ("20", "50", "100")  # numbers of categories (nested subsets)
+    epochs: int = 1  # epochs of each training run; a checkpoint after each
+    fractions: tuple[str, ...] = ("0.1", "0.25", "0.5")  # checkpoints inside the first epoch
+    train_per_class: int = 50  # training images per category (glyph world: rendered; folders: at most)
+    rank: int = 64  # glyph architectures: a rank-R head, as the demo models (0 = a plain linear head)
+    label_smoothing: float = 0.0
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    seed: int = 0  # initialisation and batch order
+    order_seed: int = 0  # the order in which categories join the nested subsets
+    checkpoint_dir: str = ""  # a folder of the user's checkpoints: measure them instead of training
+    threads: int = 1  # CPU threads (1 is fastest on a shared CPU)
+
+    def __post_init__(self) -> None:
+        k = "emergence"
+        for name in ("model", "dataset"):
+            if not getattr(self, name):
+                _fail(k, name, "", "must not be empty")
+        if not self.checkpoint_dir:
+            if not self.categories:
+                _fail(k, "categories", [], "give at least one number of categories, e.g. 20 50 100")
+            for value in self.categories:
+                if not re.fullmatch(r"\d+", str(value).strip()) or int(value) < 2:
+                    _fail(k, "categories", value, "expected whole numbers of categories, each at least 2")
+            if len(set(self.category_counts())) != len(self.categories):
+                _fail(k, "categories", list(self.categories), "expected distinct numbers of categories")
+        for value in self.fractions:
+            try:
+                f = float(value)
+            except ValueError:
+                f = float("nan")
+            if not 0 < f < 1:
+                _fail(k, "fractions", value, "expected fractions of the first epoch strictly between 0 and 1")
+        _positive(k, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
+        _non_negative(k, train_per_class=self.train_per_class, rank=self.rank, label_smoothing=self.label_smoothing,
+                      weight_decay=self.weight_decay, seed=self.seed, order_seed=self.order_seed,
+                      threads=self.threads)
+        if self.label_smoothing >= 1:
+            _fail(k, "label_smoothing", self.label_smoothing, "expected a number in [0, 1)")
+
+    def category_counts(self) -> list[int]:
+        """The numbers of categories, ascending."""
+        return sorted(int(v) for v in self.categories)
+
+    def epoch_points(self) -> list[float]:
+        """Where checkpoints are measured, in epochs: the fractions of the first, then 1, 2, …"""
+        return sorted({float(f) for f in self.fractions}) + [float(e) for e in range(1, self.epochs + 1)]
+
+
+@dataclass(frozen=True)
 class JobKind:
     """A registry entry: the spec class and the function that runs it (``module:function``)."""
 
@@ -415,6 +486,8 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("atlas", AtlasSpec, "engine.jobs.analysis_jobs:run_atlas", "Atlas communities"),
         JobKind("theory", TheorySpec, "engine.jobs.analysis_jobs:run_theory",
                 "Redundancy, spectrum, least-squares floor"),
+        JobKind("emergence", EmergenceSpec, "engine.train.emergence:run_job",
+                "Emergence: dependencies over training and categories"),
         JobKind("zoo", ZooSpec, "engine.jobs.zoo_job:run_job", "Model zoo: several models, every pairing"),
         JobKind("probe", ProbeSpec, "engine.jobs.probe:run_job", "Probe (checks the job system)"),
     )
@@ -496,9 +569,10 @@ def spec_from_dict(kind: str, values: dict[str, Any] | None = None) -> Any:
 # fields naming data (with the registry names each accepts besides a folder) and models
 _DATA_FIELDS = {"newclasses": {"dataset": ("glyphs",)},
                 "regularizer": {"dataset": ("glyphs",), "ood": ("glyphs-ood", "")},
-                "extract": {"data": ("glyphs",)}, "zoo": {"data": ("glyphs",)}}
+                "extract": {"data": ("glyphs",)}, "zoo": {"data": ("glyphs",)},
+                "emergence": {"dataset": ("glyphs",)}}
 _MODEL_FIELDS = {"newclasses": ("arch",), "regularizer": ("model",), "extract": ("model",),
-                 "zoo": ("models",)}
+                 "zoo": ("models",), "emergence": ("model",)}
 
 
 _STORE_FIELDS = {"gram": ("model", "source"), "paths": ("model", "source"), "atlas": ("model",),
@@ -547,6 +621,10 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
                 check_model_name(model, None if ckpt in ("", "-") else ckpt)
             except NotFoundError as exc:
                 _fail(kind, name, model, str(exc))
+    if kind == "emergence":  # the numbers of categories against the data, the checkpoints against the model
+        from engine.train.emergence_inputs import check_emergence_inputs
+
+        check_emergence_inputs(spec, cache, _fail)
 
 
 def spec_to_dict(spec: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 ExtraLoss = Callable[[torch.Tensor], torch.Tensor]  # logits (B, K) -> scalar
 AfterEpoch = Callable[[nn.Module], dict[str, float]]  # the model after an epoch -> values to log
+OnStep = Callable[[int, int, nn.Module], None]  # (steps done, steps per epoch, model) after a step
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ def fit(
     span: tuple[float, float] = (0.0, 1.0),
     phase: str = "train",
     after_epoch: AfterEpoch | None = None,
+    on_step: OnStep | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; return the history, one dict per epoch (mean CE, extra loss,
     seconds and whatever ``after_epoch`` measured).
@@ -263,6 +265,9 @@ def fit(
     ``transform`` prepares batches of in-memory images (``engine.data.prepare_transform``);
     ``span`` maps this phase onto a part of the job's progress bar. Checkpoints go to
     ``checkpoint_dir/last.pt``; a finished checkpoint with the same config skips training.
+    ``on_step(done, steps_per_epoch, model)`` is called after every optimiser step (main process
+    only), e.g. to keep snapshots inside an epoch (``engine.train.emergence``); a resumed run
+    calls it again for the steps it redoes, with the same weights.
     """
     if len(samples) == 0:
         raise InvalidInputError(f"{phase}: nothing to train on (no samples selected)")
@@ -310,6 +315,8 @@ def fit(
             (ce if extra is None else ce + extra).backward()
             opt.step()
             sums += (ce.item(), 0.0 if extra is None else extra.item())
+            if on_step is not None and is_main_process():
+                on_step(epoch * steps + step + 1, steps, model)
             if progress is not None and is_main_process():
                 done = (epoch + (step + 1) / steps) / cfg.epochs
                 progress(lo + (hi - lo) * done, f"{phase}: epoch {epoch + 1}/{cfg.epochs}, "

@@ -1,0 +1,145 @@
+"""The emergence figures against independent references: scikit-learn's OMP on the Gram,
+least squares on the raw logits, Table 1's replaced-logit accuracy, eigenvalues by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import orthogonal_mp_gram
+
+from engine.analysis import dependency_metrics, r_squared
+from engine.emergence import (
+    FIT_MAX_DROP,
+    FIT_R2,
+    checkpoint_figures,
+    effective_rank,
+    gram_of,
+    greedy_sources,
+    sparse_fit_figures,
+    spectrum_figures,
+)
+
+
+def _logits(n: int = 600, k: int = 12, rank: int = 6, seed: int = 0, noise: float = 0.05):
+    """Classifier-like logits: a rank-``rank`` head plus a bias and a little noise, labels
+    mostly the argmax (so top-1 is high and a replaced logit can cost accuracy)."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, rank))
+    head = rng.normal(size=(rank, k))
+    logits = feats @ head + rng.normal(size=k) + noise * rng.normal(size=(n, k))
+    labels = logits.argmax(1)
+    flip = rng.random(n) < 0.1
+    labels[flip] = rng.integers(0, k, flip.sum())
+    return logits.astype(np.float32), labels
+
+
+def test_greedy_sources_are_sklearn_omp_on_the_unit_diagonal_gram():
+    logits, _ = _logits(k=15, rank=8, noise=0.3)
+    gram = gram_of(logits)
+    chosen, coefs = greedy_sources(gram, 6, jitter=0.0)
+    d = np.sqrt(np.diag(gram))
+    scaled = gram / np.outer(d, d)
+    for t in range(gram.shape[0]):
+        others = np.delete(np.arange(15), t)
+        for m in (1, 4, 6):
+            ref = orthogonal_mp_gram(scaled[np.ix_(others, others)], scaled[others, t], n_nonzero_coefs=m)
+            support = others[np.flatnonzero(ref)]
+            assert set(chosen[t, :m]) == set(support)
+            # coefficients in the Gram's units: f_t ≈ Σ θ_j f_j
+            expected = ref[np.flatnonzero(ref)] * d[t] / d[support]
+            order = np.argsort(support)
+            got = dict(zip(chosen[t, :m], coefs[m - 1][t]))
+            np.testing.assert_allclose([got[j] for j in support[order]], expected[order], rtol=1e-7, atol=1e-9)
+
+
+def _independent_figures(logits, labels, sizes=(4, 6)):
+    """The figures recomputed from scratch: sklearn's OMP picks the sources, numpy's lstsq fits
+    them on the raw logits, Table 1's dependency_metrics gives the accuracy with the logit replaced."""
+    x = logits.astype(np.float64)
+    n, k = x.shape
+    gram = x.T @ x / n
+    d = np.sqrt(np.diag(gram))
+    scaled = gram / np.outer(d, d)
+    r2 = np.full((k, max(sizes)), np.nan)
+    fits = np.zeros((k, max(sizes)), dtype=bool)
+    for t in range(k):
+        others = np.delete(np.arange(k), t)
+        for m in range(1, min(max(sizes), k - 1) + 1):
+            ref = orthogonal_mp_gram(scaled[np.ix_(others, others)], scaled[others, t], n_nonzero_coefs=m)
+            support = others[np.flatnonzero(ref)]
+            theta, *_ = np.linalg.lstsq(x[:, support], x[:, t], rcond=None)
+            r2[t, m - 1] = r_squared(x[:, t], x[:, support] @ theta)
+            coef = np.zeros(k)
+            coef[support] = theta
+            met = dependency_metrics(x, x, labels, t, coef)
+            fits[t, m - 1] = r2[t, m - 1] >= FIT_R2 and met.ori_acc - met.acc <= FIT_MAX_DROP
+    out = {}
+    for m in sizes:
+        s = min(m, k - 1)
+        out[f"fit_{m}"] = fits[:, :s].any(1).mean()
+        out[f"median_r2_{m}"] = np.nanmedian(r2[:, s - 1])
+    return out
+
+
+@pytest.mark.parametrize("k, rank, noise", [(12, 6, 0.02), (16, 10, 0.2), (5, 3, 0.01)])
+def test_sparse_fit_figures_equal_an_independent_recomputation(k, rank, noise):
+    logits, labels = _logits(k=k, rank=rank, noise=noise, seed=k)
+    got = sparse_fit_figures(gram_of(logits), logits, labels)
+    ref = _independent_figures(logits, labels)
+    assert set(got) == set(ref)
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-6), key
+    assert 0 <= got["fit_4"] <= got["fit_6"] <= 1
+
+
+def test_planted_dependencies_fit_and_noise_does_not():
+    rng = np.random.default_rng(3)
+    n = 2000
+    base = rng.normal(size=(n, 8)) * 3
+    planted = base[:, :3] @ np.array([[0.5], [0.3], [-0.4]])  # category 8 = a mix of 0, 1, 2
+    logits = np.hstack([base, planted + 0.01 * rng.normal(size=(n, 1))]).astype(np.float32)
+    labels = logits.argmax(1)
+    chosen, _ = greedy_sources(gram_of(logits), 3)
+    assert set(chosen[8]) == {0, 1, 2}
+    fig = sparse_fit_figures(gram_of(logits), logits, labels)
+    # the planted category and its three sources (each one a mix of the other three) fit;
+    # the five independent categories do not
+    assert fig["fit_4"] == pytest.approx(4 / 9)
+    assert fig["median_r2_4"] < 0.1
+
+
+def test_effective_rank_and_the_span_of_a_low_rank_head():
+    assert effective_rank(np.ones(7)) == pytest.approx(7)
+    assert effective_rank(np.array([5.0, 0, 0])) == pytest.approx(1)
+    assert effective_rank(np.array([1.0, 1.0, 2.0])) == pytest.approx(np.exp(-(2 * 0.25 * np.log(0.25) + 0.5 * np.log(0.5))))
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(500, 5)) @ rng.normal(size=(5, 20))).astype(np.float32)  # rank 5, no bias
+    fig = spectrum_figures(gram_of(logits))
+    assert fig["spectrum_rank"] == 5
+    assert fig["exactly_redundant"] == 1.0  # 20 categories in 5 dimensions: all exact combinations
+    full = spectrum_figures(gram_of(rng.normal(size=(500, 20)).astype(np.float32)))
+    assert full["spectrum_rank"] == 20 and full["exactly_redundant"] == 0.0
+    assert 0 < full["redundancy_median"] <= 1 and 15 < full["effective_rank"] <= 20
+
+
+def test_checkpoint_figures_top1_and_fields():
+    logits, labels = _logits()
+    fig = checkpoint_figures(logits, labels)
+    assert fig["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    assert set(fig) >= {"top1", "effective_rank", "spectrum_rank", "fit_4", "fit_6", "median_r2_4", "median_r2_6",
+                        "redundancy_median", "exactly_redundant"}
+    np.testing.assert_allclose(gram_of(logits, rows=7), logits.astype(np.float64).T @ logits / len(logits))
+
+
+def test_the_sentence_states_the_curves_numbers():
+    from engine.emergence import describe_emergence
+
+    rows = [{"categories": k, "epoch": e, "top1": t, "fit_4": f4, "fit_6": f6, "median_r2_4": r}
+            for k, e, t, f4, f6, r in [(20, 0.5, 0.1, 0.2, 0.3, 0.8), (20, 2.0, 0.9, 0.4, 0.5, 0.9),
+                                       (100, 0.5, 0.05, 0.1, 0.2, 0.7), (100, 2.0, 0.8, 0.6, 0.9, 0.95)]]
+    text = describe_emergence(rows)
+    assert "With 100 categories, from epoch 0.5 to 2 top-1 goes 5 % → 80 %" in text
+    assert "≤ 6 sources 20 % → 90 %" in text
+    assert "from 20 to 100 categories the share fitting with ≤ 6 sources goes 50 % → 90 %" in text
+    assert "2 of the 4 checkpoints are below 50 % top-1" in text
+    assert describe_emergence([]) == "No checkpoint measured yet."
