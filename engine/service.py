@@ -76,7 +76,8 @@ def save_top2(cache: Cache, store: LogitStore, top: Top2) -> Top2:
     return top
 
 
-def _targets_array(pairing: Pairing, targets) -> np.ndarray:
+def targets_array(pairing: Pairing, targets) -> np.ndarray:
+    """``targets`` as an int64 array, each checked against the pairing's categories."""
     from engine.errors import NotFoundError
 
     idx = np.asarray(targets, dtype=np.int64).reshape(-1)
@@ -108,7 +109,7 @@ def solve_dependencies(
                     cache.save_derived("solution", base, res.to_arrays(), pairing.names())
                     return res
         return CovLassoResult.from_arrays(every[0], pairing.source.k)
-    idx = _targets_array(pairing, targets)
+    idx = targets_array(pairing, targets)
     if every is not None:
         return CovLassoResult.from_arrays(every[0], pairing.source.k).select(idx)
     key = {**base, "targets": [int(t) for t in idx]}

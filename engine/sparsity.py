@@ -55,7 +55,7 @@ from engine.bestsubset import (
 )
 from engine.covlasso_types import SolverConfig
 from engine.gram import GramSet
-from engine.service import Pairing, load_gramset, load_top2, solve_dependencies
+from engine.service import Pairing, load_gramset, load_top2, solve_dependencies, targets_array
 from engine.sparse import SparseColumns
 from engine.store import Cache
 
@@ -139,14 +139,6 @@ def _subset_key(pairing: Pairing, solved: int, cfg: SubsetConfig) -> dict:
     return {**pairing.key(), "max_sources": int(solved), "search": cfg.key(), "layout": LAYOUT}
 
 
-def _targets_array(pairing: Pairing, targets) -> np.ndarray:
-    from engine.errors import NotFoundError
-
-    idx = np.asarray(targets, dtype=np.int64).reshape(-1)
-    bad = idx[(idx < 0) | (idx >= pairing.model.k)]
-    if bad.size:
-        raise NotFoundError(f"target {int(bad[0])} is out of range [0, {pairing.model.k - 1}]")
-    return idx
 
 
 def solve_best_subsets(cache: Cache, pairing: Pairing, max_sources: int = DEFAULT_MAX_SOURCES, targets=None,
@@ -176,7 +168,7 @@ def solve_best_subsets(cache: Cache, pairing: Pairing, max_sources: int = DEFAUL
                     cache.save_derived("best-subset", base, res.to_arrays(), pairing.names())
                     return res.up_to(M)
         return BestSubsetResult.from_arrays(every[0], pairing.source.k).up_to(M)
-    idx = _targets_array(pairing, targets)
+    idx = targets_array(pairing, targets)
     if every is not None:
         return BestSubsetResult.from_arrays(every[0], pairing.source.k).select(idx).up_to(M)
     key = {**base, "targets": [int(t) for t in idx]}
@@ -205,7 +197,7 @@ def relaxed_dependencies(cache: Cache, pairing: Pairing, alpha: float, targets=N
     """Least squares on the CovLasso's support at ``alpha`` (the cached solution) for
     ``targets`` (default: all). Not cached: a few Gram rows and a small Cholesky per target."""
     res = solve_dependencies(cache, pairing, alpha, config, targets)
-    idx = np.arange(pairing.model.k) if targets is None else _targets_array(pairing, targets)
+    idx = np.arange(pairing.model.k) if targets is None else targets_array(pairing, targets)
     return relaxed_fits(load_gramset(cache, pairing), res.sparse, idx)
 
 
@@ -335,7 +327,7 @@ def sources_curve(cache: Cache, pairing: Pairing, target: int, *, max_sources: i
 
     cfg = config or SubsetConfig()
     M = check_max_sources(max_sources, pairing.source.k - (1 if pairing.within else 0))
-    t = int(_targets_array(pairing, [target])[0])
+    t = int(targets_array(pairing, [target])[0])
     spec = path_spec(cache, pairing, alphas, solver)
     key = {**_subset_key(pairing, M, cfg), "target": t, "path": spec.key()}
     hit = cache.load_derived("sources-curve", key, _CURVE_ARRAYS)

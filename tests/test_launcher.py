@@ -43,8 +43,10 @@ def test_the_streamlit_internals_it_uses_still_exist():
     assert callable(Runtime.exists) and RuntimeState.INITIAL
 
 
-def test_the_warm_up_loads_the_first_page_libraries_and_nothing_heavy():
-    """Every warm-up step runs; torch, altair and the rest of the engine stay unloaded."""
+def test_the_warm_up_loads_the_first_page_libraries_and_nothing_heavy(tmp_path):
+    """Every warm-up step runs; torch, altair and the rest of the engine stay unloaded. On an
+    empty cache: on a filled one the warm-up also computes and caches the opening category's
+    sources curve when it is missing (saving it imports torch, off the first request)."""
     code = ("import sys, dashboard.__main__ as m\n"
             "from unittest import mock\n"
             "from streamlit.runtime import Runtime, RuntimeState\n"
@@ -55,7 +57,7 @@ def test_the_warm_up_loads_the_first_page_libraries_and_nothing_heavy():
             "from engine.views import glyph_png\n"
             "print(all(n in sys.modules for n in m.WARM_MODULES), glyph_png.cache_info().currsize,\n"
             "      sorted(n for n in ('torch', 'altair', 'sklearn', 'timm') if n in sys.modules))")
-    assert _run(code) == "True 1 []"
+    assert _run(code, NDE_CACHE=str(tmp_path / "cache")) == "True 1 []"
 
 
 def test_the_warm_up_waits_for_the_server():
