@@ -54,7 +54,6 @@ from dashboard.components.widgets import (
     view_caption,
 )
 from engine import views
-from engine.analysis import dependency_metrics
 from engine.categories import category_ids
 from engine.gramsets import check_pairable
 from engine.talk.talkfile import TalkSlide
@@ -247,10 +246,7 @@ def main() -> None:
             shown = best_subset_view(curve, m)
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params, key="nde_alpha_between")
-            src, vals = path.coef_at(target, a_idx)
-            metrics = dependency_metrics(store_b.logits, store_a.logits, store_b.labels, target,
-                                         path.coef_vector(target, a_idx), load_top2(root, model_b))
-            shown = covlasso_view(src, vals, metrics, alpha)
+            shown = covlasso_view(path, target, a_idx, alpha, store_b, store_a, load_top2(root, model_b))
         chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
     between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}

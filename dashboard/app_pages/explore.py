@@ -56,7 +56,7 @@ from dashboard.components.widgets import (
     view_caption,
 )
 from engine import views
-from engine.analysis import covariance_vs_coef, dependency_metrics
+from engine.analysis import covariance_vs_coef
 from engine.categories import category_ids
 from engine.talk.talkfile import TalkSlide
 
@@ -159,10 +159,7 @@ def main() -> None:
             shown = best_subset_view(curve, m)
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params)
-            src, vals = path.coef_at(target, a_idx)
-            coef = path.coef_vector(target, a_idx)
-            shown = covlasso_view(src, vals, dependency_metrics(store.logits, store.logits, store.labels, target,
-                                                                coef, load_top2(root, model)), alpha)
+            shown = covlasso_view(path, target, a_idx, alpha, store, store, load_top2(root, model))
         sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model, target=target, method=method, m=m, alpha=alpha)
 

@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts, state
-from engine.analysis import DependencyMetrics
+from engine.analysis import DependencyMetrics, dependency_metrics
 from engine.sparsity import FIT_LOST, FIT_R2, SourcesCurve
 
 BEST = "best-subset"
@@ -134,7 +134,12 @@ def best_subset_view(curve: SourcesCurve, m: int) -> ShownDependency:
     return ShownDependency(fit.sources, fit.coefs, fit.metrics, label, f"m{m}", BEST, m, None)
 
 
-def covlasso_view(sources, coefs, metrics: DependencyMetrics, alpha: float) -> ShownDependency:
+def covlasso_view(path, target: int, a_idx: int, alpha: float, model, source, top2) -> ShownDependency:
+    """The CovLasso's dependency of ``target`` at the path's ``a_idx``-th α, with its Table 1
+    metrics on ``model``'s logits predicted from ``source``'s (stores; the same within one)."""
+    sources, coefs = path.coef_at(target, a_idx)
+    metrics = dependency_metrics(model.logits, source.logits, model.labels, target,
+                                 path.coef_vector(target, a_idx), top2)
     return ShownDependency(np.asarray(sources), np.asarray(coefs), metrics, f"CovLasso, α = {alpha:.3g}",
                            f"a{alpha:.3g}", LASSO, None, float(alpha))
 
