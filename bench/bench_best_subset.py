@@ -6,7 +6,7 @@
 For every pairing of the demo (within each model, and the four pairs between them) and every
 m = 1 … 8, over all 1,000 categories:
 
-* **best subset**: the cached all-target solution (engine.sparsity.solve_best_subsets);
+* **best subset**: the cached all-target solution (engine.stages.sparsity.solve_best_subsets);
 * **Lasso**: along the target's cached α path, the point with at most m sources and the
   highest R² (the Lasso's best dependency with ≤ m sources, over its whole path);
 * **relaxed Lasso**: least squares on the Lasso's support at each such point, the best R².
@@ -17,12 +17,12 @@ categories at R² ≥ 0.95 from the Grams), the median R² (from the Grams), the
 lost among the fits, and between the two seeds the share whose strongest source is its own
 counterpart (the same category of the other seed).
 
-**Speed**, in the same process: every target × m = 1 … 8 by engine.bestsubset (default: 4
+**Speed**, in the same process: every target × m = 1 … 8 by engine.core.bestsubset (default: 4
 starts; and 1 start) against scikit-learn's ``orthogonal_mp_gram`` in a loop over targets
 (``return_path=True``: m = 1 … 8 in one call; within a model each call gets the Gram with the
 target's row and column removed, a copy). Wall and CPU seconds and the load average are
 reported: this machine is shared, so compare ratios. ``--massive K``: per-target solves on a
-K-category Gram (engine.synthetic's population Gram, a memory map as the cache holds it).
+K-category Gram (engine.core.synthetic's population Gram, a memory map as the cache holds it).
 
 Writes bench/results/best-subset.json and prints Markdown tables.
 """
@@ -57,7 +57,7 @@ def _pairings():
 def _lasso_choices(path, gs, M: int):
     """Per m: (T,) columns of ``path.coef`` (t·A + a) of the Lasso's best R² with ≤ m sources,
     and of the relaxed refits (−1: none), the refits' SparseColumns, and the R² of each choice."""
-    from engine.sparsity import r2_of_residuals, relaxed_fits
+    from engine.stages.sparsity import r2_of_residuals, relaxed_fits
 
     T, A = len(path.targets), len(path.alphas)
     sizes = path.support_sizes  # (T, A)
@@ -83,7 +83,7 @@ def _lasso_choices(path, gs, M: int):
 
 def _columns(coef, picks: np.ndarray):
     """The columns ``picks`` of ``coef`` (−1: an empty column)."""
-    from engine.sparse import SparseColumns
+    from engine.core.sparse import SparseColumns
 
     padded = SparseColumns.concat([coef, SparseColumns.empty(1, coef.n_sources)])
     return padded.select(np.where(picks >= 0, picks, coef.n_targets))
@@ -115,9 +115,14 @@ def _summary(r2: np.ndarray, coef, metrics: dict, near: np.ndarray, counterpart:
 def bench_pairing(cache, model: str, source: str, M: int = 8) -> dict:
     """Per m and method: R² of every category from the Grams; Table 1 metrics (Acc, Pos Acc from
     the stored logits) of those at R² ≥ 0.95, the candidates to fit."""
-    from engine.paths import compute_all_paths, path_spec
-    from engine.service import load_gramset, load_top2, open_pairing
-    from engine.sparsity import logits_by_category, r2_of_residuals, solve_best_subsets, table1_many
+    from engine.stages.alpha_paths import compute_all_paths, path_spec
+    from engine.stages.solutions import load_gramset, load_top2, open_pairing
+    from engine.stages.sparsity import (
+        logits_by_category,
+        r2_of_residuals,
+        solve_best_subsets,
+        table1_many,
+    )
 
     pairing = open_pairing(cache, model, source)
     gs = load_gramset(cache, pairing)
@@ -151,9 +156,9 @@ def bench_disagreement(cache, model: str, source: str, ms=(4, 6), alpha: float =
     subset's sources that are in the Lasso's best ≤ m-source point of its path, and the share
     of categories whose strongest source is the same (against that point, and against the
     Lasso at the paper's α)."""
-    from engine.paths import compute_all_paths, path_spec
-    from engine.service import open_pairing, solve_dependencies
-    from engine.sparsity import solve_best_subsets
+    from engine.stages.alpha_paths import compute_all_paths, path_spec
+    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.stages.sparsity import solve_best_subsets
 
     pairing = open_pairing(cache, model, source)
     best = solve_best_subsets(cache, pairing)
@@ -192,9 +197,9 @@ def _timed(fn):
 def bench_speed(cache, model: str, source: str, M: int = 8) -> dict:
     from sklearn.linear_model import orthogonal_mp_gram
 
-    from engine.bestsubset import SubsetConfig
-    from engine.service import load_gramset, open_pairing
-    from engine.sparsity import best_subsets_of
+    from engine.core.bestsubset import SubsetConfig
+    from engine.stages.solutions import load_gramset, open_pairing
+    from engine.stages.sparsity import best_subsets_of
 
     gs = load_gramset(cache, open_pairing(cache, model, source))
     G = np.array(gs.design)
@@ -229,8 +234,8 @@ def bench_speed(cache, model: str, source: str, M: int = 8) -> dict:
 
 def bench_massive(k: int, targets=(0, 1, 2, 3, 4)) -> dict:
     """Per-target best subsets (m = 1 … 8) on a K-category Gram held as a memory map."""
-    from engine.bestsubset import best_subsets
-    from engine.synthetic import classifier_like_gram
+    from engine.core.bestsubset import best_subsets
+    from engine.core.synthetic import classifier_like_gram
 
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         path = Path(tmp) / "gram.npy"
@@ -278,7 +283,7 @@ def _markdown(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", default="cache")

@@ -12,7 +12,7 @@ References:
    ``enet_coordinate_descent_gram``, with its gap-safe screening) applied target by target
    to the same Gram, to the same relative gap. Private sklearn API, used here only.
 
-Data: classifier-like synthetic logits (``engine.synthetic``); α is chosen so the median
+Data: classifier-like synthetic logits (``engine.core.synthetic``); α is chosen so the median
 number of sources is ~15 and ~60 (on small-scale logits α = 2.5 would leave most targets
 empty). Prints a Markdown table and writes bench/results/covlasso-K<k>.json.
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import bare_gemm_gflops
-from engine.covlasso import SolverConfig, alpha_max, solve_covlasso
-from engine.gram import GramAccumulator
-from engine.synthetic import classifier_like_gram, classifier_like_logits
+from engine.core.covlasso import SolverConfig, alpha_max, solve_covlasso
+from engine.core.gram import GramAccumulator
+from engine.core.synthetic import classifier_like_gram, classifier_like_logits
 
 
 def _peak_rss_gib() -> float:

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import print_report  # noqa: E402
-from engine.paths import GridRule  # noqa: E402
+from engine.stages.alpha_paths import GridRule  # noqa: E402
 
 BENCH_STORE = "bench-1000"
 APP_SPAN = GridRule.span  # the app's α grid ends at this fraction of the largest α_max
@@ -45,7 +45,7 @@ def use_grid_span(span: float) -> None:
     Only for a quicker set-up: the AppTest runs in this process, so the page reads the same
     (shorter) cached path. Solving the smallest α of a 1,000-class path is what takes long.
     """
-    import engine.paths as paths
+    import engine.stages.alpha_paths as paths
 
     default = paths.default_alpha_grid
     paths.default_alpha_grid = lambda amax, n=paths.GridRule.n, span_=span: default(amax, n, span_)
@@ -53,10 +53,10 @@ def use_grid_span(span: float) -> None:
 
 def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
     """A synthetic k-class store with its α path cached (built once; reused afterwards)."""
-    from engine.paths import load_or_compute_path
-    from engine.service import open_pairing
-    from engine.store import Cache
-    from engine.synthetic import classifier_like_logits
+    from engine.core.synthetic import classifier_like_logits
+    from engine.stages.alpha_paths import load_or_compute_path
+    from engine.stages.solutions import open_pairing
+    from engine.storage.store import Cache
 
     cache = Cache(cache_root)
     name = f"{BENCH_STORE}-k{k}-n{n}-r{rank}"
@@ -71,7 +71,7 @@ def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
 
 
 def resolve_target(cache_root: Path, model: str, target: str) -> int:
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     if str(target).isdigit():
         return int(target)

@@ -96,8 +96,8 @@ def cases_for(cache: Path) -> list[Case]:
     """Every page's default view and a deep link to each, on the stores of ``cache``. Compare
     opens on a pair named in the link (the first whose cross-Gram is cached: a pair without
     one shows a job's button), once with the page's default target and α and once with others."""
-    from engine.gramsets import has_gramset
-    from engine.store import Cache
+    from engine.stages.gramsets import has_gramset
+    from engine.storage.store import Cache
 
     c = Cache(cache)
     names = c.store_names()

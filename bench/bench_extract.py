@@ -28,16 +28,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.data import (  # noqa: E402
+from engine.ingest.data import (  # noqa: E402
     GlyphDataset,
     ImageDataset,
     ImageFolderDataset,
     TensorTransform,
     prepare_transform,
 )
-from engine.extract import _forward, extract_logits, resolve_device, resolve_precision  # noqa: E402
-from engine.models import create_classifier  # noqa: E402
-from engine.store import DEFAULT_CACHE, Cache  # noqa: E402
+from engine.ingest.extract import _forward, extract_logits, resolve_device, resolve_precision  # noqa: E402
+from engine.ingest.models import create_classifier  # noqa: E402
+from engine.storage.store import DEFAULT_CACHE, Cache  # noqa: E402
 
 
 def make_jpeg_folder(root: Path, n: int, classes: int = 1000, size=(500, 375)) -> Path:

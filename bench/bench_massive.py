@@ -4,7 +4,7 @@
     python -m bench.bench_massive --k 21843             # ImageNet-21k's size: long, ~12 GB of disk
     python -m bench.bench_massive --k 21843 --job-targets 1024   # the job on its first chunks only
 
-Data: classifier-like logits (``engine.synthetic``; rank 64, N = 20,000 by default) written as
+Data: classifier-like logits (``engine.core.synthetic``; rank 64, N = 20,000 by default) written as
 one ``.npz`` by blocks (the generator never holds them twice). Every step runs in its own
 process, so each peak memory (VmHWM) is that step's alone:
 
@@ -55,7 +55,7 @@ def _peak_rss_gib() -> float:
 
 def write_npz(path: Path, n: int, k: int, rank: int = 64, seed: int = 0, block: int = 1024) -> None:
     """classifier_like_logits' distribution, generated and written by blocks of rows."""
-    from engine.synthetic import _weights
+    from engine.core.synthetic import _weights
 
     rng, protos, W = _weights(k, rank, seed)
     labels = rng.integers(0, k, size=n).astype(np.int64)
@@ -85,8 +85,8 @@ def step_import(args) -> dict:
 def step_gram(args) -> dict:
     import torch  # noqa: F401 - imported before the clock starts (the first import takes seconds)
 
-    from engine.gramsets import compute_gramset
-    from engine.store import Cache
+    from engine.stages.gramsets import compute_gramset
+    from engine.storage.store import Cache
 
     store = Cache(args.cache).load_store(args.name)
     n, k = store.n, store.k
@@ -153,10 +153,10 @@ def step_cli(args) -> dict:
 
 
 def step_job(args) -> dict:
-    from engine.gramsets import resident_gramset
-    from engine.paths import compute_all_paths, path_spec, solve_targets
-    from engine.service import load_gramset, open_pairing
-    from engine.store import Cache
+    from engine.stages.alpha_paths import compute_all_paths, path_spec, solve_targets
+    from engine.stages.gramsets import resident_gramset
+    from engine.stages.solutions import load_gramset, open_pairing
+    from engine.storage.store import Cache
 
     cache = Cache(args.cache)
     pairing = open_pairing(cache, args.name)

@@ -5,7 +5,7 @@
 
 For each (model, source) pairing of the demo, the path the dashboard reads is computed from
 the cached Grams — not read from the cache — in this process, one pairing after another,
-exactly as ``python -m engine demo`` computes it (engine.paths.GridRule: each target's path
+exactly as ``python -m engine demo`` computes it (engine.stages.alpha_paths.GridRule: each target's path
 stops after its first α with more than 64 sources), and timed: wall time, this process's CPU
 time (what a quiet machine waits for), number of α values, the median number of sources at
 the paper's α. Prints JSON (``--json FILE`` writes it too).
@@ -32,8 +32,8 @@ PAIRINGS = (*((m, m) for m in DEMO_STORES), *DEMO_PAIRS)  # (targets, sources)
 
 
 def time_path(cache, model: str, source: str, stop: bool) -> dict:
-    from engine.paths import GridRule, path_spec, solve_targets
-    from engine.service import open_pairing
+    from engine.stages.alpha_paths import GridRule, path_spec, solve_targets
+    from engine.stages.solutions import open_pairing
 
     pairing = open_pairing(cache, model, source)
     spec = path_spec(cache, pairing, rule=GridRule(max_sources=GridRule.max_sources if stop else 10**9))
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch  # imported once, outside the timings (the first solve would import it)
 
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     torch.zeros(1)
     cache = Cache(args.cache)

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", default="cache", type=Path)
     args = parser.parse_args(argv)
-    from engine.store import Cache
-    from engine.talk.deck import export_deck
+    from engine.apps.talk.deck import export_deck
+    from engine.storage.store import Cache
 
     cache = Cache(args.cache)
     print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}")

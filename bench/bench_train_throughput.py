@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _CHILD = """
 import json, resource, sys, time
 import torch, torch.nn.functional as F
-from engine.models import create_architecture
+from engine.ingest.models import create_architecture
 arch, threads, channels_last, steps, batch, classes = sys.argv[1:7]
 threads, steps, batch, classes = int(threads), int(steps), int(batch), int(classes)
 torch.set_num_threads(threads)

@@ -44,13 +44,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.covlasso import SolverConfig, solve_covlasso  # noqa: E402
-from engine.data import ArrayDataset, TensorTransform  # noqa: E402
-from engine.extract import _forward, extract_logits, resolve_device  # noqa: E402
-from engine.gram import GramAccumulator  # noqa: E402
-from engine.models import create_classifier  # noqa: E402
-from engine.store import Cache  # noqa: E402
-from engine.synthetic import classifier_like_gram, classifier_like_logits  # noqa: E402
+from engine.core.covlasso import SolverConfig, solve_covlasso  # noqa: E402
+from engine.core.gram import GramAccumulator  # noqa: E402
+from engine.core.synthetic import classifier_like_gram, classifier_like_logits  # noqa: E402
+from engine.ingest.data import ArrayDataset, TensorTransform  # noqa: E402
+from engine.ingest.extract import _forward, extract_logits, resolve_device  # noqa: E402
+from engine.ingest.models import create_classifier  # noqa: E402
+from engine.storage.store import Cache  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def check_torchrun(device: torch.device, sizes: Sizes, workdir: Path) -> Check:
     import timm
     from safetensors.torch import save_file
 
-    from engine.data import ImageFolderDataset
+    from engine.ingest.data import ImageFolderDataset
 
     classes = 8
     folder = _image_folder(workdir / "images", classes, sizes.torchrun_images // classes)

@@ -63,10 +63,10 @@ def _catalogue(work: Path) -> list[tuple[str, object]]:
     import numpy as np
 
     from dashboard.components.uploads import import_upload
-    from engine.covlasso import SolverConfig, solve_covlasso
-    from engine.importer import import_logits
-    from engine.models import read_state_dict
-    from engine.store import Cache
+    from engine.core.covlasso import SolverConfig, solve_covlasso
+    from engine.ingest.importer import import_logits
+    from engine.ingest.models import read_state_dict
+    from engine.storage.store import Cache
     from tests.test_store import BAD_ARRAYS
     from tests.test_untrusted import ESCAPES, _malicious_files, _zip_bomb
 

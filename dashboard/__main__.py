@@ -37,7 +37,7 @@ WARM_MODULES = (
     "dashboard.components.widgets",
     "dashboard.components.state",
     "dashboard.components.sources_ui",
-    "engine.analysis",
+    "engine.core.analysis",
     "streamlit.elements.vega_charts",
     "streamlit.elements.arrow",
 )
@@ -67,7 +67,7 @@ def _first_element_check() -> None:
 
 
 def _open_glyph_fonts() -> None:
-    from engine.views import glyph_png
+    from engine.apps.views import glyph_png
 
     glyph_png("A")
 
@@ -77,10 +77,10 @@ def _open_first_store() -> None:
     them verified in this process. When not every path of it is cached, the first page will
     solve its category: the solver's libraries (torch, ~2 s) are imported here too."""
     from dashboard.components.widgets import PREFERRED_MODELS
-    from engine.gramsets import load_gram_hint, load_gramset
-    from engine.paths import path_progress, path_spec
-    from engine.service import Pairing, load_top2
-    from engine.store import DEFAULT_CACHE, Cache
+    from engine.stages.alpha_paths import path_progress, path_spec
+    from engine.stages.gramsets import load_gram_hint, load_gramset
+    from engine.stages.solutions import Pairing, load_top2
+    from engine.storage.store import DEFAULT_CACHE, Cache
 
     cache = Cache(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))
     names = cache.store_names()
@@ -92,7 +92,7 @@ def _open_first_store() -> None:
         return
     load_top2(cache, store)
     if not path_progress(cache, path_spec(cache, Pairing(store, store))).complete:
-        import engine.covlasso_kernels  # noqa: F401
+        import engine.core.covlasso_kernels  # noqa: F401
 
         load_gram_hint(cache, store, compute=True)  # where the page opens (cached with newer Grams)
 
@@ -134,7 +134,7 @@ def _open_first_sources_curve() -> None:
     from dashboard.components.loaders import load_gramset_for, load_sources_curve, load_store
     from dashboard.components.sources_ui import opening_target
     from dashboard.components.widgets import PREFERRED_MODELS
-    from engine.store import DEFAULT_CACHE, Cache
+    from engine.storage.store import DEFAULT_CACHE, Cache
 
     root = str(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))  # the key the pages' loaders use
     names = Cache(root).store_names()

@@ -49,8 +49,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PRELOAD = ["engine.cli", "engine.service", "engine.extract", "engine.models", "engine.data",
-           "engine.jobs.runner", "engine.jobs.extract_job", "engine.verify", "tests.campaign"]
+PRELOAD = ["engine.cli", "engine.stages.solutions", "engine.ingest.extract", "engine.ingest.models", "engine.ingest.data",
+           "engine.jobs.runner", "engine.jobs.extract_job", "engine.storage.verify", "tests.campaign"]
 KINDS = ("import", "overwrite", "extract", "solve", "path", "job")
 
 
@@ -78,7 +78,7 @@ def warm_up() -> None:
 @dataclass(frozen=True)
 class KillPoint:
     """A moment of a write, by what it has made durable: right after its ``nth`` rename
-    (``os.replace``: the commit of every atomic write, :mod:`engine.atomic`) into a path of
+    (``os.replace``: the commit of every atomic write, :mod:`engine.storage.atomic`) into a path of
     the cache that matches ``pattern`` (``fnmatch``, relative to the cache's folder), the
     writer SIGKILLs itself. The same moment on every run whatever the load, unlike a delay."""
 
@@ -146,9 +146,9 @@ def op_cli(log_path: str, argv: list[str], hooks: Hooks | None = None) -> None:
 
 def op_path(log_path: str, root: str, model: str, hooks: Hooks | None = None) -> None:
     _child_setup(log_path, hooks)
-    from engine.paths import load_or_compute_path
-    from engine.service import open_pairing
-    from engine.store import Cache
+    from engine.stages.alpha_paths import load_or_compute_path
+    from engine.stages.solutions import open_pairing
+    from engine.storage.store import Cache
 
     cache = Cache(root)
     load_or_compute_path(cache, open_pairing(cache, model))
@@ -167,7 +167,7 @@ def op_read_stores(log_path: str, root: str, name: str, stop: str, out: str) -> 
     content hash seen (and every error) to ``out``."""
     _child_setup(log_path)
     from engine.errors import EngineError
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     seen, errors = [], []
     while not os.path.exists(stop):
@@ -213,9 +213,9 @@ def _ppid(proc: Path) -> int | None:
 def op_write_loop(log_path: str, root: str, files: list[str], until: float) -> None:
     """A busy writer: overwrite store ``w`` with each file in turn, add new stores, solve."""
     _child_setup(log_path)
-    from engine.importer import import_logits
-    from engine.service import open_pairing, solve_dependencies
-    from engine.store import Cache
+    from engine.ingest.importer import import_logits
+    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.storage.store import Cache
 
     cache, i = Cache(root), 0
     while time.time() < until:
@@ -228,7 +228,7 @@ def op_write_loop(log_path: str, root: str, files: list[str], until: float) -> N
 
 def content_hash(logits: np.ndarray, labels: np.ndarray) -> str:
     """What op_read_stores records for a store: its logits and labels, as stored."""
-    from engine.store import sha256_bytes
+    from engine.storage.store import sha256_bytes
 
     return sha256_bytes(np.ascontiguousarray(logits, np.float32).tobytes() +
                         np.ascontiguousarray(labels, np.int64).tobytes())
@@ -243,7 +243,7 @@ def glyph_names(k: int) -> list[str]:
 
 
 def write_logits(path: Path, n: int, k: int, seed: int) -> Path:
-    from engine.synthetic import classifier_like_logits
+    from engine.core.synthetic import classifier_like_logits
 
     F, y = classifier_like_logits(n, k, rank=max(4, k // 3), seed=seed)
     np.savez(path, logits=F, labels=y, class_names=np.array(glyph_names(k)))
@@ -255,7 +255,7 @@ def tiny_checkpoint(path: Path, k: int = 5) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    import engine.models  # noqa: F401 - registers the demo architectures with timm
+    import engine.ingest.models  # noqa: F401 - registers the demo architectures with timm
 
     torch.manual_seed(0)
     save_file(timm.create_model("nde_glyph_resnet", num_classes=k).state_dict(), path)
@@ -278,7 +278,7 @@ def image_folder(root: Path, k: int = 5, per_class: int = 8) -> Path:
 
 def cache_state(root: Path) -> dict[str, str]:
     """Every store and derived entry → the SHA-256 of its data file (from verified manifests)."""
-    from engine.store import read_manifest
+    from engine.storage.store import read_manifest
 
     out = {}
     for folder, kind in (("stores", "logits"), ("derived", "derived")):
@@ -290,8 +290,8 @@ def cache_state(root: Path) -> dict[str, str]:
 def torn_reasons(root: Path, before: dict, reference: dict) -> list[str]:
     """Why the cache at ``root`` is neither as before nor complete (empty list: it is fine)."""
     from engine.errors import EngineError
-    from engine.store import Cache
-    from engine.verify import verify_cache
+    from engine.storage.store import Cache
+    from engine.storage.verify import verify_cache
 
     report = verify_cache(root, quarantine=False)
     reasons = [f"verify: {f.path}: {f.problem}" for f in report.damaged]
@@ -358,8 +358,8 @@ class Bench:
         self.images = image_folder(self.inputs / "images")
         self.bases = {"empty": w / "base-empty", "old": w / "base-old", "small": w / "base-small"}
         self.bases["empty"].mkdir(exist_ok=True)
-        from engine.importer import import_logits
-        from engine.store import Cache
+        from engine.ingest.importer import import_logits
+        from engine.storage.store import Cache
 
         import_logits(Cache(self.bases["old"]), self.old, "m")
         import_logits(Cache(self.bases["small"]), self.small, "m")

@@ -21,8 +21,8 @@ atexit.register(shutil.rmtree, _HF_CACHE, True)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from engine.store import Cache  # noqa: E402
-from engine.synthetic import classifier_like_logits  # noqa: E402
+from engine.core.synthetic import classifier_like_logits  # noqa: E402
+from engine.storage.store import Cache  # noqa: E402
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atlas import compute_communities
-from engine.gramsets import load_gramset
-from engine.paths import compute_all_paths, path_spec
-from engine.service import open_pairing
-from engine.sparsity import compute_all_best_subsets
-from engine.store import Cache
-from engine.synthetic import classifier_like_logits
-from engine.theory import compute_floor, compute_redundancy, compute_screening
+from engine.core.synthetic import classifier_like_logits
+from engine.stages.alpha_paths import compute_all_paths, path_spec
+from engine.stages.atlas import compute_communities
+from engine.stages.gramsets import load_gramset
+from engine.stages.solutions import open_pairing
+from engine.stages.sparsity import compute_all_best_subsets
+from engine.stages.theory import compute_floor, compute_redundancy, compute_screening
+from engine.storage.store import Cache
 
 MODEL_A = "syn-cnn"
 MODEL_B = "syn-vit"

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
-from engine.analysis import (
+from engine.core.analysis import (
     Top2,
     dependency_graph,
     dependency_metrics,
@@ -15,7 +15,7 @@ from engine.analysis import (
     redundancy,
     screening_check,
 )
-from engine.covlasso import solve_covlasso
+from engine.core.covlasso import solve_covlasso
 from tests.conftest import gram_of
 
 
@@ -197,7 +197,7 @@ def test_top2_matches_argmax_with_ties():
 def test_least_squares_floor_matches_numpy_lstsq(rank):
     """The α → 0 limit shown on the Compare page: fitted values equal numpy's least squares
     (full rank, and logits of rank 12 from 30 categories: a singular Gram)."""
-    from engine.analysis import LeastSquaresFloor
+    from engine.core.analysis import LeastSquaresFloor
 
     rng = np.random.default_rng(1)
     n, p = 400, 30

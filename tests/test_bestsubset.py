@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from sklearn.linear_model import orthogonal_mp_gram
 
-from engine.bestsubset import (
+from engine.core.bestsubset import (
     BestSubsetResult,
     SubsetConfig,
     best_subsets,
     check_max_sources,
     least_squares_on,
 )
+from engine.core.synthetic import classifier_like_logits
 from engine.errors import InvalidInputError
-from engine.synthetic import classifier_like_logits
 
 
 def _logits(seed: int, k: int = 12, n: int = 3000, rank: int = 6) -> np.ndarray:

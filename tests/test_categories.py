@@ -1,4 +1,4 @@
-"""One category resolver (engine.categories) for the CLI, the dashboard's links and training."""
+"""One category resolver (engine.core.categories) for the CLI, the dashboard's links and training."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.categories import category_ids, find_category, resolve_targets, search_categories
+from engine.core.categories import category_ids, find_category, resolve_targets, search_categories
 from engine.errors import NotFoundError
 
 NAMES = ["é LATIN SMALL LETTER E WITH ACUTE", "e LATIN SMALL LETTER E", "crane bird", "crane machine"]

@@ -10,11 +10,17 @@ import pytest
 from sklearn.linear_model import Lasso
 from sklearn.metrics import r2_score
 
-from engine.centring import CentredLogits, centre_gram, centred_gramset, centred_top2, row_means
 from engine.cli import main as cli_main
-from engine.gram import GramAccumulator
-from engine.store import Cache
-from engine.synthetic import classifier_like_logits
+from engine.core.centring import (
+    CentredLogits,
+    centre_gram,
+    centred_gramset,
+    centred_top2,
+    row_means,
+)
+from engine.core.gram import GramAccumulator
+from engine.core.synthetic import classifier_like_logits
+from engine.storage.store import Cache
 
 N, K_A, K_B = 1500, 24, 20
 
@@ -65,7 +71,7 @@ def test_centred_view_and_top2():
     np.testing.assert_allclose(view[:, 2], _centre(a)[:, 2], atol=1e-5)
     with pytest.raises(IndexError):
         view[:5, 2]
-    from engine.analysis import Top2
+    from engine.core.analysis import Top2
 
     top = centred_top2(Top2.of(a), row_means(a))
     ref = Top2.of(_centre(a))

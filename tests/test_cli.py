@@ -13,7 +13,7 @@ from sklearn.linear_model import Lasso
 from sklearn.metrics import r2_score
 
 from engine.cli import COMMANDS, build_parser, main
-from engine.synthetic import classifier_like_logits
+from engine.core.synthetic import classifier_like_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 

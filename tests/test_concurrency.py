@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.store import Cache
+from engine.storage.store import Cache
 from tests.campaign import (
     KINDS,
     Bench,
@@ -108,7 +108,7 @@ def test_readers_never_see_a_half_overwritten_store(bench, tmp_path):
 
 
 def _small_npz(path: Path, seed: int) -> Path:
-    from engine.synthetic import classifier_like_logits
+    from engine.core.synthetic import classifier_like_logits
 
     F, y = classifier_like_logits(400, 12, rank=6, seed=seed)
     np.savez(path, logits=F, labels=y, class_names=np.array(glyph_class_names(12)))
@@ -118,7 +118,7 @@ def _small_npz(path: Path, seed: int) -> Path:
 def test_dashboard_sessions_stay_correct_while_a_writer_works(tmp_path, monkeypatch):
     """Three sessions (Data, Explore on the store being overwritten, Explore by default) render
     again and again while another process overwrites a store, adds stores and solves."""
-    from engine.importer import import_logits
+    from engine.ingest.importer import import_logits
 
     files = [_small_npz(tmp_path / f"v{i}.npz", seed=i) for i in range(2)]
     scratch = Cache(tmp_path / "scratch")

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
 
-from engine.covlasso import (
+from engine.core.covlasso import (
     ConvergenceWarning,
     CovLasso,
     SolverConfig,
     alpha_max,
     solve_covlasso,
 )
+from engine.core.synthetic import classifier_like_logits
 from engine.errors import InvalidInputError
-from engine.synthetic import classifier_like_logits
 from tests.conftest import gram_of
 
 
@@ -197,12 +197,12 @@ def test_no_warning_when_converged(logits_small):
 @pytest.mark.parametrize("min_working_set", [24, 1])
 def test_path_candidate_rounds_give_the_cold_solutions(monkeypatch, min_working_set):
     """Along a path each α's first working set is picked from the previous α's gradient
-    (engine.covlasso_kernels._candidate_round), without a full gradient; with one feature
+    (engine.core.covlasso_kernels._candidate_round), without a full gradient; with one feature
     added per round (min_working_set=1) it misses entering features, which the certificate
     must catch. Either way every point equals a cold solve (same support, same objective)
     and sklearn's Lasso."""
-    import engine.covlasso_kernels as kernels
-    from engine.covlasso import covlasso_path
+    import engine.core.covlasso_kernels as kernels
+    from engine.core.covlasso import covlasso_path
 
     used = []
     real = kernels._candidate_round

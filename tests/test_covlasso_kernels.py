@@ -13,8 +13,8 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from engine.covlasso import alpha_max, solve_covlasso
-from engine.covlasso_kernels import _monotone, _newton
+from engine.core.covlasso import alpha_max, solve_covlasso
+from engine.core.covlasso_kernels import _monotone, _newton
 
 
 def _near_rank_problem(seed: int, n: int = 600, p: int = 60, rank: int = 20, targets: int = 40):

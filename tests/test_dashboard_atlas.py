@@ -63,7 +63,7 @@ def test_atlas_best_subsets_by_default_and_in_the_link(cache):
     best single source it is — recounted here from the logits (numpy's least squares)."""
     import numpy as np
 
-    from engine.store import Cache
+    from engine.storage.store import Cache
     from tests.dashboard_cache import MODEL_A
 
     at = run_page("atlas")

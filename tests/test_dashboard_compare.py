@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.store import Cache
+from engine.storage.store import Cache
 from tests.dashboard_cache import (
     MODEL_A,
     MODEL_B,

@@ -9,7 +9,7 @@ import pytest
 
 from dashboard.components.uploads import import_upload
 from engine.errors import InvalidInputError
-from engine.store import Cache
+from engine.storage.store import Cache
 from tests.dashboard_cache import MODEL_A, MODEL_B, copy_cache, messages, run_page, shared_cache
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.emergence import describe_emergence
+from engine.core.emergence import describe_emergence
 from tests.dashboard_cache import run_page
 
 SHIPPED = "engine/weights/emergence-glyph-vgg.json"

@@ -52,8 +52,8 @@ def test_opens_on_a_clear_example_at_its_recommended_alpha(cache):
     scikit-learn's r2_score) with few sources, at the largest α of the path that fits."""
     from sklearn.metrics import r2_score
 
-    from engine.recommend import FIT_R2
-    from engine.store import Cache
+    from engine.stages.recommend import FIT_R2
+    from engine.storage.store import Cache
 
     at = run_page(params={"method": "covlasso"})
     assert not at.exception

@@ -9,7 +9,7 @@ import pandas as pd
 
 from dashboard.components import charts
 from dashboard.components.graph import star_graph
-from engine import views
+from engine.apps import views
 
 
 def test_chart_exports_png_and_svg():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine.covlasso_kernels as kernels
+import engine.core.covlasso_kernels as kernels
 from tests.dashboard_cache import MODEL_A, MODEL_B, build_cache, messages, run_page
 
 
@@ -69,9 +69,9 @@ def test_a_fresh_store_opens_on_the_grams_guess_not_category_0(fresh):
     import os
     import unicodedata
 
-    from engine.gramsets import load_gram_hint
-    from engine.store import Cache
-    from engine.views import read_at_a_glance, recognised_categories
+    from engine.apps.views import read_at_a_glance, recognised_categories
+    from engine.stages.gramsets import load_gram_hint
+    from engine.storage.store import Cache
     from tests.dashboard_cache import glyph_class_names
 
     names = glyph_class_names(60)

@@ -12,7 +12,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from engine.store import Cache
+from engine.storage.store import Cache
 from tests.dashboard_cache import (
     MODEL_A,
     MODEL_B,
@@ -166,8 +166,8 @@ def test_sources_chart_series_are_the_three_methods(cache):
     and equal to least squares on its sources); the Lasso's R² of its path's coefficients and
     the relaxed Lasso's (least squares on the Lasso's support), best over α per size — every
     one recomputed here from the logits."""
-    from engine.paths import path_spec, target_paths
-    from engine.service import open_pairing
+    from engine.stages.alpha_paths import path_spec, target_paths
+    from engine.stages.solutions import open_pairing
 
     at = run_page(params={"target": "0"})
     frames = _chart_frames(at)
@@ -229,8 +229,8 @@ def test_compare_opens_on_best_subsets_by_default(cache):
 
 
 def test_json_export_names_the_method():
-    from engine import views
-    from engine.analysis import DependencyMetrics
+    from engine.apps import views
+    from engine.core.analysis import DependencyMetrics
 
     frame = views.dependency_frame(np.array([3, 1]), np.array([0.2, -0.5]), ["a", "b", "c", "d"])
     metrics = DependencyMetrics(0.1, 1.0, 90.0, 90.5, 80.0, 95.0, 10, 0.97)
@@ -273,7 +273,7 @@ def test_every_target_export_follows_the_method(cache):
 def test_add_to_talk_on_the_best_subset_view_adds_the_best_subset(tmp_path, monkeypatch, cache):
     """The slide added from the best-subset view is that view: the best subset with at most m
     sources (the talk file's ``sources``), no α."""
-    from engine.talk.talkfile import read_talk
+    from engine.apps.talk.talkfile import read_talk
     from tests.dashboard_cache import copy_cache
 
     root = copy_cache(cache, tmp_path / "c")

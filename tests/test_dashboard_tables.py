@@ -9,7 +9,7 @@ import pandas as pd
 
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import BAR_EM, coef_table_html
-from engine import views
+from engine.apps import views
 
 NAMES = ["a", "b", "c", "d", "e"]
 

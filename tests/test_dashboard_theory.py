@@ -52,10 +52,10 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     """Logits of 60 classes spanning 13 dimensions (12 features + a bias), like a real head."""
     import numpy as np
 
-    from engine.gramsets import load_gramset
-    from engine.service import open_pairing
-    from engine.store import Cache
-    from engine.theory import compute_redundancy
+    from engine.stages.gramsets import load_gramset
+    from engine.stages.solutions import open_pairing
+    from engine.stages.theory import compute_redundancy
+    from engine.storage.store import Cache
     from tests.dashboard_cache import copy_cache, glyph_class_names
 
     root = copy_cache(cache, tmp_path / "cache")

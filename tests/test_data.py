@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.data import (
+from engine.errors import InvalidInputError, NotFoundError
+from engine.ingest.data import (
     ImageFolderDataset,
     collate_skipping,
     create_dataset,
@@ -15,7 +16,6 @@ from engine.data import (
     imagenet_readable_names,
     imagenet_subset,
 )
-from engine.errors import InvalidInputError, NotFoundError
 
 
 def make_folder(root, classes=("cat", "dog", "eel"), per_class=3, size=24, seed=0):

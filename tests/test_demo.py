@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import GlyphDataset
-from engine.glyphs import GlyphConfig
-from engine.models import DEMO_MODELS, WEIGHTS_DIR, create_classifier, demo_weights_info
+from engine.ingest.data import GlyphDataset
+from engine.ingest.glyphs import GlyphConfig
+from engine.ingest.models import DEMO_MODELS, WEIGHTS_DIR, create_classifier, demo_weights_info
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_shipped_weights_reach_their_accuracy(name, test_split, demo_logits):
 @pytest.mark.slow
 def test_demo_is_idempotent(tmp_path):
     from engine.commands.demo import DEMO_STORES, prepare_demo
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     cache = Cache(tmp_path)
     first = prepare_demo(cache, progress=False)
@@ -80,7 +80,7 @@ WITHIN_ALPHA = {"glyph-vgg": 7.3, "glyph-resnet": 7.6, "glyph-vgg-seed2": 7.3}
 @pytest.mark.parametrize("name", sorted(DEMO_MODELS))
 def test_each_shipped_model_shows_sparse_dependencies(name, demo_logits):
     """Issue 12's within bar, on 8,000 images: most categories' logits are a few others' (R² ≥ 0.95)."""
-    from engine.covlasso import CovLasso
+    from engine.core.covlasso import CovLasso
 
     f = demo_logits[name]
     coef = CovLasso(alpha=WITHIN_ALPHA[name]).fit(f).coef_
@@ -102,7 +102,7 @@ MIN_COUNTERPART = {"glyph-vgg-seed2": 0.90, "glyph-resnet": 0.65}
 def test_dependencies_carry_over_between_shipped_models(targets, source, demo_logits):
     """Between two independently trained models, each category's strongest source is mostly the
     same category of the other model (nothing tells the solver which categories correspond)."""
-    from engine.covlasso import CovLasso
+    from engine.core.covlasso import CovLasso
 
     x, y = demo_logits[source], demo_logits[targets]
     coef = CovLasso(alpha=BETWEEN_ALPHA).fit(x, y).coef_

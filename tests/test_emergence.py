@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import orthogonal_mp_gram
 
-from engine.analysis import dependency_metrics, r_squared
-from engine.emergence import (
+from engine.core.analysis import dependency_metrics, r_squared
+from engine.core.emergence import (
     FIT_MAX_DROP,
     FIT_R2,
     checkpoint_figures,
@@ -132,7 +132,7 @@ def test_checkpoint_figures_top1_and_fields():
 
 
 def test_the_sentence_states_the_curves_numbers():
-    from engine.emergence import describe_emergence
+    from engine.core.emergence import describe_emergence
 
     rows = [{"categories": k, "epoch": e, "top1": t, "fit_4": f4, "fit_6": f6, "median_r2_4": r}
             for k, e, t, f4, f6, r in [(20, 0.5, 0.1, 0.2, 0.3, 0.8), (20, 2.0, 0.9, 0.4, 0.5, 0.9),

@@ -15,13 +15,13 @@ import torch.multiprocessing as mp
 from safetensors.torch import save_file
 
 from engine.cli import main as cli_main
-from engine.data import GlyphDataset, ImageFolderDataset
 from engine.errors import EngineError, InvalidInputError
-from engine.extract import extract_logits
-from engine.glyphs import GlyphConfig
-from engine.gramsets import gram_config
-from engine.models import create_classifier
-from engine.store import Cache
+from engine.ingest.data import GlyphDataset, ImageFolderDataset
+from engine.ingest.extract import extract_logits
+from engine.ingest.glyphs import GlyphConfig
+from engine.ingest.models import create_classifier
+from engine.stages.gramsets import gram_config
+from engine.storage.store import Cache
 from tests.test_data import make_folder
 
 K = 5
@@ -211,21 +211,21 @@ def test_nothing_readable_is_an_error(tmp_path, checkpoint):
 
 
 def test_full_disk_leaves_no_half_store_and_resumes(tmp_path, checkpoint, folder, monkeypatch):
-    import engine.store
+    import engine.storage.store
 
     cache = Cache(tmp_path)
-    real = engine.store.save_file
+    real = engine.storage.store.save_file
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine.store, "save_file", no_space)
+    monkeypatch.setattr(engine.storage.store, "save_file", no_space)
     with pytest.raises(EngineError, match="disk full while writing store 's'.*run the same command"):
         extract_logits(cache, _model(checkpoint), ImageFolderDataset(folder), "s", workers=0,
                        chunk_size=8, progress=False)
     assert cache.store_names() == []
     assert not list((tmp_path / "objects").glob("*.safetensors"))
-    monkeypatch.setattr(engine.store, "save_file", real)
+    monkeypatch.setattr(engine.storage.store, "save_file", real)
     store, stats = extract_logits(cache, _model(checkpoint), ImageFolderDataset(folder), "s",
                                   workers=0, chunk_size=8, progress=False)
     assert stats.chunks_computed == 0 and stats.chunks_resumed == 4 and store.n == 30
@@ -258,7 +258,7 @@ def test_store_records_where_class_images_are(tmp_path, checkpoint, capsys):
     names, yet the dashboard's sample image of each class is that class folder's first image."""
     from PIL import Image
 
-    from engine import views
+    from engine.apps import views
 
     synsets = ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475")
     root = make_folder(tmp_path / "val", classes=synsets, per_class=2)

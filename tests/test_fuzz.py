@@ -36,8 +36,8 @@ from safetensors.numpy import save_file
 
 from engine.cli import main
 from engine.errors import EngineError
-from engine.importer import import_logits
-from engine.store import Cache
+from engine.ingest.importer import import_logits
+from engine.storage.store import Cache
 from tests.dashboard_cache import MODEL_A, MODEL_B, run_page, shared_cache
 
 DEFAULT_EXAMPLES = {"import": 60, "cli": 40, "pages": 2}  # pages: per page
@@ -189,8 +189,8 @@ def import_property(workdir: Path, tally: Tally):
 
 def cli_base(folder: Path) -> dict[str, str]:
     """A small cache with two stores and a finished job, plus files to pass to commands."""
+    from engine.core.synthetic import classifier_like_logits
     from engine.jobs import jobs_table
-    from engine.synthetic import classifier_like_logits
     from tests.campaign import glyph_names, image_folder, tiny_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -418,7 +418,7 @@ def test_fuzz_many(cli_files, page_cache):
 
 def test_targets_written_with_non_ascii_digits_are_names_not_a_crash(cache, capsys):
     """Found by fuzzing the CLI: "²".isdigit() is True, int("²") raises."""
-    from engine.synthetic import classifier_like_logits
+    from engine.core.synthetic import classifier_like_logits
 
     F, y = classifier_like_logits(100, 4, rank=3, seed=0)
     cache.save_store("a", F, y)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidInputError
-from engine.glyphs import FACE_FILES, SPLITS, GlyphConfig, GlyphSplits, font_dir, render_images
+from engine.ingest.glyphs import (
+    FACE_FILES,
+    SPLITS,
+    GlyphConfig,
+    GlyphSplits,
+    font_dir,
+    render_images,
+)
 
 SMALL = GlyphConfig(train_per_class=2, val_per_class=1, test_per_class=2, ood_per_class=1)
 

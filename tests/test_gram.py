@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.core.gram import GramAccumulator
 from engine.errors import InvalidInputError
-from engine.gram import GramAccumulator
 
 
 @pytest.mark.parametrize("method", ["syrk", "full", "blocks"])
 def test_chunked_gram_equals_direct(logits_small, method, monkeypatch):
-    import engine.gram
+    import engine.core.gram
 
-    monkeypatch.setattr(engine.gram, "_BLOCK_ROWS", 7)  # several blocks of rows at K = 40
+    monkeypatch.setattr(engine.core.gram, "_BLOCK_ROWS", 7)  # several blocks of rows at K = 40
     F, _ = logits_small
     acc = GramAccumulator(F.shape[1], method=method)
     for s in range(0, len(F), 97):
@@ -59,7 +59,7 @@ def test_large_grams_avoid_the_bundled_blas_syrk():
     accumulates by blocks of rows; a dsyrk asked for there is refused, not attempted."""
     import torch
 
-    from engine.gram import SYRK_MAX_K, _pick_method
+    from engine.core.gram import SYRK_MAX_K, _pick_method
 
     cpu = torch.device("cpu")
     assert 8 * SYRK_MAX_K**2 < 2**31

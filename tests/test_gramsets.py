@@ -1,13 +1,13 @@
-"""The Gram-set stage (engine.gramsets): one streamed pass, cached, memory-mapped, per-target rows."""
+"""The Gram-set stage (engine.stages.gramsets): one streamed pass, cached, memory-mapped, per-target rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.covlasso import alpha_max
+from engine.core.covlasso import alpha_max
 from engine.errors import IncompatibleStoresError, InvalidInputError
-from engine.gramsets import compute_gramset, load_gramset
+from engine.stages.gramsets import compute_gramset, load_gramset
 from tests.conftest import gram_of
 
 
@@ -57,11 +57,11 @@ def test_gramset_rows_and_alpha_max_match_numpy(cache, logits_small):
 
 
 def test_a_gram_too_large_for_memory_is_refused_with_the_size(cache, logits_small, monkeypatch):
-    import engine.store
+    import engine.storage.store
 
     F, y = logits_small
     a = cache.save_store("a", F, y)
-    monkeypatch.setattr(engine.store, "available_memory", lambda: 1000)
+    monkeypatch.setattr(engine.storage.store, "available_memory", lambda: 1000)
     with pytest.raises(InvalidInputError, match=r"the Gram of 'a' needs .* of memory; this machine has"):
         compute_gramset(a)
 
@@ -69,7 +69,7 @@ def test_a_gram_too_large_for_memory_is_refused_with_the_size(cache, logits_smal
 def test_a_resident_gram_equals_the_mapped_one_and_needs_the_memory(cache, logits_small, monkeypatch):
     """The all-target jobs read the Gram into their own memory (huge pages where the kernel
     gives them): the same values, read-only; left mapped when memory is short."""
-    import engine.gramsets as gramsets
+    import engine.stages.gramsets as gramsets
 
     F, y = logits_small
     store = cache.save_store("m", F, y)

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import save
 
 from engine.errors import NotFoundError
-from engine.hub import is_offline
-from engine.models import create_classifier
-from engine.store import Cache
+from engine.ingest.hub import is_offline
+from engine.ingest.models import create_classifier
+from engine.storage.store import Cache
 from tests.fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_weights_download_on_first_use_unless_offline(tmp_path, thousand_classes
 def _reference(model, root: Path) -> np.ndarray:
     from PIL import Image
 
-    from engine.data import ImageFolderDataset
+    from engine.ingest.data import ImageFolderDataset
 
     tf = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
     ids = ImageFolderDataset(root).sample_ids

@@ -10,7 +10,7 @@ import torch
 from safetensors.numpy import save_file
 
 from engine.errors import InvalidInputError
-from engine.importer import import_logits
+from engine.ingest.importer import import_logits
 
 
 def _arrays(logits_small):

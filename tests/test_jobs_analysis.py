@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from engine.analysis import LeastSquaresFloor, Top2, dependency_metrics
+from engine.core.analysis import LeastSquaresFloor, Top2, dependency_metrics
+from engine.core.synthetic import classifier_like_logits
 from engine.jobs import foreground_context, get_job, retry_job, spec_from_dict, submit_job, wait_for
 from engine.jobs.analysis_jobs import run_atlas, run_theory
-from engine.paths import path_progress, path_spec, read_all_paths
-from engine.service import open_pairing
-from engine.synthetic import classifier_like_logits
+from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
+from engine.stages.solutions import open_pairing
 
 
 def _chunk_files(cache, spec) -> dict[str, int]:
@@ -60,8 +60,8 @@ def test_a_killed_paths_job_is_reported_read_as_partial_and_resumed(cache):
 
 
 def test_theory_and_atlas_jobs_make_what_the_pages_read(cache):
-    from engine.atlas import read_communities
-    from engine.theory import read_floor, read_redundancy
+    from engine.stages.atlas import read_communities
+    from engine.stages.theory import read_floor, read_redundancy
 
     F, y = classifier_like_logits(800, 30, rank=12, seed=5)
     cache.save_store("a", F, y)

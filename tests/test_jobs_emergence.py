@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from engine.cli import main
 from engine.jobs import get_job, jobs_table, refresh, retry_job, submit_job, wait_for
 from engine.jobs.reports import load_report
-from engine.store import Cache
+from engine.storage.store import Cache
 from tests.test_emergence import _independent_figures
 
 COLOURS = [(230, 40, 40), (40, 200, 40), (40, 60, 230), (220, 220, 40), (200, 40, 200), (40, 210, 210)]

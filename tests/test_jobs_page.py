@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.atomic import write_json_atomic
 from engine.jobs import jobs_table, submit_job, wait_for
+from engine.storage.atomic import write_json_atomic
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "app_pages" / "jobs.py")
 

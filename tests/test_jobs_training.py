@@ -31,7 +31,7 @@ from engine.jobs import (
 )
 from engine.jobs.procs import process_identity
 from engine.jobs.reports import load_report, report_stores, report_tables
-from engine.store import Cache
+from engine.storage.store import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 40, 40), (40, 200, 40), (40, 60, 230), (220, 220, 40)]

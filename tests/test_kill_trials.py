@@ -16,9 +16,9 @@ import shutil
 import pytest
 
 from engine.cli import main
-from engine.gramsets import gram_config
-from engine.importer import import_logits
-from engine.store import Cache
+from engine.ingest.importer import import_logits
+from engine.stages.gramsets import gram_config
+from engine.storage.store import Cache
 from tests.campaign import (
     KINDS,
     Bench,

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.errors import InvalidInputError, NotFoundError
-from engine.models import (
+from engine.ingest.models import (
     DEMO_MODELS,
     check_model_name,
     create_classifier,

@@ -18,11 +18,11 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.linear_model import Lasso
 
-from engine.covlasso import ConvergenceWarning, CovLasso, SolverConfig, solve_covlasso
+from engine.apps.report import dependency_report
+from engine.core.covlasso import ConvergenceWarning, CovLasso, SolverConfig, solve_covlasso
 from engine.errors import InvalidInputError
-from engine.paths import load_or_compute_path
-from engine.report import dependency_report
-from engine.service import open_pairing
+from engine.stages.alpha_paths import load_or_compute_path
+from engine.stages.solutions import open_pairing
 
 RNG = np.random.default_rng(7)
 A = RNG.standard_normal((300, 6)) + 0.5 * RNG.standard_normal((300, 1))  # correlated categories

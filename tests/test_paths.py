@@ -1,4 +1,4 @@
-"""α paths (engine.paths): exact along the grid; one target on demand = the all-target job's
+"""α paths (engine.stages.alpha_paths): exact along the grid; one target on demand = the all-target job's
 result (same supports, objectives within 1e-7); the job resumes by chunks and is never read
 as complete before it is."""
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
 
-import engine.paths as paths_mod
-from engine.paths import (
+import engine.stages.alpha_paths as paths_mod
+from engine.core.synthetic import classifier_like_logits
+from engine.stages.alpha_paths import (
     GridRule,
     compute_all_paths,
     path_progress,
@@ -17,8 +18,7 @@ from engine.paths import (
     read_all_paths,
     target_paths,
 )
-from engine.service import load_gramset, open_pairing
-from engine.synthetic import classifier_like_logits
+from engine.stages.solutions import load_gramset, open_pairing
 
 
 def _sk(X, y, alpha):
@@ -95,7 +95,7 @@ def test_one_target_on_demand_equals_the_all_target_job(cache):
     pairing = open_pairing(cache, "m")
     rule = GridRule(n=10, span=1e-2, max_sources=40)
     every = compute_all_paths(cache, path_spec(cache, pairing, rule=rule), chunk=32)
-    from engine.store import Cache
+    from engine.storage.store import Cache
 
     fresh = Cache(cache.root.parent / "fresh")
     fresh.save_store("m", F, y)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidInputError
-from engine.peculiarity import (
+from engine.train.peculiarity import (
     marked_similarity,
     name_similarity,
     peculiarity,
@@ -80,7 +80,7 @@ def test_renderings_of_other_categories_are_ignored():
 
 def test_glyph_renderings_from_the_fonts():
     """The real renderer: ! and ǃ (two code points, one shape) against ^ and a block."""
-    from engine.glyphs import _coverage, _render_face
+    from engine.ingest.glyphs import _coverage, _render_face
 
     cover = _coverage()
     cps = [ord("!"), 0x1C3, ord("^"), 0x2595, ord("o"), ord("O")]
@@ -111,7 +111,7 @@ def test_name_similarity_is_the_jaccard_of_content_words():
 
 
 def test_imagenet_names_get_their_glosses():
-    from engine.peculiarity import imagenet_glosses
+    from engine.train.peculiarity import imagenet_glosses
 
     glosses = imagenet_glosses(["tabby", "tiger cat", "hamster", "broccoli"])
     assert glosses is not None and "cat" in glosses[0] and "rodent" in glosses[2]

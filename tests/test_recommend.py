@@ -1,4 +1,4 @@
-"""Where pages open (engine.recommend): R² along a cached path against the logits themselves,
+"""Where pages open (engine.stages.recommend): R² along a cached path against the logits themselves,
 the recommended α, and the clear example on planted dependencies."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from engine.paths import GridRule, load_or_compute_path
-from engine.recommend import (
+from engine.stages.alpha_paths import GridRule, load_or_compute_path
+from engine.stages.recommend import (
     FIT_R2,
     GramHint,
     Recommendation,
@@ -16,7 +16,7 @@ from engine.recommend import (
     recommend,
     recommended_index,
 )
-from engine.service import open_pairing
+from engine.stages.solutions import open_pairing
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_gram_hint_is_the_best_single_source_and_the_best_pair_with_it(planted, 
     """Against least squares on the logits: the best single source of every target, then
     the best second source with it (searched over all), as R² — and the planted two-source
     combination (category 5) is the clear example."""
-    from engine.service import load_gramset
+    from engine.stages.solutions import load_gramset
 
     cache, F = planted
     gs = load_gramset(cache, open_pairing(cache, "p"))
@@ -107,7 +107,7 @@ def test_gram_hint_is_the_best_single_source_and_the_best_pair_with_it(planted, 
 def test_gram_hint_between_models_and_its_rules(planted):
     """Between two stores the right-hand sides are the cross-Gram's rows and a target may use
     every source; a duplicate (one source fits) is never the example."""
-    from engine.gramsets import load_gram_hint
+    from engine.stages.gramsets import load_gram_hint
 
     cache, F = planted
     G = np.hstack([F[:, [7]] * 2.0, 0.7 * F[:, [1]] + 0.3 * F[:, [8]], F[:, [0]]]).astype(np.float32)
@@ -116,7 +116,7 @@ def test_gram_hint_between_models_and_its_rules(planted):
     labels = np.asarray(cache.load_store("p").labels) % 3
     cache.save_store("q", G, labels, ["dup", "pair", "noisy"], sample_fingerprint=cache.load_store("p").sample_fingerprint)
     p, q = cache.load_store("p"), cache.load_store("q")
-    from engine.gramsets import load_gramset
+    from engine.stages.gramsets import load_gramset
 
     load_gramset(cache, p, q)  # computes and caches the cross-Gram set and its hint
     hint = load_gram_hint(cache, p, q, compute=False)
@@ -136,7 +136,7 @@ def test_pages_open_on_categories_the_model_recognises():
     """A category confused with a near-duplicate (half its samples predicted as the other) is
     not recognised; without labels nothing is. default_target prefers recognised glance names."""
     from dashboard.components.widgets import default_target
-    from engine.views import recognised_categories
+    from engine.apps.views import recognised_categories
 
     labels = np.repeat(np.arange(4), 10)
     pred = labels.copy()
@@ -154,7 +154,7 @@ def test_sources_recommendation_picks_the_fewest_sources_that_fit():
     """Hand-made R² per target and m: the smallest m reaching 0.95, 2 … 4 sources only (one
     source is a duplicate), fewest first then the highest R²; ``prefer`` restricts; a target
     whose dependency loses accuracy is skipped."""
-    from engine.recommend import SourcesRecommendation, clear_sparse_example
+    from engine.stages.recommend import SourcesRecommendation, clear_sparse_example
 
     r2 = np.array([
         [0.99, 0.99, 0.99, 0.99, 0.99],  # a duplicate: one source fits
@@ -178,8 +178,8 @@ def test_recommend_sources_r2_matches_least_squares():
     their sources, recomputed from the samples."""
     from sklearn.metrics import r2_score
 
-    from engine.bestsubset import best_subsets
-    from engine.recommend import recommend_sources
+    from engine.core.bestsubset import best_subsets
+    from engine.stages.recommend import recommend_sources
 
     rng = np.random.default_rng(0)
     F = rng.standard_normal((400, 12)) + 0.3

@@ -1,12 +1,12 @@
-"""The solution stage (engine.service): a subset of targets is solved alone and agrees with
+"""The solution stage (engine.stages.solutions): a subset of targets is solved alone and agrees with
 the all-target solve; both are cached."""
 
 from __future__ import annotations
 
 import numpy as np
 
-import engine.covlasso_kernels as kernels
-from engine.service import open_pairing, solve_dependencies
+import engine.core.covlasso_kernels as kernels
+from engine.stages.solutions import open_pairing, solve_dependencies
 
 
 def test_a_subset_is_solved_alone_and_equals_the_full_solve(cache, logits_small, monkeypatch):

@@ -1,4 +1,4 @@
-"""The best-subset and relaxed-Lasso stages (engine.sparsity), the CLI's --sources and --relaxed,
+"""The best-subset and relaxed-Lasso stages (engine.stages.sparsity), the CLI's --sources and --relaxed,
 and the best-subsets job: cached per pairing and per target subset, metrics that agree with a
 recomputation from the stored logits, bad input that leaves the cache as it was."""
 
@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.analysis import Top2, r_squared
-from engine.bestsubset import best_subsets
 from engine.cli import main
+from engine.core.analysis import Top2, r_squared
+from engine.core.bestsubset import best_subsets
+from engine.core.synthetic import classifier_like_logits
 from engine.jobs import foreground_context, spec_from_dict
 from engine.jobs.analysis_jobs import run_best_subsets
-from engine.service import open_pairing
-from engine.sparsity import (
+from engine.stages.solutions import open_pairing
+from engine.stages.sparsity import (
     has_all_best_subsets,
     relaxed_dependencies,
     solve_best_subsets,
     sources_curve,
 )
-from engine.synthetic import classifier_like_logits
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_best_subsets_are_cached_per_pairing_and_per_subset(stores):
 
 
 def test_relaxed_lasso_is_least_squares_on_the_lasso_support(stores):
-    from engine.service import solve_dependencies
+    from engine.stages.solutions import solve_dependencies
 
     cache, F, *_ = stores
     pairing = open_pairing(cache, "a")
@@ -212,8 +212,8 @@ def test_stores_columns_line_up_for_long_names(cli, cache):
 
 
 def test_table1_many_is_table1_target_by_target(stores):
-    from engine.analysis import dependency_metrics
-    from engine.sparsity import table1_many
+    from engine.core.analysis import dependency_metrics
+    from engine.stages.sparsity import table1_many
 
     cache, *_ = stores
     pairing = open_pairing(cache, "b", "a")

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import engine.store as store_mod
+import engine.storage.store as store_mod
 from engine.errors import IntegrityError, InvalidInputError, NotFoundError
-from engine.store import Cache
+from engine.storage.store import Cache
 
 
 def test_round_trip_preserves_everything(cache, logits_small):
@@ -165,14 +165,14 @@ def test_a_store_too_large_for_memory_is_refused_before_loading(cache, logits_sm
 
 def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_path, monkeypatch):
     """The logits' size (from the file's header) and their Gram's, before any array is read."""
-    import engine.importer
+    import engine.ingest.importer
 
     np.savez(tmp_path / "x.npz", logits=np.zeros((100, 300), np.float32), labels=np.zeros(100, np.int64))
     monkeypatch.setattr(store_mod, "available_memory", lambda: 100_000)
-    monkeypatch.setattr(engine.importer, "_np_load", lambda *a: pytest.fail("the file was read"))
+    monkeypatch.setattr(engine.ingest.importer, "_np_load", lambda *a: pytest.fail("the file was read"))
     with pytest.raises(InvalidInputError, match=r"importing x\.npz \(100 samples × 300 categories: the logits "
                                                 r"and their 0\.7 MiB Gram\) needs .* MiB of memory"):
-        engine.importer.import_logits(cache, tmp_path / "x.npz", "x")
+        engine.ingest.importer.import_logits(cache, tmp_path / "x.npz", "x")
 
 
 # ----------------------------------------------------------------------------- verified stamps
@@ -182,7 +182,7 @@ def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_pat
 # logit-value scans it makes.
 _OPEN_ELSEWHERE = """
 import sys
-import engine.store as s
+import engine.storage.store as s
 s.STAMP_MIN_BYTES = int(sys.argv[3])
 hashed, scanned = [], []
 real_hash, real_check = s.sha256_file, s.check_logit_arrays
@@ -277,8 +277,8 @@ def test_the_stamp_trade_off_damage_under_the_file_system_is_caught_by_verify(st
     """What a stamp cannot see (a disk that flips a byte without the file system knowing,
     simulated by stamping the damaged file as it now is) is read as intact; `verify` hashes
     every file whatever its stamp, quarantines it and drops the stamp."""
-    from engine.store import file_stamp
-    from engine.verify import verify_cache
+    from engine.storage.store import file_stamp
+    from engine.storage.verify import verify_cache
 
     cache, path = stamped
     data = bytearray(path.read_bytes())
@@ -293,7 +293,7 @@ def test_the_stamp_trade_off_damage_under_the_file_system_is_caught_by_verify(st
 
 
 def test_verify_stamps_intact_objects_and_removes_orphan_stamps(stamped):
-    from engine.verify import verify_cache
+    from engine.storage.verify import verify_cache
 
     cache, path = stamped
     cache.verified_path(path.stem).unlink()

@@ -42,17 +42,17 @@ def test_no_import_cycles_in_the_engine():
 
 def test_the_solver_and_the_gram_never_reach_the_store():
     graph = _import_graph()
-    for core in ("engine.covlasso", "engine.covlasso_kernels", "engine.covlasso_types", "engine.gram",
-                 "engine.sparse"):
+    for core in ("engine.core.covlasso", "engine.core.covlasso_kernels", "engine.core.covlasso_types", "engine.core.gram",
+                 "engine.core.sparse"):
         reached = nx.descendants(graph, core)
-        assert "engine.store" not in reached, f"{core} reaches engine.store through {sorted(reached)}"
+        assert "engine.storage.store" not in reached, f"{core} reaches engine.storage.store through {sorted(reached)}"
 
 
 _LAYOUT = re.compile(r'"jobs\.sqlite"|/ "(?:partial|runs|datasets|derived|quarantine|verified|stores|objects|locks|jobs)"')
 
 
 def test_only_the_cache_knows_its_layout():
-    """Every path under a cache comes from engine.store.Cache."""
+    """Every path under a cache comes from engine.storage.store.Cache."""
     offenders = [str(p.relative_to(ROOT)) for folder in ("engine", "dashboard") for p in (ROOT / folder).rglob("*.py")
                  if p.name != "store.py" and _LAYOUT.search(p.read_text())]
     assert offenders == []

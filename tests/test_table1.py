@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from engine.apps.table1 import PAPER_CASES
 from engine.cli import main as cli_main
-from engine.data import imagenet_class_names
-from engine.store import Cache
-from engine.synthetic import classifier_like_logits
-from engine.table1 import PAPER_CASES
+from engine.core.synthetic import classifier_like_logits
+from engine.ingest.data import imagenet_class_names
+from engine.storage.store import Cache
 
 N, K = 1500, 1000
 

@@ -1,4 +1,4 @@
-"""Talk mode (engine/talk, engine/commands/talk.py, the Talk page): the talk file, the slides
+"""Talk mode (engine/apps/talk, engine/commands/talk.py, the Talk page): the talk file, the slides
 on the small test cache (its planted dependency é ≈ 0.6·e + 0.6·è is the reference), the
 offline deck's self-containment, the demo's stage results, the page's server time."""
 
@@ -11,10 +11,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from engine.cli import main as cli
-from engine.errors import InvalidInputError, NotFoundError
-from engine.store import Cache
-from engine.talk.talkfile import (
+from engine.apps.talk.talkfile import (
     SLIDE_KINDS,
     Talk,
     TalkSlide,
@@ -23,13 +20,16 @@ from engine.talk.talkfile import (
     talk_toml,
     write_talk,
 )
+from engine.cli import main as cli
+from engine.errors import InvalidInputError, NotFoundError
+from engine.storage.store import Cache
 from tests.dashboard_cache import MODEL_A, MODEL_B, copy_cache, shared_cache
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Cache:
     """A copy of the dashboard's test cache with its talk prepared (talk.toml, slides)."""
-    from engine.talk.deck import prepare_deck
+    from engine.apps.talk.deck import prepare_deck
 
     root = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("talk") / "cache")
     prepare_deck(Cache(root))
@@ -105,9 +105,9 @@ def test_default_talk_tells_the_story_on_the_cache_at_hand(cache):
 def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path):
     """With every target's best subsets cached, the dependency, fit and sources slides name the
     fewest sources whose best subset fits (R² ≥ 0.95 by least squares on them); "why" keeps α."""
-    from engine.service import open_pairing
-    from engine.sparsity import compute_all_best_subsets
-    from engine.talk.talkfile import default_talk
+    from engine.apps.talk.talkfile import default_talk
+    from engine.stages.solutions import open_pairing
+    from engine.stages.sparsity import compute_all_best_subsets
 
     c = Cache(copy_cache(cache.root, tmp_path / "c"))
     for name in (MODEL_A, MODEL_B):
@@ -119,7 +119,7 @@ def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path)
     assert by_kind["fit"].sources == by_kind["sources"].sources == m
     assert by_kind["why"].alpha and by_kind["why"].sources is None
     dep = _planted(c, sources=m) if by_kind["dependency"].target.startswith("é") else None
-    from engine.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import _Context, resolve_dependency
 
     dep = dep or resolve_dependency(_Context(c), by_kind["dependency"])
     assert len(dep.order) <= m and _r2_least_squares(dep.model, dep.target, dep.order) >= 0.95
@@ -136,13 +136,13 @@ def test_add_slide_appends_to_the_default_talk(cache, tmp_path):
 
 
 def _planted(cache: Cache, **fields):
-    from engine.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import _Context, resolve_dependency
 
     return resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="é", **fields))
 
 
 def test_the_planted_dependency_is_what_its_slide_shows(cache):
-    from engine.talk.slides import formula_html
+    from engine.apps.talk.slides import formula_html
 
     dep = _planted(cache, n_sources=2)
     names = dep.source.class_names
@@ -164,7 +164,7 @@ def test_n_sources_picks_the_smallest_alpha_with_at_most_that_many(cache):
 
 
 def test_a_target_that_does_not_exist_names_itself(cache):
-    from engine.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import _Context, resolve_dependency
 
     with pytest.raises(NotFoundError, match="nosuch"):
         resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="nosuch"))
@@ -189,8 +189,8 @@ def test_sources_slide_draws_best_subset_relaxed_lasso_and_lasso(cache):
     """The slide's series are best subset (leading), relaxed Lasso and Lasso; the best subset's
     R² at m is least squares on the best m sources, checked by exhaustive search over pairs on
     the planted é ≈ 0.6·e + 0.6·è; the Lasso's is the R² of the path's own coefficients."""
-    from engine.talk import svg
-    from engine.talk.slides import _Context, slide_sources, sources_series
+    from engine.apps.talk import svg
+    from engine.apps.talk.slides import _Context, slide_sources, sources_series
 
     ctx = _Context(cache)
     dep = _planted(cache, n_sources=2)
@@ -236,7 +236,7 @@ def test_sources_slide_draws_best_subset_relaxed_lasso_and_lasso(cache):
 
 
 def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
-    from engine.talk.slides import _Context, slide_dependency
+    from engine.apps.talk.slides import _Context, slide_dependency
 
     for m in (1, 2, 3):
         dep = _planted(cache, sources=m)
@@ -248,7 +248,9 @@ def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
     assert "best subset" in html and "α of the CovLasso" not in html
     lasso = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, alpha=0.1)).html
     assert "α of the CovLasso" in lasso and "best subset" not in lasso
-    from engine.talk.deck import deck_key  # the prepared slides' key follows the number of sources
+    from engine.apps.talk.deck import (
+        deck_key,  # the prepared slides' key follows the number of sources
+    )
 
     talks = [Talk("t", (TalkSlide("dependency", model=MODEL_A, target="é", **how),))
              for how in ({"sources": 3}, {"sources": 4}, {"n_sources": 3})]
@@ -256,7 +258,7 @@ def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
 
 
 def test_applications_ask_for_their_jobs_before_the_talk(cache):
-    from engine.talk.slides import _Context, slide_applications
+    from engine.apps.talk.slides import _Context, slide_applications
 
     slide = slide_applications(_Context(cache), TalkSlide("applications"))
     assert not slide.ready
@@ -286,16 +288,16 @@ def test_the_deck_is_one_self_contained_file(cache, tmp_path):
 
 
 def test_demo_prepares_what_the_pages_first_views_read(tmp_path):
-    from engine.atlas import default_alpha_index, read_communities
     from engine.commands.demo import (
         ATLAS_MIN_COEF,
         ATLAS_TOP_K,
         prepare_demo_dependencies,
         prepare_stage_results,
     )
-    from engine.paths import path_spec, read_all_paths
-    from engine.service import open_pairing
-    from engine.theory import read_floor, read_redundancy, read_screening
+    from engine.stages.alpha_paths import path_spec, read_all_paths
+    from engine.stages.atlas import default_alpha_index, read_communities
+    from engine.stages.solutions import open_pairing
+    from engine.stages.theory import read_floor, read_redundancy, read_screening
     from tests.dashboard_cache import build_cache
 
     c = Cache(build_cache(tmp_path / "c", jobs=False))
@@ -345,7 +347,7 @@ def test_talk_page_before_anything_is_prepared_says_how(tmp_path, monkeypatch):
 
 
 def test_every_slide_kind_has_a_default_note():
-    from engine.talk.talkfile import _NOTES
+    from engine.apps.talk.talkfile import _NOTES
 
     assert set(_NOTES) == set(SLIDE_KINDS)
     assert talk_toml(Talk()).startswith("#")

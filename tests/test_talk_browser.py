@@ -73,8 +73,8 @@ def _errors(driver) -> list[str]:
 
 @pytest.fixture(scope="module")
 def talk_cache(tmp_path_factory):
-    from engine.store import Cache
-    from engine.talk.deck import prepare_deck
+    from engine.apps.talk.deck import prepare_deck
+    from engine.storage.store import Cache
     from tests.dashboard_cache import copy_cache, shared_cache
 
     root = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("talkb") / "cache")

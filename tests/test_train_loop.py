@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import prepare_transform
+from engine.ingest.data import prepare_transform
 from engine.train.loop import LoopConfig, Samples, accuracy, fit, learning_rate, load_checkpoint
 from tests.tiny_images import blob_images, image_mlp
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

@@ -12,7 +12,7 @@ import torch
 from engine.errors import InvalidInputError
 from engine.jobs.context import RunContext
 from engine.jobs.specs import NewClassesSpec, spec_from_dict
-from engine.store import Cache
+from engine.storage.store import Cache
 from engine.train.newclasses import binary_test, choose_classes, class_metrics, train_new_classes
 from tests.tiny_images import DIM, blob_images, image_mlp
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -127,9 +127,9 @@ def test_choose_classes_and_bad_specs():
 def test_binary_test_renders_fresh_glyphs_of_the_new_class(tmp_path, tmp_path_factory):
     """On the glyph world the 500 positives are new renderings (the test split has 2 per class;
     negatives: 29 other classes × 2)."""
-    from engine.data import GlyphDataset
-    from engine.glyphs import GlyphConfig
-    from engine.models import create_architecture
+    from engine.ingest.data import GlyphDataset
+    from engine.ingest.glyphs import GlyphConfig
+    from engine.ingest.models import create_architecture
 
     small = GlyphConfig(train_per_class=2, val_per_class=1, test_per_class=2, ood_per_class=1)
     root = tmp_path_factory.getbasetemp() / "glyph-cache"  # shared with test_glyphs

@@ -10,11 +10,11 @@ import torch
 from sklearn.linear_model import Lasso
 from torch import nn
 
-from engine.data import ArrayDataset, prepare_transform
 from engine.errors import InvalidInputError
+from engine.ingest.data import ArrayDataset, prepare_transform
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_from_dict
-from engine.store import Cache
+from engine.storage.store import Cache
 from engine.train.loop import LoopConfig, Samples, fit
 from engine.train.regularizer import (
     DependencyPenalty,

@@ -30,9 +30,9 @@ import torch
 from dashboard.components.uploads import MAX_UNPACKED_BYTES, MAX_UPLOAD_MB, import_upload
 from engine.cli import main
 from engine.errors import EngineError, IntegrityError, InvalidInputError
-from engine.importer import import_logits
-from engine.models import read_state_dict
-from engine.store import Cache, check_store_name
+from engine.ingest.importer import import_logits
+from engine.ingest.models import read_state_dict
+from engine.storage.store import Cache, check_store_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("engine", "dashboard", "bench")  # the product; tests build malicious files on purpose
@@ -231,8 +231,8 @@ def test_a_pickle_planted_in_the_cache_is_never_loaded(evil, cache, logits_small
     with pytest.raises(IntegrityError):
         cache.load_store("m")
     # even with a manifest forged to carry the pickle's own hash, it is not safetensors
-    from engine.atomic import sha256_file
-    from engine.store import _self_hash
+    from engine.storage.atomic import sha256_file
+    from engine.storage.store import _self_hash
 
     planted = cache.objects_dir / "x.safetensors"
     planted.write_bytes(files["raw pickle .pt"].read_bytes())
@@ -350,9 +350,9 @@ HOSTILE_NAMES = ["</script><script>document.title='pwned'</script>", "<img src=x
 def test_class_names_from_an_imported_file_cannot_inject_markup(tmp_path, monkeypatch):
     """Class names are data from whoever made the file: the graphs, the formula and the tables
     show them as text (the graph's script blocks are exactly the template's own)."""
-    from engine.paths import load_or_compute_path
-    from engine.service import open_pairing
-    from engine.synthetic import classifier_like_logits
+    from engine.core.synthetic import classifier_like_logits
+    from engine.stages.alpha_paths import load_or_compute_path
+    from engine.stages.solutions import open_pairing
     from tests.dashboard_cache import iframe_html, run_page
 
     k = len(HOSTILE_NAMES)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.core.synthetic import classifier_like_logits
 from engine.errors import IntegrityError
 from engine.jobs.table import JobTable
-from engine.paths import load_or_compute_path
-from engine.service import open_pairing, solve_dependencies
-from engine.store import Cache, _self_hash
-from engine.synthetic import classifier_like_logits
-from engine.verify import verify_cache
+from engine.stages.alpha_paths import load_or_compute_path
+from engine.stages.solutions import open_pairing, solve_dependencies
+from engine.storage.store import Cache, _self_hash
+from engine.storage.verify import verify_cache
 
 
 def _fill(root) -> Cache:

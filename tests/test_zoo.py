@@ -12,14 +12,14 @@ from safetensors.torch import save_file
 
 from engine.cli import main as cli_main
 from engine.commands.demo import prepare_demo_dependencies
-from engine.data import ImageFolderDataset
 from engine.errors import InvalidInputError
-from engine.gramsets import gram_config
+from engine.ingest.data import ImageFolderDataset
+from engine.ingest.models import check_model_name
+from engine.ingest.presets import PRESETS, get_preset
 from engine.jobs.context import RunContext
 from engine.jobs.specs import spec_from_dict
-from engine.models import check_model_name
-from engine.presets import PRESETS, get_preset
-from engine.store import Cache
+from engine.stages.gramsets import gram_config
+from engine.storage.store import Cache
 from tests.test_data import make_folder
 
 K = 5

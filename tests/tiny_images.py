@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.data import ArrayDataset
+from engine.ingest.data import ArrayDataset
 
 SHAPE = (1, 4, 6)  # 24 pixels: one blob coordinate each
 DIM = 24

@@ -39,9 +39,9 @@ from dashboard.components.widgets import (
     store_page,
     view_caption,
 )
-from engine import views
-from engine.analysis import dependency_graph
-from engine.categories import category_ids, search_categories
+from engine.apps import views
+from engine.core.analysis import dependency_graph
+from engine.core.categories import category_ids, search_categories
 
 MAX_TARGETS = 60  # targets drawn at most (each with its top-k sources)
 

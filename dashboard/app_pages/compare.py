@@ -53,10 +53,10 @@ from dashboard.components.widgets import (
     target_ui,
     view_caption,
 )
-from engine import views
-from engine.categories import category_ids
-from engine.gramsets import check_pairable
-from engine.talk.talkfile import TalkSlide
+from engine.apps import views
+from engine.apps.talk.talkfile import TalkSlide
+from engine.core.categories import category_ids
+from engine.stages.gramsets import check_pairable
 
 
 def _pick_models(names: list[str], params: dict) -> tuple[str, str]:

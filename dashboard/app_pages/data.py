@@ -15,8 +15,8 @@ from dashboard.components.loaders import cache_root
 from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
-from engine.importer import SUFFIXES
-from engine.store import DEFAULT_CACHE, Cache, manifest_dataset, manifest_model
+from engine.ingest.importer import SUFFIXES
+from engine.storage.store import DEFAULT_CACHE, Cache, manifest_dataset, manifest_model
 
 
 def _model_name(manifest: dict) -> str:
@@ -171,7 +171,7 @@ def _zoo_section(root: str) -> None:
                "model's own preprocessing), then every pairing's Gram, dependencies and α path, "
                "ready for Explore and Compare. Pretrained weights are downloaded on first use "
                "unless the job's environment sets `HF_HUB_OFFLINE=1`.")
-    from engine.presets import PRESETS
+    from engine.ingest.presets import PRESETS
 
     with st.form("zoo-form"):
         c = st.columns([1, 2, 2])

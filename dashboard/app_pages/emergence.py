@@ -1,6 +1,6 @@
 """Emergence: how neural dependencies appear as a model trains and as its categories grow.
 
-Each figure of ``engine.emergence`` (top-1, the share of categories fitting with ≤ 4 / ≤ 6
+Each figure of ``engine.core.emergence`` (top-1, the share of categories fitting with ≤ 4 / ≤ 6
 sources, the median R², the effective rank, redundancy) against the epoch (one line per
 number of categories) and against the number of categories (one line per checkpoint). The
 embedded default reads the measurements shipped with the project (``engine/weights/
@@ -21,10 +21,10 @@ import streamlit as st
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import cache_root
 from dashboard.components.widgets import page_header
-from engine.emergence import FIGURES, describe_emergence
+from engine.core.emergence import FIGURES, describe_emergence
 from engine.jobs import list_jobs
 from engine.jobs.reports import load_report
-from engine.store import Cache
+from engine.storage.store import Cache
 
 SHIPPED = Path(__file__).resolve().parents[2] / "engine" / "weights" / "emergence-glyph-vgg.json"
 DEFAULT_FIGURES = ["top1", "fit_6", "median_r2_4", "effective_rank"]

@@ -55,10 +55,10 @@ from dashboard.components.widgets import (
     target_ui,
     view_caption,
 )
-from engine import views
-from engine.analysis import covariance_vs_coef
-from engine.categories import category_ids
-from engine.talk.talkfile import TalkSlide
+from engine.apps import views
+from engine.apps.talk.talkfile import TalkSlide
+from engine.core.analysis import covariance_vs_coef
+from engine.core.categories import category_ids
 
 MAX_GRAPH_SOURCES = 16
 

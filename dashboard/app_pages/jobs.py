@@ -40,7 +40,7 @@ from engine.jobs.reports import (
     sweep_rows,
 )
 from engine.jobs.specs import field_types
-from engine.store import Cache
+from engine.storage.store import Cache
 
 REFRESH_S = 2.0  # the list's refresh while a job runs (never while none does)
 LOG_LINES = 40

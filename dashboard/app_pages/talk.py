@@ -1,6 +1,6 @@
 """Talk: the paper's story in about eight slides, full screen, for a projector.
 
-The slides are the offline deck's (``engine.talk``), prepared before the talk — by
+The slides are the offline deck's (``engine.apps.talk``), prepared before the talk — by
 ``python -m engine demo``, ``python -m engine talk --prepare`` or this page's button — and
 read here, so a slide costs a file read the first time and nothing afterwards: no spinner on
 stage. → / Space / PageDown next, ← / PageUp back, Home / End, N the speaker's note, Escape
@@ -19,8 +19,7 @@ from dashboard.components import state
 from dashboard.components.loaders import cache_root
 from dashboard.components.talk_ui import EXIT, FIRST, LAST, NEXT, PREV, keyboard, projector_style
 from dashboard.components.widgets import guard
-from engine.store import Cache
-from engine.talk.deck import (
+from engine.apps.talk.deck import (
     deck_html,
     deck_key,
     newest_prepared,
@@ -29,6 +28,7 @@ from engine.talk.deck import (
     slide_div,
     talk_of,
 )
+from engine.storage.store import Cache
 
 _SLIDE = "talk_slide"
 

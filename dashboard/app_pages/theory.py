@@ -29,7 +29,7 @@ from dashboard.components.widgets import (
     store_page,
     view_caption,
 )
-from engine import views
+from engine.apps import views
 
 
 def _chart_downloads(chart, slug: str, key: str) -> None:

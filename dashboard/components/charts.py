@@ -173,7 +173,7 @@ def _build_path() -> dict:
 def alpha_path(frames: tuple[pd.DataFrame, pd.DataFrame], alpha: float, title: str,
                height: int = 380) -> ChartSpec:
     """Every source's coefficient against α (log scale): the strongest in colour, the rest in
-    grey, the chosen α marked. ``frames``: :func:`engine.views.path_frame`."""
+    grey, the chosen α marked. ``frames``: :func:`engine.apps.views.path_frame`."""
     top, others = frames
     return _fill(_spec("path"), title, height, path=top, others=others,
                  marker=pd.DataFrame({"alpha": [alpha], "label": [f"α = {alpha:.3g}"]}),

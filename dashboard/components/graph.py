@@ -31,8 +31,8 @@ from markupsafe import Markup
 from pyvis.network import Network
 
 from dashboard.components.style import NEG, POS, community_color, edge_color
-from engine.atomic import write_bytes_atomic
-from engine.views import short_name
+from engine.apps.views import short_name
+from engine.storage.atomic import write_bytes_atomic
 
 _VIS_JS = Path(pyvis.__file__).parent / "lib" / "vis-9.1.2" / "vis-network.min.js"
 _TEMPLATE_DIR = Path(__file__).parent

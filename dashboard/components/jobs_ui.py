@@ -8,7 +8,7 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.jobs import ensure_job, find_job, refresh
 from engine.jobs.table import JobRecord
-from engine.store import Cache
+from engine.storage.store import Cache
 
 REFRESH_S = 2.0
 

@@ -15,12 +15,10 @@ import os
 import numpy as np
 import streamlit as st
 
-from engine import views
-from engine.analysis import Top2
-from engine.atlas import read_communities
-from engine.gram import GramSet
-from engine.gramsets import load_gram_hint
-from engine.paths import (
+from engine.apps import views
+from engine.core.analysis import Top2
+from engine.core.gram import GramSet
+from engine.stages.alpha_paths import (
     DependencyPath,
     PathProgress,
     PathSpec,
@@ -29,11 +27,12 @@ from engine.paths import (
     read_all_paths,
     target_paths,
 )
-from engine.recommend import SOURCES_FIT_LOST, GramHint, Recommendation, recommend
-from engine.service import Pairing, load_gramset
-from engine.service import load_top2 as _cached_top2
-from engine.store import DEFAULT_CACHE, Cache, LogitStore
-from engine.theory import (
+from engine.stages.atlas import read_communities
+from engine.stages.gramsets import load_gram_hint
+from engine.stages.recommend import SOURCES_FIT_LOST, GramHint, Recommendation, recommend
+from engine.stages.solutions import Pairing, load_gramset
+from engine.stages.solutions import load_top2 as _cached_top2
+from engine.stages.theory import (
     FloorMetrics,
     ScreeningPoint,
     StoreTheory,
@@ -41,6 +40,7 @@ from engine.theory import (
     read_redundancy,
     read_screening,
 )
+from engine.storage.store import DEFAULT_CACHE, Cache, LogitStore
 
 
 def cache_root() -> str:
@@ -274,7 +274,7 @@ def _image_kind(root: str, model: str, stamp: tuple) -> str | None:
 def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
     """PNG per class index where the dataset has images (glyphs: always), else None.
 
-    The images themselves are memoised in :mod:`engine.views`, so a slider move costs a
+    The images themselves are memoised in :mod:`engine.apps.views`, so a slider move costs a
     dictionary look-up per node.
     """
     stamp = _stamp(root, model)
@@ -292,7 +292,7 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
 
 @st.cache_resource(max_entries=128, show_spinner="Finding this category's best few sources (once; cached on disk)…")
 def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple):
-    from engine.sparsity import DEFAULT_MAX_SOURCES, sources_curve
+    from engine.stages.sparsity import DEFAULT_MAX_SOURCES, sources_curve
 
     pairing = _pairing(root, model, source)
     allowed = pairing.source.k - (1 if pairing.within else 0)  # a store of a few categories has fewer
@@ -300,7 +300,7 @@ def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple
 
 
 def load_sources_curve(root: str, model: str, source: str | None, target: int):
-    """One target's :class:`engine.sparsity.SourcesCurve`: its best subsets (m = 1 … 8, Table 1
+    """One target's :class:`engine.stages.sparsity.SourcesCurve`: its best subsets (m = 1 … 8, Table 1
     metrics) and the Lasso's and relaxed Lasso's R² along its α path; read, or solved now for
     that target alone."""
     source = source or model
@@ -309,20 +309,20 @@ def load_sources_curve(root: str, model: str, source: str | None, target: int):
 
 def has_all_best_subsets(root: str, model: str, source: str | None = None) -> bool:
     """Whether the ``best-subsets`` job's result (every target, m ≤ 8) is cached (a file test)."""
-    from engine.sparsity import has_all_best_subsets as _has
+    from engine.stages.sparsity import has_all_best_subsets as _has
 
     return _has(Cache(root), _pairing(root, model, source or model))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading every target's best subsets…")
 def _all_best_subsets(root: str, model: str, source: str, stamp: tuple):
-    from engine.sparsity import solve_best_subsets
+    from engine.stages.sparsity import solve_best_subsets
 
     return solve_best_subsets(Cache(root), _pairing(root, model, source))
 
 
 def load_all_best_subsets(root: str, model: str, source: str | None = None):
-    """Every target's best subsets (:class:`engine.bestsubset.BestSubsetResult`, m ≤ 8) when the
+    """Every target's best subsets (:class:`engine.core.bestsubset.BestSubsetResult`, m ≤ 8) when the
     ``best-subsets`` job made them, else None; never solves them here."""
     source = source or model
     if not has_all_best_subsets(root, model, source):
@@ -332,8 +332,8 @@ def load_all_best_subsets(root: str, model: str, source: str | None = None):
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _sparse_example(root: str, model: str, source: str, prefer_key: bytes, stamp: tuple) -> tuple[int, int] | None:
-    from engine.recommend import clear_sparse_example, recommend_sources
-    from engine.sparsity import subset_metrics
+    from engine.stages.recommend import clear_sparse_example, recommend_sources
+    from engine.stages.sparsity import subset_metrics
 
     result = _all_best_subsets(root, model, source, stamp)
     gs = load_gramset_for(root, model, source)
@@ -354,7 +354,7 @@ def load_sparse_example(root: str, model: str, source: str | None = None,
                         prefer: np.ndarray | None = None) -> tuple[int, int] | None:
     """(target, m) where the pages open on the best-subset view: a category (``prefer`` first)
     that 2 … 4 sources fit at R² ≥ 0.95 with top-1 accuracy kept
-    (:func:`engine.recommend.clear_sparse_example`) — from the ``best-subsets`` job's result
+    (:func:`engine.stages.recommend.clear_sparse_example`) — from the ``best-subsets`` job's result
     when it exists (cheap: read once, a few targets checked on the logits), else None."""
     source = source or model
     if not has_all_best_subsets(root, model, source):

@@ -4,7 +4,7 @@ of R² against the number of sources, and the view of a best-subset dependency.
 Two ways to show a dependency, recorded in the URL as ``?method=``:
 
 * ``best-subset`` (the default): the best dependency with at most m sources, m = 1 … 8
-  (:mod:`engine.sparsity`, least squares on the best few sources); ``?m=`` records m;
+  (:mod:`engine.stages.sparsity`, least squares on the best few sources); ``?m=`` records m;
 * ``covlasso``: the paper's CovLasso at α (``?alpha=``), one click away. A link with an α and
   no method (made before the method existed) opens the CovLasso view.
 
@@ -21,8 +21,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts, state
-from engine.analysis import DependencyMetrics, dependency_metrics
-from engine.sparsity import FIT_LOST, FIT_R2, SourcesCurve
+from engine.core.analysis import DependencyMetrics, dependency_metrics
+from engine.stages.sparsity import FIT_LOST, FIT_R2, SourcesCurve
 
 BEST = "best-subset"
 LASSO = "covlasso"
@@ -198,9 +198,9 @@ def fit_note(shown: ShownDependency, target_name: str) -> None:
 def opening_target(root: str, model: str, source: str | None, class_names: list[str], fallback: int) -> int:
     """Where a page opens: a category the model recognises (read at a glance first) that 2 … 4
     sources fit at R² ≥ 0.95 with top-1 kept, from the ``best-subsets`` job's result when it
-    exists (:func:`engine.recommend.clear_sparse_example`); else ``fallback``."""
+    exists (:func:`engine.stages.recommend.clear_sparse_example`); else ``fallback``."""
     from dashboard.components.loaders import load_recognised, load_sparse_example
-    from engine import views
+    from engine.apps import views
 
     glance = views.read_at_a_glance(class_names)
     recognised = load_recognised(root, model)

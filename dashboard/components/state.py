@@ -12,7 +12,7 @@ import math
 
 import streamlit as st
 
-from engine.categories import find_category
+from engine.core.categories import find_category
 
 _LAST = "_nde_qp_written"
 _MESSAGES = "_nde_messages"
@@ -92,7 +92,7 @@ def parse_alpha(text: str) -> float | None:
 
 def parse_target(text: str, names: list[str], ids: list[str] | None = None) -> int | None:
     """A target from the URL (index, exact class name or unique first word, as the CLI takes
-    it: :func:`engine.categories.find_category`), else None with a message."""
+    it: :func:`engine.core.categories.find_category`), else None with a message."""
     found = find_category(names, text, ids)
     if isinstance(found, int):
         return found

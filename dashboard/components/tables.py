@@ -31,7 +31,7 @@ def _image_cell(png: bytes | None) -> str:
 def coef_table_html(frame: pd.DataFrame, images: dict | None = None, *,
                     source_label: str = "source category", max_height: int = 420) -> str:
     """The table for ``frame`` (columns index, name, coef and optionally covariance, strongest
-    first: :func:`engine.views.dependency_frame`); ``images``: class PNG by source index."""
+    first: :func:`engine.apps.views.dependency_frame`); ``images``: class PNG by source index."""
     images = images or {}
     with_images = any(images.get(int(j)) for j in frame["index"])
     with_cov = "covariance" in frame.columns

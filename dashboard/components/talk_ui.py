@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.store import Cache
-from engine.talk.deck import SLIDE_CSS
-from engine.talk.talkfile import TalkSlide, add_slide
+from engine.apps.talk.deck import SLIDE_CSS
+from engine.apps.talk.talkfile import TalkSlide, add_slide
+from engine.storage.store import Cache
 
 # Keys of the page's buttons (the listener finds them by Streamlit's ``st-key-<key>`` class).
 NEXT, PREV, FIRST, LAST, EXIT = "talk_next", "talk_prev", "talk_first", "talk_last", "talk_exit"

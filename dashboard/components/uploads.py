@@ -1,5 +1,5 @@
 """Importing an uploaded logits file: bounded in size, written to a temporary file, read by
-:mod:`engine.importer` (which never unpickles), stored in the cache.
+:mod:`engine.ingest.importer` (which never unpickles), stored in the cache.
 
 The uploaded file's name is only shown, never used as a path: the temporary copy is named
 ``logits<suffix>`` with the suffix checked against the formats the importer reads.
@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import InvalidInputError
-from engine.importer import SUFFIXES, import_logits
-from engine.store import Cache, LogitStore
+from engine.ingest.importer import SUFFIXES, import_logits
+from engine.storage.store import Cache, LogitStore
 
 MAX_UPLOAD_MB = 200  # also .streamlit/config.toml's server.maxUploadSize
 # An upload's arrays may unpack (.npz is a zip) to at most this: a 200 MB file of compressed

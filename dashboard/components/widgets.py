@@ -14,13 +14,13 @@ import streamlit as st
 from dashboard.components import state
 from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
-from engine import views
-from engine.analysis import DependencyMetrics
-from engine.categories import search_categories
+from engine.apps import views
+from engine.core.analysis import DependencyMetrics
+from engine.core.categories import search_categories
 from engine.errors import EngineError
-from engine.paths import DependencyPath
-from engine.recommend import FIT_R2, GramHint, Recommendation, recommend
-from engine.service import PAPER_ALPHAS
+from engine.stages.alpha_paths import DependencyPath
+from engine.stages.recommend import FIT_R2, GramHint, Recommendation, recommend
+from engine.stages.solutions import PAPER_ALPHAS
 
 FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # Compare opens on the pair that meets the bar
@@ -131,7 +131,7 @@ def default_target(class_names: list[str], rec: Recommendation | None = None, hi
                    recognised: np.ndarray | None = None) -> int:
     """The clear example of the pairing (few sources, a close fit), categories a person reads at
     a glance first — and among them those the model recognises (``recognised``,
-    :func:`engine.views.recognised_categories`), when any — among the targets whose paths the
+    :func:`engine.apps.views.recognised_categories`), when any — among the targets whose paths the
     ``paths`` job has solved (``rec``); before that, the Gram's guess (``hint``: a target two
     sources fit and one does not); without either, category 0 (a page never solves every
     target to choose where to open)."""

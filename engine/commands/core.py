@@ -6,11 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from engine.atomic import write_json_atomic
-from engine.covlasso import SolverConfig
-from engine.importer import import_logits
-from engine.report import dependency_report
-from engine.store import Cache, manifest_model
+from engine.apps.report import dependency_report
+from engine.core.covlasso import SolverConfig
+from engine.ingest.importer import import_logits
+from engine.storage.atomic import write_json_atomic
+from engine.storage.store import Cache, manifest_model
 
 
 def register(sub) -> None:
@@ -93,7 +93,7 @@ def cmd_stores(args) -> int:
 
 
 def cmd_dependencies(args) -> int:
-    from engine.report import check_method, format_report
+    from engine.apps.report import check_method, format_report
 
     check_method(args.alpha, args.max_sources, args.relaxed)  # before anything is read or written
     config = SolverConfig(tol=args.tol, device=args.device)
@@ -118,7 +118,7 @@ _LABELS = {"store": "store", "derived": "derived result", "object": "data file",
 
 
 def cmd_verify(args) -> int:
-    from engine.verify import verify_cache
+    from engine.storage.verify import verify_cache
 
     report = verify_cache(Cache(args.cache), quarantine=not args.no_quarantine,
                           clean_temp_older_than=3600.0 if args.clean else None)

@@ -8,13 +8,13 @@ Steps, each skipped when its result is already in the cache (a second run is a c
 3. the cross-Grams of the demo's pairs (``DEMO_PAIRS``), both ways;
 4. every target's α path within each model and between them, the solutions at the
    default α, and every target's best dependency with 1 … 8 sources within each model (the stages of
-   engine.paths, engine.service and engine.sparsity, run here in the foreground: the
+   engine.stages.alpha_paths, engine.stages.solutions and engine.stages.sparsity, run here in the foreground: the
    dashboard then finds everything it shows already cached);
 5. what the pages' first views read from all-target jobs (the ``theory``, ``paths`` and
    ``atlas`` jobs' stages, run here in the foreground): each model's redundancy, spectrum and
    Conjecture 1 check, the Atlas's communities at its default filters, and the least-squares
    floor of each pair — so no page of the default opens on a job button (issue 20);
-6. the talk's slides (``engine.talk``: the cache's talk file, written from its
+6. the talk's slides (``engine.apps.talk``: the cache's talk file, written from its
    recommendations the first time, and the slides the Talk page shows).
 """
 
@@ -26,8 +26,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from engine.covlasso_types import SolverConfig
-from engine.store import Cache
+from engine.core.covlasso_types import SolverConfig
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 500,
                  precision: str = "auto", progress: bool = True) -> DemoReport:
     """Make sure the demo stores, Grams and dependencies exist; return what was done."""
-    from engine.data import GlyphDataset
-    from engine.extract import extract_logits
-    from engine.gramsets import has_gramset, load_gramset
-    from engine.models import create_classifier
+    from engine.ingest.data import GlyphDataset
+    from engine.ingest.extract import extract_logits
+    from engine.ingest.models import create_classifier
+    from engine.stages.gramsets import has_gramset, load_gramset
 
     report = DemoReport()
     t = time.perf_counter()
@@ -100,7 +100,7 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
     report.add("redundancy, spectrum, Conjecture 1, communities and floors (the all-target jobs' results)",
                hit, time.perf_counter() - t)
     t = time.perf_counter()
-    from engine.talk.deck import prepare_deck
+    from engine.apps.talk.deck import prepare_deck
 
     _, hit = prepare_deck(cache)
     report.add("the talk's slides (the dashboard's Talk page, `python -m engine talk --export`)", hit,
@@ -131,8 +131,8 @@ def prepare_demo_best_subsets(cache: Cache, stores: list[str], pairs: list[tuple
 
     import torch
 
-    from engine.service import open_pairing
-    from engine.sparsity import compute_all_best_subsets, has_all_best_subsets
+    from engine.stages.solutions import open_pairing
+    from engine.stages.sparsity import compute_all_best_subsets, has_all_best_subsets
 
     pairings = [open_pairing(cache, model, source) for model, source in
                 [(s, s) for s in stores] + [tuple(p) for p in pairs]]
@@ -151,8 +151,8 @@ def prepare_demo_dependencies(
 ) -> bool:
     """Solutions at ``alpha`` and every target's α path (what the pages read) for every store
     (within) and every (model, source) pair (between). Returns True when all were cache hits."""
-    from engine.paths import compute_all_paths, path_progress, path_spec
-    from engine.service import open_pairing, solve_dependencies
+    from engine.stages.alpha_paths import compute_all_paths, path_progress, path_spec
+    from engine.stages.solutions import open_pairing, solve_dependencies
 
     hits = True
     for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
@@ -176,10 +176,10 @@ def prepare_stage_results(cache: Cache, stores: list[str], pairs: list[tuple[str
     and spectrum (``theory``), Conjecture 1 (``paths``) and communities at the Atlas's default α
     and filters (``atlas``); every pair's least-squares floor (``theory`` of the pair). Needs
     every path (:func:`prepare_demo_dependencies` first). Returns True when all were cached."""
-    from engine.atlas import compute_communities, default_alpha_index, read_communities
-    from engine.paths import compute_all_paths, path_spec
-    from engine.service import open_pairing
-    from engine.theory import (
+    from engine.stages.alpha_paths import compute_all_paths, path_spec
+    from engine.stages.atlas import compute_communities, default_alpha_index, read_communities
+    from engine.stages.solutions import open_pairing
+    from engine.stages.theory import (
         compute_floor,
         compute_redundancy,
         compute_screening,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from engine.errors import InvalidInputError
-from engine.store import Cache
+from engine.storage.store import Cache
 
 _FIELDS = ("categories", "epoch", "top1", "effective_rank", "spectrum_rank", "fit_4", "fit_6",
            "median_r2_4", "median_r2_6", "redundancy_median")
@@ -62,9 +62,9 @@ def _values(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.atomic import write_json_atomic
     from engine.jobs import submit_job
     from engine.jobs.reports import load_report
+    from engine.storage.atomic import write_json_atomic
 
     out = None if args.json in (None, "-") else Path(args.json).expanduser()
     if out is not None and not out.parent.is_dir():

@@ -3,10 +3,10 @@
 One model: ``--model NAME --name STORE`` writes one store with its Gram. Several models
 (``--model A B C``) or a named preset (``--preset paper``): one store each over the same
 samples in the same order, then the cross-Gram of every pair and every pairing's solution and
-α path, ready for the Explore and Compare pages (engine/zoo.py).
+α path, ready for the Explore and Compare pages (engine/ingest/zoo.py).
 
 Pretrained timm weights are downloaded on first use unless ``--offline`` (or
-``HF_HUB_OFFLINE=1``): then only the local cache is read (engine/hub.py).
+``HF_HUB_OFFLINE=1``): then only the local cache is read (engine/ingest/hub.py).
 
 Works the same under ``torchrun --nproc_per_node=G python -m engine extract …`` (one shard of
 the dataset per process, merged by rank 0 into one store in the original order).
@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine.presets import PRESETS
-from engine.store import Cache
+from engine.ingest.presets import PRESETS
+from engine.storage.store import Cache
 
-# kept here (not imported from engine.extract) so that `--help` does not import torch
+# kept here (not imported from engine.ingest.extract) so that `--help` does not import torch
 DEFAULT_CHUNK = 4096
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace) -> None:
     from engine.errors import InvalidInputError
-    from engine.extract import extract_store
+    from engine.ingest.extract import extract_store
 
     if len(args.name) != 1 or (args.checkpoint and len(args.checkpoint) != 1):
         raise InvalidInputError("one --model takes one --name and at most one --checkpoint")
@@ -130,8 +130,8 @@ def _print_store(store, stats) -> None:
 
 def _run_zoo(args: argparse.Namespace) -> None:
     from engine.errors import InvalidInputError
-    from engine.presets import get_preset
-    from engine.zoo import ZooConfig, run_zoo, zoo_entries
+    from engine.ingest.presets import get_preset
+    from engine.ingest.zoo import ZooConfig, run_zoo, zoo_entries
 
     if args.no_pretrained:
         raise InvalidInputError("--no-pretrained is for one model; a zoo compares trained models")

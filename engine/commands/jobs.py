@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
-from engine.store import Cache
+from engine.storage.store import Cache
 
 _STATE_WIDTH = 9
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.presets import PRESETS
+from engine.ingest.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +43,9 @@ def _store_map(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.atomic import write_bytes_atomic, write_json_atomic
-    from engine.store import Cache
-    from engine.table1 import table1_report, to_markdown
+    from engine.apps.table1 import table1_report, to_markdown
+    from engine.storage.atomic import write_bytes_atomic, write_json_atomic
+    from engine.storage.store import Cache
 
     report = table1_report(Cache(args.cache), preset=args.preset, stores=_store_map(args.store),
                            alpha=args.alpha)

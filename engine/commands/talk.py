@@ -15,7 +15,7 @@ import argparse
 import logging
 import time
 
-from engine.store import Cache
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.apps.talk.deck import export_deck, prepare_deck
+    from engine.apps.talk.talkfile import default_talk, write_talk
     from engine.errors import InvalidInputError
-    from engine.talk.deck import export_deck, prepare_deck
-    from engine.talk.talkfile import default_talk, write_talk
 
     cache = Cache(args.cache)
     if not (args.export or args.prepare or args.write_default):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from engine.commands.jobs import add_spec_options, spec_values
-from engine.store import Cache
+from engine.storage.store import Cache
 
 _APPS = {
     "train-newclasses": ("newclasses", "§3.2: new categories as W · f_base over a frozen backbone"),

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                       "test_acc": result.test_acc, "seconds": round(result.seconds, 1),
                       "config": asdict(config)}))
     if args.install:
-        from engine.models import WEIGHTS_DIR
+        from engine.ingest.models import WEIGHTS_DIR
 
         WEIGHTS_DIR.mkdir(exist_ok=True)
         shutil.copyfile(result.weights, WEIGHTS_DIR / f"{args.model}.safetensors")

@@ -11,7 +11,7 @@ import sys
 
 from engine.jobs.manager import dispatch
 from engine.jobs.runner import run_job
-from engine.store import Cache
+from engine.storage.store import Cache
 
 parser = argparse.ArgumentParser(prog="python -m engine.jobs", description=__doc__)
 parser.add_argument("--cache", required=True, help="cache directory holding jobs.sqlite")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.atomic import write_json_atomic
 from engine.jobs.context import RunContext
 from engine.jobs.specs import (
     AtlasSpec,
@@ -17,6 +16,7 @@ from engine.jobs.specs import (
     TheorySpec,
     spec_to_dict,
 )
+from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ def _report(ctx: RunContext, kind: str, spec, **body) -> Path:
 
 
 def _pairing(ctx: RunContext, model: str, source: str):
-    from engine.service import open_pairing
+    from engine.stages.solutions import open_pairing
 
     return open_pairing(ctx.cache, model, source or None)
 
 
 def run_gram(spec: GramSpec, ctx: RunContext) -> Path:
-    from engine.gramsets import load_gramset
+    from engine.stages.gramsets import load_gramset
 
     pairing = _pairing(ctx, spec.model, spec.source)
     device = None if spec.device == "auto" else spec.device
@@ -48,9 +48,9 @@ def _scaled(ctx: RunContext, lo: float, hi: float):
 
 
 def run_paths(spec: PathsSpec, ctx: RunContext) -> Path:
-    from engine.covlasso import SolverConfig
-    from engine.paths import compute_all_paths, path_spec
-    from engine.theory import compute_screening, read_screening
+    from engine.core.covlasso import SolverConfig
+    from engine.stages.alpha_paths import compute_all_paths, path_spec
+    from engine.stages.theory import compute_screening, read_screening
 
     pairing = _pairing(ctx, spec.model, spec.source)
     pspec = path_spec(ctx.cache, pairing, config=SolverConfig(device=spec.device))  # the device is not in its key
@@ -62,8 +62,8 @@ def run_paths(spec: PathsSpec, ctx: RunContext) -> Path:
 
 
 def run_best_subsets(spec: BestSubsetsSpec, ctx: RunContext) -> Path:
-    from engine.bestsubset import SubsetConfig
-    from engine.sparsity import compute_all_best_subsets
+    from engine.core.bestsubset import SubsetConfig
+    from engine.stages.sparsity import compute_all_best_subsets
 
     pairing = _pairing(ctx, spec.model, spec.source)
     res = compute_all_best_subsets(ctx.cache, pairing, spec.max_sources, SubsetConfig(device=spec.device),
@@ -72,8 +72,8 @@ def run_best_subsets(spec: BestSubsetsSpec, ctx: RunContext) -> Path:
 
 
 def run_atlas(spec: AtlasSpec, ctx: RunContext) -> Path:
-    from engine.atlas import compute_communities
-    from engine.paths import compute_all_paths, path_spec
+    from engine.stages.alpha_paths import compute_all_paths, path_spec
+    from engine.stages.atlas import compute_communities
 
     pairing = _pairing(ctx, spec.model, "")
     pspec = path_spec(ctx.cache, pairing)
@@ -85,7 +85,7 @@ def run_atlas(spec: AtlasSpec, ctx: RunContext) -> Path:
 
 
 def run_theory(spec: TheorySpec, ctx: RunContext) -> Path:
-    from engine.theory import compute_floor, compute_redundancy
+    from engine.stages.theory import compute_floor, compute_redundancy
 
     pairing = _pairing(ctx, spec.model, spec.source)
     if pairing.within:

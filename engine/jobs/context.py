@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.store import Cache
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The ``extract`` job: logit extraction run as a job, in the job's own process.
 
-It calls the same function as ``python -m engine extract`` (:func:`engine.extract.extract_store`),
+It calls the same function as ``python -m engine extract`` (:func:`engine.ingest.extract.extract_store`),
 with the job's progress; the new store is named in the job's report.
 """
 
@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.atomic import write_json_atomic
 from engine.jobs.context import RunContext
 from engine.jobs.specs import ExtractSpec, spec_to_dict
+from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 def run_job(spec: ExtractSpec, ctx: RunContext) -> Path:
-    from engine.extract import DEFAULT_CHUNK, extract_store
+    from engine.ingest.extract import DEFAULT_CHUNK, extract_store
 
     ctx.progress(0.0, f"extracting {spec.model} on {spec.data}/{spec.split}")
     done: list[int] = []
@@ -28,7 +28,7 @@ def run_job(spec: ExtractSpec, ctx: RunContext) -> Path:
                      f"logits: {len(done)} chunk(s) of {DEFAULT_CHUNK} images written")
 
     total = [1]
-    from engine.data import create_dataset
+    from engine.ingest.data import create_dataset
 
     total[0] = len(create_dataset(spec.data, spec.split, cache=ctx.cache))
     store, _ = extract_store(ctx.cache, spec.model, spec.data, spec.name, split=spec.split,

@@ -1,6 +1,6 @@
 """Submit, dispatch, watch and cancel jobs: the one API the CLI and the dashboard share.
 
-Every function takes the :class:`~engine.store.Cache` whose job table it uses (a folder path
+Every function takes the :class:`~engine.storage.store.Cache` whose job table it uses (a folder path
 is accepted too and read as that cache). There is no daemon. Whoever looks at the table (``refresh``: the CLI, the dashboard, a job
 that just finished) first marks dead ``running`` jobs as failed, then starts queued jobs
 while fewer than ``max_running`` run. A finishing job starts the next one itself, so a
@@ -23,7 +23,7 @@ from engine.errors import InvalidInputError
 from engine.jobs import procs
 from engine.jobs.specs import check_spec_inputs, spec_from_dict, spec_to_dict
 from engine.jobs.table import ACTIVE, FINISHED, JobRecord, JobTable
-from engine.store import Cache
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 

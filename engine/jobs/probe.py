@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine.atomic import write_json_atomic
 from engine.jobs.context import RunContext
 from engine.jobs.specs import ProbeSpec, spec_to_dict
+from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from engine.jobs import procs
 from engine.jobs.context import RunContext, run_dir_for
 from engine.jobs.specs import get_kind, spec_from_dict
 from engine.jobs.table import ACTIVE, JobTable
-from engine.store import Cache
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import EngineError
 from engine.jobs.table import JobRecord
-from engine.store import Cache
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from engine.atomic import canonical_json, sha256_bytes
 from engine.errors import InvalidInputError
+from engine.storage.atomic import canonical_json, sha256_bytes
 
 _DEVICES = ("auto", "cpu", "cuda")
 _PAIR_RE = re.compile(r"^[^,]+,[^,]+$")
@@ -79,7 +79,7 @@ class ExtractSpec:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from engine.store import check_store_name
+        from engine.storage.store import check_store_name
 
         if not self.name:
             _fail("extract", "name", self.name, "give the name of the store to create, e.g. 'resnet50-val'")
@@ -114,8 +114,8 @@ class ZooSpec:
     prepare: bool = True  # cross-Grams and dependencies of every pairing
 
     def __post_init__(self) -> None:
-        from engine.presets import PRESETS
-        from engine.store import check_store_name
+        from engine.ingest.presets import PRESETS
+        from engine.storage.store import check_store_name
 
         k = "zoo"
         if bool(self.models) == bool(self.preset):
@@ -283,7 +283,7 @@ class RegularizerSpec:
 
 
 def _store_name(kind: str, name: str, value: str, optional: bool = False) -> None:
-    from engine.store import check_store_name
+    from engine.storage.store import check_store_name
 
     if optional and value == "":
         return
@@ -338,7 +338,7 @@ class PathsSpec:
 class BestSubsetsSpec:
     """Every target's best dependency with at most m sources, m = 1 … ``max_sources``, of a
     store (or pair): forward selection and OMP starts improved by swaps, from the Gram alone
-    (engine.bestsubset), cached as one entry that the pages, the exports and
+    (engine.core.bestsubset), cached as one entry that the pages, the exports and
     ``dependencies --sources`` read. Pages solve the targets they show on their own."""
 
     model: str = ""  # the store whose categories are the targets
@@ -347,7 +347,7 @@ class BestSubsetsSpec:
     device: str = "cpu"  # the solver's device (cpu, cuda)
 
     def __post_init__(self) -> None:
-        from engine.bestsubset import MAX_SOURCES_LIMIT
+        from engine.core.bestsubset import MAX_SOURCES_LIMIT
 
         _store_name("best-subsets", "model", self.model)
         _store_name("best-subsets", "source", self.source, optional=True)
@@ -611,7 +611,7 @@ def check_spec_inputs(kind: str, spec: Any, cache=None) -> None:
             _fail(kind, "checkpoints", path, "expected an existing weights file, or '-' for none")
     for name in _MODEL_FIELDS.get(kind, ()):
         from engine.errors import NotFoundError
-        from engine.models import check_model_name
+        from engine.ingest.models import check_model_name
 
         value = getattr(spec, name)
         models = value if isinstance(value, tuple) else (value,)

@@ -1,6 +1,6 @@
 """The ``zoo`` job: ``python -m engine extract --model A B C`` (or ``--preset``) as one job.
 
-It runs :func:`engine.zoo.run_zoo` in the job's own process with the job's progress, so the
+It runs :func:`engine.ingest.zoo.run_zoo` in the job's own process with the job's progress, so the
 Jobs page shows which model is being extracted and how far, then which pairing is prepared.
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.atomic import write_json_atomic
 from engine.jobs.context import RunContext
 from engine.jobs.specs import ZooSpec, spec_to_dict
+from engine.storage.atomic import write_json_atomic
 
 
 def zoo_config(spec: ZooSpec):
-    from engine.presets import get_preset
-    from engine.zoo import ZooConfig, zoo_entries
+    from engine.ingest.presets import get_preset
+    from engine.ingest.zoo import ZooConfig, zoo_entries
 
     preset = get_preset(spec.preset) if spec.preset else None
     entries = zoo_entries(list(spec.models), list(spec.names), list(spec.checkpoints), preset)
@@ -24,7 +24,7 @@ def zoo_config(spec: ZooSpec):
 
 
 def run_job(spec: ZooSpec, ctx: RunContext) -> Path:
-    from engine.zoo import run_zoo
+    from engine.ingest.zoo import run_zoo
 
     result = run_zoo(ctx.cache, zoo_config(spec), progress=ctx.progress, bars=False)
     report = ctx.run_dir / f"report-{ctx.job_id or 'fg'}.json"

@@ -1,10 +1,10 @@
 """The applications' data and models by name, and the class subsets they train on.
 
-Datasets come from the one dataset registry (``engine.data.create_dataset``): ``glyphs``
+Datasets come from the one dataset registry (``engine.ingest.data.create_dataset``): ``glyphs``
 (the embedded glyph world: its train and test splits, and ``glyphs-ood``, the characters
 never used in training), or an ImageFolder root holding ``train/`` and ``test/`` (or
 ``val/``) class folders; an OOD set may also be a folder of class folders (ImageNet-O's
-layout). Models come from the one model registry (``engine.models``): architectures to train
+layout). Models come from the one model registry (``engine.ingest.models``): architectures to train
 from scratch (``glyph-cnn``, the demo models' architectures, timm names) and trained models
 (the demo models, or an architecture with a checkpoint).
 """
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.atomic import sha256_bytes
-from engine.data import ImageDataset, create_dataset, sample_fingerprint
 from engine.errors import InvalidInputError, NotFoundError
+from engine.ingest.data import ImageDataset, create_dataset, sample_fingerprint
 from engine.jobs.context import RunContext
 from engine.jobs.specs import spec_hash, spec_to_dict
-from engine.store import Cache
+from engine.storage.atomic import sha256_bytes
+from engine.storage.store import Cache
 
 GLYPHS, GLYPHS_OOD = "glyphs", "glyphs-ood"
 
@@ -65,7 +65,7 @@ def load_ood(name: str, cache: Cache) -> ImageDataset | None:
 def load_trained_model(name: str, checkpoint: str, num_classes: int) -> nn.Module:
     """A trained model: a demo model, or an architecture (``glyph-cnn``, timm) with ``checkpoint``
     (e.g. a §3.2 baseline's ``last.pt``); checks its class count against the data's."""
-    from engine.models import create_classifier
+    from engine.ingest.models import create_classifier
 
     model = create_classifier(name, checkpoint=checkpoint or None, num_classes=num_classes).model
     if model.num_classes != num_classes:
@@ -105,7 +105,7 @@ def save_test_stores(ctx: RunContext, kind: str, spec: Any, test: ImageDataset, 
                      meta: dict[str, Any] | None = None) -> dict[str, str]:
     """Each model's test logits as a store ``<kind>-<spec hash>-<model>``; returns model → store.
 
-    The stores carry the fingerprint that ``engine.extract`` gives the same test samples, so
+    The stores carry the fingerprint that ``engine.ingest.extract`` gives the same test samples, so
     they pair with each other and with stores extracted from those images.
     """
     cache = ctx.cache

@@ -25,11 +25,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.atomic import commit, sha256_file, temp_file, write_json_atomic
-from engine.data import GlyphDataset, ImageDataset, prepare_transform
-from engine.glyphs import GlyphConfig
-from engine.models import resolve_arch
-from engine.store import DEFAULT_CACHE
+from engine.ingest.data import GlyphDataset, ImageDataset, prepare_transform
+from engine.ingest.glyphs import GlyphConfig
+from engine.ingest.models import resolve_arch
+from engine.storage.atomic import commit, sha256_file, temp_file, write_json_atomic
+from engine.storage.store import DEFAULT_CACHE
 from engine.train.loop import LoopConfig, Samples, accuracy, fit, use_bf16, use_threads
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """One training run; stored beside its checkpoints and final weights."""
 
-    model: str = "glyph-resnet"  # demo model name (engine.models.DEMO_MODELS) or timm architecture
+    model: str = "glyph-resnet"  # demo model name (engine.ingest.models.DEMO_MODELS) or timm architecture
     dataset: str = "glyphs"  # dataset registry name (the glyph world)
     train_per_class: int = 48  # glyph world: training images per class
     epochs: int = 8
@@ -92,8 +92,8 @@ def train_classifier(
 ) -> TrainResult:
     """Train ``config.model`` and write ``<out_dir>/weights.safetensors`` + ``weights.json``.
 
-    Data default to the glyph world's splits; pass datasets (``engine.data``) to train on
-    something else, e.g. an :class:`~engine.data.ArrayDataset` of a few classes.
+    Data default to the glyph world's splits; pass datasets (``engine.ingest.data``) to train on
+    something else, e.g. an :class:`~engine.ingest.data.ArrayDataset` of a few classes.
     """
     if train is None:
         train, val, test = glyph_splits(config)

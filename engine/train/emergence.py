@@ -9,7 +9,7 @@ For every number of categories k of :class:`~engine.jobs.specs.EmergenceSpec` (a
    (``snapshots/e<epoch>.safetensors``);
 2. each snapshot's logits on the k categories' test images become a store
    (``emergence-<recipe>-k<k>-e<epoch>``, with its Gram) and its figures
-   (:func:`engine.emergence.checkpoint_figures`) a row ``rows/e<epoch>.json``.
+   (:func:`engine.core.emergence.checkpoint_figures`) a row ``rows/e<epoch>.json``.
 
 A subset's folder is keyed by the recipe (:func:`recipe_key`: the spec without the list of
 category counts), so sweeps that share a number of categories share its training.
@@ -36,7 +36,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.atomic import (
+from engine.core.emergence import checkpoint_figures
+from engine.errors import InvalidInputError
+from engine.ingest.data import ImageDataset, prepare_transform, sample_fingerprint
+from engine.jobs.context import RunContext
+from engine.jobs.specs import EmergenceSpec, spec_hash, spec_to_dict
+from engine.storage.atomic import (
     canonical_json,
     commit,
     sha256_bytes,
@@ -44,11 +49,6 @@ from engine.atomic import (
     temp_file,
     write_json_atomic,
 )
-from engine.data import ImageDataset, prepare_transform, sample_fingerprint
-from engine.emergence import checkpoint_figures
-from engine.errors import InvalidInputError
-from engine.jobs.context import RunContext
-from engine.jobs.specs import EmergenceSpec, spec_hash, spec_to_dict
 from engine.train.appdata import checkpoint_dir, label_map_for, load_splits, select_indices
 from engine.train.emergence_inputs import category_order, list_checkpoints, measure_split
 from engine.train.loop import (
@@ -127,8 +127,8 @@ def _snapshot_steps(spec: EmergenceSpec, steps: int) -> dict[int, list[float]]:
 def _build_model(spec: EmergenceSpec, k: int) -> torch.nn.Module:
     import timm
 
-    from engine.glyph_models import RANKED_ARCHS
-    from engine.models import resolve_arch
+    from engine.ingest.glyph_models import RANKED_ARCHS
+    from engine.ingest.models import resolve_arch
 
     arch = resolve_arch(spec.model)
     kwargs = {"rank": spec.rank} if arch in RANKED_ARCHS else {}
@@ -177,7 +177,7 @@ def _train_subset(spec: EmergenceSpec, train: ImageDataset, sub: _Subset, folder
 def _measure(spec: EmergenceSpec, ctx: RunContext, test: ImageDataset, sub: _Subset, epoch: float,
              weights: Path, class_names: list[str], prefix: str) -> dict[str, Any]:
     """One checkpoint's test logits → a store (with its Gram) and its figures."""
-    from engine.gramsets import load_gramset
+    from engine.stages.gramsets import load_gramset
 
     model = _build_model(spec, sub.k)
     model.load_state_dict(load_file(str(weights)))
@@ -215,8 +215,8 @@ def _subsets(spec: EmergenceSpec, train: ImageDataset, test: ImageDataset) -> li
 
 def _training_data(spec: EmergenceSpec, ctx: RunContext) -> tuple[ImageDataset, ImageDataset]:
     if spec.dataset == "glyphs":
-        from engine.data import GlyphDataset
-        from engine.glyphs import GlyphConfig
+        from engine.ingest.data import GlyphDataset
+        from engine.ingest.glyphs import GlyphConfig
 
         world = GlyphConfig(train_per_class=max(spec.train_per_class, 1))
         return GlyphDataset("train", ctx.cache, world), GlyphDataset("test", ctx.cache, world)
@@ -287,8 +287,8 @@ def train_and_measure(spec: EmergenceSpec, ctx: RunContext) -> list[dict[str, An
 
 def measure_checkpoints(spec: EmergenceSpec, ctx: RunContext) -> list[dict[str, Any]]:
     """Every checkpoint of ``spec.checkpoint_dir`` measured on the data (nothing trained)."""
-    from engine.gramsets import load_gramset
-    from engine.models import create_classifier
+    from engine.ingest.models import create_classifier
+    from engine.stages.gramsets import load_gramset
 
     use_threads(spec.threads)
     test = measure_split(spec.dataset, ctx.cache)

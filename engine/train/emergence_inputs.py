@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data import ImageDataset, create_dataset
 from engine.errors import InvalidInputError
+from engine.ingest.data import ImageDataset, create_dataset
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -27,7 +27,7 @@ def category_order(num_classes: int, seed: int) -> np.ndarray:
 def world_size_of(dataset: str, cache) -> int:
     """How many categories the training data has (the glyph world's from its config, no rendering)."""
     if dataset == "glyphs":
-        from engine.glyphs import GlyphConfig
+        from engine.ingest.glyphs import GlyphConfig
 
         return GlyphConfig().n_classes
     root = Path(dataset).expanduser() / "train"
@@ -68,7 +68,7 @@ def check_emergence_inputs(spec, cache, fail: Callable[..., None]) -> None:
             fail(k, "checkpoint_dir", spec.checkpoint_dir,
                  "two checkpoints give the same epoch (the last number of their file names); rename them")
         test = measure_split(spec.dataset, cache)
-        from engine.models import create_classifier
+        from engine.ingest.models import create_classifier
 
         for _, path in found:
             try:

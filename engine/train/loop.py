@@ -13,7 +13,7 @@ one-cycle schedule (linear warm-up from lr/25, cosine decay to lr/10⁴) for tra
 scratch, or SGD with momentum and a cosine decay for fine-tuning; label smoothing; bf16
 autocast where it is fast (CUDA, CPUs with AMX or AVX-512-BF16) and channels-last memory,
 which oneDNN's and cuDNN's fastest convolutions want (2-4× on this project's CPUs). Data
-come from ``engine.data`` like extraction's: in-memory images are batched by indexing and
+come from ``engine.ingest.data`` like extraction's: in-memory images are batched by indexing and
 normalised per batch, image files through a DataLoader.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same call trains with DistributedDataParallel:
@@ -41,9 +41,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from engine.atomic import atomic_path
-from engine.data import ImageDataset, TensorTransform, iterate_batches
 from engine.errors import InvalidInputError
+from engine.ingest.data import ImageDataset, TensorTransform, iterate_batches
+from engine.storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def fit(
     """Train ``model`` in place; return the history, one dict per epoch (mean CE, extra loss,
     seconds and whatever ``after_epoch`` measured).
 
-    ``transform`` prepares batches of in-memory images (``engine.data.prepare_transform``);
+    ``transform`` prepares batches of in-memory images (``engine.ingest.data.prepare_transform``);
     ``span`` maps this phase onto a part of the job's progress bar. Checkpoints go to
     ``checkpoint_dir/last.pt``; a finished checkpoint with the same config skips training.
     ``on_step(done, steps_per_epoch, model)`` is called after every optimiser step (main process

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.atomic import atomic_path, write_json_atomic
-from engine.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.errors import InvalidInputError
+from engine.ingest.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.jobs.context import RunContext
 from engine.jobs.specs import NewClassesSpec, spec_to_dict
+from engine.storage.atomic import atomic_path, write_json_atomic
 from engine.train.appdata import (
     checkpoint_dir,
     label_map_for,
@@ -306,7 +306,7 @@ def _improvement(rows: dict) -> dict:
 
 def run_job(spec: NewClassesSpec, ctx: RunContext) -> Path | None:
     """The job entry: the dataset and the architecture by name, then the experiment."""
-    from engine.models import create_architecture
+    from engine.ingest.models import create_architecture
 
     use_threads(spec.threads)
     train, test = load_splits(spec.dataset, ctx.cache)

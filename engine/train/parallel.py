@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.data import TensorTransform
+from engine.ingest.data import TensorTransform
 from engine.train.loop import ExtraLoss, LoopConfig, Progress, Samples, fit, use_threads, world_size
 
 log = logging.getLogger(__name__)

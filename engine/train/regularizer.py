@@ -12,7 +12,7 @@ Reported (Table 3): top-1 accuracy, θ_j of target i at ``alpha`` (and
 Test logits of the three models become stores (``<prefix>-before``, ``-after``, ``-control``).
 
 Beyond the paper's literal recipe (see ``RegularizerSpec``): with no pairs named, the pair cut
-is the strongest *peculiar* dependency (``engine.peculiarity``: unlike shapes in the glyph
+is the strongest *peculiar* dependency (``engine.train.peculiarity``: unlike shapes in the glyph
 world, unlike names elsewhere), as the paper cuts dependencies "not that sensible for
 humans"; the penalty is divided by the pair's ``|C_ij|`` before fine-tuning, so that β means
 the same whatever the logits' scale; several β (``sweep``) and seeds (``seeds``) can run in
@@ -31,14 +31,14 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from engine.atomic import write_json_atomic
-from engine.categories import find_category
-from engine.covlasso import solve_covlasso
-from engine.data import ImageDataset, prepare_transform
+from engine.core.categories import find_category
+from engine.core.covlasso import solve_covlasso
+from engine.core.gram import GramAccumulator
 from engine.errors import InvalidInputError
-from engine.gram import GramAccumulator
+from engine.ingest.data import ImageDataset, prepare_transform
 from engine.jobs.context import RunContext
 from engine.jobs.specs import RegularizerSpec, spec_to_dict
+from engine.storage.atomic import write_json_atomic
 from engine.train.appdata import (
     checkpoint_dir,
     load_ood,
@@ -135,7 +135,7 @@ def choose_pair(coef: np.ndarray, similarity: np.ndarray | None, min_peculiarity
                 class_names: list[str], measure: str) -> tuple[tuple[int, int], dict]:
     """The pair to cut when none is named: the strongest *peculiar* dependency (peculiarity ≥
     ``min_peculiarity``), or the strongest of all without a similarity; and how it was chosen."""
-    from engine.peculiarity import peculiarity, rank_dependencies, strongest_peculiar
+    from engine.train.peculiarity import peculiarity, rank_dependencies, strongest_peculiar
 
     if not np.any(coef):
         raise InvalidInputError("no category has a dependency at this alpha: lower alpha, or name pairs")
@@ -320,7 +320,7 @@ def regularize_dependencies(spec: RegularizerSpec, ctx: RunContext, train: Image
     t = time.perf_counter()
     before = _predict(model, test, select_indices(test.labels, classes), ood, device, transform)
     test_idx = before[3]
-    from engine.peculiarity import category_similarity, peculiarity
+    from engine.train.peculiarity import category_similarity, peculiarity
 
     ctx.progress(0.02, "judging how peculiar the dependencies are")
     similarity, measure = category_similarity(spec.peculiar, class_names, ctx.cache, spec.dataset)
