@@ -116,7 +116,9 @@ def bench_pairing(cache, model: str, source: str, M: int = 8) -> dict:
     """Per m and method: R² of every category from the Grams; Table 1 metrics (Acc, Pos Acc from
     the stored logits) of those at R² ≥ 0.95, the candidates to fit."""
     from engine.stages.alpha_paths import compute_all_paths, path_spec
-    from engine.stages.solutions import load_gramset, load_top2, open_pairing
+    from engine.stages.gramsets import load_gramset
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import load_top2
     from engine.stages.sparsity import (
         logits_by_category,
         r2_of_residuals,
@@ -157,7 +159,8 @@ def bench_disagreement(cache, model: str, source: str, ms=(4, 6), alpha: float =
     of categories whose strongest source is the same (against that point, and against the
     Lasso at the paper's α)."""
     from engine.stages.alpha_paths import compute_all_paths, path_spec
-    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import solve_dependencies
     from engine.stages.sparsity import solve_best_subsets
 
     pairing = open_pairing(cache, model, source)
@@ -198,7 +201,8 @@ def bench_speed(cache, model: str, source: str, M: int = 8) -> dict:
     from sklearn.linear_model import orthogonal_mp_gram
 
     from engine.core.bestsubset import SubsetConfig
-    from engine.stages.solutions import load_gramset, open_pairing
+    from engine.stages.gramsets import load_gramset
+    from engine.stages.pairing import open_pairing
     from engine.stages.sparsity import best_subsets_of
 
     gs = load_gramset(cache, open_pairing(cache, model, source))

@@ -55,7 +55,7 @@ def build_store(cache_root: Path, k: int, n: int, rank: int) -> str:
     """A synthetic k-class store with its α path cached (built once; reused afterwards)."""
     from engine.core.synthetic import classifier_like_logits
     from engine.stages.alpha_paths import load_or_compute_path
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.storage.store import Cache
 
     cache = Cache(cache_root)

@@ -37,7 +37,8 @@ from engine.ingest.data import (  # noqa: E402
 )
 from engine.ingest.extract import _forward, extract_logits, resolve_device, resolve_precision  # noqa: E402
 from engine.ingest.models import create_classifier  # noqa: E402
-from engine.storage.store import DEFAULT_CACHE, Cache  # noqa: E402
+from engine.storage.layout import DEFAULT_CACHE  # noqa: E402
+from engine.storage.store import Cache  # noqa: E402
 
 
 def make_jpeg_folder(root: Path, n: int, classes: int = 1000, size=(500, 375)) -> Path:

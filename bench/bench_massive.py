@@ -154,8 +154,8 @@ def step_cli(args) -> dict:
 
 def step_job(args) -> dict:
     from engine.stages.alpha_paths import compute_all_paths, path_spec, solve_targets
-    from engine.stages.gramsets import resident_gramset
-    from engine.stages.solutions import load_gramset, open_pairing
+    from engine.stages.gramsets import load_gramset, resident_gramset
+    from engine.stages.pairing import open_pairing
     from engine.storage.store import Cache
 
     cache = Cache(args.cache)

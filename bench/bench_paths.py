@@ -33,7 +33,7 @@ PAIRINGS = (*((m, m) for m in DEMO_STORES), *DEMO_PAIRS)  # (targets, sources)
 
 def time_path(cache, model: str, source: str, stop: bool) -> dict:
     from engine.stages.alpha_paths import GridRule, path_spec, solve_targets
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
 
     pairing = open_pairing(cache, model, source)
     spec = path_spec(cache, pairing, rule=GridRule(max_sources=GridRule.max_sources if stop else 10**9))

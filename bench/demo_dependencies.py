@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli import main as cli_main  # noqa: E402
 from engine.commands.demo import DEMO_PAIRS, DEMO_STORES  # noqa: E402
-from engine.storage.store import DEFAULT_CACHE  # noqa: E402
+from engine.storage.layout import DEFAULT_CACHE  # noqa: E402
 
 MODELS = DEMO_STORES
 PAIRINGS = (*((m, None) for m in DEMO_STORES), *DEMO_PAIRS)  # (targets, sources; None: within)
@@ -96,7 +96,7 @@ def summarise(doc: dict) -> dict:
 def path_alphas(cache: str, model: str, source: str | None, every: int = 1) -> list[float]:
     """Every ``every``-th α of the pairing's cached path (the dashboard slider's grid)."""
     from engine.stages.alpha_paths import load_or_compute_path
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.storage.store import Cache
 
     c = Cache(cache)

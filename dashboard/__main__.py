@@ -79,8 +79,10 @@ def _open_first_store() -> None:
     from dashboard.components.widgets import PREFERRED_MODELS
     from engine.stages.alpha_paths import path_progress, path_spec
     from engine.stages.gramsets import load_gram_hint, load_gramset
-    from engine.stages.solutions import Pairing, load_top2
-    from engine.storage.store import DEFAULT_CACHE, Cache
+    from engine.stages.pairing import Pairing
+    from engine.stages.solutions import load_top2
+    from engine.storage.layout import DEFAULT_CACHE
+    from engine.storage.store import Cache
 
     cache = Cache(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))
     names = cache.store_names()
@@ -88,7 +90,7 @@ def _open_first_store() -> None:
     if name is None:
         return
     store = cache.load_store(name)
-    if load_gramset(cache, store, compute=False) is None:
+    if load_gramset(cache, Pairing.of(store), compute=False) is None:
         return
     load_top2(cache, store)
     if not path_progress(cache, path_spec(cache, Pairing(store, store))).complete:
@@ -134,7 +136,8 @@ def _open_first_sources_curve() -> None:
     from dashboard.components.loaders import load_gramset_for, load_sources_curve, load_store
     from dashboard.components.sources_ui import opening_target
     from dashboard.components.widgets import PREFERRED_MODELS
-    from engine.storage.store import DEFAULT_CACHE, Cache
+    from engine.storage.layout import DEFAULT_CACHE
+    from engine.storage.store import Cache
 
     root = str(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))  # the key the pages' loaders use
     names = Cache(root).store_names()

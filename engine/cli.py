@@ -13,7 +13,7 @@ import logging
 import sys
 
 from engine.errors import EngineError
-from engine.storage.store import DEFAULT_CACHE
+from engine.storage.layout import DEFAULT_CACHE
 
 # Modules that contribute sub-commands, in the order ``--help`` lists them, with the
 # sub-commands each registers: a command imports only its own module (training's imports

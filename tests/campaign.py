@@ -147,7 +147,7 @@ def op_cli(log_path: str, argv: list[str], hooks: Hooks | None = None) -> None:
 def op_path(log_path: str, root: str, model: str, hooks: Hooks | None = None) -> None:
     _child_setup(log_path, hooks)
     from engine.stages.alpha_paths import load_or_compute_path
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.storage.store import Cache
 
     cache = Cache(root)
@@ -214,7 +214,8 @@ def op_write_loop(log_path: str, root: str, files: list[str], until: float) -> N
     """A busy writer: overwrite store ``w`` with each file in turn, add new stores, solve."""
     _child_setup(log_path)
     from engine.ingest.importer import import_logits
-    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import solve_dependencies
     from engine.storage.store import Cache
 
     cache, i = Cache(root), 0
@@ -228,7 +229,7 @@ def op_write_loop(log_path: str, root: str, files: list[str], until: float) -> N
 
 def content_hash(logits: np.ndarray, labels: np.ndarray) -> str:
     """What op_read_stores records for a store: its logits and labels, as stored."""
-    from engine.storage.store import sha256_bytes
+    from engine.storage.atomic import sha256_bytes
 
     return sha256_bytes(np.ascontiguousarray(logits, np.float32).tobytes() +
                         np.ascontiguousarray(labels, np.int64).tobytes())
@@ -278,7 +279,7 @@ def image_folder(root: Path, k: int = 5, per_class: int = 8) -> Path:
 
 def cache_state(root: Path) -> dict[str, str]:
     """Every store and derived entry → the SHA-256 of its data file (from verified manifests)."""
-    from engine.storage.store import read_manifest
+    from engine.storage.manifests import read_manifest
 
     out = {}
     for folder, kind in (("stores", "logits"), ("derived", "derived")):

@@ -19,7 +19,7 @@ from engine.core.synthetic import classifier_like_logits
 from engine.stages.alpha_paths import compute_all_paths, path_spec
 from engine.stages.atlas import compute_communities
 from engine.stages.gramsets import load_gramset
-from engine.stages.solutions import open_pairing
+from engine.stages.pairing import Pairing, open_pairing
 from engine.stages.sparsity import compute_all_best_subsets
 from engine.stages.theory import compute_floor, compute_redundancy, compute_screening
 from engine.storage.store import Cache
@@ -58,7 +58,7 @@ def build_cache(root: Path, k: int = 60, n: int = 2000, jobs: bool = True) -> Pa
     other = logits + 0.6 * np.random.default_rng(1).standard_normal(logits.shape).astype(np.float32)
     b = cache.save_store(MODEL_B, other, labels, names, meta={"dataset": {"name": "synthetic-glyph-names"}})
     for source, target in ((a, None), (b, None), (a, b)):
-        load_gramset(cache, source, target)
+        load_gramset(cache, Pairing.of(target if target is not None else source, source))
     if jobs:
         for model, source in ((MODEL_A, None), (MODEL_B, None), (MODEL_B, MODEL_A)):
             pairing = open_pairing(cache, model, source)

@@ -167,7 +167,7 @@ def test_sources_chart_series_are_the_three_methods(cache):
     the relaxed Lasso's (least squares on the Lasso's support), best over α per size — every
     one recomputed here from the logits."""
     from engine.stages.alpha_paths import path_spec, target_paths
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
 
     at = run_page(params={"target": "0"})
     frames = _chart_frames(at)

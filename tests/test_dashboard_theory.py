@@ -53,7 +53,7 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     import numpy as np
 
     from engine.stages.gramsets import load_gramset
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import Pairing, open_pairing
     from engine.stages.theory import compute_redundancy
     from engine.storage.store import Cache
     from tests.dashboard_cache import copy_cache, glyph_class_names
@@ -64,7 +64,7 @@ def test_theory_low_rank_logits_are_exactly_redundant(tmp_path, monkeypatch, cac
     logits = (h @ rng.standard_normal((12, 60)) + rng.standard_normal(60)).astype(np.float32)
     store = Cache(root)
     low = store.save_store("low-rank", logits, rng.integers(0, 60, 1500), glyph_class_names(60))
-    load_gramset(store, low)
+    load_gramset(store, Pairing.of(low))
     compute_redundancy(store, open_pairing(store, "low-rank"))  # what the theory job does
     monkeypatch.setenv("NDE_CACHE", str(root))
     at = run_page("theory", {"model": "low-rank"})

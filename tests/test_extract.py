@@ -211,21 +211,21 @@ def test_nothing_readable_is_an_error(tmp_path, checkpoint):
 
 
 def test_full_disk_leaves_no_half_store_and_resumes(tmp_path, checkpoint, folder, monkeypatch):
-    import engine.storage.store
+    import engine.storage.objects
 
     cache = Cache(tmp_path)
-    real = engine.storage.store.save_file
+    real = engine.storage.objects.save_file
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine.storage.store, "save_file", no_space)
+    monkeypatch.setattr(engine.storage.objects, "save_file", no_space)
     with pytest.raises(EngineError, match="disk full while writing store 's'.*run the same command"):
         extract_logits(cache, _model(checkpoint), ImageFolderDataset(folder), "s", workers=0,
                        chunk_size=8, progress=False)
     assert cache.store_names() == []
     assert not list((tmp_path / "objects").glob("*.safetensors"))
-    monkeypatch.setattr(engine.storage.store, "save_file", real)
+    monkeypatch.setattr(engine.storage.objects, "save_file", real)
     store, stats = extract_logits(cache, _model(checkpoint), ImageFolderDataset(folder), "s",
                                   workers=0, chunk_size=8, progress=False)
     assert stats.chunks_computed == 0 and stats.chunks_resumed == 4 and store.n == 30

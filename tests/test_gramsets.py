@@ -8,6 +8,7 @@ import pytest
 from engine.core.covlasso import alpha_max
 from engine.errors import IncompatibleStoresError, InvalidInputError
 from engine.stages.gramsets import compute_gramset, load_gramset
+from engine.stages.pairing import Pairing
 from tests.conftest import gram_of
 
 
@@ -29,9 +30,9 @@ def test_pairing_requires_same_samples(cache, logits_small):
 def test_gramset_cached(cache, logits_small):
     F, y = logits_small
     a = cache.save_store("a", F, y)
-    first = load_gramset(cache, a)
+    first = load_gramset(cache, Pairing.of(a))
     assert list(cache.derived_dir.glob("gram-*.json"))
-    again = load_gramset(cache, a)
+    again = load_gramset(cache, Pairing.of(a))
     np.testing.assert_array_equal(first.design, again.design)
     assert again.within and again.n == len(F)
 
@@ -40,14 +41,14 @@ def test_gramset_rows_and_alpha_max_match_numpy(cache, logits_small):
     F, y = logits_small
     a = cache.save_store("a", F, y)
     b = cache.save_store("b", (F[:, ::-1] * 0.5 + 1).copy(), y)
-    within = load_gramset(cache, a)
+    within = load_gramset(cache, Pairing.of(a))
     C = gram_of(F)
     np.testing.assert_allclose(within.design, C, rtol=1e-12)
     assert isinstance(within.design, np.memmap)  # read back as a map, not a copy
     np.testing.assert_array_equal(within.rhs_columns([3, 0]), np.asarray(within.design)[:, [3, 0]])
     np.testing.assert_array_equal(within.forbid([3, 0]), [3, 0])
     np.testing.assert_allclose(within.alpha_max, alpha_max(C, C, True), rtol=1e-12)
-    pair = load_gramset(cache, a, b)
+    pair = load_gramset(cache, Pairing.of(b, a))
     G = b.logits.astype(np.float64)
     cross = F.astype(np.float64).T @ G / len(F)
     np.testing.assert_allclose(pair.rhs_columns([1, 5]), cross[:, [1, 5]], rtol=1e-12)
@@ -57,11 +58,11 @@ def test_gramset_rows_and_alpha_max_match_numpy(cache, logits_small):
 
 
 def test_a_gram_too_large_for_memory_is_refused_with_the_size(cache, logits_small, monkeypatch):
-    import engine.storage.store
+    import engine.storage.memory
 
     F, y = logits_small
     a = cache.save_store("a", F, y)
-    monkeypatch.setattr(engine.storage.store, "available_memory", lambda: 1000)
+    monkeypatch.setattr(engine.storage.memory, "available_memory", lambda: 1000)
     with pytest.raises(InvalidInputError, match=r"the Gram of 'a' needs .* of memory; this machine has"):
         compute_gramset(a)
 
@@ -73,7 +74,7 @@ def test_a_resident_gram_equals_the_mapped_one_and_needs_the_memory(cache, logit
 
     F, y = logits_small
     store = cache.save_store("m", F, y)
-    mapped = gramsets.load_gramset(cache, store)
+    mapped = gramsets.load_gramset(cache, Pairing.of(store))
     assert isinstance(mapped.design, np.memmap)
     held = gramsets.resident_gramset(mapped)
     assert not isinstance(held.design, np.memmap) and not held.design.flags.writeable

@@ -16,7 +16,7 @@ from engine.core.synthetic import classifier_like_logits
 from engine.jobs import foreground_context, get_job, retry_job, spec_from_dict, submit_job, wait_for
 from engine.jobs.analysis_jobs import run_atlas, run_theory
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
-from engine.stages.solutions import open_pairing
+from engine.stages.pairing import open_pairing
 
 
 def _chunk_files(cache, spec) -> dict[str, int]:

@@ -22,7 +22,7 @@ from engine.apps.report import dependency_report
 from engine.core.covlasso import ConvergenceWarning, CovLasso, SolverConfig, solve_covlasso
 from engine.errors import InvalidInputError
 from engine.stages.alpha_paths import load_or_compute_path
-from engine.stages.solutions import open_pairing
+from engine.stages.pairing import open_pairing
 
 RNG = np.random.default_rng(7)
 A = RNG.standard_normal((300, 6)) + 0.5 * RNG.standard_normal((300, 1))  # correlated categories

@@ -18,7 +18,8 @@ from engine.stages.alpha_paths import (
     read_all_paths,
     target_paths,
 )
-from engine.stages.solutions import load_gramset, open_pairing
+from engine.stages.gramsets import load_gramset
+from engine.stages.pairing import open_pairing
 
 
 def _sk(X, y, alpha):

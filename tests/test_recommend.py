@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import r2_score
 
 from engine.stages.alpha_paths import GridRule, load_or_compute_path
+from engine.stages.pairing import Pairing, open_pairing
 from engine.stages.recommend import (
     FIT_R2,
     GramHint,
@@ -16,7 +17,6 @@ from engine.stages.recommend import (
     recommend,
     recommended_index,
 )
-from engine.stages.solutions import open_pairing
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_gram_hint_is_the_best_single_source_and_the_best_pair_with_it(planted, 
     """Against least squares on the logits: the best single source of every target, then
     the best second source with it (searched over all), as R² — and the planted two-source
     combination (category 5) is the clear example."""
-    from engine.stages.solutions import load_gramset
+    from engine.stages.gramsets import load_gramset
 
     cache, F = planted
     gs = load_gramset(cache, open_pairing(cache, "p"))
@@ -118,7 +118,7 @@ def test_gram_hint_between_models_and_its_rules(planted):
     p, q = cache.load_store("p"), cache.load_store("q")
     from engine.stages.gramsets import load_gramset
 
-    load_gramset(cache, p, q)  # computes and caches the cross-Gram set and its hint
+    load_gramset(cache, Pairing.of(q, p))  # computes and caches the cross-Gram set and its hint
     hint = load_gram_hint(cache, p, q, compute=False)
     assert hint is not None and len(hint.r2_one) == 3
     Gd = G.astype(np.float64)

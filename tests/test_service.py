@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 import engine.core.covlasso_kernels as kernels
-from engine.stages.solutions import open_pairing, solve_dependencies
+from engine.stages.pairing import open_pairing
+from engine.stages.solutions import solve_dependencies
 
 
 def test_a_subset_is_solved_alone_and_equals_the_full_solve(cache, logits_small, monkeypatch):

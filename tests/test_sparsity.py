@@ -17,7 +17,7 @@ from engine.core.bestsubset import best_subsets
 from engine.core.synthetic import classifier_like_logits
 from engine.jobs import foreground_context, spec_from_dict
 from engine.jobs.analysis_jobs import run_best_subsets
-from engine.stages.solutions import open_pairing
+from engine.stages.pairing import open_pairing
 from engine.stages.sparsity import (
     has_all_best_subsets,
     relaxed_dependencies,

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import engine.storage.store as store_mod
+import engine.storage.memory as memory_mod
+import engine.storage.objects as objects_mod
+import engine.storage.stamps as stamps_mod
 from engine.errors import IntegrityError, InvalidInputError, NotFoundError
 from engine.storage.store import Cache
 
@@ -61,7 +63,7 @@ def test_failed_write_leaves_previous_store_intact(cache, logits_small, monkeypa
             fh.write(b"half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store_mod, "save_file", broken_save)
+    monkeypatch.setattr(objects_mod, "save_file", broken_save)
     with pytest.raises(OSError):
         cache.save_store("m", F + 1, y, overwrite=True)
     with pytest.raises(OSError):
@@ -157,7 +159,7 @@ def test_a_store_too_large_for_memory_is_refused_before_loading(cache, logits_sm
     F, y = logits_small
     cache.save_store("m", F, y)
     monkeypatch.setattr(cache, "get_arrays", lambda *a, **k: pytest.fail("the arrays were read"))
-    monkeypatch.setattr(store_mod, "available_memory", lambda: 1000)
+    monkeypatch.setattr(memory_mod, "available_memory", lambda: 1000)
     with pytest.raises(InvalidInputError, match=r"store 'm' \(1,500 samples × 40 categories\) needs 0\.2 MiB "
                                                 r"of memory; this machine has 0\.0 MiB available"):
         cache.load_store("m")
@@ -168,7 +170,7 @@ def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_pat
     import engine.ingest.importer
 
     np.savez(tmp_path / "x.npz", logits=np.zeros((100, 300), np.float32), labels=np.zeros(100, np.int64))
-    monkeypatch.setattr(store_mod, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(memory_mod, "available_memory", lambda: 100_000)
     monkeypatch.setattr(engine.ingest.importer, "_np_load", lambda *a: pytest.fail("the file was read"))
     with pytest.raises(InvalidInputError, match=r"importing x\.npz \(100 samples × 300 categories: the logits "
                                                 r"and their 0\.7 MiB Gram\) needs .* MiB of memory"):
@@ -182,11 +184,13 @@ def test_an_import_too_large_for_memory_is_refused_before_reading(cache, tmp_pat
 # logit-value scans it makes.
 _OPEN_ELSEWHERE = """
 import sys
+import engine.storage.objects as o
+import engine.storage.stamps as st
 import engine.storage.store as s
-s.STAMP_MIN_BYTES = int(sys.argv[3])
+st.STAMP_MIN_BYTES = int(sys.argv[3])
 hashed, scanned = [], []
-real_hash, real_check = s.sha256_file, s.check_logit_arrays
-s.sha256_file = lambda p: hashed.append(p) or real_hash(p)
+real_hash, real_check = o.sha256_file, s.check_logit_arrays
+o.sha256_file = lambda p: hashed.append(p) or real_hash(p)
 s.check_logit_arrays = lambda *a: scanned.append(1) or real_check(*a)
 try:
     s.Cache(sys.argv[1]).load_store(sys.argv[2])
@@ -210,7 +214,7 @@ def _open_elsewhere(root, name: str, threshold: int = 0) -> tuple[str, int, int]
 @pytest.fixture
 def stamped(cache, logits_small, monkeypatch):
     """A store whose object counts as large (threshold 0), written by this process."""
-    monkeypatch.setattr(store_mod, "STAMP_MIN_BYTES", 0)
+    monkeypatch.setattr(stamps_mod, "STAMP_MIN_BYTES", 0)
     F, y = logits_small
     s = cache.save_store("m", F, y)
     return cache, cache.object_path(s.content_hash)
@@ -277,7 +281,7 @@ def test_the_stamp_trade_off_damage_under_the_file_system_is_caught_by_verify(st
     """What a stamp cannot see (a disk that flips a byte without the file system knowing,
     simulated by stamping the damaged file as it now is) is read as intact; `verify` hashes
     every file whatever its stamp, quarantines it and drops the stamp."""
-    from engine.storage.store import file_stamp
+    from engine.storage.stamps import file_stamp
     from engine.storage.verify import verify_cache
 
     cache, path = stamped

@@ -106,7 +106,7 @@ def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path)
     """With every target's best subsets cached, the dependency, fit and sources slides name the
     fewest sources whose best subset fits (R² ≥ 0.95 by least squares on them); "why" keeps α."""
     from engine.apps.talk.talkfile import default_talk
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.sparsity import compute_all_best_subsets
 
     c = Cache(copy_cache(cache.root, tmp_path / "c"))
@@ -296,7 +296,7 @@ def test_demo_prepares_what_the_pages_first_views_read(tmp_path):
     )
     from engine.stages.alpha_paths import path_spec, read_all_paths
     from engine.stages.atlas import default_alpha_index, read_communities
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.theory import read_floor, read_redundancy, read_screening
     from tests.dashboard_cache import build_cache
 

@@ -11,9 +11,10 @@ import torch
 
 from engine.errors import InvalidInputError
 from engine.jobs.context import RunContext
-from engine.jobs.specs import NewClassesSpec, spec_from_dict
+from engine.jobs.kinds import spec_from_dict
 from engine.storage.store import Cache
 from engine.train.newclasses import binary_test, choose_classes, class_metrics, train_new_classes
+from engine.train.specs import NewClassesSpec
 from tests.tiny_images import DIM, blob_images, image_mlp
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 

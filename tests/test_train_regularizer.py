@@ -13,7 +13,7 @@ from torch import nn
 from engine.errors import InvalidInputError
 from engine.ingest.data import ArrayDataset, prepare_transform
 from engine.jobs.context import RunContext
-from engine.jobs.specs import RegularizerSpec, spec_from_dict
+from engine.jobs.kinds import spec_from_dict
 from engine.storage.store import Cache
 from engine.train.loop import LoopConfig, Samples, fit
 from engine.train.regularizer import (
@@ -24,6 +24,7 @@ from engine.train.regularizer import (
     resolve_pairs,
     strongest_dependency,
 )
+from engine.train.specs import RegularizerSpec
 from tests.tiny_images import DIM, SHAPE, blob_images, image_mlp
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -246,7 +247,7 @@ def test_a_sweep_runs_side_by_side_and_matches_the_same_runs_in_turn(tmp_path, w
 
 
 def test_a_missing_file_of_marked_pairs_is_refused_at_submission(tmp_path):
-    from engine.jobs.specs import check_spec_inputs
+    from engine.jobs.kinds import check_spec_inputs
 
     spec = spec_from_dict("regularizer", {"peculiar": str(tmp_path / "marked.txt")})
     with pytest.raises(InvalidInputError, match="'peculiar'"):

@@ -32,7 +32,8 @@ from engine.cli import main
 from engine.errors import EngineError, IntegrityError, InvalidInputError
 from engine.ingest.importer import import_logits
 from engine.ingest.models import read_state_dict
-from engine.storage.store import Cache, check_store_name
+from engine.storage.manifests import check_store_name
+from engine.storage.store import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("engine", "dashboard", "bench")  # the product; tests build malicious files on purpose
@@ -232,7 +233,7 @@ def test_a_pickle_planted_in_the_cache_is_never_loaded(evil, cache, logits_small
         cache.load_store("m")
     # even with a manifest forged to carry the pickle's own hash, it is not safetensors
     from engine.storage.atomic import sha256_file
-    from engine.storage.store import _self_hash
+    from engine.storage.manifests import self_hash
 
     planted = cache.objects_dir / "x.safetensors"
     planted.write_bytes(files["raw pickle .pt"].read_bytes())
@@ -240,7 +241,7 @@ def test_a_pickle_planted_in_the_cache_is_never_loaded(evil, cache, logits_small
     planted.rename(cache.objects_dir / f"{forged_digest}.safetensors")
     manifest = json.loads((cache.stores_dir / "m.json").read_text())
     manifest["arrays_sha256"] = forged_digest
-    manifest["manifest_sha256"] = _self_hash(manifest)
+    manifest["manifest_sha256"] = self_hash(manifest)
     (cache.stores_dir / "m.json").write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="safetensors"):
         cache.load_store("m")
@@ -352,7 +353,7 @@ def test_class_names_from_an_imported_file_cannot_inject_markup(tmp_path, monkey
     show them as text (the graph's script blocks are exactly the template's own)."""
     from engine.core.synthetic import classifier_like_logits
     from engine.stages.alpha_paths import load_or_compute_path
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from tests.dashboard_cache import iframe_html, run_page
 
     k = len(HOSTILE_NAMES)

@@ -16,8 +16,10 @@ from engine.core.synthetic import classifier_like_logits
 from engine.errors import IntegrityError
 from engine.jobs.table import JobTable
 from engine.stages.alpha_paths import load_or_compute_path
-from engine.stages.solutions import open_pairing, solve_dependencies
-from engine.storage.store import Cache, _self_hash
+from engine.stages.pairing import open_pairing
+from engine.stages.solutions import solve_dependencies
+from engine.storage.manifests import self_hash
+from engine.storage.store import Cache
 from engine.storage.verify import verify_cache
 
 
@@ -94,7 +96,7 @@ def test_edited_truncated_and_foreign_manifests_are_found(cache, capsys):
     path = sorted(cache.derived_dir.glob("path-*.json"))[0]
     path.write_bytes(path.read_bytes()[:40])
     foreign = {"name": "b", "kind": "logits", "arrays_sha256": "0" * 64}  # self-hashed, fields missing
-    foreign["manifest_sha256"] = _self_hash(foreign)
+    foreign["manifest_sha256"] = self_hash(foreign)
     (cache.stores_dir / "b.json").write_text(json.dumps(foreign))
     code, out = _verify(cache, capsys=capsys)
     assert code == 1
@@ -111,7 +113,7 @@ def test_edited_truncated_and_foreign_manifests_are_found(cache, capsys):
 def test_a_foreign_manifest_is_an_integrity_error_not_a_crash(cache):
     foreign = {"name": "a", "kind": "logits", "arrays_sha256": cache.load_store("a").content_hash,
                "n": "300", "k": 8, "dtype": "float32", "class_names": [], "sample_fingerprint": "x"}
-    foreign["manifest_sha256"] = _self_hash(foreign)
+    foreign["manifest_sha256"] = self_hash(foreign)
     (cache.stores_dir / "a.json").write_text(json.dumps(foreign))
     with pytest.raises(IntegrityError, match="foreign"):
         cache.load_store("a")

@@ -17,7 +17,7 @@ from engine.ingest.data import ImageFolderDataset
 from engine.ingest.models import check_model_name
 from engine.ingest.presets import PRESETS, get_preset
 from engine.jobs.context import RunContext
-from engine.jobs.specs import spec_from_dict
+from engine.jobs.kinds import spec_from_dict
 from engine.stages.gramsets import gram_config
 from engine.storage.store import Cache
 from tests.test_data import make_folder
@@ -135,7 +135,7 @@ def test_the_papers_preset_names_valid_timm_weights():
 
 def test_the_zoo_job_reports_progress_per_model(tmp_path, folder, checkpoints):
     """The Data page's zoo job: the same run, its progress naming each model in turn."""
-    from engine.jobs.specs import check_spec_inputs
+    from engine.jobs.kinds import check_spec_inputs
     from engine.jobs.zoo_job import run_job
 
     values = {"models": ["glyph-resnet", "test_vit"], "data": str(folder), "names": ["ja", "jb"],

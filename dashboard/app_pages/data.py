@@ -16,7 +16,9 @@ from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
 from engine.ingest.importer import SUFFIXES
-from engine.storage.store import DEFAULT_CACHE, Cache, manifest_dataset, manifest_model
+from engine.storage.layout import DEFAULT_CACHE
+from engine.storage.manifests import manifest_dataset, manifest_model
+from engine.storage.store import Cache
 
 
 def _model_name(manifest: dict) -> str:

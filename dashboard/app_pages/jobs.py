@@ -31,6 +31,7 @@ from engine.jobs import (
     retry_job,
     submit_job,
 )
+from engine.jobs.kinds import field_types
 from engine.jobs.reports import (
     load_report,
     report_notes,
@@ -39,7 +40,6 @@ from engine.jobs.reports import (
     report_tables,
     sweep_rows,
 )
-from engine.jobs.specs import field_types
 from engine.storage.store import Cache
 
 REFRESH_S = 2.0  # the list's refresh while a job runs (never while none does)
@@ -85,7 +85,7 @@ def field_label(name: str) -> str:
 
 @cache
 def field_help(spec_cls: type) -> dict[str, str]:
-    """Each field's help: the comment beside it in the spec's source (engine/jobs/specs.py),
+    """Each field's help: the comment beside it in the spec's source (engine/jobs/specs.py, engine/train/specs.py),
     which says what it is, its unit and the paper's value."""
     try:
         source = inspect.getsource(spec_cls)

@@ -28,9 +28,9 @@ from engine.stages.alpha_paths import (
     target_paths,
 )
 from engine.stages.atlas import read_communities
-from engine.stages.gramsets import load_gram_hint
+from engine.stages.gramsets import load_gram_hint, load_gramset
+from engine.stages.pairing import Pairing
 from engine.stages.recommend import SOURCES_FIT_LOST, GramHint, Recommendation, recommend
-from engine.stages.solutions import Pairing, load_gramset
 from engine.stages.solutions import load_top2 as _cached_top2
 from engine.stages.theory import (
     FloorMetrics,
@@ -40,7 +40,8 @@ from engine.stages.theory import (
     read_redundancy,
     read_screening,
 )
-from engine.storage.store import DEFAULT_CACHE, Cache, LogitStore
+from engine.storage.layout import DEFAULT_CACHE
+from engine.storage.store import Cache, LogitStore
 
 
 def cache_root() -> str:
@@ -217,8 +218,7 @@ def load_communities(root: str, model: str, alpha_index: int, top_k: int, min_co
 
 def _derived_stamp(root: str) -> int:
     """Changes when a job writes a derived result (the folder's modification time)."""
-    folder = Cache(root).derived_dir
-    return folder.stat().st_mtime_ns if folder.exists() else 0
+    return Cache(root).derived_stamp()
 
 
 @st.cache_resource(max_entries=8)

@@ -19,8 +19,8 @@ from engine.core.analysis import DependencyMetrics
 from engine.core.categories import search_categories
 from engine.errors import EngineError
 from engine.stages.alpha_paths import DependencyPath
+from engine.stages.pairing import PAPER_ALPHAS
 from engine.stages.recommend import FIT_R2, GramHint, Recommendation, recommend
-from engine.stages.solutions import PAPER_ALPHAS
 
 FILL_COMMAND = "python -m engine demo"
 PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # Compare opens on the pair that meets the bar

@@ -23,14 +23,9 @@ from engine.core.categories import resolve_targets
 from engine.core.centring import CentredLogits, centred_gramset, centred_top2
 from engine.core.covlasso import SolverConfig, check_alpha
 from engine.errors import InvalidInputError
-from engine.stages.gramsets import verify_gramset_of
-from engine.stages.solutions import (
-    load_gramset,
-    load_top2,
-    open_pairing,
-    solve_dependencies,
-    solve_gramset,
-)
+from engine.stages.gramsets import load_gramset, verify_gramset_of
+from engine.stages.pairing import open_pairing
+from engine.stages.solutions import load_top2, solve_dependencies, solve_gramset
 from engine.storage.store import Cache
 
 METHODS = ("covlasso", "relaxed", "best-subset")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from engine.core.analysis import DependencyMetrics, Redundancy, r2_from_error, target_variance
 from engine.core.sparse import SparseColumns
-from engine.storage.store import manifest_dataset
+from engine.storage.manifests import manifest_dataset
 
 # ----------------------------------------------------------------------------- one target
 

@@ -10,7 +10,8 @@ from engine.apps.report import dependency_report
 from engine.core.covlasso import SolverConfig
 from engine.ingest.importer import import_logits
 from engine.storage.atomic import write_json_atomic
-from engine.storage.store import Cache, manifest_model
+from engine.storage.manifests import manifest_model
+from engine.storage.store import Cache
 
 
 def register(sub) -> None:

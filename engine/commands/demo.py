@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine.core.covlasso_types import SolverConfig
+from engine.stages.pairing import Pairing
 from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def prepare_demo(cache: Cache, *, alpha: float = DEMO_ALPHA, batch_size: int = 5
     for target, source in DEMO_PAIRS:
         t = time.perf_counter()
         hit = has_gramset(cache, stores[source], stores[target])
-        load_gramset(cache, stores[source], stores[target])
+        load_gramset(cache, Pairing.of(stores[target], stores[source]))
         report.add(f"cross-Gram {source} -> {target}", hit, time.perf_counter() - t)
     _dependencies(cache, alpha, report)
     t = time.perf_counter()
@@ -131,7 +132,7 @@ def prepare_demo_best_subsets(cache: Cache, stores: list[str], pairs: list[tuple
 
     import torch
 
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.sparsity import compute_all_best_subsets, has_all_best_subsets
 
     pairings = [open_pairing(cache, model, source) for model, source in
@@ -152,13 +153,14 @@ def prepare_demo_dependencies(
     """Solutions at ``alpha`` and every target's α path (what the pages read) for every store
     (within) and every (model, source) pair (between). Returns True when all were cache hits."""
     from engine.stages.alpha_paths import compute_all_paths, path_progress, path_spec
-    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import SOLUTION, solve_dependencies
 
     hits = True
     for model, source in [(s, s) for s in stores] + [tuple(p) for p in pairs]:
         pairing = open_pairing(cache, model, source)
-        hits &= cache.has_derived("solution", {**pairing.key(), "alpha": float(alpha),
-                                               "solver": SolverConfig().key(), "layout": 2})
+        hits &= cache.has_derived(SOLUTION, {**pairing.key(), "alpha": float(alpha),
+                                             "solver": SolverConfig().key(), "layout": SOLUTION.version})
         solve_dependencies(cache, pairing, alpha)
         spec = path_spec(cache, pairing)
         hits &= path_progress(cache, spec).complete
@@ -178,7 +180,7 @@ def prepare_stage_results(cache: Cache, stores: list[str], pairs: list[tuple[str
     every path (:func:`prepare_demo_dependencies` first). Returns True when all were cached."""
     from engine.stages.alpha_paths import compute_all_paths, path_spec
     from engine.stages.atlas import compute_communities, default_alpha_index, read_communities
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.theory import (
         compute_floor,
         compute_redundancy,

@@ -21,7 +21,7 @@ _FIELDS = ("categories", "epoch", "top1", "effective_rank", "spectrum_rank", "fi
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.jobs.specs import EmergenceSpec
+    from engine.train.specs import EmergenceSpec
 
     d = EmergenceSpec()
     p = sub.add_parser(

@@ -23,7 +23,7 @@ _STATE_WIDTH = 9
 
 def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
     """One ``--field-name`` option per spec field (default: the spec's own default)."""
-    from engine.jobs.specs import field_types
+    from engine.jobs.kinds import field_types
 
     defaults = {f.name: f.default for f in spec_cls.__dataclass_fields__.values()}
     for name, typ in field_types(spec_cls).items():
@@ -54,7 +54,7 @@ def spec_values(args: argparse.Namespace, spec_cls: type) -> dict[str, Any]:
 
 
 def register(subparsers) -> None:
-    from engine.jobs.specs import JOB_KINDS
+    from engine.jobs.kinds import JOB_KINDS
 
     jobs = subparsers.add_parser("jobs", help="submit, watch and cancel training/extraction jobs")
     sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")

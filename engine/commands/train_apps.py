@@ -21,7 +21,7 @@ _APPS = {
 
 
 def register(subparsers) -> None:
-    from engine.jobs.specs import get_kind
+    from engine.jobs.kinds import get_kind
 
     for command, (kind, title) in _APPS.items():
         spec_cls = get_kind(kind).spec

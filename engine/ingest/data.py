@@ -35,7 +35,8 @@ from engine.errors import InvalidInputError, NotFoundError
 from engine.ingest.glyphs import SPLITS as GLYPH_SPLITS
 from engine.ingest.glyphs import GlyphConfig, GlyphSplits
 from engine.storage.atomic import canonical_json, sha256_bytes
-from engine.storage.store import DEFAULT_CACHE, Cache
+from engine.storage.layout import DEFAULT_CACHE
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 

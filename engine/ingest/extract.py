@@ -50,8 +50,10 @@ from engine.ingest.data import (
 )
 from engine.ingest.models import LoadedModel
 from engine.stages.gramsets import gram_config, has_gramset, load_gramset, save_gramset
+from engine.stages.pairing import Pairing
 from engine.storage.atomic import canonical_json, commit, sha256_bytes, temp_file, write_json_atomic
-from engine.storage.store import Cache, LogitStore, check_store_name
+from engine.storage.manifests import check_store_name
+from engine.storage.store import Cache, LogitStore
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +250,7 @@ def _extract_logits(
         # done, or a run killed while it removed its chunks: what is left of them goes; with no
         # chunks left, a missing Gram is computed from the store (equal to float64 rounding)
         shutil.rmtree(folder, ignore_errors=True)
-        load_gramset(cache, existing)
+        load_gramset(cache, Pairing.of(existing))
         return existing, ExtractStats(name, existing.n, existing.k,
                                       existing.manifest["dataset_info"]["n_skipped"], 0, 0, 0.0, 0.0, True)
     # A store without its Gram set whose chunks are still here (a run killed between the

@@ -17,7 +17,9 @@ import numpy as np
 
 from engine.core.gram import chunk_rows
 from engine.errors import InvalidInputError
-from engine.storage.store import Cache, LogitStore, check_memory, check_store_name, gib
+from engine.storage.manifests import check_store_name
+from engine.storage.memory import check_memory, gib
+from engine.storage.store import Cache, LogitStore
 
 log = logging.getLogger(__name__)
 

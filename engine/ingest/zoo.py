@@ -25,7 +25,8 @@ from itertools import permutations
 
 from engine.errors import IncompatibleStoresError, InvalidInputError
 from engine.ingest.presets import ZooPreset, pair_alpha
-from engine.storage.store import Cache, check_store_name
+from engine.storage.manifests import check_store_name
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ def _prepare(cache: Cache, config: ZooConfig, progress: Progress, steps: int) ->
     path (the paths job's function, run here: a zoo is prepared in one go)."""
     from engine.stages.alpha_paths import load_or_compute_path
     from engine.stages.gramsets import load_gramset
-    from engine.stages.solutions import open_pairing, solve_dependencies
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import solve_dependencies
 
     device = "cuda" if _uses_cuda(config.device) else "cpu"
     pairs = config.pairings()
@@ -225,7 +227,7 @@ def _prepare(cache: Cache, config: ZooConfig, progress: Progress, steps: int) ->
         progress(start + n / len(pairs) / steps, f"pairing {n + 1}/{len(pairs)}: {label} (α = {alpha:g})")
         pairing = open_pairing(cache, target.store, source.store)
         if not pairing.within:
-            load_gramset(cache, pairing.source, pairing.model, device=device)
+            load_gramset(cache, pairing, device=device)
         solve_dependencies(cache, pairing, alpha)
         load_or_compute_path(cache, pairing)
         done.append((target.store, source.store, alpha))

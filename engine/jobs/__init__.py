@@ -10,6 +10,7 @@ work itself is imported only inside each job's process.
 """
 
 from engine.jobs.context import RunContext, foreground_context
+from engine.jobs.kinds import JOB_KINDS, get_kind, spec_from_dict, spec_to_dict
 from engine.jobs.manager import (
     JobSettings,
     cancel_job,
@@ -28,7 +29,6 @@ from engine.jobs.manager import (
     submit_job,
     wait_for,
 )
-from engine.jobs.specs import JOB_KINDS, get_kind, spec_from_dict, spec_to_dict
 from engine.jobs.table import ACTIVE, FINISHED, STATES, JobRecord
 
 __all__ = [

@@ -8,14 +8,8 @@ import logging
 from pathlib import Path
 
 from engine.jobs.context import RunContext
-from engine.jobs.specs import (
-    AtlasSpec,
-    BestSubsetsSpec,
-    GramSpec,
-    PathsSpec,
-    TheorySpec,
-    spec_to_dict,
-)
+from engine.jobs.kinds import spec_to_dict
+from engine.jobs.specs import AtlasSpec, BestSubsetsSpec, GramSpec, PathsSpec, TheorySpec
 from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -28,7 +22,7 @@ def _report(ctx: RunContext, kind: str, spec, **body) -> Path:
 
 
 def _pairing(ctx: RunContext, model: str, source: str):
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
 
     return open_pairing(ctx.cache, model, source or None)
 
@@ -38,8 +32,7 @@ def run_gram(spec: GramSpec, ctx: RunContext) -> Path:
 
     pairing = _pairing(ctx, spec.model, spec.source)
     device = None if spec.device == "auto" else spec.device
-    gs = load_gramset(ctx.cache, pairing.source, None if pairing.within else pairing.model, device=device,
-                      progress=ctx.progress)
+    gs = load_gramset(ctx.cache, pairing, device=device, progress=ctx.progress)
     return _report(ctx, "gram", spec, n=gs.n, k=gs.n_sources)
 
 

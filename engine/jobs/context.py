@@ -52,7 +52,7 @@ class RunContext:
 
 def run_dir_for(cache: Cache, kind: str, spec: object) -> Path:
     """The cache's folder for this spec's run: equal specs share it, so a rerun resumes."""
-    from engine.jobs.specs import spec_hash
+    from engine.jobs.kinds import spec_hash
 
     return Cache.of(cache).run_dir(kind, spec_hash(kind, spec))
 

@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from engine.jobs.context import RunContext
-from engine.jobs.specs import ExtractSpec, spec_to_dict
+from engine.jobs.kinds import spec_to_dict
+from engine.jobs.specs import ExtractSpec
 from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)

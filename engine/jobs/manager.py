@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.errors import InvalidInputError
 from engine.jobs import procs
-from engine.jobs.specs import check_spec_inputs, spec_from_dict, spec_to_dict
+from engine.jobs.kinds import check_spec_inputs, spec_from_dict, spec_to_dict
 from engine.jobs.table import ACTIVE, FINISHED, JobRecord, JobTable
 from engine.storage.store import Cache
 

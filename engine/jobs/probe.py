@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from engine.jobs.context import RunContext
-from engine.jobs.specs import ProbeSpec, spec_to_dict
+from engine.jobs.kinds import spec_to_dict
+from engine.jobs.specs import ProbeSpec
 from engine.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine.jobs import procs
 from engine.jobs.context import RunContext, run_dir_for
-from engine.jobs.specs import get_kind, spec_from_dict
+from engine.jobs.kinds import get_kind, spec_from_dict
 from engine.jobs.table import ACTIVE, JobTable
 from engine.storage.store import Cache
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.jobs.context import RunContext
-from engine.jobs.specs import ZooSpec, spec_to_dict
+from engine.jobs.kinds import spec_to_dict
+from engine.jobs.specs import ZooSpec
 from engine.storage.atomic import write_json_atomic
 
 

@@ -25,14 +25,20 @@ from engine.core.covlasso import CovLassoPath, SolverConfig, check_alpha, check_
 from engine.core.gram import GramSet
 from engine.core.sparse import ARRAY_NAMES, SparseColumns
 from engine.errors import NotFoundError
-from engine.stages.gramsets import resident_gramset
-from engine.stages.solutions import PAPER_ALPHAS, Pairing, load_gramset
+from engine.stages.gramsets import load_gramset, resident_gramset
+from engine.stages.pairing import PAPER_ALPHAS, Pairing
+from engine.storage.derived import declare_derived
 from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 
 PATH_CHUNK = 256  # default targets per chunk of the all-target job (the unit of progress and resume)
 _PATH_ARRAYS = (*ARRAY_NAMES, "alphas", "targets", "gaps", "n_alphas", "alpha_max", "r2")
+_LAYOUT = 3  # the "layout" of every path entry's config (PathSpec.key)
+ALL_PATHS = declare_derived("path", _PATH_ARRAYS, _LAYOUT, "every target's α path, in one entry")
+TARGET_PATH = declare_derived("path-target", _PATH_ARRAYS, _LAYOUT, "one target's α path (solved on demand)")
+CHUNK_PATHS = declare_derived("path-chunk", _PATH_ARRAYS, _LAYOUT, "a range of targets' α paths (a job's progress)")
+PATH_INDEX = declare_derived("path-index", ("starts", "stops"), _LAYOUT, "the chunks an all-target path was made of")
 
 
 @dataclass(frozen=True)
@@ -239,7 +245,7 @@ class PathSpec:
 
     def key(self) -> dict:
         key = {**self.pairing.key(), "alphas": [float(a) for a in self.alphas], "solver": self.config.key(),
-               "layout": 3}
+               "layout": _LAYOUT}
         if self.max_sources is not None:
             key["max_sources"] = int(self.max_sources)
         return key
@@ -274,7 +280,7 @@ def target_paths(cache: Cache, spec: PathSpec, targets) -> DependencyPath:
     rest = [int(t) for t in wanted if held is None or not held.has(int(t))]
     missing = []
     for t in rest:
-        hit = cache.load_derived("path-target", {**spec.key(), "target": t}, _PATH_ARRAYS)
+        hit = cache.load_derived(TARGET_PATH, {**spec.key(), "target": t})
         if hit is None:
             missing.append(t)
         else:
@@ -283,7 +289,7 @@ def target_paths(cache: Cache, spec: PathSpec, targets) -> DependencyPath:
         solved = solve_targets(cache, spec, np.asarray(missing))
         for t in missing:
             one = solved.select([t])
-            cache.save_derived("path-target", {**spec.key(), "target": t}, one.to_arrays(), spec.pairing.names())
+            cache.save_derived(TARGET_PATH, {**spec.key(), "target": t}, one.to_arrays(), spec.pairing.names())
         found.append(solved)
     return concat_paths([p for p in found if len(p.targets)])
 
@@ -305,7 +311,7 @@ def solve_targets(cache: Cache, spec: PathSpec, targets: np.ndarray,
 
 def _finished_chunks(cache: Cache, spec: PathSpec) -> list[tuple[int, int]]:
     """(start, stop) of the chunks the all-target job has cached, from its index entry."""
-    hit = cache.load_derived("path-index", spec.key(), ("starts", "stops"))
+    hit = cache.load_derived(PATH_INDEX, spec.key())
     if hit is None:
         return []
     return [(int(a), int(b)) for a, b in zip(hit[0]["starts"], hit[0]["stops"])]
@@ -315,7 +321,7 @@ def read_all_paths(cache: Cache, spec: PathSpec, *, chunks_for=None) -> Dependen
     """What the all-target job has produced, solving nothing: the complete path; else the
     chunks finished so far (``complete`` False); else None. ``chunks_for``: read only the
     chunks holding these targets."""
-    hit = cache.load_derived("path", spec.key(), _PATH_ARRAYS, mmap=True)
+    hit = cache.load_derived(ALL_PATHS, spec.key(), mmap=True)
     if hit is not None:
         return _from_arrays(hit[0], spec.pairing)
     ranges = _finished_chunks(cache, spec)
@@ -324,7 +330,7 @@ def read_all_paths(cache: Cache, spec: PathSpec, *, chunks_for=None) -> Dependen
         ranges = [(a, b) for a, b in ranges if ((wanted >= a) & (wanted < b)).any()]
     parts = []
     for start, stop in ranges:
-        part = cache.load_derived("path-chunk", {**spec.key(), "start": start, "stop": stop}, _PATH_ARRAYS)
+        part = cache.load_derived(CHUNK_PATHS, {**spec.key(), "start": start, "stop": stop})
         if part is not None:
             parts.append(_from_arrays(part[0], spec.pairing))
     return concat_paths(parts) if parts else None
@@ -346,7 +352,7 @@ class PathProgress:
 def path_progress(cache: Cache, spec: PathSpec) -> PathProgress:
     """Cheap (a manifest and two small arrays): for pages that say how much is done."""
     total = spec.pairing.model.k
-    if cache.has_derived("path", spec.key()):
+    if cache.has_derived(ALL_PATHS, spec.key()):
         return PathProgress(total, total, True)
     return PathProgress(sum(b - a for a, b in _finished_chunks(cache, spec)), total, False)
 
@@ -357,8 +363,8 @@ def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, s
     job's index) as soon as it is solved; a killed run resumes at the first missing chunk.
     The complete entry is written last, so nothing reads a half result as complete."""
     report = progress or (lambda fraction, message: None)
-    with cache.lock(cache.derived_key("path", spec.key())):
-        hit = cache.load_derived("path", spec.key(), _PATH_ARRAYS)
+    with cache.lock(cache.derived_key(ALL_PATHS, spec.key())):
+        hit = cache.load_derived(ALL_PATHS, spec.key())
         if hit is not None:
             report(1.0, "every target's path is cached")
             return _from_arrays(hit[0], spec.pairing)
@@ -373,19 +379,19 @@ def compute_all_paths(cache: Cache, spec: PathSpec, progress: Callable[[float, s
         solved_here, t0 = 0, time.perf_counter()
         for n, (start, stop) in enumerate(todo):
             config = {**spec.key(), "start": start, "stop": stop}
-            if not cache.has_derived("path-chunk", config):
+            if not cache.has_derived(CHUNK_PATHS, config):
                 path = solve_targets(cache, spec, np.arange(start, stop), gs=gs)
-                cache.save_derived("path-chunk", config, path.to_arrays(), spec.pairing.names())
+                cache.save_derived(CHUNK_PATHS, config, path.to_arrays(), spec.pairing.names())
                 solved_here += stop - start
             ranges.append((start, stop))
             ranges.sort()
-            cache.save_derived("path-index", spec.key(), {"starts": np.array([a for a, _ in ranges]),
+            cache.save_derived(PATH_INDEX, spec.key(), {"starts": np.array([a for a, _ in ranges]),
                                                           "stops": np.array([b for _, b in ranges])})
             finished = sum(b - a for a, b in ranges)
             report(finished / total, _eta_message(n + 1, len(todo), finished, total, solved_here,
                                                   time.perf_counter() - t0))
         full = read_all_paths(cache, spec)
-        cache.save_derived("path", spec.key(), full.to_arrays(), spec.pairing.names())
+        cache.save_derived(ALL_PATHS, spec.key(), full.to_arrays(), spec.pairing.names())
         log.info("every target's path of %s ← %s is cached (%d targets, %d α)", spec.pairing.model.name,
                  spec.pairing.source.name, total, len(spec.alphas))
         return full

@@ -15,7 +15,8 @@ import numpy as np
 
 from engine.core.analysis import top_edges
 from engine.stages.alpha_paths import DependencyPath, PathSpec
-from engine.stages.solutions import PAPER_ALPHAS
+from engine.stages.pairing import PAPER_ALPHAS
+from engine.storage.derived import declare_derived
 from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ def default_alpha_index(path: DependencyPath) -> int:
             return int(alphas.tolist().index(paper))
     wanted = float(np.median(path.alpha_max_held)) / 10
     return int(np.argmin(np.abs(np.log(alphas) - np.log(wanted))))
+
+COMMUNITIES = declare_derived("communities", ("nodes", "sizes"), 3, "the Atlas's communities at one α")
 
 
 def communities_key(spec: PathSpec, alpha_index: int, top_k: int, min_coef: float) -> dict:
@@ -46,7 +49,7 @@ def compute_communities(cache: Cache, spec: PathSpec, path: DependencyPath, alph
     found = louvain(src, tgt, val)
     nodes = np.concatenate([np.asarray(m, dtype=np.int64) for m in found]) if found else np.zeros(0, np.int64)
     sizes = np.array([len(m) for m in found], dtype=np.int64)
-    cache.save_derived("communities", communities_key(spec, alpha_index, top_k, min_coef),
+    cache.save_derived(COMMUNITIES, communities_key(spec, alpha_index, top_k, min_coef),
                        {"nodes": nodes, "sizes": sizes}, spec.pairing.names())
     return found
 
@@ -70,7 +73,7 @@ def louvain(src: np.ndarray, tgt: np.ndarray, val: np.ndarray, seed: int = 0) ->
 
 def read_communities(cache: Cache, spec: PathSpec, alpha_index: int, top_k: int, min_coef: float
                      ) -> list[list[int]] | None:
-    hit = cache.load_derived("communities", communities_key(spec, alpha_index, top_k, min_coef), ("nodes", "sizes"))
+    hit = cache.load_derived(COMMUNITIES, communities_key(spec, alpha_index, top_k, min_coef))
     if hit is None:
         return None
     nodes, sizes = hit[0]["nodes"], hit[0]["sizes"]

@@ -1,6 +1,6 @@
 """The Gram-set stage: a pairing's Grams, computed once (streamed) and cached.
 
-``load_gramset(cache, source, target)`` reads the cached :class:`~engine.core.gram.GramSet` as
+``load_gramset(cache, pairing)`` reads the cached :class:`~engine.core.gram.GramSet` as
 read-only memory maps (a 21,843-category Gram is 3.8 GB; a per-target solve reads a few of
 its rows), or computes it by one streamed pass over the stores' logits — at import or
 extraction, with a progress bar, on the GPU when there is one — and caches it.
@@ -17,12 +17,18 @@ import numpy as np
 
 from engine.core.gram import GramSet, accumulate, chunk_rows, default_device
 from engine.errors import IncompatibleStoresError
+from engine.stages.pairing import Pairing
 from engine.stages.recommend import GramHint, gram_hint
-from engine.storage.store import Cache, LogitStore, available_memory, check_memory, gib
+from engine.storage.derived import declare_derived
+from engine.storage.memory import available_memory, check_memory, gib
+from engine.storage.store import Cache, LogitStore
 
 log = logging.getLogger(__name__)
 
 LAYOUT = 4  # cached Gram sets: v4 holds the cross-Gram by target rows, α_max, the targets' means, the diagonal
+_WITHIN_ARRAYS = ("design", "target_sq", "alpha_max", "target_mean", "design_diag")
+GRAM = declare_derived("gram", _WITHIN_ARRAYS, LAYOUT, "a pairing's Grams (and cross_t between two models)")
+GRAM_HINT = declare_derived("gram-hint", ("r2_one", "r2_two"), doc="each target's best one- and two-source R²")
 
 
 def check_pairable(a: LogitStore, b: LogitStore) -> None:
@@ -91,7 +97,7 @@ def save_gramset(cache: Cache, config: dict, gs: GramSet) -> None:
     if not gs.within:
         arrays["cross_t"] = gs.cross_t
     _save_hint(cache, config, gram_hint(gs))
-    cache.save_derived("gram", config, arrays, {"n": gs.n})
+    cache.save_derived(GRAM, config, arrays, {"n": gs.n})
 
 
 # A Gram set without a cached hint (made before hints existed) gets one when it is read, if
@@ -105,7 +111,7 @@ def _hint_config(config: dict) -> dict:
 
 
 def _save_hint(cache: Cache, config: dict, hint: GramHint) -> None:
-    cache.save_derived("gram-hint", _hint_config(config), {"r2_one": hint.r2_one, "r2_two": hint.r2_two})
+    cache.save_derived(GRAM_HINT, _hint_config(config), {"r2_one": hint.r2_one, "r2_two": hint.r2_two})
 
 
 def load_gram_hint(cache: Cache, source: LogitStore, target: LogitStore | None = None, *,
@@ -114,7 +120,7 @@ def load_gram_hint(cache: Cache, source: LogitStore, target: LogitStore | None =
     Gram set when ``compute`` (default: when P × T ≤ :data:`HINT_ON_READ`) and cached; None
     when there is no Gram set (nothing is accumulated here) or it is not computed."""
     config = gram_config(source, target)
-    hit = cache.load_derived("gram-hint", _hint_config(config), ("r2_one", "r2_two"))
+    hit = cache.load_derived(GRAM_HINT, _hint_config(config))
     if hit is not None:
         return GramHint(np.asarray(hit[0]["r2_one"]), np.asarray(hit[0]["r2_two"]))
     size = source.k * (source.k if _within(source, target) else target.k)
@@ -128,16 +134,16 @@ def load_gram_hint(cache: Cache, source: LogitStore, target: LogitStore | None =
     return hint
 
 
-def load_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None, *,
-                 device: str | None = None, compute: bool = True,
+def load_gramset(cache: Cache, pairing: Pairing, *, device: str | None = None, compute: bool = True,
                  progress: Callable[[float, str], None] | None = None) -> GramSet | None:
-    """The GramSet from the cache (memory-mapped), or computed once and cached (atomically,
-    under a lock); None when it is missing and ``compute`` is False."""
+    """The pairing's GramSet from the cache (memory-mapped), or computed once and cached
+    (atomically, under a lock); None when it is missing and ``compute`` is False."""
+    source, target = pairing.source, None if pairing.within else pairing.model
     config = gram_config(source, target)
     hit = _read(cache, config)
     if hit is not None or not compute:
         return hit
-    with cache.lock(cache.derived_key("gram", config)):
+    with cache.lock(cache.derived_key(GRAM, config)):
         hit = _read(cache, config)
         if hit is None:
             save_gramset(cache, config, compute_gramset(source, target, device=device, progress=progress))
@@ -157,7 +163,7 @@ def verify_gramset_of(cache: Cache, model: str, source: str | None = None) -> No
     config = {"source": digest(source or model), "target": target, "layout": LAYOUT}
     if target is not None and target == config["source"]:
         config["target"] = None
-    cache.load_derived("gram", config, (), mmap=True)
+    cache.load_derived(GRAM, config, (), mmap=True)
 
 
 def resident_gramset(gs: GramSet, block_rows: int = 1024) -> GramSet:
@@ -210,13 +216,13 @@ def _read_into(out: np.ndarray, mapped: np.memmap, block: int = 64 << 20) -> boo
 
 
 def has_gramset(cache: Cache, source: LogitStore, target: LogitStore | None = None) -> bool:
-    return cache.has_derived("gram", gram_config(source, target))
+    return cache.has_derived(GRAM, gram_config(source, target))
 
 
 def _read(cache: Cache, config: dict) -> GramSet | None:
     within = config["target"] is None
-    needed = ("design", "target_sq", "alpha_max", "target_mean", "design_diag") + (() if within else ("cross_t",))
-    hit = cache.load_derived("gram", config, needed, mmap=True)
+    needed = GRAM.arrays + (() if within else ("cross_t",))
+    hit = cache.load_derived(GRAM, config, needed, mmap=True)
     if hit is None:
         return None
     arrays, manifest = hit

@@ -1,4 +1,4 @@
-"""Thin cached stages over the pure core: a pairing's Gram set and its solutions at one α.
+"""The solution stage: a pairing's CovLasso solutions at one α (and each store's top-2 logits).
 
 Each stage reads what is cached, computes only what is missing — for the targets asked, not
 for every target — and caches it under the hash of its inputs (store contents, α, solver
@@ -10,7 +10,6 @@ settings). The α paths are the third stage (:mod:`engine.stages.alpha_paths`). 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,50 +17,22 @@ from engine.core.analysis import Top2
 from engine.core.covlasso import CovLassoResult, SolverConfig, check_alpha, solve_covlasso
 from engine.core.covlasso_types import RESULT_ARRAYS
 from engine.core.gram import GramSet
-from engine.stages.gramsets import load_gramset as _load_gramset
+from engine.stages.gramsets import load_gramset
+from engine.stages.pairing import Pairing
+from engine.storage.derived import declare_derived
 from engine.storage.store import Cache, LogitStore
 
 log = logging.getLogger(__name__)
 
-PAPER_ALPHAS = (2.5, 0.25)
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """Targets are ``model``'s categories, predicted from ``source``'s logits."""
-
-    model: LogitStore
-    source: LogitStore
-
-    @property
-    def within(self) -> bool:
-        return self.model.content_hash == self.source.content_hash
-
-    def key(self) -> dict:
-        return {"model": self.model.content_hash, "source": self.source.content_hash}
-
-    def names(self) -> dict:
-        return {"model": self.model.name, "source": self.source.name}
-
-
-def open_pairing(cache: Cache, model: str, source: str | None = None) -> Pairing:
-    m = cache.load_store(model)
-    s = m if source in (None, model) else cache.load_store(source)
-    return Pairing(m, s)
-
-
-def load_gramset(cache: Cache, pairing: Pairing, *, compute: bool = True, progress=None) -> GramSet | None:
-    """The pairing's Gram set (memory-mapped); computed once when missing, unless ``compute``
-    is False (then None)."""
-    return _load_gramset(cache, pairing.source, None if pairing.within else pairing.model,
-                         compute=compute, progress=progress)
-
+TOP2 = declare_derived("top2", ("idx1", "val1", "idx2", "val2"), doc="each sample's two largest logits, per store")
+SOLUTION = declare_derived("solution", RESULT_ARRAYS, 2, "every target's CovLasso at one α")
+SOLUTION_TARGETS = declare_derived("solution-targets", RESULT_ARRAYS, 2, "some targets' CovLasso at one α")
 
 def load_top2(cache: Cache, store: LogitStore) -> Top2:
     """Each sample's two largest logits (what Acc and Pos Acc need), cached per store: a pass
     over every logit (a second at 21,843 categories) is paid once, at import or first use."""
     config = {"store": store.content_hash}
-    hit = cache.load_derived("top2", config, ("idx1", "val1", "idx2", "val2"))
+    hit = cache.load_derived(TOP2, config)
     if hit is not None:
         a = hit[0]
         return Top2(a["idx1"], a["val1"], a["idx2"], a["val2"], a["idx1"])
@@ -70,7 +41,7 @@ def load_top2(cache: Cache, store: LogitStore) -> Top2:
 
 def save_top2(cache: Cache, store: LogitStore, top: Top2) -> Top2:
     """Cache ``top`` (computed by whoever holds the logits: the importer has them in memory)."""
-    cache.save_derived("top2", {"store": store.content_hash},
+    cache.save_derived(TOP2, {"store": store.content_hash},
                        {"idx1": top.idx1, "val1": top.val1, "idx2": top.idx2, "val2": top.val2},
                        {"store": store.name})
     return top
@@ -98,26 +69,26 @@ def solve_dependencies(
     """
     alpha = check_alpha(alpha)
     cfg = config or SolverConfig()
-    base = {**pairing.key(), "alpha": alpha, "solver": cfg.key(), "layout": 2}
-    every = cache.load_derived("solution", base, RESULT_ARRAYS)
+    base = {**pairing.key(), "alpha": alpha, "solver": cfg.key(), "layout": SOLUTION.version}
+    every = cache.load_derived(SOLUTION, base)
     if targets is None:
         if every is None:
-            with cache.lock(cache.derived_key("solution", base)):
-                every = cache.load_derived("solution", base, RESULT_ARRAYS)
+            with cache.lock(cache.derived_key(SOLUTION, base)):
+                every = cache.load_derived(SOLUTION, base)
                 if every is None:
                     res = _solve(cache, pairing, alpha, cfg, None)
-                    cache.save_derived("solution", base, res.to_arrays(), pairing.names())
+                    cache.save_derived(SOLUTION, base, res.to_arrays(), pairing.names())
                     return res
         return CovLassoResult.from_arrays(every[0], pairing.source.k)
     idx = targets_array(pairing, targets)
     if every is not None:
         return CovLassoResult.from_arrays(every[0], pairing.source.k).select(idx)
     key = {**base, "targets": [int(t) for t in idx]}
-    hit = cache.load_derived("solution-targets", key, RESULT_ARRAYS)
+    hit = cache.load_derived(SOLUTION_TARGETS, key)
     if hit is not None:
         return CovLassoResult.from_arrays(hit[0], pairing.source.k)
     res = _solve(cache, pairing, alpha, cfg, idx)
-    cache.save_derived("solution-targets", key, res.to_arrays(), pairing.names())
+    cache.save_derived(SOLUTION_TARGETS, key, res.to_arrays(), pairing.names())
     return res
 
 

@@ -61,13 +61,10 @@ from engine.core.bestsubset import (
 from engine.core.covlasso_types import SolverConfig
 from engine.core.gram import GramSet
 from engine.core.sparse import SparseColumns
-from engine.stages.solutions import (
-    Pairing,
-    load_gramset,
-    load_top2,
-    solve_dependencies,
-    targets_array,
-)
+from engine.stages.gramsets import load_gramset
+from engine.stages.pairing import Pairing
+from engine.stages.solutions import load_top2, solve_dependencies, targets_array
+from engine.storage.derived import declare_derived
 from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
@@ -327,6 +324,9 @@ class SourcesCurve:
 
 _METRIC_FIELDS = tuple(f.name for f in fields(DependencyMetrics))
 _CURVE_ARRAYS = ("sup", "coef", "metrics", "alphas", "lasso_n", "lasso_r2", "relaxed_n", "relaxed_r2")
+BEST_SUBSET = declare_derived("best-subset", RESULT_ARRAYS, LAYOUT, "every target's best subsets of 1 … M sources")
+BEST_SUBSET_TARGETS = declare_derived("best-subset-targets", RESULT_ARRAYS, LAYOUT, "some targets' best subsets of 1 … M sources")
+SOURCES_CURVE = declare_derived("sources-curve", _CURVE_ARRAYS, LAYOUT, "one target's R² against the number of sources")
 
 
 def sources_curve(cache: Cache, pairing: Pairing, target: int, *, max_sources: int = DEFAULT_MAX_SOURCES,

@@ -27,7 +27,9 @@ from engine.core.analysis import (
     redundancy,
 )
 from engine.stages.alpha_paths import DependencyPath, PathSpec
-from engine.stages.solutions import Pairing, load_gramset
+from engine.stages.gramsets import load_gramset
+from engine.stages.pairing import Pairing
+from engine.storage.derived import declare_derived
 from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 _REDUNDANCY = ("r", "exact", "null_share", "spectrum", "scalars")
 _FLOOR = ("abs_err", "rel_err", "acc", "r2", "scalars")
 _SCREENING = ("alphas", "screened", "zeros", "violations", "median_sources")
+REDUNDANCY = declare_derived("redundancy", _REDUNDANCY, 2, "§2.2's redundancy of every category, the spectrum")
+FLOOR = declare_derived("floor", _FLOOR, 2, "the least-squares floor of every target")
+SCREENING = declare_derived("screening", _SCREENING, 3, "the screening rule's effect along the α path")
 
 
 def _key(pairing: Pairing) -> dict:
@@ -63,14 +68,14 @@ def compute_redundancy(cache: Cache, pairing: Pairing, progress: Callable[[float
     report(0.6, f"spectrum: eigenvalues of the {k:,} × {k:,} Gram")
     spectrum = gram_spectrum(np.asarray(gs.design))
     scalars = np.array([red.floor, red.rank, red.rel_precision])
-    cache.save_derived("redundancy", _key(pairing), {"r": red.r, "exact": red.exact.astype(np.uint8),
+    cache.save_derived(REDUNDANCY, _key(pairing), {"r": red.r, "exact": red.exact.astype(np.uint8),
                                                      "null_share": red.null_share, "spectrum": spectrum,
                                                      "scalars": scalars}, pairing.names())
     return StoreTheory(red, spectrum)
 
 
 def read_redundancy(cache: Cache, pairing: Pairing) -> StoreTheory | None:
-    hit = cache.load_derived("redundancy", _key(pairing), _REDUNDANCY)
+    hit = cache.load_derived(REDUNDANCY, _key(pairing))
     if hit is None:
         return None
     a = hit[0]
@@ -114,7 +119,7 @@ def compute_floor(cache: Cache, pairing: Pairing, progress: Callable[[float, str
         out[:, cols] = _fit_metrics(floor, pairing, cols, top2)
         report(0.3 + 0.7 * cols[-1] / T, f"floor metrics: {cols[-1] + 1:,} of {T:,} targets")
     metrics = FloorMetrics(out[0], out[1], out[2], floor.rank, out[3])
-    cache.save_derived("floor", _key(pairing), {"abs_err": out[0], "rel_err": out[1], "acc": out[2],
+    cache.save_derived(FLOOR, _key(pairing), {"abs_err": out[0], "rel_err": out[1], "acc": out[2],
                                                 "r2": out[3], "scalars": np.array([floor.rank])}, pairing.names())
     return metrics
 
@@ -145,7 +150,7 @@ def _rows_times(logits: np.ndarray, theta: np.ndarray, rows: int = 2048) -> np.n
 
 
 def read_floor(cache: Cache, pairing: Pairing) -> FloorMetrics | None:
-    hit = cache.load_derived("floor", _key(pairing), _FLOOR)
+    hit = cache.load_derived(FLOOR, _key(pairing))
     if hit is None:
         return None
     a = hit[0]
@@ -194,7 +199,7 @@ def compute_screening(cache: Cache, spec: PathSpec, path: DependencyPath, block:
         check = ScreeningCheck(float(alpha), screened, zeros, violations,
                                both / screened if screened else 1.0, both / zeros if zeros else 1.0)
         points.append(ScreeningPoint(float(alpha), check, float(np.median(nnz)) if nnz.size else 0.0))
-    cache.save_derived("screening", spec.key(), _screening_arrays(points), spec.pairing.names())
+    cache.save_derived(SCREENING, spec.key(), _screening_arrays(points), spec.pairing.names())
     return points
 
 
@@ -220,7 +225,7 @@ def _screening_arrays(points: list[ScreeningPoint]) -> dict[str, np.ndarray]:
 
 
 def read_screening(cache: Cache, spec: PathSpec) -> list[ScreeningPoint] | None:
-    hit = cache.load_derived("screening", spec.key(), _SCREENING)
+    hit = cache.load_derived(SCREENING, spec.key())
     if hit is None:
         return None
     a = hit[0]

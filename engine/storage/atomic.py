@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 22
+TEMP_PREFIX = ".tmp-"  # every temporary file starts so; readers and verify skip them
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -51,7 +52,7 @@ def temp_file(folder: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a fresh temporary path in ``folder``; whatever is left there afterwards is removed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -28,12 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import IntegrityError
-from engine.storage.atomic import sha256_file
-from engine.storage.store import _HEX_RE, Cache, file_stamp, read_manifest
+from engine.storage.atomic import TEMP_PREFIX, sha256_file
+from engine.storage.manifests import read_manifest
+from engine.storage.objects import _HEX_RE
+from engine.storage.stamps import file_stamp
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
 
-TEMP_PREFIX = ".tmp-"
 _OBJECT_PROBLEMS = {"damaged": "its bytes do not match its name (truncated or edited)",
                     "not safetensors": "not a safetensors file (foreign)"}
 
@@ -145,10 +147,7 @@ class _Checker:
                 self.report.count("store")
 
     def derived(self) -> None:
-        folder = self.cache.derived_dir
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            if path.name.startswith(TEMP_PREFIX):
-                continue
+        for path in self.cache.derived_manifest_paths():
             try:
                 manifest = read_manifest(path, "derived")
                 if self.cache.derived_key(manifest["kind"], manifest["config"]) != path.stem:

@@ -22,7 +22,7 @@ from torch import nn
 from engine.errors import InvalidInputError, NotFoundError
 from engine.ingest.data import ImageDataset, create_dataset, sample_fingerprint
 from engine.jobs.context import RunContext
-from engine.jobs.specs import spec_hash, spec_to_dict
+from engine.jobs.kinds import spec_hash, spec_to_dict
 from engine.storage.atomic import sha256_bytes
 from engine.storage.store import Cache
 

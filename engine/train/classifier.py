@@ -29,7 +29,7 @@ from engine.ingest.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.ingest.glyphs import GlyphConfig
 from engine.ingest.models import resolve_arch
 from engine.storage.atomic import commit, sha256_file, temp_file, write_json_atomic
-from engine.storage.store import DEFAULT_CACHE
+from engine.storage.layout import DEFAULT_CACHE
 from engine.train.loop import LoopConfig, Samples, accuracy, fit, use_bf16, use_threads
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The emergence job: train on nested subsets of categories, snapshot, extract, measure.
 
-For every number of categories k of :class:`~engine.jobs.specs.EmergenceSpec` (ascending):
+For every number of categories k of :class:`~engine.train.specs.EmergenceSpec` (ascending):
 
 1. the first k categories of a fixed seeded order (the same training images per category
    whatever k) are trained from scratch with the project's one loop
@@ -40,7 +40,8 @@ from engine.core.emergence import checkpoint_figures
 from engine.errors import InvalidInputError
 from engine.ingest.data import ImageDataset, prepare_transform, sample_fingerprint
 from engine.jobs.context import RunContext
-from engine.jobs.specs import EmergenceSpec, spec_hash, spec_to_dict
+from engine.jobs.kinds import spec_hash, spec_to_dict
+from engine.stages.pairing import Pairing
 from engine.storage.atomic import (
     canonical_json,
     commit,
@@ -59,6 +60,7 @@ from engine.train.loop import (
     process_cpu_seconds,
     use_threads,
 )
+from engine.train.specs import EmergenceSpec
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ def _measure(spec: EmergenceSpec, ctx: RunContext, test: ImageDataset, sub: _Sub
     name = f"{prefix}-k{sub.k}-e{_epoch_tag(epoch)}"
     store = _save_store(ctx, name, logits, labels, class_names, test, kept,
                         {"categories": sub.k, "epoch": epoch, "weights_sha256": sha256_file(weights)}, spec)
-    gs = load_gramset(ctx.cache, store)
+    gs = load_gramset(ctx.cache, Pairing.of(store))
     figures = checkpoint_figures(logits, labels, np.asarray(gs.design))
     return {"categories": sub.k, "epoch": epoch, **figures, "n_test": int(len(labels)), "store": store.name}
 
@@ -310,7 +312,7 @@ def measure_checkpoints(spec: EmergenceSpec, ctx: RunContext) -> list[dict[str, 
             store = _save_store(ctx, f"{prefix}-e{_epoch_tag(epoch)}", logits, labels, test.class_names, test,
                                 kept, {"categories": test.num_classes, "epoch": epoch, "checkpoint": str(path),
                                        "weights_sha256": digest}, spec)
-            gs = load_gramset(ctx.cache, store)
+            gs = load_gramset(ctx.cache, Pairing.of(store))
             row = {"categories": test.num_classes, "epoch": epoch,
                    **checkpoint_figures(logits, labels, np.asarray(gs.design)),
                    "n_test": int(len(labels)), "store": store.name, "checkpoint": path.name}

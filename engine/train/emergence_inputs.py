@@ -1,5 +1,5 @@
 """The emergence job's inputs, checked when it is submitted: the numbers of categories against
-the data, a user's checkpoint folder against the architecture (``engine.jobs.specs`` calls
+the data, a user's checkpoint folder against the architecture (``engine.jobs.kinds`` calls
 :func:`check_emergence_inputs`; this module imports nothing of the job system)."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from torch import nn
 from engine.errors import InvalidInputError
 from engine.ingest.data import GlyphDataset, ImageDataset, prepare_transform
 from engine.jobs.context import RunContext
-from engine.jobs.specs import NewClassesSpec, spec_to_dict
+from engine.jobs.kinds import spec_to_dict
 from engine.storage.atomic import atomic_path, write_json_atomic
 from engine.train.appdata import (
     checkpoint_dir,
@@ -54,6 +54,7 @@ from engine.train.loop import (
     use_threads,
 )
 from engine.train.parallel import FitTask, fit_tasks
+from engine.train.specs import NewClassesSpec
 
 log = logging.getLogger(__name__)
 

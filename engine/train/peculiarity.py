@@ -39,11 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InvalidInputError
+from engine.storage.derived import declare_derived
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "shapes", "names", "none")  # or a path to a file of marked pairs
 _FORMAT = 1  # bump when the shape features change, so cached similarities are recomputed
+SHAPE_SIMILARITY = declare_derived("shape-similarity", ("similarity",), doc="the glyph world's class × class shape similarity")
 _STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "this", "to", "used", "usually", "with", "which", "who", "whose", "often", "any", "especially", "one", "two", "small", "large", "very"]
 )
@@ -209,13 +211,13 @@ def glyph_shape_similarity(cache, config=None) -> np.ndarray:
 
     config = config or GlyphConfig()
     key = {"world": config.world_key(), "format": _FORMAT}
-    hit = cache.load_derived("shape-similarity", key, ("similarity",))
+    hit = cache.load_derived(SHAPE_SIMILARITY, key)
     if hit is not None:
         return hit[0]["similarity"]
     world = GlyphSplits(cache, config).world
     log.info("shape similarity of %d glyph classes", len(world.class_cps))
     sim = shape_similarity(world.bitmaps, world.owner, face_indices(world), len(world.class_cps))
-    cache.save_derived("shape-similarity", key, {"similarity": sim}, {"classes": len(world.class_cps)})
+    cache.save_derived(SHAPE_SIMILARITY, key, {"similarity": sim}, {"classes": len(world.class_cps)})
     return sim
 
 

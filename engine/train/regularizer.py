@@ -37,7 +37,7 @@ from engine.core.gram import GramAccumulator
 from engine.errors import InvalidInputError
 from engine.ingest.data import ImageDataset, prepare_transform
 from engine.jobs.context import RunContext
-from engine.jobs.specs import RegularizerSpec, spec_to_dict
+from engine.jobs.kinds import spec_to_dict
 from engine.storage.atomic import write_json_atomic
 from engine.train.appdata import (
     checkpoint_dir,
@@ -59,6 +59,7 @@ from engine.train.loop import (
     use_threads,
 )
 from engine.train.parallel import FitTask, fit_and_evaluate
+from engine.train.specs import RegularizerSpec
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ class _Context:
         relaxed Lasso and the Lasso along α; cached in the cache, solved the first time)."""
         key = (model, source, int(target))
         if key not in self.curves:
-            from engine.stages.solutions import open_pairing
+            from engine.stages.pairing import open_pairing
             from engine.stages.sparsity import sources_curve
 
             self.curves[key] = sources_curve(self.cache, open_pairing(self.cache, model, source), int(target))
@@ -114,7 +114,7 @@ class _Context:
         key = (model, source)
         if key not in self.all_paths:
             from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
-            from engine.stages.solutions import open_pairing
+            from engine.stages.pairing import open_pairing
 
             spec = path_spec(self.cache, open_pairing(self.cache, model, source))
             self.all_paths[key] = read_all_paths(self.cache, spec) if path_progress(self.cache, spec).complete else None
@@ -133,8 +133,9 @@ def resolve_dependency(ctx: _Context, slide: TalkSlide) -> Dependency:
     ``sources = m``: the best subset with at most m sources (its α: the Lasso path's largest
     with at most that many, for the slides that show the Lasso's picture beside it)."""
     from engine.stages.alpha_paths import path_spec, target_paths
+    from engine.stages.pairing import open_pairing
     from engine.stages.recommend import recommended_index
-    from engine.stages.solutions import load_top2, open_pairing
+    from engine.stages.solutions import load_top2
 
     model = ctx.store(slide.model)
     source = ctx.store(slide.source or slide.model) if slide.kind == "between" else model
@@ -387,7 +388,7 @@ def _counterpart_share(ctx: _Context, dep: Dependency) -> tuple[float, float] | 
 
 
 def slide_between(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.theory import read_floor
 
     m = dep.metrics
@@ -409,7 +410,8 @@ def slide_between(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
 
 
 def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
-    from engine.stages.solutions import load_gramset, open_pairing
+    from engine.stages.gramsets import load_gramset
+    from engine.stages.pairing import open_pairing
     from engine.stages.theory import read_redundancy
 
     pairing = open_pairing(ctx.cache, dep.model.name, dep.model.name)
@@ -450,7 +452,8 @@ def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
     from engine.core.analysis import dependency_graph
     from engine.stages.alpha_paths import path_spec
     from engine.stages.atlas import default_alpha_index, read_communities
-    from engine.stages.solutions import load_top2, open_pairing
+    from engine.stages.pairing import open_pairing
+    from engine.stages.solutions import load_top2
 
     title = s.title or "The atlas: every category leans on a few others"
     store = ctx.store(model_name)

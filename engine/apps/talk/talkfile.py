@@ -253,7 +253,7 @@ def default_talk(cache: Cache) -> Talk:
 def _complete_path(cache: Cache, model: str, source: str):
     from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
     from engine.stages.gramsets import has_gramset
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
 
     pairing = open_pairing(cache, model, source)
     if not has_gramset(cache, pairing.source, None if pairing.within else pairing.model):
@@ -321,7 +321,7 @@ def _best_within(cache: Cache):
 def _sparsest_best_subset(cache: Cache, model: str, target: int) -> int | None:
     """The fewest sources whose best subset fits the target (R² ≥ 0.95, ≤ 0.5 pt of top-1
     lost) when every target's best subsets of ``model`` are cached; else None (the Lasso)."""
-    from engine.stages.solutions import open_pairing
+    from engine.stages.pairing import open_pairing
     from engine.stages.sparsity import has_all_best_subsets, sources_curve
 
     pairing = open_pairing(cache, model, model)
