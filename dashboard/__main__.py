@@ -67,7 +67,7 @@ def _first_element_check() -> None:
 
 
 def _open_glyph_fonts() -> None:
-    from engine.apps.views import glyph_png
+    from engine.ingest.class_images import glyph_png
 
     glyph_png("A")
 

@@ -10,6 +10,7 @@ import pandas as pd
 from dashboard.components import charts
 from dashboard.components.graph import star_graph
 from engine.apps import views
+from engine.ingest.class_images import glyph_png
 
 
 def test_chart_exports_png_and_svg():
@@ -24,7 +25,7 @@ def test_chart_exports_png_and_svg():
 
 def test_star_graph_is_standalone_and_offline():
     html = star_graph("O LATIN CAPITAL LETTER O", [(1, "0 DIGIT ZERO", 0.4), (2, "C LATIN CAPITAL LETTER C", -0.1)],
-                           {1: views.glyph_png("0"), "target": views.glyph_png("O")}, title="O").standalone()
+                           {1: glyph_png("0"), "target": glyph_png("O")}, title="O").standalone()
     assert "new vis.Network" in html and 'data-nodes="3"' in html
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)
     assert "bootstrap" not in html.lower()

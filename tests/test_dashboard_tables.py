@@ -10,6 +10,7 @@ import pandas as pd
 from dashboard.components.style import NEG, POS
 from dashboard.components.tables import BAR_EM, coef_table_html
 from engine.apps import views
+from engine.ingest.class_images import glyph_png
 
 NAMES = ["a", "b", "c", "d", "e"]
 
@@ -42,7 +43,7 @@ def test_bars_scale_with_the_coefficient_and_carry_its_sign():
 def test_images_only_when_there_are_some():
     frame = _frame()
     assert "<img" not in coef_table_html(frame, {})
-    table = coef_table_html(frame, {3: views.glyph_png("c")})
+    table = coef_table_html(frame, {3: glyph_png("c")})
     assert table.count("<img") == 1 and table.count("<td class=\"img\"></td>") == 2  # the others get an empty cell
 
 

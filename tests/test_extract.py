@@ -258,16 +258,16 @@ def test_store_records_where_class_images_are(tmp_path, checkpoint, capsys):
     names, yet the dashboard's sample image of each class is that class folder's first image."""
     from PIL import Image
 
-    from engine.apps import views
+    from engine.ingest import class_images
 
     synsets = ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475")
     root = make_folder(tmp_path / "val", classes=synsets, per_class=2)
     store, _ = extract_logits(Cache(tmp_path / "c"), _model(checkpoint), ImageFolderDataset(root),
                               "synsets", workers=0, progress=False)
     assert store.class_names[:2] == ["tench", "goldfish"]
-    assert views.class_image_source(store.manifest, store.class_names) == "folder"
+    assert class_images.class_image_source(store.manifest, store.class_names) == "folder"
     for i, synset in enumerate(synsets):
-        png = views.class_image_png(store.manifest, store.class_names, i, size=64)
+        png = class_images.class_image_png(store.manifest, store.class_names, i, size=64)
         shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         first = Image.open(root / synset / "img0.png").convert("RGB")
         first.thumbnail((64, 64))

@@ -54,7 +54,7 @@ def test_the_warm_up_loads_the_first_page_libraries_and_nothing_heavy(tmp_path):
             "with mock.patch.object(Runtime, 'exists', return_value=True), "
             "mock.patch.object(Runtime, 'instance', return_value=rt):\n"
             "    m.warm_up().join(120)\n"
-            "from engine.apps.views import glyph_png\n"
+            "from engine.ingest.class_images import glyph_png\n"
             "print(all(n in sys.modules for n in m.WARM_MODULES), glyph_png.cache_info().currsize,\n"
             "      sorted(n for n in ('torch', 'altair', 'sklearn', 'timm') if n in sys.modules))")
     assert _run(code, NDE_CACHE=str(tmp_path / "cache")) == "True 1 []"

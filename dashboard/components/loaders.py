@@ -18,6 +18,7 @@ import streamlit as st
 from engine.apps import views
 from engine.core.analysis import Top2
 from engine.core.gram import GramSet
+from engine.ingest import class_images as images
 from engine.stages.alpha_paths import (
     DependencyPath,
     PathProgress,
@@ -268,13 +269,13 @@ def load_recognised(root: str, model: str) -> np.ndarray:
 @st.cache_resource(max_entries=8)
 def _image_kind(root: str, model: str, stamp: tuple) -> str | None:
     store = _store(root, model, stamp)
-    return views.class_image_source(store.manifest, store.class_names)
+    return images.class_image_source(store.manifest, store.class_names)
 
 
 def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
     """PNG per class index where the dataset has images (glyphs: always), else None.
 
-    The images themselves are memoised in :mod:`engine.apps.views`, so a slider move costs a
+    The images themselves are memoised in :mod:`engine.ingest.class_images`, so a slider move costs a
     dictionary look-up per node.
     """
     stamp = _stamp(root, model)
@@ -282,7 +283,7 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
     if kind is None:
         return {int(i): None for i in indices}
     store = _store(root, model, stamp)
-    return {int(i): views.class_image_png(store.manifest, store.class_names, int(i), kind=kind)
+    return {int(i): images.class_image_png(store.manifest, store.class_names, int(i), kind=kind)
             for i in indices}
 
 

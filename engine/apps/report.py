@@ -88,6 +88,7 @@ def dependency_report(
         top2 = centred_top2(top2, target_logits.means)
     columns = _solve(cache, pairing, gs, method, alpha, M, config, subset_config, subset, wanted)
     out = []
+    target_names, source_names = m.class_names, s.class_names  # one copy each, not one per name
     for i, t in enumerate(wanted):
         col, extra = columns(i, t)
         idx = np.flatnonzero(col)
@@ -96,8 +97,8 @@ def dependency_report(
         out.append(
             {
                 "target": t,
-                "target_name": m.class_names[t],
-                "sources": [{"index": int(j), "name": s.class_names[j], "coef": float(col[j])} for j in idx],
+                "target_name": target_names[t],
+                "sources": [{"index": int(j), "name": source_names[j], "coef": float(col[j])} for j in idx],
                 **metrics.as_json(),  # abs_err, rel_err, acc, ori_acc, pos_acc, ori_pos_acc, n_pos, r2
                 **extra,
             }

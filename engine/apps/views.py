@@ -1,4 +1,5 @@
-"""What the dashboard shows, as pure functions: tables, graph data, summaries, class images.
+"""What the dashboard shows, as pure functions: tables, graph data, summaries (the classes'
+pictures, which read fonts and image files, are :mod:`engine.ingest.class_images`).
 
 Arrays in, plain Python / pandas / networkx out. Nothing here imports Streamlit, draws
 widgets or solves anything: solutions come from :class:`engine.stages.alpha_paths.DependencyPath`.
@@ -8,11 +9,7 @@ at 21,843 categories one is 3.8 GB) and exports are generated block by block.
 
 from __future__ import annotations
 
-import io
 import json
-import unicodedata
-from functools import lru_cache
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -20,7 +17,7 @@ import pandas as pd
 
 from engine.core.analysis import DependencyMetrics, Redundancy, r2_from_error, target_variance
 from engine.core.sparse import SparseColumns
-from engine.storage.manifests import manifest_dataset
+from engine.ingest.class_images import is_glyph_name
 
 # ----------------------------------------------------------------------------- one target
 
@@ -183,13 +180,6 @@ def recognised_categories(labels: np.ndarray | None, pred: np.ndarray, k: int, m
     return (positives > 0) & (hits >= min_acc * np.maximum(positives, 1))
 
 
-def is_glyph_name(name: str) -> bool:
-    """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.ingest.glyphs.char_name)."""
-    if len(name) < 3 or name[1] != " ":
-        return False
-    return unicodedata.name(name[0], f"U+{ord(name[0]):04X}") == name[2:]
-
-
 # ----------------------------------------------------------------------------- many targets
 
 
@@ -309,110 +299,3 @@ def overlap_by_target(a: SparseColumns, b: SparseColumns) -> np.ndarray:
     union = a.support_sizes + b.support_sizes - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-
-
-# ----------------------------------------------------------------------------- class images
-
-
-def class_image_source(manifest: dict, class_names: list[str]) -> str | None:
-    """How images of this store's classes can be shown: 'glyph', 'folder' or None."""
-    dataset = manifest_dataset(manifest)
-    if str(dataset.get("name", "")).lower().startswith("glyph") or (class_names and all(is_glyph_name(n) for n in class_names[:50])):
-        return "glyph"
-    if _image_folder_root(manifest) is not None:
-        return "folder"
-    return None
-
-
-def class_image_png(
-    manifest: dict, class_names: list[str], index: int, size: int = 64, kind: str | None = "detect"
-) -> bytes | None:
-    """A PNG of class ``index`` (dark ink on white for glyphs), or None when there is none.
-
-    Glyph classes are drawn cleanly from matplotlib's own fonts (the face that covers the
-    character); ImageFolder datasets give the first image of the class folder when that
-    folder exists on this machine.
-    """
-    if kind == "detect":
-        kind = class_image_source(manifest, class_names)
-    if kind == "glyph" and is_glyph_name(class_names[index]):
-        return glyph_png(class_names[index][0], size)
-    if kind == "folder":
-        root = _image_folder_root(manifest)
-        folders = manifest_dataset(manifest).get("folder_names")
-        folder = folders[index] if isinstance(folders, list) and len(folders) == len(class_names) else class_names[index]
-        return None if root is None else _folder_png(root, str(folder), size)
-    return None
-
-
-_GLYPH_FACES = ("DejaVuSans.ttf", "STIXGeneral.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
-
-
-def _font_dir() -> Path:
-    """matplotlib's TrueType folder, found without importing matplotlib (or engine.ingest.glyphs/torch)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("matplotlib")
-    return Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf"
-
-
-@lru_cache(maxsize=8)
-def _face_cmap(face: str) -> frozenset[int]:
-    from fontTools.ttLib import TTFont
-
-    return frozenset(TTFont(_font_dir() / face, lazy=True).getBestCmap())
-
-
-@lru_cache(maxsize=4096)
-def glyph_png(char: str, size: int = 64) -> bytes:
-    """The character drawn dark on white, centred, with the first matplotlib face covering it."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    face = next((f for f in _GLYPH_FACES if ord(char) in _face_cmap(f)), _GLYPH_FACES[0])
-    font = ImageFont.truetype(str(_font_dir() / face), int(size * 0.62))
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    left, top, right, bottom = draw.textbbox((0, 0), char, font=font)
-    x = (size - (right - left)) / 2 - left
-    y = (size - (bottom - top)) / 2 - top
-    draw.text((x, y), char, fill=(17, 24, 39), font=font)
-    return _png(img)
-
-
-def _image_folder_root(manifest: dict) -> Path | None:
-    dataset = manifest_dataset(manifest)
-    for key in ("root", "path", "folder"):
-        value = dataset.get(key)
-        if isinstance(value, str) and Path(value).is_dir():
-            return Path(value)
-    return None
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
-
-
-@lru_cache(maxsize=4096)
-def _folder_png(root: Path, class_name: str, size: int) -> bytes | None:
-    from PIL import Image
-
-    if class_name in ("", ".", "..") or "/" in class_name or "\\" in class_name:
-        return None  # a class is one folder directly under the root, never a path elsewhere
-    folder = root / class_name
-    if not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    for path in files[:3]:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                img.thumbnail((size, size))
-                return _png(img)
-        except OSError:
-            continue
-    return None
-
-
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()

@@ -23,10 +23,11 @@ import numpy as np
 
 from engine.apps.talk import svg
 from engine.apps.talk.talkfile import Talk, TalkSlide
-from engine.apps.views import class_image_png, class_image_source, read_at_a_glance, short_name
+from engine.apps.views import read_at_a_glance, short_name
 from engine.core.analysis import DependencyMetrics, dependency_metrics
 from engine.core.categories import category_ids, find_category
 from engine.errors import NotFoundError
+from engine.ingest.class_images import class_image_png, class_image_source
 from engine.storage.store import Cache, LogitStore
 
 log = logging.getLogger(__name__)
