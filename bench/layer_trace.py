@@ -1,0 +1,170 @@
+"""Follow one request through the engine's layers: how often each layer is entered, in order.
+
+A layer is *entered* when a function of that layer is called by a function of another layer
+(calls through numpy, torch, Streamlit or the standard library are transparent: the nearest
+caller of ours counts; a module's import is not a call). Two requests, on a cache that has everything they read (the demo's):
+
+* ``dependencies``: ``python -m engine dependencies --model M --alpha 2.5 --target T --json -``
+  (the CLI in this process);
+* ``explore``: the Explore page opened on the model (Streamlit's AppTest, this process).
+
+    .venv/bin/python -m bench.layer_trace --cache /tmp/cache [--model glyph-vgg] [--target 1]
+
+Prints, per request, the entries per layer and the order of the layers entered (consecutive
+repeats folded). The layers are those of docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("dashboard", "cli", "commands", "apps", "train", "jobs", "ingest", "stages", "storage", "core")
+
+
+def layer_of(filename: str) -> str | None:
+    """The layer of a source file, or None when it is not ours (libraries, the standard library)."""
+    try:
+        parts = Path(filename).resolve().relative_to(ROOT).parts
+    except ValueError:
+        return None
+    if parts[0] == "dashboard":
+        return "dashboard"
+    if parts[0] != "engine":
+        return None
+    if len(parts) == 2:
+        return {"cli.py": "cli", "__main__.py": "cli"}.get(parts[1], "engine")  # errors, __init__
+    return parts[1]
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs because a module is being imported."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _is_property(frame) -> bool:
+    """Whether ``frame`` is the getter of a property (``store.k``, ``cache.derived_dir``)."""
+    owner = frame.f_locals.get("self")
+    return owner is not None and isinstance(getattr(type(owner), frame.f_code.co_name, None), property)
+
+
+class LayerTrace:
+    """A profile hook that records every call that crosses from one of our layers to another."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+        self.calls: Counter = Counter()  # (from layer, to layer, function) of every entry
+        self.property_reads: Counter = Counter()  # entries that only read a property (store.k, …)
+        self._layers: dict[object, str | None] = {}
+
+    def _hook(self, frame, event, arg):
+        if event != "call":
+            return
+        code = frame.f_code
+        if code.co_name == "<module>":  # a module being imported, not a request's call
+            return
+        layer = self._layers.get(code.co_filename, ...)
+        if layer is ...:
+            layer = self._layers[code.co_filename] = layer_of(code.co_filename)
+        if layer is None or layer == "engine":
+            return
+        caller = frame.f_back
+        while caller is not None:
+            prev = self._layers.get(caller.f_code.co_filename, ...)
+            if prev is ...:
+                prev = self._layers[caller.f_code.co_filename] = layer_of(caller.f_code.co_filename)
+            if prev is not None and prev != "engine":
+                break
+            caller = caller.f_back
+        if caller is not None and caller.f_code.co_name == "<module>" and _importing(caller):
+            return  # a module's top level, run by an import
+        if caller is None or prev != layer:
+            self.entries.append(layer)
+            self.calls[(prev if caller is not None else "-", layer, code.co_qualname)] += 1
+            if _is_property(frame):
+                self.property_reads[layer] += 1
+
+    @contextlib.contextmanager
+    def active(self):
+        sys.setprofile(self._hook)
+        threading.setprofile(self._hook)
+        try:
+            yield self
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)
+
+    def summary(self) -> tuple[Counter, list[str]]:
+        order: list[str] = []
+        for layer in self.entries:
+            if not order or order[-1] != layer:
+                order.append(layer)
+        return Counter(self.entries), order
+
+
+def trace_dependencies(cache: str, model: str, target: str) -> LayerTrace:
+    from engine.cli import main
+
+    trace = LayerTrace()
+    with trace.active(), contextlib.redirect_stdout(io.StringIO()):
+        main(["--cache", cache, "dependencies", "--model", model, "--alpha", "2.5", "--target", target,
+              "--json", "-"])
+    return trace
+
+
+def trace_explore(cache: str, model: str) -> LayerTrace:
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["NDE_CACHE"] = cache
+    app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)  # Explore opens
+    app.query_params["model"] = model
+    trace = LayerTrace()
+    with trace.active():
+        app.run()
+    if app.exception:
+        raise SystemExit(f"the Explore page failed: {app.exception[0].message}")
+    return trace
+
+
+def _report(name: str, trace: LayerTrace) -> None:
+    counts, order = trace.summary()
+    reads = trace.property_reads
+    print(f"{name}: {sum(counts.values())} layer entries ({sum(reads.values())} of them property reads)")
+    for layer in LAYERS:
+        if counts[layer]:
+            print(f"  {layer:10s} entered {counts[layer]:5d} times ({counts[layer] - reads[layer]} calls, "
+                  f"{reads[layer]} property reads)")
+    shown = " > ".join(order[:40]) + (" > …" if len(order) > 40 else "")
+    print(f"  order ({len(order)} steps): {shown}")
+    print("  most entered (from > to: function × times):")
+    for (src, dst, name), n in trace.calls.most_common(12):
+        print(f"    {src} > {dst}: {name} × {n}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--model", default="glyph-vgg")
+    parser.add_argument("--target", default="1")
+    parser.add_argument("--only", choices=("dependencies", "explore"))
+    args = parser.parse_args(argv)
+    if args.only in (None, "dependencies"):
+        _report("dependencies", trace_dependencies(args.cache, args.model, args.target))
+    if args.only in (None, "explore"):
+        _report("explore", trace_explore(args.cache, args.model))
+
+
+if __name__ == "__main__":
+    main()
