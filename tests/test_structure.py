@@ -42,10 +42,10 @@ def test_no_import_cycles_in_the_engine():
 
 def test_the_solver_and_the_gram_never_reach_the_store():
     graph = _import_graph()
-    for core in ("engine.core.covlasso", "engine.core.covlasso_kernels", "engine.core.covlasso_types", "engine.core.gram",
-                 "engine.core.sparse"):
+    for core in ("engine.core.covlasso", "engine.core.covlasso_kernels", "engine.core.covlasso_types",
+                 "engine.core.gram", "engine.core.sparse"):
         reached = nx.descendants(graph, core)
-        assert "engine.storage.store" not in reached, f"{core} reaches engine.storage.store through {sorted(reached)}"
+        assert "engine.storage.store" not in reached, f"{core} reaches the store through {sorted(reached)}"
 
 
 _LAYOUT = re.compile(r'"jobs\.sqlite"|/ "(?:partial|runs|datasets|derived|quarantine|verified|stores|objects|locks|jobs)"')

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from engine.core.analysis import DependencyMetrics, Redundancy, r2_from_error, target_variance
+from engine.core.categories import glyph_name_mask, is_glyph_name
 from engine.core.sparse import SparseColumns
-from engine.ingest.class_images import is_glyph_name
 
 # ----------------------------------------------------------------------------- one target
 
@@ -162,7 +162,7 @@ def short_name(name: str, width: int = 28) -> str:
 def read_at_a_glance(names: list[str]) -> np.ndarray:
     """(K,) True for categories a person reads at a glance: glyph classes of Basic Latin and
     Latin-1 (``é LATIN SMALL LETTER E WITH ACUTE``); pages open on one of them when they can."""
-    return np.array([is_glyph_name(n) and ord(n[0]) < 0x100 for n in names], dtype=bool)
+    return glyph_name_mask(names, below=0x100)
 
 
 def recognised_categories(labels: np.ndarray | None, pred: np.ndarray, k: int, min_acc: float = 0.9) -> np.ndarray:

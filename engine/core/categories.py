@@ -8,7 +8,10 @@ ImageNet synset (``"n01440764"``) when the store records them.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
+
+import numpy as np
 
 from engine.errors import NotFoundError
 
@@ -103,3 +106,16 @@ def search_categories(names: Sequence[str], query: str, ids: Sequence[str] | Non
                 if limit is not None and len(out) >= limit:
                     return out
     return out
+
+
+def is_glyph_name(name: str) -> bool:
+    """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.ingest.glyphs.char_name)."""
+    if len(name) < 3 or name[1] != " ":
+        return False
+    return unicodedata.name(name[0], f"U+{ord(name[0]):04X}") == name[2:]
+
+
+def glyph_name_mask(names: Sequence[str], below: int = 0x110000) -> np.ndarray:
+    """(K,) True for glyph class names (:func:`is_glyph_name`) whose character's code is below
+    ``below`` (0x100: Basic Latin and Latin-1)."""
+    return np.array([is_glyph_name(n) and ord(n[0]) < below for n in names], dtype=bool)

@@ -8,18 +8,11 @@ tables, the talk's slides); :mod:`engine.apps.views` stays pure.
 from __future__ import annotations
 
 import io
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+from engine.core.categories import is_glyph_name
 from engine.storage.manifests import manifest_dataset
-
-
-def is_glyph_name(name: str) -> bool:
-    """True for glyph class names, ``"<char> <UNICODE NAME>"`` (engine.ingest.glyphs.char_name)."""
-    if len(name) < 3 or name[1] != " ":
-        return False
-    return unicodedata.name(name[0], f"U+{ord(name[0]):04X}") == name[2:]
 
 
 def class_image_source(manifest: dict, class_names: list[str]) -> str | None:

@@ -32,6 +32,7 @@ def default_alpha_index(path: DependencyPath) -> int:
     wanted = float(np.median(path.alpha_max_held)) / 10
     return int(np.argmin(np.abs(np.log(alphas) - np.log(wanted))))
 
+
 COMMUNITIES = declare_derived("communities", ("nodes", "sizes"), 3, "the Atlas's communities at one α")
 
 

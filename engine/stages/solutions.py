@@ -1,10 +1,10 @@
 """The solution stage: a pairing's CovLasso solutions at one α (and each store's top-2 logits).
 
-Each stage reads what is cached, computes only what is missing — for the targets asked, not
-for every target — and caches it under the hash of its inputs (store contents, α, solver
-settings). The α paths are the third stage (:mod:`engine.stages.alpha_paths`). Category parsing lives in
-:mod:`engine.core.categories`, the CLI's report in :mod:`engine.apps.report`, the demo in
-:mod:`engine.commands.demo`.
+It reads what is cached, computes only what is missing — for the targets asked, not for every
+target — and caches it under the hash of its inputs (store contents, α, solver settings). The
+pairing is :mod:`engine.stages.pairing`, its Gram set :mod:`engine.stages.gramsets`, the α
+paths :mod:`engine.stages.alpha_paths`; category parsing lives in :mod:`engine.core.categories`,
+the CLI's report in :mod:`engine.apps.report`, the demo in :mod:`engine.commands.demo`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 TOP2 = declare_derived("top2", ("idx1", "val1", "idx2", "val2"), doc="each sample's two largest logits, per store")
 SOLUTION = declare_derived("solution", RESULT_ARRAYS, 2, "every target's CovLasso at one α")
 SOLUTION_TARGETS = declare_derived("solution-targets", RESULT_ARRAYS, 2, "some targets' CovLasso at one α")
+
 
 def load_top2(cache: Cache, store: LogitStore) -> Top2:
     """Each sample's two largest logits (what Acc and Pos Acc need), cached per store: a pass

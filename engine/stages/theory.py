@@ -43,7 +43,7 @@ SCREENING = declare_derived("screening", _SCREENING, 3, "the screening rule's ef
 
 
 def _key(pairing: Pairing) -> dict:
-    return {**pairing.key(), "layout": 2}
+    return {**pairing.key(), "layout": REDUNDANCY.version}  # the redundancy's and the floor's
 
 
 # ----------------------------------------------------------------------------- redundancy, spectrum
