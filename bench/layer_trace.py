@@ -10,8 +10,14 @@ caller of ours counts; a module's import is not a call). Two requests, on a cach
 
     .venv/bin/python -m bench.layer_trace --cache /tmp/cache [--model glyph-vgg] [--target 1]
 
-Prints, per request, the entries per layer and the order of the layers entered (consecutive
-repeats folded). The layers are those of docs/architecture.md.
+Prints, per request, the entries per layer, the order in which the layers are first entered,
+the order of the layers entered (consecutive repeats folded) and the *hand-backs*: the times
+control came back up to a layer that had already called into a lower one and went down again
+(a layer's second, third … call into the layers below it; a request that goes down the layers
+once has none above the stage that gathers its data). Reads of a lower layer's properties
+(``store.k``) are counted apart, as are calls that start a thread (the Gram's hash checked
+beside the store's reading) and calls up a layer (callbacks). The layers are those of
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class LayerTrace:
         self.entries: list[str] = []
         self.calls: Counter = Counter()  # (from layer, to layer, function) of every entry
         self.property_reads: Counter = Counter()  # entries that only read a property (store.k, …)
+        self.down_calls: Counter = Counter()  # calls (not property reads) from a layer into a lower one
+        self.up_calls: Counter = Counter()  # calls from a layer into a higher one (callbacks)
+        self.thread_starts: Counter = Counter()  # entries with no caller of ours (a thread's first call)
         self._layers: dict[object, str | None] = {}
 
     def _hook(self, frame, event, arg):
@@ -93,6 +102,13 @@ class LayerTrace:
             self.calls[(prev if caller is not None else "-", layer, code.co_qualname)] += 1
             if _is_property(frame):
                 self.property_reads[layer] += 1
+            elif caller is None:
+                if len(self.entries) > 1:  # the first is the request itself (bench calls it)
+                    self.thread_starts[layer] += 1
+            elif prev in LAYERS and LAYERS.index(prev) < LAYERS.index(layer):
+                self.down_calls[prev] += 1
+            else:
+                self.up_calls[(prev, layer)] += 1
 
     @contextlib.contextmanager
     def active(self):
@@ -110,6 +126,15 @@ class LayerTrace:
             if not order or order[-1] != layer:
                 order.append(layer)
         return Counter(self.entries), order
+
+    def first_entries(self) -> list[str]:
+        """The layers in the order they are first entered."""
+        return list(dict.fromkeys(self.entries))
+
+    def hand_backs(self) -> Counter:
+        """Per layer, how often control came back up to it and it called down again: its calls
+        into lower layers after the first (property reads and thread starts not counted)."""
+        return Counter({layer: n - 1 for layer, n in self.down_calls.items() if n > 1})
 
 
 def trace_dependencies(cache: str, model: str, target: str) -> LayerTrace:
@@ -147,6 +172,14 @@ def _report(name: str, trace: LayerTrace) -> None:
             print(f"  {layer:10s} entered {counts[layer]:5d} times ({counts[layer] - reads[layer]} calls, "
                   f"{reads[layer]} property reads)")
     shown = " > ".join(order[:40]) + (" > …" if len(order) > 40 else "")
+    print(f"  first entries: {' > '.join(trace.first_entries())}")
+    backs = trace.hand_backs()
+    per = ", ".join(f"{layer} {backs[layer]}" for layer in LAYERS if backs[layer])
+    print(f"  hand-backs: {sum(backs.values())} ({per or 'none'}); calls down per layer: "
+          + ", ".join(f"{layer} {trace.down_calls[layer]}" for layer in LAYERS if trace.down_calls[layer]))
+    if trace.thread_starts or trace.up_calls:
+        print(f"  thread starts: {dict(trace.thread_starts)}; calls up a layer: "
+              f"{ {f'{a} > {b}': n for (a, b), n in trace.up_calls.items()} }")
     print(f"  order ({len(order)} steps): {shown}")
     print("  most entered (from > to: function × times):")
     for (src, dst, name), n in trace.calls.most_common(12):

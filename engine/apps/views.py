@@ -15,7 +15,10 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from engine.core.analysis import DependencyMetrics, Redundancy, r2_from_error, target_variance
+from engine.core.analysis import DependencyMetrics, Redundancy
+from engine.core.analysis import (
+    sparse_fit as sparse_fit,  # the pages' name for it (moved to the core)
+)
 from engine.core.categories import glyph_name_mask, is_glyph_name
 from engine.core.sparse import SparseColumns
 
@@ -193,22 +196,6 @@ def most_depended_on(coef: SparseColumns, source_names: list[str], top: int = 20
         {"index": order, "name": [source_names[j] for j in order], "targets": uses[order],
          "sum |coef|": weight[order]}
     )
-
-
-def sparse_fit(gs, coef: SparseColumns, targets) -> tuple[np.ndarray, np.ndarray]:
-    """(relative error ``e_t / E[g_t²]``, R²) of the dependencies of ``targets`` (``coef``'s
-    columns), from the Grams alone: ``e_t = E[g²] − 2θᵀb + θᵀGθ`` with θ sparse (a few rows of
-    the Gram each); R² = ``1 − e_t / Var g_t`` (nan where the logit is constant)."""
-    targets = np.asarray(targets)
-    err = np.empty(coef.n_targets)
-    for i, t in enumerate(targets):
-        idx, val = coef.column(i)
-        b = gs.rhs_columns([t])[idx, 0]
-        quad = val @ np.asarray(gs.design[np.ix_(idx, idx)]) @ val if len(idx) else 0.0
-        err[i] = max(gs.target_sq[t] - 2 * val @ b + quad, 0.0)
-    ysq = gs.target_sq[targets]
-    r2 = r2_from_error(err, target_variance(ysq, gs.target_mean[targets]), ysq)
-    return err / np.maximum(ysq, 1e-300), r2
 
 
 def most_redundant(red: Redundancy, names: list[str], top: int | None = 20) -> pd.DataFrame:

@@ -94,12 +94,11 @@ def cmd_stores(args) -> int:
 
 
 def cmd_dependencies(args) -> int:
-    from engine.apps.report import check_method, format_report
+    from engine.apps.report import format_report
 
-    check_method(args.alpha, args.max_sources, args.relaxed)  # before anything is read or written
-    config = SolverConfig(tol=args.tol, device=args.device)
-    report = dependency_report(Cache(args.cache), args.model, args.source, args.alpha, args.target, config,
-                               centred=args.centred, max_sources=args.max_sources, relaxed=args.relaxed)
+    # one call down the layers: the method is checked before anything is read or written
+    report = dependency_report(args.cache, args.model, args.source, args.alpha, args.target, centred=args.centred,
+                               max_sources=args.max_sources, relaxed=args.relaxed, tol=args.tol, device=args.device)
     if args.json_out is None:
         print(format_report(report))
     elif str(args.json_out) == "-":

@@ -164,6 +164,23 @@ def r2_from_error(error, variance, target_sq) -> np.ndarray:
     return np.where(ok, 1.0 - np.clip(error, 0.0, None) / np.where(ok, variance, 1.0), np.nan)
 
 
+def sparse_fit(gs, coef: SparseColumns, targets) -> tuple[np.ndarray, np.ndarray]:
+    """(relative error ``e_t / E[g_t²]``, R²) of the dependencies of ``targets`` (``coef``'s
+    columns), from the Grams alone (``gs``: a :class:`engine.core.gram.GramSet`):
+    ``e_t = E[g²] − 2θᵀb + θᵀGθ`` with θ sparse (a few rows of the Gram each);
+    R² = ``1 − e_t / Var g_t`` (nan where the logit is constant)."""
+    targets = np.asarray(targets)
+    err = np.empty(coef.n_targets)
+    for i, t in enumerate(targets):
+        idx, val = coef.column(i)
+        b = gs.rhs_columns([t])[idx, 0]
+        quad = val @ np.asarray(gs.design[np.ix_(idx, idx)]) @ val if len(idx) else 0.0
+        err[i] = max(gs.target_sq[t] - 2 * val @ b + quad, 0.0)
+    ysq = gs.target_sq[targets]
+    r2 = r2_from_error(err, target_variance(ysq, gs.target_mean[targets]), ysq)
+    return err / np.maximum(ysq, 1e-300), r2
+
+
 # ----------------------------------------------------------------------------- Fig. 3, Conjecture 1
 
 
