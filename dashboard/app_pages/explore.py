@@ -27,14 +27,12 @@ from dashboard.components.loaders import (
     load_recommendation,
     load_sources_curve,
     load_store,
+    load_target_card,
     load_target_path,
-    load_top2,
 )
 from dashboard.components.sources_ui import (
     BEST,
     LASSO,
-    best_subset_view,
-    covlasso_view,
     fit_note,
     method_ui,
     opening_target,
@@ -152,19 +150,17 @@ def main() -> None:
     path = guard(load_target_path, root, model, None, target)
     curve = guard(load_sources_curve, root, model, None, target)
     target_name = class_names[target]
-    rhs_col = gs.rhs_columns([target])[:, 0]
     with right:
         if method == BEST:
-            m, alpha = sources_ui(curve, params), None
-            shown = best_subset_view(curve, m)
+            m, alpha, a_idx = sources_ui(curve, params), None, None
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params)
-            shown = covlasso_view(path, target, a_idx, alpha, store, store, load_top2(root, model))
+        # what the page shows of the dependency: one cached call (issue 22)
+        shown = guard(load_target_card, root, model, None, target, method, m=m, alpha_index=a_idx)
         sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model, target=target, method=method, m=m, alpha=alpha)
 
-    frame = views.dependency_frame(shown.sources, shown.coefs, class_names, rhs_col)
-    formula = views.dependency_formula(target_name, frame)
+    frame, formula, rhs_col = shown.frame, shown.formula, shown.covariance
     formula_ui(formula)
     view_caption(f"{model} · {target_name} (#{target}) · {shown.label} · {len(frame)} sources",
                  model=model, target=target, method=shown.method, m=shown.m, alpha=shown.alpha)

@@ -362,3 +362,26 @@ def load_sparse_example(root: str, model: str, source: str | None = None,
         return None
     key = b"" if prefer is None else np.asarray(prefer, dtype=bool).tobytes()
     return _sparse_example(root, model, source, key, _stamp(root, model, source))
+
+
+# ----------------------------------------------------------------------------- one target's card (issue 22)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _target_card(root: str, model: str, source: str, target: int, method: str, m: int | None,
+                 alpha_index: int | None, stamp: tuple):
+    from engine.apps.cards import target_card
+
+    return target_card(Cache(root), model, source, target, method, m=m, alpha_index=alpha_index)
+
+
+def load_target_card(root: str, model: str, source: str | None, target: int, method: str, *,
+                     m: int | None = None, alpha_index: int | None = None):
+    """What a page shows of one target's dependency (:class:`engine.apps.cards.TargetCard`:
+    sources, coefficients, Table 1 metrics, the table of sources, the formula), from one
+    cached call: the best subset with at most ``m`` sources, or the CovLasso at the
+    ``alpha_index``-th α of the target's path (both read from the stages' cache, or solved for
+    that target alone)."""
+    source = source or model
+    return _target_card(root, model, source, int(target), method, None if m is None else int(m),
+                        None if alpha_index is None else int(alpha_index), _stamp(root, model, source))

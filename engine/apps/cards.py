@@ -1,0 +1,100 @@
+"""A target card: what a page shows of one target's dependency, from one call.
+
+:func:`target_card` gathers, for one target and one method — the best dependency with at most
+``m`` sources, or the paper's CovLasso at the ``alpha_index``-th α of the target's path — its
+sources and coefficients (strongest first), the Table 1 metrics, the table of sources (with
+the target's covariance with each, Fig. 3's axis), the formula and the words that name the
+method; the page (``dashboard/app_pages/explore.py``, through one cached loader) only lays
+the card out. The stages it reads are cached on disk: the target's sources curve
+(:func:`engine.stages.sparsity.sources_curve`) and α path (:func:`engine.stages.alpha_paths.target_paths`),
+each solved for that target alone the first time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from engine.apps.views import dependency_formula, dependency_frame
+from engine.core.analysis import DependencyMetrics, dependency_metrics
+from engine.core.bestsubset import DEFAULT_MAX_SOURCES
+from engine.errors import InvalidInputError
+from engine.stages.alpha_paths import path_spec, target_paths
+from engine.stages.gramsets import load_gramset
+from engine.stages.pairing import open_pairing
+from engine.stages.solutions import load_top2
+from engine.stages.sparsity import sources_curve
+from engine.storage.store import Cache
+
+BEST = "best-subset"
+LASSO = "covlasso"
+
+
+@dataclass(frozen=True)
+class TargetCard:
+    """One target's dependency as a page shows it (the fields of the dashboard's
+    ``ShownDependency`` and what the page derived from them)."""
+
+    model: str
+    source: str
+    target: int
+    target_name: str
+    method: str  # BEST or LASSO
+    m: int | None  # the sources control's value (best subset)
+    alpha: float | None  # the α of the path shown (CovLasso)
+    sources: np.ndarray  # strongest first
+    coefs: np.ndarray
+    metrics: DependencyMetrics
+    label: str  # "best subset, 3 sources" / "CovLasso, α = 0.5"
+    slug: str  # for file names: "m3" / "a0.5"
+    frame: pd.DataFrame  # index, name, coef (and covariance: C_tj), strongest first
+    formula: str  # 'O ≈ 0.36·0 + 0.19·C …'
+    covariance: np.ndarray | None  # (P,) the target's covariance with every source (None without a Gram)
+
+
+def curve_sources(k_source: int, within: bool) -> int:
+    """The number of sources the pages' sources curve goes up to (a store of a few categories has fewer)."""
+    return max(1, min(DEFAULT_MAX_SOURCES, k_source - (1 if within else 0)))
+
+
+def target_card(cache: Cache | str, model: str, source: str | None, target: int, method: str = BEST, *,
+                m: int | None = None, alpha_index: int | None = None) -> TargetCard:
+    """The card of ``target`` (``model``'s category, predicted from ``source``'s logits; None:
+    ``model`` itself): with ``method`` BEST, its best dependency with at most ``m`` sources;
+    with LASSO, the CovLasso at the ``alpha_index``-th α of its path."""
+    cache = Cache.of(cache)
+    pairing = open_pairing(cache, model, source)
+    mstore, sstore = pairing.model, pairing.source
+    target = int(target)
+    if method == BEST:
+        if m is None:
+            raise InvalidInputError("a best-subset card needs m (the number of sources); got None")
+        curve = sources_curve(cache, pairing, target, max_sources=curve_sources(sstore.k, pairing.within))
+        if not 1 <= m <= len(curve.best):
+            raise InvalidInputError(f"m must be in 1 … {len(curve.best)}; got {m}")
+        fit = curve.best[m - 1]
+        n = len(fit.sources)
+        sources, coefs, metrics, alpha = np.asarray(fit.sources), np.asarray(fit.coefs), fit.metrics, None
+        label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
+        slug = f"m{m}"
+    elif method == LASSO:
+        if alpha_index is None:
+            raise InvalidInputError("a CovLasso card needs alpha_index (an α of the target's path); got None")
+        path = target_paths(cache, path_spec(cache, pairing), [target])
+        alpha = float(path.alphas[alpha_index])
+        sources, coefs = (np.asarray(a) for a in path.coef_at(target, alpha_index))
+        metrics = dependency_metrics(mstore.logits, sstore.logits, mstore.labels, target,
+                                     path.coef_vector(target, alpha_index), load_top2(cache, mstore))
+        label, slug, m = f"CovLasso, α = {alpha:.3g}", f"a{alpha:.3g}", None
+    else:
+        raise InvalidInputError(f"method must be {BEST!r} or {LASSO!r}; got {method!r}")
+    gs = load_gramset(cache, pairing, compute=False)
+    covariance = None if gs is None else np.asarray(gs.rhs_columns([target])[:, 0])
+    target_name = mstore.class_names[target]
+    frame = dependency_frame(sources, coefs, sstore.class_names, covariance)
+    return TargetCard(model=mstore.name, source=sstore.name, target=target, target_name=target_name,
+                      method=method, m=m, alpha=alpha, sources=sources, coefs=coefs, metrics=metrics,
+                      label=label, slug=slug, frame=frame, formula=dependency_formula(target_name, frame),
+                      covariance=covariance)
