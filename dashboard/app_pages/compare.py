@@ -26,13 +26,11 @@ from dashboard.components.loaders import (
     load_recommendation,
     load_sources_curve,
     load_store,
+    load_target_card,
     load_target_path,
-    load_top2,
 )
 from dashboard.components.sources_ui import (
     BEST,
-    best_subset_view,
-    covlasso_view,
     fit_note,
     method_ui,
     opening_target,
@@ -77,11 +75,9 @@ def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
 
 
 def _between_section(root, model_a, model_b, store_a, store_b, target, shown) -> dict:
-    names_a = store_a.class_names
-    target_name = store_b.class_names[target]
-    frame = views.dependency_frame(shown.sources, shown.coefs, names_a)
-    metrics = shown.metrics
-    formula = views.dependency_formula(target_name, frame)
+    target_name = shown.target_name
+    frame = shown.frame[["index", "name", "coef"]]  # the card's table, without C_tj here
+    metrics, formula = shown.metrics, shown.formula
     st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
     formula_ui(formula)
     view_caption(f"{model_b}’s {target_name} (#{target}) from {model_a}’s logits · {shown.label} · "
@@ -242,11 +238,11 @@ def main() -> None:
     curve = guard(load_sources_curve, root, model_b, model_a, target)
     with right:
         if method == BEST:
-            m, alpha = sources_ui(curve, params, key="nde_m_between"), None
-            shown = best_subset_view(curve, m)
+            m, alpha, a_idx = sources_ui(curve, params, key="nde_m_between"), None, None
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params, key="nde_alpha_between")
-            shown = covlasso_view(path, target, a_idx, alpha, store_b, store_a, load_top2(root, model_b))
+        # what the page shows of the dependency: one cached call (issue 22)
+        shown = guard(load_target_card, root, model_b, model_a, target, method, m=m, alpha_index=a_idx)
         chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
     between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}
