@@ -67,7 +67,8 @@ def _is_property(frame) -> bool:
 class LayerTrace:
     """A profile hook that records every call that crosses from one of our layers to another."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root  # the layer the request starts in when its first frame is not seen (a page's script)
         self.entries: list[str] = []
         self.calls: Counter = Counter()  # (from layer, to layer, function) of every entry
         self.property_reads: Counter = Counter()  # entries that only read a property (store.k, …)
@@ -129,7 +130,7 @@ class LayerTrace:
 
     def first_entries(self) -> list[str]:
         """The layers in the order they are first entered."""
-        return list(dict.fromkeys(self.entries))
+        return list(dict.fromkeys([self.root, *self.entries] if self.root else self.entries))
 
     def hand_backs(self) -> Counter:
         """Per layer, how often control came back up to it and it called down again: its calls
@@ -155,7 +156,7 @@ def trace_explore(cache: str, model: str) -> LayerTrace:
     os.environ["NDE_CACHE"] = cache
     app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)  # Explore opens
     app.query_params["model"] = model
-    trace = LayerTrace()
+    trace = LayerTrace(root="dashboard")  # the page's script runs from Streamlit's, not from a call of ours
     with trace.active():
         app.run()
     if app.exception:
