@@ -250,14 +250,15 @@ def main() -> None:
                 "logits (a GPU is used when there is one).", icon=":material/info:")
         job_ui(root, "gram", {"model": model_b, "source": model_a}, "the cross-Gram", key="cmp-gram")
         st.stop()
-    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
+    rec = guard(load_recommendation, root, model_b, model_a)
+    fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
+                              guard(load_recognised, root, model_b))
+    # the target picker across the page: a full class name stays whole at 150 % zoom
+    target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
+                       ids=category_ids(store_b.manifest),
+                       default=opening_target(root, model_b, model_a, store_b.class_names, fallback))
+    left, right = st.columns([3, 2], gap="medium")
     with left:
-        rec = guard(load_recommendation, root, model_b, model_a)
-        fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
-                                  guard(load_recognised, root, model_b))
-        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
-                           ids=category_ids(store_b.manifest),
-                           default=opening_target(root, model_b, model_a, store_b.class_names, fallback))
         method = method_ui(params, key="nde_method_between")
         logits = logits_ui(params, max(store_a.k, store_b.k), key="nde_centred_between")
     if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)

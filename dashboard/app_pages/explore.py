@@ -153,12 +153,13 @@ def main() -> None:
         st.stop()
     class_names = store.class_names
 
-    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
+    rec = guard(load_recommendation, root, model)
+    fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
+    # the target picker across the page: a full class name stays whole at 150 % zoom
+    target = target_ui(class_names, params, ids=category_ids(store.manifest),
+                       default=opening_target(root, model, None, class_names, fallback))
+    left, right = st.columns([3, 2], gap="medium")
     with left:
-        rec = guard(load_recommendation, root, model)
-        fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
-        target = target_ui(class_names, params, ids=category_ids(store.manifest),
-                           default=opening_target(root, model, None, class_names, fallback))
         method = method_ui(params)
         logits = logits_ui(params, store.k)
     if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)
