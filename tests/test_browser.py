@@ -357,13 +357,20 @@ def test_widgets_show_what_the_page_was_computed_from_under_load(browser_ready, 
     target "!", the slider's first α) over a page computed from the link's values. Every page,
     default and deep-linked, loaded fresh while two processes spin on the CPU: the widgets,
     the address bar and the link agree with the page's view line; on Explore also after a → key
-    press and a step back. One load per case here (the suite stays short); the bench does 20:
-    ``python bench/bench_desync.py --cache cache``."""
-    from bench.bench_desync import run
-    from tests.dashboard_cache import shared_cache
+    press and a step back; on the Talk page (its slides prepared here) the slide against the
+    address, before and after →. One load of seven of the bench's cases here (the suite stays
+    short); the bench loads every case 20 times: ``python bench/bench_desync.py --cache cache``."""
+    from bench.bench_desync import cases_for, run
+    from engine.store import Cache
+    from engine.talk.deck import prepare_deck
+    from tests.dashboard_cache import copy_cache, shared_cache
 
-    cache = shared_cache(tmp_path_factory.getbasetemp())
-    report = run(cache, loads=1, hog=2)
+    cache = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("desync") / "cache")
+    prepare_deck(Cache(cache))
+    short = ("explore", "explore-deep", "explore-centred", "compare-centred", "atlas-deep", "theory-deep", "talk-deep")
+    report = run(cache, loads=1, hog=2, cases=[c for c in cases_for(cache) if c.name in short])  # the bench: all
+    pages = {name.split("-")[0] for name in report["cases"]}
+    assert pages == {"explore", "compare", "atlas", "theory", "talk"}, pages
     bad = {name: case["examples"] for name, case in report["cases"].items() if case["mismatches"]}
     assert report["mismatches"] == 0, f"widgets disagree with the content: {bad}"
     assert report["timeouts"] == 0, f"pages that never settled: {report['cases']}"
