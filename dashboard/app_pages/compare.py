@@ -270,13 +270,14 @@ def main() -> None:
         path = guard(load_target_path, root, model_b, model_a, target)
         curve = guard(load_sources_curve, root, model_b, model_a, target)
         sides = (store_b, store_a, None)
-    with right:
+    with left:  # the controls one above the other, the chart beside them
         if method == BEST:
             m, alpha = sources_ui(curve, params, key="nde_m_between"), None
             shown = best_subset_view(curve, m)
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params, key="nde_alpha_between")
             shown = covlasso_view(path, target, a_idx, alpha, sides[0], sides[1], sides[2] or load_top2(root, model_b))
+    with right:
         chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha,
                  logits=CENTRED if logits == CENTRED else None)

@@ -173,13 +173,14 @@ def main() -> None:
         sides = (store, store, None)
     target_name = class_names[target]
     rhs_col = gs.rhs_columns([target])[:, 0]
-    with right:
+    with left:  # the controls one above the other, the chart beside them
         if method == BEST:
             m, alpha = sources_ui(curve, params), None
             shown = best_subset_view(curve, m)
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params)
             shown = covlasso_view(path, target, a_idx, alpha, sides[0], sides[1], sides[2] or load_top2(root, model))
+    with right:
         sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
     page.publish(model=model, target=target, method=method, m=m, alpha=alpha,
                  logits=CENTRED if logits == CENTRED else None)
