@@ -171,7 +171,7 @@ def _graph_drawn(driver, timeout: float) -> int:
     return -1
 
 
-def bench_first_page(cache_root: Path, model: str) -> dict:
+def bench_first_page(cache_root: Path, model: str, query: str = "") -> dict:
     """Cold server start → Explore's graph drawn, in a headless Chromium already running.
 
     The browser is started first (a speaker's browser is open already); the clock starts with
@@ -194,7 +194,7 @@ def bench_first_page(cache_root: Path, model: str) -> dict:
             with dashboard_server(cache_root, info=info, poll=0.02) as base:
                 out["server_ready_s"] = round(time.perf_counter() - t0, 2)
                 out["server_cpu_at_ready_s"] = round(_cpu_seconds(info["pid"]), 2)  # imports + runtime start
-                driver.get(f"{base}/?model={model}")  # Explore, the default page
+                driver.get(f"{base}/?model={model}" + (f"&{query}" if query else ""))  # Explore, the default page
                 ink = _graph_drawn(driver, timeout=120)
                 out["first_page_usable_s"] = round(time.perf_counter() - t0, 2)
                 # the server's own work (start, imports, first run): what a quiet 2-core machine waits for
@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span", type=float, default=APP_SPAN,
                         help=f"α grid from the largest α_max down to SPAN times it (the app: {APP_SPAN:g}; a "
                              "larger value solves the path faster; implies --no-browser)")
+    parser.add_argument("--query", action="append", default=None, metavar="QUERY",
+                        help="more of the first page's link, e.g. 'logits=centred' (repeat: each measured in turn, "
+                             "cold starts interleaved; '' is the plain page)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     if args.span != APP_SPAN:
@@ -242,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
               "grid_span": args.span,
               "slider": bench_slider(args.cache, model, args.moves, target)}
     if not args.no_browser and args.span == APP_SPAN:
-        starts = [bench_first_page(args.cache, model) for _ in range(args.starts)]
-        report["first_page"] = {key: statistics.median(r[key] for r in starts)
-                                for key in starts[0] if isinstance(starts[0][key], float)}
-        report["first_page"]["each"] = starts
+        queries = args.query or [""]
+        runs = {q: [] for q in queries}
+        for _ in range(args.starts):
+            for q in queries:  # interleaved: the machine's drift hits each alike
+                runs[q].append(bench_first_page(args.cache, model, q))
+        for q, starts in runs.items():
+            first = {key: statistics.median(r[key] for r in starts)
+                     for key in starts[0] if isinstance(starts[0][key], float)}
+            first["each"] = starts
+            report["first_page" + (f" ?{q}" if q else "")] = first
         report["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
         report["machine"]["cpu_probe_end_s"] = cpu_probe()
     print_report(report, args.json)

@@ -6,13 +6,15 @@
 Starts ``python -m dashboard`` (what ``./run.sh`` runs) on a loopback port and headless
 Chromium (1280 × 800), then, while ``--hog`` processes spin on the CPU, loads each case
 ``--loads`` times in a new Streamlit session: every page's default view and a deep link to
-each (another store, another target, the paper's α, a search; Compare: a pair with its
-cross-Gram, with and without a target). Once the page is idle it reads
+each (another store, another target, the paper's α, a search, centred logits; Compare: a pair
+with its cross-Gram, with and without a target, centred; the Talk page: its first slide and
+``?slide=5``, where the slide's counter is the view). Once the page is idle it reads
 what the widgets show (the select boxes' text, the sliders' thumbs, the inputs' values) and
 the page's ``.nde-view`` line (``widgets.view_caption``: the model, target, α… the content was
 computed from, as JSON) and counts a **mismatch** wherever they differ, or where the address
 bar or a deep link's values disagree with the content. On Explore each load also presses → on
-the α slider and checks again (a key press), then goes back in the browser's history.
+the slider and checks again (a key press), then goes back in the browser's history; on the
+Talk page → moves to the next slide, checked against the address.
 
 Prints a JSON report: loads and mismatches per case (with the first few mismatches spelled
 out), the load average and the hog. ``tests/test_browser.py`` runs the same check, fewer loads.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench import print_report  # noqa: E402
 
 TITLES = {"explore": "Explore a neural dependency", "compare": "Compare two models",
-          "atlas": "Atlas of dependencies", "theory": "Theory"}
+          "atlas": "Atlas of dependencies", "theory": "Theory", "talk": ""}  # the Talk page: no page title
 
 # What each page's widgets must show, by label prefix: (label, key in the page's view, how to
 # read it, the method whose view shows the widget: None for every view). Explore, Compare and
@@ -47,19 +49,22 @@ TITLES = {"explore": "Explore a neural dependency", "compare": "Compare two mode
 BEST, LASSO = "best-subset", "covlasso"
 WIDGETS = {
     "explore": [("Model", "model", "text", None), ("Target category", "target", "target", None),
-                ("Method", "method", "method", None), ("Sources", "m", "lead_int", BEST), ("α", "alpha", "alpha", LASSO)],
+                ("Method", "method", "method", None), ("Centred logits", "logits", "toggle", None),
+                ("Sources", "m", "lead_int", BEST), ("α", "alpha", "alpha", LASSO)],
     "compare": [("Model B", "model", "text", None), ("Model A", "source", "text", None),
                 ("Target category", "target", "target", None), ("Method", "method", "method", None),
-                ("Sources", "m", "lead_int", BEST), ("α", "alpha", "alpha", LASSO)],
+                ("Centred logits", "logits", "toggle", None), ("Sources", "m", "lead_int", BEST),
+                ("α", "alpha", "alpha", LASSO)],
     "atlas": [("Model", "model", "text", None), ("Method", "method", "method", None),
               ("Best subset of each target", "m", "lead_int", BEST), ("α", "alpha", "alpha", LASSO),
               ("Sources per target", "top_k", "int", None), ("Min |coefficient|", "min_coef", "float", None),
               ("Targets shown", "limit", "int", None), ("Find categories", "q", "text", None)],
     "theory": [("Model", "model", "text", None)],
+    "talk": [],  # no widgets: the slide shown (its counter, "3 / 8") against the address and the link
 }
-URL_KEYS = {"explore": ("model", "target", "method", "m", "alpha"),
-            "compare": ("model", "source", "target", "method", "m", "alpha"),
-            "atlas": ("model", "method", "m", "alpha", "q"), "theory": ("model",)}
+URL_KEYS = {"explore": ("model", "target", "method", "m", "alpha", "logits"),
+            "compare": ("model", "source", "target", "method", "m", "alpha", "logits"),
+            "atlas": ("model", "method", "m", "alpha", "q"), "theory": ("model",), "talk": ("slide",)}
 METHOD_LABELS = {BEST: "Fewest sources", LASSO: "Paper’s method"}  # how each method's option begins
 
 _READ_JS = """
@@ -77,9 +82,17 @@ for (const e of document.querySelectorAll('[data-testid=stRadio]')) {
   const option = on ? on.closest('label') : null;
   out.push([label ? label.innerText.trim() : '', option ? option.innerText.trim() : null]);
 }
+for (const e of document.querySelectorAll('[data-testid=stCheckbox]')) {  // st.toggle and st.checkbox
+  const label = e.innerText.trim();
+  const box = e.querySelector('input[type=checkbox]');
+  out.push([label, box ? (box.checked ? 'on' : 'off') : null]);
+}
 const views = document.querySelectorAll('.nde-view');
 const busy = document.querySelectorAll('[data-testid=stStatusWidget] button, [data-testid=stSpinner]').length;
-return {widgets: out, view: views.length ? views[views.length - 1].dataset.view : null, busy: busy,
+const counter = document.querySelector('.nde-slide .counter');  // the Talk page's slide: "3 / 8"
+const view = views.length ? views[views.length - 1].dataset.view
+  : (counter ? JSON.stringify({slide: parseInt(counter.textContent)}) : null);
+return {widgets: out, view: view, busy: busy, url: location.href,
         title: (document.querySelector('h1') || {}).innerText || ''};
 """
 
@@ -104,6 +117,8 @@ def cases_for(cache: Path) -> list[Case]:
     other = names[-1]
     out = [Case(page, page, "", {}) for page in ("explore", "atlas", "theory")]
     out.append(Case("explore-deep", "explore", f"model={other}&target=2&alpha=2.5", {"model": other, "target": 2}))
+    out.append(Case("explore-centred", "explore", f"model={other}&target=4&method=best-subset&m=2&logits=centred",
+                    {"model": other, "target": 4, "m": 2, "logits": "centred"}))
     stores = {n: c.load_store(n) for n in names}
     pair = next(((b, a) for b in names for a in names if a != b and has_gramset(c, stores[a], stores[b])), None)
     if pair:
@@ -111,8 +126,15 @@ def cases_for(cache: Path) -> list[Case]:
         out.append(Case("compare", "compare", f"model={b}&source={a}", {"model": b, "source": a}))
         out.append(Case("compare-deep", "compare", f"model={b}&source={a}&target=3&alpha=2.5",
                         {"model": b, "source": a, "target": 3}))
+        out.append(Case("compare-centred", "compare", f"model={b}&source={a}&target=5&method=covlasso&logits=centred",
+                        {"model": b, "source": a, "target": 5, "logits": "centred"}))
     out.append(Case("atlas-deep", "atlas", f"model={other}&q=O", {"model": other, "q": "O"}))  # α: the default (2.5 is above a small cache's α_max)
     out.append(Case("theory-deep", "theory", f"model={other}", {"model": other}))
+    from engine.apps.talk.deck import newest_prepared
+
+    if newest_prepared(c) is not None:  # the Talk page reads prepared slides (the demo makes them)
+        out.append(Case("talk", "talk", "", {}))
+        out.append(Case("talk-deep", "talk", "slide=5", {"slide": 5}))
     return out
 
 
@@ -167,6 +189,8 @@ def _widget_ok(kind: str, shown: str | None, value) -> bool:
         return shown.strip() == str(int(value))
     if kind == "lead_int":  # "3 ★ fewest that fit"
         return value is not None and shown.split()[0] == str(int(value)) if shown.strip() else False
+    if kind == "toggle":  # "on" / "off"; the view's logits: "centred" / "raw"
+        return shown == ("on" if value == "centred" else "off")
     if kind == "method":  # the radio's option: "Fewest sources (best subset)"
         return shown.startswith(METHOD_LABELS.get(value, "<unknown method>"))
     return _sig_equal(shown.strip(), float(value))  # float inputs: "0.050"
@@ -185,6 +209,8 @@ def mismatches(page: str, got: dict, url: str, link: dict) -> list[str]:
     params = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
     for key in URL_KEYS[page]:
         value, text = view.get(key), params.get(key)
+        if key == "logits" and value == "raw":  # raw logits, the paper's: left out of the link
+            value = None
         same = (text is None and value in (None, "")) if text is None else (
             value is not None and _sig_equal(text, float(value)) if key == "alpha" else text == str(value))
         if not same:
@@ -216,16 +242,18 @@ def cpu_hog(processes: int):
 
 
 def press_right(driver, page: str, title: str) -> dict | None:
-    """→ on the α slider's thumb (one step of the grid); the page once it is idle again."""
+    """→ on the α slider's thumb (one step of the grid; the Talk page: the next slide); the
+    page once it is idle again."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     thumbs = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')
-    if not thumbs:
+    if not thumbs and page != "talk":
         return None
     before = driver.execute_script(_READ_JS)["view"]
-    driver.execute_script("arguments[0].focus();", thumbs[0])  # the range input is visually hidden
+    if thumbs and page != "talk":
+        driver.execute_script("arguments[0].focus();", thumbs[0])  # the range input is visually hidden
     ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
     deadline = time.time() + 60
     while time.time() < deadline:  # wait for the rerun to replace the view
@@ -252,20 +280,20 @@ def run_case(driver, base: str, case: Case, loads: int, keys: bool = True) -> di
         driver.get(_url(base, case))
         got = read_page(driver, title, _labels(case.page))
         seconds.append(time.perf_counter() - t0)
-        steps = [("load", got, case.link, driver.current_url)]
+        steps = [("load", got, case.link)]
         view = got["view"] if got else view
-        if keys and case.page == "explore" and got is not None:
+        if keys and case.page in ("explore", "talk") and got is not None:
             got = press_right(driver, case.page, title)
-            steps.append(("→ key", got, {}, driver.current_url))
-            if got is not None:
+            steps.append(("→ key", got, {}))
+            if got is not None and case.page == "explore":
                 driver.back()  # the address before the key press
-                steps.append(("back", read_page(driver, title, _labels(case.page)), {}, driver.current_url))
-        for step, got, link, url in steps:
+                steps.append(("back", read_page(driver, title, _labels(case.page)), {}))
+        for step, got, link in steps:
             if got is None:
                 timeouts += 1
                 continue
             checks += 1
-            found += [f"{step}: {m}" for m in mismatches(case.page, got, url, link)]
+            found += [f"{step}: {m}" for m in mismatches(case.page, got, got["url"], link)]
     return {"loads": loads, "checks": checks, "mismatches": len(found), "timeouts": timeouts,
             "median_load_s": round(statistics.median(seconds), 2), "examples": found[:4], "view": view}
 

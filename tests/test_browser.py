@@ -357,13 +357,20 @@ def test_widgets_show_what_the_page_was_computed_from_under_load(browser_ready, 
     target "!", the slider's first α) over a page computed from the link's values. Every page,
     default and deep-linked, loaded fresh while two processes spin on the CPU: the widgets,
     the address bar and the link agree with the page's view line; on Explore also after a → key
-    press and a step back. One load per case here (the suite stays short); the bench does 20:
-    ``python bench/bench_desync.py --cache cache``."""
-    from bench.bench_desync import run
-    from tests.dashboard_cache import shared_cache
+    press and a step back; on the Talk page (its slides prepared here) the slide against the
+    address, before and after →. One load of seven of the bench's cases here (the suite stays
+    short); the bench loads every case 20 times: ``python bench/bench_desync.py --cache cache``."""
+    from bench.bench_desync import cases_for, run
+    from engine.apps.talk.deck import prepare_deck
+    from engine.storage.store import Cache
+    from tests.dashboard_cache import copy_cache, shared_cache
 
-    cache = shared_cache(tmp_path_factory.getbasetemp())
-    report = run(cache, loads=1, hog=2)
+    cache = copy_cache(shared_cache(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("desync") / "cache")
+    prepare_deck(Cache(cache))
+    short = ("explore", "explore-deep", "explore-centred", "compare-centred", "atlas-deep", "theory-deep", "talk-deep")
+    report = run(cache, loads=1, hog=2, cases=[c for c in cases_for(cache) if c.name in short])  # the bench: all
+    pages = {name.split("-")[0] for name in report["cases"]}
+    assert pages == {"explore", "compare", "atlas", "theory", "talk"}, pages
     bad = {name: case["examples"] for name, case in report["cases"].items() if case["mismatches"]}
     assert report["mismatches"] == 0, f"widgets disagree with the content: {bad}"
     assert report["timeouts"] == 0, f"pages that never settled: {report['cases']}"
@@ -371,22 +378,51 @@ def test_widgets_show_what_the_page_was_computed_from_under_load(browser_ready, 
 
 
 # Elements that clip what they hold (overflow hidden/auto, an ellipsis, an input box) and hold
-# more than they show; a visually hidden helper (1 px wide) and file inputs are not text.
+# more than they show; a visually hidden helper (1 px wide) and file inputs are not text. Vega
+# charts (drawn as SVG: Streamlit's default below 2,000 points per dataset): any text cut with
+# "…" or running out of the chart; a chart drawn on a canvas cannot be read and is reported.
+# A word broken across lines (a button's "PNG" read "P / N / G" in a narrow column) is as bad.
 _CLIPPED_JS = r"""
 const out = [];
+const what = e => `${e.tagName}.${e.getAttribute('data-testid') || e.className}`;
 for (const e of document.querySelectorAll('[data-testid=stMain] *, [data-testid=stSidebar] *')) {
   if (e.offsetParent === null || e.clientWidth <= 1 || (e.tagName === 'INPUT' && e.type === 'file')) continue;
   const cs = getComputedStyle(e);
   const clips = ['hidden', 'clip', 'auto', 'scroll'].includes(cs.overflowX) || cs.textOverflow === 'ellipsis'
                 || e.tagName === 'INPUT';
   if (clips && e.scrollWidth > e.clientWidth + 1)
-    out.push(`${e.tagName}.${e.getAttribute('data-testid') || e.className}: "${(e.innerText || e.value || '').slice(0, 50)}"`
+    out.push(`${what(e)}: "${(e.innerText || e.value || '').slice(0, 50)}"`
              + ` needs ${e.scrollWidth} px, shows ${e.clientWidth}`);
+}
+for (const c of document.querySelectorAll('[data-testid=stVegaLiteChart]')) {
+  const svg = c.querySelector('svg');
+  if (!svg) { if (c.querySelector('canvas')) out.push('a Vega chart drawn on a canvas: its text cannot be checked'); continue; }
+  const box = svg.getBoundingClientRect();
+  for (const t of svg.querySelectorAll('text')) {
+    const r = t.getBoundingClientRect();
+    if (!t.textContent.trim() || r.width === 0 || getComputedStyle(t).opacity === '0'
+        || t.getAttribute('opacity') === '0') continue;  // labels Vega hid (labelOverlap)
+    if (t.textContent.includes('…')) out.push(`Vega text cut: "${t.textContent}"`);
+    else if (r.left < box.left - 3 || r.right > box.right + 3)  // a rotated axis title's box pokes out 2 px
+      out.push(`Vega text outside its chart: "${t.textContent}" (${Math.round(r.left)}–${Math.round(r.right)} px,`
+               + ` the chart ${Math.round(box.left)}–${Math.round(box.right)})`);
+  }
+}
+const walker = document.createTreeWalker(document.querySelector('[data-testid=stMain]') || document.body,
+                                         NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const word = n.textContent.trim();
+  if (word.length < 2 || word.length > 24 || /\s/.test(word) || !n.parentElement || n.parentElement.offsetParent === null) continue;
+  const range = document.createRange();
+  range.selectNodeContents(n);
+  const tops = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
+  const parts = word.split(/[-/_]/).filter(p => p).length;  // a line may end after a hyphen or a slash
+  if (tops.size > parts) out.push(`${what(n.parentElement)}: the word "${word}" broken over ${tops.size} lines`);
 }
 return out;
 """
-CLIP_PAGES = {"explore": "", "compare": "model={b}&source={a}&target=3", "atlas": "q=O", "theory": "",
-              "jobs": ""}
+CLIP_PAGES = {"explore": "", "explore ": "logits=centred&method=covlasso",  # the CovLasso view: three charts
+              "compare": "model={b}&source={a}&target=3", "atlas": "q=O", "theory": "", "data": "", "jobs": ""}
 
 
 def clipped(driver) -> list[str]:
@@ -396,8 +432,10 @@ def clipped(driver) -> list[str]:
 
 def test_no_value_or_column_is_clipped_at_1280_px_and_at_150_percent_zoom(browser_ready, tmp_path_factory):
     """Issue 20: at 1280 px the Table 1 card read "0.8…", Compare's θ_j column was cut off, names
-    stopped at ~12 characters, buttons read "★ Reco…". Every page at 1280 × 800, and at 150 %
-    zoom (the same layout in an 853 px wide viewport): no element clips its text or columns."""
+    stopped at ~12 characters, buttons read "★ Reco…", chart titles "R² against the number of
+    sour…". Every page at 1280 × 800, and at 150 % zoom (the same layout in an 853 × 533 CSS-px
+    viewport, what a 1280 × 800 window shows at 150 %): no element clips its text or columns,
+    no chart cuts a title or label, no word is broken over lines."""
     from tests.dashboard_cache import MODEL_A, MODEL_B, shared_cache
 
     cache = shared_cache(tmp_path_factory.getbasetemp())
@@ -405,15 +443,16 @@ def test_no_value_or_column_is_clipped_at_1280_px_and_at_150_percent_zoom(browse
     with dashboard_server(cache) as base:
         driver = make_driver(tmp_path_factory.mktemp("chrome-clip"), log_requests=False)
         try:
-            for width in (1280, 853):
-                driver.set_window_size(width, 800)
-                for page, query in CLIP_PAGES.items():
+            for width, height in ((1280, 800), (853, 533)):
+                driver.set_window_size(width, height)
+                for name, query in CLIP_PAGES.items():
+                    page = name.strip()
                     title = PAGES.get(page, ("Jobs", 0))[0]
                     query = query.format(a=MODEL_A, b=MODEL_B)
                     driver.get(page_url(base, page) + (f"?{query}" if query else ""))
                     wait_for_page(driver, title)
                     drawn_charts(driver, CHARTS.get(page, 0))
-                    found[f"{page} at {width} px"] = clipped(driver)
+                    found[f"{page}?{query} at {width} px"] = clipped(driver)
         finally:
             driver.quit()
     bad = {k: v for k, v in found.items() if v}

@@ -92,3 +92,19 @@ def test_atlas_best_subsets_by_default_and_in_the_link(cache):
     paper = run_page("atlas", {"method": "covlasso"})
     assert not paper.exception and dict(paper.query_params)["method"] == "covlasso"
     assert "alpha" in dict(paper.query_params) and "m" not in dict(paper.query_params)
+
+
+def test_best_subset_atlas_is_coloured_by_the_covlasso_communities(cache):
+    """Issue 20: the atlas's nodes were all grey under "node colour = community" (the
+    best-subset view, the default, had no communities). They are the CovLasso graph's at the α
+    the CovLasso atlas opens on (what the demo prepares), and the table lists them."""
+    from dashboard.components.style import ZERO, community_color
+
+    at = run_page("atlas")
+    assert not at.exception, at.exception
+    assert next(r for r in at.radio if r.label == "Method").value == "best-subset"
+    (graph,) = iframe_html(at)
+    coloured = sum(graph.count(community_color(k)) for k in range(12))
+    assert coloured > 0 and coloured >= graph.count(ZERO) / 4, "the nodes are (mostly) grey"
+    assert any("Louvain communities" in c.value for c in at.caption)
+    assert len(html_tables(at)) == 3  # communities, most depended-on, most redundant

@@ -10,7 +10,15 @@ import pytest
 from dashboard.components.uploads import import_upload
 from engine.errors import InvalidInputError
 from engine.storage.store import Cache
-from tests.dashboard_cache import MODEL_A, MODEL_B, copy_cache, messages, run_page, shared_cache
+from tests.dashboard_cache import (
+    MODEL_A,
+    MODEL_B,
+    copy_cache,
+    html_tables,
+    messages,
+    run_page,
+    shared_cache,
+)
 
 
 @pytest.fixture()
@@ -29,7 +37,7 @@ def _npz(**arrays) -> bytes:
 def test_data_lists_stores_and_shows_the_extract_command(cache):
     at = run_page("data")
     assert not at.exception, at.exception
-    table = at.dataframe[0].value
+    table = html_tables(at)[0]
     assert set(table["name"]) == {MODEL_A, MODEL_B}
     assert at.json, "the manifest is shown"
     assert any("python -m engine" in c.value and " extract " in c.value for c in at.code)

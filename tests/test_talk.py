@@ -119,9 +119,9 @@ def test_default_talk_uses_the_sparsest_best_subset_when_cached(cache, tmp_path)
     assert by_kind["fit"].sources == by_kind["sources"].sources == m
     assert by_kind["why"].alpha and by_kind["why"].sources is None
     dep = _planted(c, sources=m) if by_kind["dependency"].target.startswith("é") else None
-    from engine.apps.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import SlideContext, resolve_dependency
 
-    dep = dep or resolve_dependency(_Context(c), by_kind["dependency"])
+    dep = dep or resolve_dependency(SlideContext(c), by_kind["dependency"])
     assert len(dep.order) <= m and _r2_least_squares(dep.model, dep.target, dep.order) >= 0.95
 
 
@@ -136,9 +136,9 @@ def test_add_slide_appends_to_the_default_talk(cache, tmp_path):
 
 
 def _planted(cache: Cache, **fields):
-    from engine.apps.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import SlideContext, resolve_dependency
 
-    return resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="é", **fields))
+    return resolve_dependency(SlideContext(cache), TalkSlide("dependency", model=MODEL_A, target="é", **fields))
 
 
 def test_the_planted_dependency_is_what_its_slide_shows(cache):
@@ -164,10 +164,10 @@ def test_n_sources_picks_the_smallest_alpha_with_at_most_that_many(cache):
 
 
 def test_a_target_that_does_not_exist_names_itself(cache):
-    from engine.apps.talk.slides import _Context, resolve_dependency
+    from engine.apps.talk.slides import SlideContext, resolve_dependency
 
     with pytest.raises(NotFoundError, match="nosuch"):
-        resolve_dependency(_Context(cache), TalkSlide("dependency", model=MODEL_A, target="nosuch"))
+        resolve_dependency(SlideContext(cache), TalkSlide("dependency", model=MODEL_A, target="nosuch"))
 
 
 def _chart_of(html: str) -> str:
@@ -190,9 +190,9 @@ def test_sources_slide_draws_best_subset_relaxed_lasso_and_lasso(cache):
     R² at m is least squares on the best m sources, checked by exhaustive search over pairs on
     the planted é ≈ 0.6·e + 0.6·è; the Lasso's is the R² of the path's own coefficients."""
     from engine.apps.talk import svg
-    from engine.apps.talk.slides import _Context, slide_sources, sources_series
+    from engine.apps.talk.slides import SlideContext, slide_sources, sources_series
 
-    ctx = _Context(cache)
+    ctx = SlideContext(cache)
     dep = _planted(cache, n_sources=2)
     store, t = dep.model, dep.target
     series = sources_series(ctx.curve(store.name, store.name, t))
@@ -236,7 +236,7 @@ def test_sources_slide_draws_best_subset_relaxed_lasso_and_lasso(cache):
 
 
 def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
-    from engine.apps.talk.slides import _Context, slide_dependency
+    from engine.apps.talk.slides import SlideContext, slide_dependency
 
     for m in (1, 2, 3):
         dep = _planted(cache, sources=m)
@@ -244,9 +244,9 @@ def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
         assert dep.metrics.r2 == pytest.approx(_r2_least_squares(dep.model, dep.target, dep.order), abs=1e-4)
     names = dep.source.class_names
     assert {names[j][0] for j in _planted(cache, sources=2).order} == {"e", "è"}
-    html = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, sources=2)).html
+    html = slide_dependency(SlideContext(cache), TalkSlide("dependency"), _planted(cache, sources=2)).html
     assert "best subset" in html and "α of the CovLasso" not in html
-    lasso = slide_dependency(_Context(cache), TalkSlide("dependency"), _planted(cache, alpha=0.1)).html
+    lasso = slide_dependency(SlideContext(cache), TalkSlide("dependency"), _planted(cache, alpha=0.1)).html
     assert "α of the CovLasso" in lasso and "best subset" not in lasso
     from engine.apps.talk.deck import (
         deck_key,  # the prepared slides' key follows the number of sources
@@ -258,9 +258,9 @@ def test_a_slide_with_sources_shows_the_best_subset_labelled_as_such(cache):
 
 
 def test_applications_ask_for_their_jobs_before_the_talk(cache):
-    from engine.apps.talk.slides import _Context, slide_applications
+    from engine.apps.talk.slides import SlideContext, slide_applications
 
-    slide = slide_applications(_Context(cache), TalkSlide("applications"))
+    slide = slide_applications(SlideContext(cache), TalkSlide("applications"))
     assert not slide.ready
     assert "python -m engine jobs submit newclasses --wait" in slide.html
     assert "python -m engine jobs submit regularizer --wait" in slide.html

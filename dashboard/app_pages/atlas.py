@@ -170,8 +170,8 @@ def main() -> None:
     class_names = store.class_names
     method, best, path, ctl = _method_and_data(root, model, params)
     page.publish(model=model, method=method, m=ctl["m"], alpha=ctl["alpha"], q=ctl["query"] or None)
-    if method == BEST:
-        coef, found = best.at(ctl["m"]), None
+    if method == BEST:  # coloured by the CovLasso graph's communities (the demo or the atlas job made them)
+        coef, found = best.at(ctl["m"]), _lasso_communities(root, model)
     else:
         coef = guard(load_at_alpha, root, model, None, ctl["a_idx"])
         found = load_communities(root, model, ctl["a_idx"], ctl["top_k"], ctl["min_coef"]) if path.complete else None
@@ -219,11 +219,32 @@ def _candidates(ctl: dict, found, class_names: list[str], ids) -> tuple[list[int
     return candidates, True
 
 
+# The CovLasso graph whose communities colour the best-subset atlas: the page's own defaults,
+# at the α it opens on (what ``python -m engine demo`` prepares)
+COMMUNITY_TOP_K, COMMUNITY_MIN_COEF = 4, 0.05
+
+
+def _lasso_communities(root: str, model: str) -> list[list[int]] | None:
+    """The Louvain communities of the paper's CovLasso graph at the α the CovLasso atlas opens
+    on and its default filters, when the demo or the ``atlas`` job made them; else None."""
+    from engine.stages.atlas import default_alpha_index
+
+    every = guard(load_all_paths, root, model)
+    if every is None or not every.complete:
+        return None
+    return load_communities(root, model, default_alpha_index(every), COMMUNITY_TOP_K, COMMUNITY_MIN_COEF)
+
+
 def _communities_section(root, model, path, found, class_names, ctl) -> None:
     st.subheader("Communities")
     if ctl["m"] is not None:
-        st.caption("Communities are found on the paper's CovLasso graph at α (the Method above).")
-        return
+        if found is None:
+            st.caption("Communities are found on the paper's CovLasso graph at α (the Method above): the `atlas` "
+                       "job, or `python -m engine demo` for the embedded default.")
+            return
+        st.caption(f"Louvain communities of the paper's CovLasso graph at its opening α (top {COMMUNITY_TOP_K} "
+                   f"sources per target, |θ| ≥ {COMMUNITY_MIN_COEF:g}): the node colours above. The best "
+                   "subsets draw the edges.")
     if found is None:
         if path.complete:
             job_ui(root, "atlas", {"model": model, "alpha": ctl["alpha"], "top_k": ctl["top_k"],

@@ -12,6 +12,13 @@ import numpy as np
 import streamlit as st
 
 from dashboard.components import charts
+from dashboard.components.centred import (
+    CENTRED,
+    load_centred_curve,
+    load_centred_path,
+    logits_ui,
+    with_logits,
+)
 from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import (
@@ -74,15 +81,15 @@ def _pick_models(names: list[str], params: dict) -> tuple[str, str]:
     return model_a, model_b
 
 
-def _between_section(root, model_a, model_b, store_a, store_b, target, shown) -> dict:
+def _between_section(root, model_a, model_b, store_a, store_b, target, shown, logits) -> dict:
     target_name = shown.target_name
     frame = shown.frame[["index", "name", "coef"]]  # the card's table, without C_tj here
     metrics, formula = shown.metrics, shown.formula
     st.subheader(f"{model_b}’s “{views.short_name(target_name)}” from {model_a}’s logits")
     formula_ui(formula)
-    view_caption(f"{model_b}’s {target_name} (#{target}) from {model_a}’s logits · {shown.label} · "
-                 f"{len(frame)} sources", model=model_b, source=model_a, target=target, method=shown.method,
-                 m=shown.m, alpha=shown.alpha)
+    view_caption(f"{model_b}’s {target_name} (#{target}) from {model_a}’s logits · {shown.line}"
+                 + (" · centred logits" if logits == CENTRED else ""), model=model_b, source=model_a, target=target,
+                 method=shown.method, m=shown.m, alpha=shown.alpha, logits=logits)
     top = frame.head(16)
     images = class_images(root, model_a, top["index"])
     images["target"] = class_images(root, model_b, [target])[target]
@@ -95,7 +102,11 @@ def _between_section(root, model_a, model_b, store_a, store_b, target, shown) ->
     with t:
         table1_card(metrics)
         fit_note(shown, target_name)
-        _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
+        if logits == CENTRED:
+            st.caption("**Floor**: measured on raw logits only (the `theory` job); switch centred logits off to "
+                       "compare with it.")
+        else:
+            _floor_note(root, model_a, model_b, store_a, store_b, target, metrics)
         if frame.empty:
             st.info("No source at this α: lower α to see the dependency.", icon=":material/block:")
         else:
@@ -123,7 +134,7 @@ def _r2_text(r2: float) -> str:
     return "n/a" if np.isnan(r2) else f"{r2:.3f}"
 
 
-def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m) -> None:
+def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m, logits) -> None:
     st.subheader("Shared and different dependencies")
     if store_a.class_names != store_b.class_names:
         st.info("The two stores have different categories, so their own dependencies cannot be "
@@ -133,23 +144,28 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m) 
     if guard(load_gramset_for, root, model_a) is None or guard(load_gramset_for, root, model_b) is None:
         st.info("One of the two stores has no Gram yet (open it on **Explore** to compute it).")
         return
+    centred = logits == CENTRED
+    load_curve, load_path = (load_centred_curve, load_centred_path) if centred else (load_sources_curve, load_target_path)
     if m is not None:  # best subsets with at most m sources inside each model
-        within_a, within_b = (_best_vector(guard(load_sources_curve, root, model, None, target), m, len(names))
+        within_a, within_b = (_best_vector(guard(load_curve, root, model, None, target), m, len(names))
                               for model in (model_a, model_b))
         where = f"with at most {m} sources (best subset) in each model"
     else:
-        path_a = guard(load_target_path, root, model_a, None, target)
-        path_b = guard(load_target_path, root, model_b, None, target)
+        path_a = guard(load_path, root, model_a, None, target)
+        path_b = guard(load_path, root, model_b, None, target)
         ia, ib = path_a.nearest_alpha_index(alpha, target), path_b.nearest_alpha_index(alpha, target)
         within_a, within_b = path_a.coef_vector(target, ia), path_b.coef_vector(target, ib)
         where = f"at α ≈ {path_a.alphas[ia]:.3g} ({model_a}) and {path_b.alphas[ib]:.3g} ({model_b})"
+    if centred:
+        where += ", centred logits"
     share = views.share_frame(within_a, within_b, names, model_a, model_b)
     counts = share["kind"].value_counts()
     c = st.columns(4)
     c[0].metric("Shared sources", int(counts.get("shared", 0)))
     c[1].metric(f"Only in {model_a}", int(counts.get(f"only {model_a}", 0)))
     c[2].metric(f"Only in {model_b}", int(counts.get(f"only {model_b}", 0)))
-    overlap, held = _overlap(root, model_a, model_b, alpha) if m is None else _best_overlap(root, model_a, model_b, m)
+    overlap, held = (None, 0) if centred else \
+        _overlap(root, model_a, model_b, alpha) if m is None else _best_overlap(root, model_a, model_b, m)
     if overlap is not None:
         what = "all targets" if held == len(names) else f"{held:,} targets solved"
         c[3].metric(f"Mean overlap, {what}", f"{np.nanmean(overlap):.2f}" if np.isfinite(overlap).any() else "n/a",
@@ -170,7 +186,11 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m) 
         if overlap is not None:
             charts.show(charts.histogram(overlap, "overlap", "Overlap of source sets, every category"
                                          + ("" if held == len(names) else f" solved so far ({held:,})")))
+        if centred:
+            st.caption("The overlap over every category: raw logits only (the jobs' results).")
         for model in (model_a, model_b):
+            if centred:
+                break
             if m is not None:
                 if guard(load_all_best_subsets, root, model) is None:
                     job_ui(root, "best-subsets", {"model": model}, f"every best subset of {model}",
@@ -225,33 +245,44 @@ def main() -> None:
                 "logits (a GPU is used when there is one).", icon=":material/info:")
         job_ui(root, "gram", {"model": model_b, "source": model_a}, "the cross-Gram", key="cmp-gram")
         st.stop()
-    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
+    rec = guard(load_recommendation, root, model_b, model_a)
+    fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
+                              guard(load_recognised, root, model_b))
+    # the target picker across the page: a full class name stays whole at 150 % zoom
+    target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
+                       ids=category_ids(store_b.manifest),
+                       default=opening_target(root, model_b, model_a, store_b.class_names, fallback))
+    left, right = st.columns([3, 2], gap="medium")
     with left:
-        rec = guard(load_recommendation, root, model_b, model_a)
-        fallback = default_target(store_b.class_names, rec, guard(load_hint, root, model_b, model_a),
-                                  guard(load_recognised, root, model_b))
-        target = target_ui(store_b.class_names, params, label=f"Target category of {model_b}",
-                           ids=category_ids(store_b.manifest),
-                           default=opening_target(root, model_b, model_a, store_b.class_names, fallback))
         method = method_ui(params, key="nde_method_between")
-    path = guard(load_target_path, root, model_b, model_a, target)
-    curve = guard(load_sources_curve, root, model_b, model_a, target)
-    with right:
+        logits = logits_ui(params, max(store_a.k, store_b.k), key="nde_centred_between")
+    if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)
+        path = guard(load_centred_path, root, model_b, model_a, target)
+        curve = guard(load_centred_curve, root, model_b, model_a, target)
+    else:
+        path = guard(load_target_path, root, model_b, model_a, target)
+        curve = guard(load_sources_curve, root, model_b, model_a, target)
+    with left:  # the controls one above the other, the chart beside them
         if method == BEST:
             m, alpha, a_idx = sources_ui(curve, params, key="nde_m_between"), None, None
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params, key="nde_alpha_between")
-        # what the page shows of the dependency: one cached call (issue 22)
-        shown = guard(load_target_card, root, model_b, model_a, target, method, m=m, alpha_index=a_idx)
+    # what the page shows of the dependency: one cached call (issue 22)
+    shown = guard(load_target_card, root, model_b, model_a, target, method, m=m, alpha_index=a_idx, logits=logits)
+    with right:
         chart = sources_chart_ui(curve, shown, "R² against the number of sources")
-    page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha)
-    between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown), "chart": chart}
+    page.publish(model=model_b, source=model_a, target=target, method=method, m=m, alpha=alpha,
+                 logits=CENTRED if logits == CENTRED else None)
+    between = {**_between_section(root, model_a, model_b, store_a, store_b, target, shown, logits), "chart": chart}
     with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
-        add_to_talk_ui(root, TalkSlide("between", model=model_b, source=model_a, target=between["target_name"],
-                                       alpha=alpha, sources=m), key="cx-talk")
+        if logits == CENTRED:
+            st.caption("Add to talk: the talk's slides show raw logits; switch centred logits off to add this view.")
+        else:
+            add_to_talk_ui(root, TalkSlide("between", model=model_b, source=model_a, target=between["target_name"],
+                                           alpha=alpha, sources=m), key="cx-talk")
     st.divider()
-    _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m)
-    slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}"
+    _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m, logits)
+    slug = f"{model_a}-to-{model_b}-t{target}-{shown.slug}" + ("-centred" if logits == CENTRED else "")
     with st.expander("Export this comparison", icon=":material/download:"):
         c = st.columns(3)
         with c[0]:
@@ -260,9 +291,9 @@ def main() -> None:
             download_ui("R² vs sources (PNG)", lambda: charts.chart_png(between["chart"]), f"{slug}-sources.png",
                         "image/png", "cx-sources-png")
         with c[1]:
-            download_ui("Dependencies (JSON)", views.dependency_json(
+            download_ui("Dependencies (JSON)", with_logits(views.dependency_json(
                 model_b, model_a, alpha, target, between["target_name"], between["frame"], between["metrics"],
-                method=method, m=m), f"{slug}.json", "application/json", "cx-json")
+                method=method, m=m), logits), f"{slug}.json", "application/json", "cx-json")
             download_ui("Star graph (HTML)", between["graph"].standalone, f"{slug}-graph.html", "text/html", "cx-html")
         with c[2]:
             download_ui("Table 1 card (Markdown)", views.metrics_markdown(

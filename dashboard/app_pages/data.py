@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components.loaders import cache_root
+from dashboard.components.tables import frame_table_html
 from dashboard.components.uploads import MAX_UPLOAD_MB, import_upload
 from dashboard.components.widgets import FILL_COMMAND, page_header
 from engine.errors import EngineError
@@ -64,7 +65,11 @@ def _stores_section(root: str) -> None:
         "model": _model_name(m), "dataset": _dataset_name(m), "created": m.get("created", ""),
         "content hash": str(m.get("arrays_sha256", ""))[:12],
     } for m in manifests])
-    st.dataframe(frame, hide_index=True, width="stretch")
+    # plain HTML: names wrap, every column stays in view at 150 % zoom (a data grid scrolled sideways)
+    # (when each was made and its hash: in its manifest, below)
+    st.html(frame_table_html(frame, [("name", "name", "text"), ("samples", "samples", "{:,}"),
+                                     ("categories", "categories", "{:,}"), ("dtype", "dtype", "text"),
+                                     ("model", "model", "text"), ("dataset", "dataset", "text")]))
     with st.expander("Manifest of a store (JSON)", icon=":material/data_object:"):
         pick = st.selectbox("Manifest of", [m["name"] for m in manifests], key="data_manifest")
         manifest = next(m for m in manifests if m["name"] == pick)
@@ -209,12 +214,10 @@ def main() -> None:
     root = cache_root()
     page_header("Data", "Logit stores, their manifests, imports and extraction.")
     _stores_section(root)
+    st.divider()  # one form below the other: side by side, their fields were cut at 150 % zoom
+    _import_section(root)
     st.divider()
-    left, right = st.columns(2, gap="large")
-    with left:
-        _import_section(root)
-    with right:
-        _extract_section(root)
+    _extract_section(root)
     st.divider()
     _zoo_section(root)
 

@@ -15,6 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts
+from dashboard.components.centred import (
+    CENTRED,
+    load_centred_curve,
+    load_centred_path,
+    logits_ui,
+    with_logits,
+)
 from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import cut_dependency_ui, job_ui
 from dashboard.components.loaders import (
@@ -62,16 +69,16 @@ MAX_GRAPH_SOURCES = 16
 
 
 def _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph,
-             chart_files: dict) -> None:
+             chart_files: dict, logits: str) -> None:
     target_name = class_names[target]
-    slug = f"{model}-t{target}-{shown.slug}"
+    slug = f"{model}-t{target}-{shown.slug}" + ("-centred" if logits == CENTRED else "")
     with st.expander("Export this view", icon=":material/download:"):
         c = st.columns(4)
         with c[0]:
             download_ui("Dependencies (CSV)", lambda: frame.to_csv(index=False),
                         f"{slug}.csv", "text/csv", "x-csv")
-            download_ui("Dependencies (JSON)", lambda: views.dependency_json(
-                model, model, alpha, target, target_name, frame, shown.metrics, method=method, m=m),
+            download_ui("Dependencies (JSON)", lambda: with_logits(views.dependency_json(
+                model, model, alpha, target, target_name, frame, shown.metrics, method=method, m=m), logits),
                 f"{slug}.json", "application/json", "x-json")
         with c[1]:
             download_ui("Star graph (HTML)", graph.standalone, f"{slug}-graph.html", "text/html", "x-html")
@@ -85,7 +92,10 @@ def _exports(root, model, class_names, target, shown, method, m, alpha, frame, f
                             "image/png", f"x-{file}-png")
                 download_ui(f"{name} (SVG)", lambda chart=chart: charts.chart_svg(chart), f"{slug}-{file}.svg",
                             "image/svg+xml", f"x-{file}-svg")
-        if method == BEST:
+        if logits == CENTRED:
+            st.caption(f"Every target's dependencies on centred logits: `python -m engine dependencies --model {model} "
+                       f"{'--sources ' + str(m) if method == BEST else '--alpha ' + format(alpha, '.3g')} --centred --json all.json`.")
+        elif method == BEST:
             every_best_subset_export_ui(root, model, class_names, m, "x-all-csv")
         else:
             every_target_export_ui(root, model, class_names, alpha, "x-all-csv")
@@ -140,37 +150,45 @@ def main() -> None:
         st.stop()
     class_names = store.class_names
 
-    left, right = st.columns([3, 2], gap="medium")  # the target picker wide enough for a full class name
+    rec = guard(load_recommendation, root, model)
+    fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
+    # the target picker across the page: a full class name stays whole at 150 % zoom
+    target = target_ui(class_names, params, ids=category_ids(store.manifest),
+                       default=opening_target(root, model, None, class_names, fallback))
+    left, right = st.columns([3, 2], gap="medium")
     with left:
-        rec = guard(load_recommendation, root, model)
-        fallback = default_target(class_names, rec, guard(load_hint, root, model), guard(load_recognised, root, model))
-        target = target_ui(class_names, params, ids=category_ids(store.manifest),
-                           default=opening_target(root, model, None, class_names, fallback))
         method = method_ui(params)
-    path = guard(load_target_path, root, model, None, target)
-    curve = guard(load_sources_curve, root, model, None, target)
+        logits = logits_ui(params, store.k)
+    if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)
+        path = guard(load_centred_path, root, model, None, target)
+        curve = guard(load_centred_curve, root, model, None, target)
+    else:
+        path = guard(load_target_path, root, model, None, target)
+        curve = guard(load_sources_curve, root, model, None, target)
     target_name = class_names[target]
-    with right:
+    with left:  # the controls one above the other, the chart beside them
         if method == BEST:
             m, alpha, a_idx = sources_ui(curve, params), None, None
         else:
             m, (alpha, a_idx) = None, alpha_ui(path, target, params)
-        # what the page shows of the dependency: one cached call (issue 22)
-        shown = guard(load_target_card, root, model, None, target, method, m=m, alpha_index=a_idx)
+    # what the page shows of the dependency: one cached call (issue 22)
+    shown = guard(load_target_card, root, model, None, target, method, m=m, alpha_index=a_idx, logits=logits)
+    with right:
         sources_chart = sources_chart_ui(curve, shown, "R² against the number of sources")
-    page.publish(model=model, target=target, method=method, m=m, alpha=alpha)
+    page.publish(model=model, target=target, method=method, m=m, alpha=alpha,
+                 logits=CENTRED if logits == CENTRED else None)
 
     frame, formula, rhs_col = shown.frame, shown.formula, shown.covariance
     formula_ui(formula)
-    view_caption(f"{model} · {target_name} (#{target}) · {shown.label} · {len(frame)} sources",
-                 model=model, target=target, method=shown.method, m=shown.m, alpha=shown.alpha)
+    view_caption(f"{model} · {target_name} (#{target}) · {shown.line}" + (" · centred logits" if logits == CENTRED else ""),
+                 model=model, target=target, method=shown.method, m=shown.m, alpha=shown.alpha, logits=logits)
 
     shown_frame = frame.head(MAX_GRAPH_SOURCES)
     images = class_images(root, model, [*shown_frame["index"], target])
     images["target"] = images.get(target)
     graph = star_graph(
         target_name, list(zip(shown_frame["index"], shown_frame["name"], shown_frame["coef"])), images,
-        title=f"{target_name} — {model}, {shown.label}",
+        title=f"{target_name} — {model}, {shown.label}" + (", centred logits" if logits == CENTRED else ""),
     )
     g_col, t_col = st.columns([3, 2], gap="large")
     with g_col:
@@ -193,10 +211,13 @@ def main() -> None:
     if method == LASSO:
         scatter, path_chart = _charts(path, rhs_col, class_names, target, path.coef_vector(target, a_idx), alpha)
         chart_files = {"Fig. 3 scatter": ("fig3", scatter), "α path": ("path", path_chart), **chart_files}
-    _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph, chart_files)
+    _exports(root, model, class_names, target, shown, method, m, alpha, frame, formula, graph, chart_files, logits)
     with st.sidebar:  # this view as a slide of the cache's talk (the Talk page)
-        add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha, sources=m),
-                       key="x-talk")
+        if logits == CENTRED:
+            st.caption("Add to talk: the talk's slides show raw logits; switch centred logits off to add this view.")
+        else:
+            add_to_talk_ui(root, TalkSlide("dependency", model=model, target=target_name, alpha=alpha, sources=m),
+                           key="x-talk")
 
 
 MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)

@@ -33,11 +33,10 @@ from engine.apps import views
 
 
 def _chart_downloads(chart, slug: str, key: str) -> None:
-    a, b, _ = st.columns([1, 1, 3])
-    with a:
-        download_ui("PNG", lambda: charts.chart_png(chart), f"{slug}.png", "image/png", f"{key}-png")
-    with b:
-        download_ui("SVG", lambda: charts.chart_svg(chart), f"{slug}.svg", "image/svg+xml", f"{key}-svg")
+    with st.container(horizontal=True):  # each button as wide as its label ("P/N/G" in a narrow column)
+        download_ui("PNG", lambda: charts.chart_png(chart), f"{slug}.png", "image/png", f"{key}-png", width="content")
+        download_ui("SVG", lambda: charts.chart_svg(chart), f"{slug}.svg", "image/svg+xml", f"{key}-svg",
+                    width="content")
 
 
 def _redundancy_section(root: str, model: str, names: list[str], red) -> None:
@@ -107,8 +106,8 @@ def _screening_section(root: str, model: str) -> None:
         return
     rows = []
     for p in points:
-        rows += [{"alpha": p.alpha, "measure": "precision (screened ⇒ zero)", "value": p.check.precision},
-                 {"alpha": p.alpha, "measure": "recall (zeros screened)", "value": p.check.recall}]
+        rows += [{"alpha": p.alpha, "measure": "precision", "value": p.check.precision},  # short: the legend
+                 {"alpha": p.alpha, "measure": "recall", "value": p.check.recall}]          # fits 150 % zoom
     frame = pd.DataFrame(rows)
     table = pd.DataFrame([{"α": p.alpha, "screened": p.check.screened, "violations": p.check.violations,
                            "precision": p.check.precision, "recall": p.check.recall,
@@ -116,7 +115,8 @@ def _screening_section(root: str, model: str) -> None:
     held = sum(p.check.violations == 0 for p in points)
     st.caption(f"The rule |C_tj| < α ⇒ θ_j = 0 is not guaranteed (paper §2.3). Checked on every "
                f"(target, source) pair at each α of the path: it never fails at {held} of the "
-               f"{len(points)} α values; precision is the share of screened pairs that really are zero.")
+               f"{len(points)} α values; precision is the share of screened pairs that really are zero, recall the share "
+               f"of the zero coefficients that the rule screens.")
     left, right = st.columns(2, gap="large")
     with left:
         chart = charts.screening_chart(frame, "Conjecture 1 against the exact solutions")

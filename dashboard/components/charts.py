@@ -190,7 +190,7 @@ def _build_screening() -> dict:
         x=alt.X("alpha:Q", title="α (log scale)", scale=alt.Scale(type="log")),
         y=alt.Y("value:Q", title="fraction", scale=alt.Scale(domain=[0, 1.02])),
         color=alt.Color("measure:N", title="", scale=alt.Scale(range=[POS, NEG, ACCENT]),
-                        legend=alt.Legend(orient="bottom")),
+                        legend=alt.Legend(orient="bottom", columns=1)),
         tooltip=["measure:N", alt.Tooltip("alpha:Q", format=".4g"), alt.Tooltip("value:Q", format=".4f")],
     )
     return _template(chart)
@@ -224,7 +224,8 @@ def _build_histogram() -> dict:
     import altair as alt
 
     chart = alt.Chart(_named("values")).mark_bar(color=POS).encode(
-        x=alt.X("value:Q", bin=alt.Bin(maxbins=40), title=None),
+        x=alt.X("value:Q", bin=alt.Bin(maxbins=40), title=None,
+                axis=alt.Axis(labelFlush=True, labelOverlap=True)),  # bin edges' labels never pile up past the end
         y=alt.Y("count():Q", title="categories"),
     )
     return _template(chart)
@@ -249,16 +250,14 @@ def _build_redundancy() -> dict:
         x=alt.X("lo:Q", title="log10 r_i", scale=alt.Scale(zero=False, nice=False, domainMax=0)), x2="hi:Q",
         y=alt.Y("count:Q", title="categories (symlog)", stack=True, scale=alt.Scale(type="symlog")),
         color=alt.Color("kind:N", title="", scale=alt.Scale(domain=REDUNDANCY_KINDS, range=[ACCENT, POS]),
-                        legend=alt.Legend(orient="bottom")),
+                        legend=alt.Legend(orient="bottom", columns=1)),  # one per line: fits a narrow column
     )
     floor = alt.Chart(_named("floor")).mark_rule(color=ZERO, strokeDash=[6, 4], strokeWidth=2).encode(x="x:Q")
-    pad = alt.Chart(_named("floor")).mark_point(opacity=0).encode(x="pad:Q")  # room left of ρ for its label
-    label = alt.Chart(_named("floor")).mark_text(align="right", dx=-6, fontSize=14, color="#4b5563",
-                                                 font=FONT).encode(x="x:Q", y=alt.value(14), text="label:N")
-    return _template(floor + pad + bars + label)
+    pad = alt.Chart(_named("floor")).mark_point(opacity=0).encode(x="pad:Q")  # room left of ρ
+    return _template(floor + pad + bars)
 
 
-REDUNDANCY_KINDS = ["exact (r_i = 0 up to ρ)", "resolved"]
+REDUNDANCY_KINDS = ["exact (r_i ≈ 0)", "resolved"]  # short: the legend fits a narrow column
 
 
 def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: str, height: int = 360) -> ChartSpec:
@@ -274,9 +273,10 @@ def redundancy_histogram(r: np.ndarray, exact: np.ndarray, floor: float, title: 
         rows += [{"lo": a, "hi": b, "count": int(c), "kind": kind}
                  for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
     frame = pd.DataFrame(rows, columns=["lo", "hi", "count", "kind"])
-    return _fill(_spec("redundancy"), title, height, values=frame,
-                 floor=pd.DataFrame({"x": [np.log10(floor)], "pad": [np.log10(floor) - 1.0],
-                                     "label": [f"ρ = {floor:.0e}"]}))
+    # ρ is named in the title (text above the chart in the page, which wraps): a label beside
+    # the line sat on the y axis's "1,000", one in the axis title was cut at 150 % zoom
+    return _fill(_spec("redundancy"), f"{title} (dashed line: the floor ρ = {floor:.0e})", height, values=frame,
+                 floor=pd.DataFrame({"x": [np.log10(floor)], "pad": [np.log10(floor) - 1.0]}))
 
 
 def _build_support() -> dict:
@@ -312,7 +312,7 @@ def _build_sources() -> dict:
         y=alt.Y("r2:Q", title="R²", scale=alt.Scale(domain=[0, 1], clamp=True), axis=alt.Axis(tickCount=5)),
         color=alt.Color("method:N", title=None, sort=SOURCES_SERIES,
                         scale=alt.Scale(domain=SOURCES_SERIES, range=SOURCES_COLORS),
-                        legend=alt.Legend(orient="bottom", direction="horizontal", columns=2, labelFontSize=13,
+                        legend=alt.Legend(orient="bottom", direction="vertical", columns=1, labelFontSize=13,
                                           symbolStrokeWidth=3, symbolSize=80, columnPadding=8, labelLimit=130)),
         tooltip=["method:N", "sources:Q", alt.Tooltip("r2:Q", title="R²", format=".4f")],
     )
@@ -387,10 +387,18 @@ def chart_svg(chart: ChartSpec) -> str:
 
 
 def show(chart: ChartSpec) -> None:
-    """Draw a chart in the page (full width)."""
+    """Draw a chart in the page (full width), its title as a line of text above it: Vega cuts a
+    title longer than the chart with "…" ("R² against the number of sour…" in a 1280 px
+    window), where text in the page wraps. The exports keep the title in the chart."""
+    import html
+
     import streamlit as st
 
-    st.vega_lite_chart(spec=chart.for_streamlit(), width="stretch")
+    spec = chart.for_streamlit()
+    title = spec.pop("title", None)
+    if title:
+        st.html(f'<div class="nde-chart-title">{html.escape(str(title))}</div>')
+    st.vega_lite_chart(spec=spec, width="stretch")
 
 
 if __name__ == "__main__":

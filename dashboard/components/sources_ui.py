@@ -126,6 +126,15 @@ class ShownDependency:
     m: int | None = None  # the sources control's value (best subset)
     alpha: float | None = None  # the α control's value (CovLasso)
 
+    @property
+    def line(self) -> str:
+        """The view line's words for this dependency: the label, and the number of sources where
+        the label does not already say it ("best subset, 4 sources"; "CovLasso, α = 4.6 · 13 sources")."""
+        if self.method == BEST:
+            return self.label
+        n = len(self.sources)
+        return f"{self.label} · {n} source{'s' if n != 1 else ''}"
+
 
 def best_subset_view(curve: SourcesCurve, m: int) -> ShownDependency:
     fit = curve.best[m - 1]

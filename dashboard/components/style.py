@@ -35,6 +35,11 @@ CSS = """
       white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
       overflow-wrap: anywhere; }
   [class*="st-key-nde-table1"] [data-testid="stMetricValue"] { font-size: 1.55rem; }
+  /* a number never breaks inside ("1.52" / "2"): metric values wrap at spaces only, and the
+     Table 1 card's numbers get smaller in a narrow column (150 % zoom) */
+  [data-testid="stMetricValue"] > div { overflow-wrap: normal !important; word-break: keep-all; }
+  [class*="st-key-nde-table1"] { container-type: inline-size; }
+  @container (max-width: 330px) { [class*="st-key-nde-table1"] [data-testid="stMetricValue"] { font-size: 1.1rem; } }
   .stMarkdownEllipsis, .stMarkdownEllipsis p,
   .stButton button p, .stButton button div { white-space: normal !important; overflow: visible !important;
       text-overflow: clip !important; }
@@ -42,6 +47,7 @@ CSS = """
   .nde-formula { font-size: 1.3rem; padding: .45rem .9rem; background: #f3f4f6;
                  border-radius: 8px; display: inline-block; margin-bottom: .6rem; }
   .nde-view { color: #374151; font-size: .95rem; margin: -.3rem 0 .4rem; }
+  .nde-chart-title { font-size: 1rem; font-weight: 600; color: #111827; margin: 0 0 -.6rem; }
   .nde-pos { color: #1d4ed8; font-weight: 600; }
   .nde-neg { color: #ea580c; font-weight: 600; }
   /* coefficient tables (tables.coef_table_html) */

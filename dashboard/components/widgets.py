@@ -324,9 +324,9 @@ def _delta(value: float, original: float) -> dict:
 
 
 def download_ui(label: str, data: bytes | str | Callable[[], bytes | str], file_name: str, mime: str,
-                key: str) -> None:
+                key: str, width: str = "stretch") -> None:
     st.download_button(label, data=data, file_name=file_name, mime=mime, key=key,
-                       on_click="ignore", width="stretch", icon=":material/download:")
+                       on_click="ignore", width=width, icon=":material/download:")
 
 
 def guard(fn: Callable, *args, **kwargs):

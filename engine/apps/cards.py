@@ -5,7 +5,8 @@
 sources and coefficients (strongest first), the Table 1 metrics, the table of sources (with
 the target's covariance with each, Fig. 3's axis), the formula and the words that name the
 method; the page (``dashboard/app_pages/explore.py``, through one cached loader) only lays
-the card out. The stages it reads are cached on disk: the target's sources curve
+the card out. :func:`best_subset_card` and :func:`covlasso_card` build a card from a solved
+curve or path (the dashboard's centred logits solve theirs in memory). The stages it reads are cached on disk: the target's sources curve
 (:func:`engine.stages.sparsity.sources_curve`) and α path (:func:`engine.stages.alpha_paths.target_paths`),
 each solved for that target alone the first time.
 """
@@ -53,6 +54,15 @@ class TargetCard:
     formula: str  # 'O ≈ 0.36·0 + 0.19·C …'
     covariance: np.ndarray | None  # (P,) the target's covariance with every source (None without a Gram)
 
+    @property
+    def line(self) -> str:
+        """The view line's words: the label, and the number of sources where the label does not
+        already say it ("best subset, 4 sources"; "CovLasso, α = 4.6 · 13 sources")."""
+        if self.method == BEST:
+            return self.label
+        n = len(self.sources)
+        return f"{self.label} · {n} source{'s' if n != 1 else ''}"
+
 
 def curve_sources(k_source: int, within: bool) -> int:
     """The number of sources the pages' sources curve goes up to (a store of a few categories has fewer)."""
@@ -62,39 +72,58 @@ def curve_sources(k_source: int, within: bool) -> int:
 def target_card(cache: Cache | str, model: str, source: str | None, target: int, method: str = BEST, *,
                 m: int | None = None, alpha_index: int | None = None) -> TargetCard:
     """The card of ``target`` (``model``'s category, predicted from ``source``'s logits; None:
-    ``model`` itself): with ``method`` BEST, its best dependency with at most ``m`` sources;
-    with LASSO, the CovLasso at the ``alpha_index``-th α of its path."""
+    ``model`` itself; the paper's raw logits): with ``method`` BEST, its best dependency with at
+    most ``m`` sources; with LASSO, the CovLasso at the ``alpha_index``-th α of its path."""
     cache = Cache.of(cache)
     pairing = open_pairing(cache, model, source)
     mstore, sstore = pairing.model, pairing.source
     target = int(target)
+    gs = load_gramset(cache, pairing, compute=False)
+    covariance = None if gs is None else np.asarray(gs.rhs_columns([target])[:, 0])
+    names = (mstore.name, sstore.name, mstore.class_names[target], sstore.class_names)
     if method == BEST:
-        if m is None:
-            raise InvalidInputError("a best-subset card needs m (the number of sources); got None")
         curve = sources_curve(cache, pairing, target, max_sources=curve_sources(sstore.k, pairing.within))
-        if not 1 <= m <= len(curve.best):
-            raise InvalidInputError(f"m must be in 1 … {len(curve.best)}; got {m}")
-        fit = curve.best[m - 1]
-        n = len(fit.sources)
-        sources, coefs, metrics, alpha = np.asarray(fit.sources), np.asarray(fit.coefs), fit.metrics, None
-        label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
-        slug = f"m{m}"
-    elif method == LASSO:
+        return best_subset_card(*names, target, curve, m, covariance)
+    if method == LASSO:
         if alpha_index is None:
             raise InvalidInputError("a CovLasso card needs alpha_index (an α of the target's path); got None")
         path = target_paths(cache, path_spec(cache, pairing), [target])
-        alpha = float(path.alphas[alpha_index])
-        sources, coefs = (np.asarray(a) for a in path.coef_at(target, alpha_index))
-        metrics = dependency_metrics(mstore.logits, sstore.logits, mstore.labels, target,
-                                     path.coef_vector(target, alpha_index), load_top2(cache, mstore))
-        label, slug, m = f"CovLasso, α = {alpha:.3g}", f"a{alpha:.3g}", None
-    else:
-        raise InvalidInputError(f"method must be {BEST!r} or {LASSO!r}; got {method!r}")
-    gs = load_gramset(cache, pairing, compute=False)
-    covariance = None if gs is None else np.asarray(gs.rhs_columns([target])[:, 0])
-    target_name = mstore.class_names[target]
-    frame = dependency_frame(sources, coefs, sstore.class_names, covariance)
-    return TargetCard(model=mstore.name, source=sstore.name, target=target, target_name=target_name,
-                      method=method, m=m, alpha=alpha, sources=sources, coefs=coefs, metrics=metrics,
-                      label=label, slug=slug, frame=frame, formula=dependency_formula(target_name, frame),
-                      covariance=covariance)
+        return covlasso_card(*names, target, path, alpha_index, mstore, sstore, load_top2(cache, mstore), covariance)
+    raise InvalidInputError(f"method must be {BEST!r} or {LASSO!r}; got {method!r}")
+
+
+def best_subset_card(model: str, source: str, target_name: str, source_names: list[str], target: int, curve,
+                     m: int | None, covariance: np.ndarray | None = None) -> TargetCard:
+    """The card of the best dependency with at most ``m`` sources, from the target's sources
+    curve (:class:`engine.stages.sparsity.SourcesCurve`, on raw or centred logits)."""
+    if m is None:
+        raise InvalidInputError("a best-subset card needs m (the number of sources); got None")
+    if not 1 <= m <= len(curve.best):
+        raise InvalidInputError(f"m must be in 1 … {len(curve.best)}; got {m}")
+    fit = curve.best[m - 1]
+    n = len(fit.sources)
+    label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
+    return _card(model, source, target, target_name, source_names, BEST, m, None, np.asarray(fit.sources),
+                 np.asarray(fit.coefs), fit.metrics, label, f"m{m}", covariance)
+
+
+def covlasso_card(model: str, source: str, target_name: str, source_names: list[str], target: int, path,
+                  alpha_index: int, model_side, source_side, top2, covariance: np.ndarray | None = None) -> TargetCard:
+    """The card of the CovLasso at the ``alpha_index``-th α of the target's path
+    (:class:`engine.stages.alpha_paths.DependencyPath`), its Table 1 metrics on ``model_side``'s
+    logits predicted from ``source_side``'s (anything with ``.logits``; the model's ``.labels``):
+    stores, or their centred logits."""
+    alpha = float(path.alphas[alpha_index])
+    sources, coefs = (np.asarray(a) for a in path.coef_at(target, alpha_index))
+    metrics = dependency_metrics(model_side.logits, source_side.logits, model_side.labels, target,
+                                 path.coef_vector(target, alpha_index), top2)
+    return _card(model, source, target, target_name, source_names, LASSO, None, alpha, sources, coefs, metrics,
+                 f"CovLasso, α = {alpha:.3g}", f"a{alpha:.3g}", covariance)
+
+
+def _card(model, source, target, target_name, source_names, method, m, alpha, sources, coefs, metrics, label, slug,
+          covariance) -> TargetCard:
+    frame = dependency_frame(sources, coefs, source_names, covariance)
+    return TargetCard(model=model, source=source, target=int(target), target_name=target_name, method=method, m=m,
+                      alpha=alpha, sources=sources, coefs=coefs, metrics=metrics, label=label, slug=slug, frame=frame,
+                      formula=dependency_formula(target_name, frame), covariance=covariance)

@@ -16,245 +16,48 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from html import escape
 
 import numpy as np
 
 from engine.apps.talk import svg
+from engine.apps.talk.context import (  # noqa: F401  (re-exported: the deck and tests import them from here)
+    ATLAS_MIN_COEF,
+    ATLAS_TARGETS,
+    ATLAS_TOP_K,
+    COMMUNITY_TOP_K,
+    FORMULA_TERMS,
+    STAR_SOURCES,
+    Dependency,
+    Slide,
+    SlideContext,
+    card,
+    fmt_r2,
+    formula_html,
+    img,
+    label,
+    model_line,
+    resolve_dependency,
+    run_first,
+    star_html,
+    top1_of,
+)
 from engine.apps.talk.talkfile import Talk, TalkSlide
-from engine.apps.views import read_at_a_glance, short_name
-from engine.core.analysis import DependencyMetrics, dependency_metrics
-from engine.core.categories import category_ids, find_category
-from engine.errors import NotFoundError
-from engine.ingest.class_images import class_image_png, class_image_source
-from engine.storage.store import Cache, LogitStore
+from engine.apps.views import read_at_a_glance
+from engine.storage.store import Cache
 
 log = logging.getLogger(__name__)
-
-STAR_SOURCES = 10  # sources drawn around the target
-FORMULA_TERMS = 4  # terms written out in the formula
-ATLAS_TARGETS, ATLAS_TOP_K, ATLAS_MIN_COEF = 9, 3, 0.05
-COMMUNITY_TOP_K = 4  # the communities the demo and the Atlas page compute (top-k 4, |θ| ≥ 0.05)
-
-
-@dataclass(frozen=True)
-class Slide:
-    kind: str
-    title: str
-    html: str  # the slide's body (inside <section class="slide">, after its <h2>)
-    note: str = ""  # speaker note
-    ready: bool = True  # False: the slide asks for a job to be run before the talk
-
-
-@dataclass
-class Dependency:
-    """One resolved dependency: a target of ``model`` from ``source``'s logits at one α."""
-
-    model: LogitStore
-    source: LogitStore
-    target: int
-    alpha: float
-    alpha_index: int
-    path: object  # engine.stages.alpha_paths.DependencyPath of this target
-    coef: np.ndarray  # (P,)
-    order: np.ndarray  # sources, strongest first
-    metrics: DependencyMetrics
-    max_sources: int | None = None  # a best subset with at most this many sources (None: the Lasso at α)
-
-    @property
-    def best_subset(self) -> bool:
-        return self.max_sources is not None
-
-    @property
-    def within(self) -> bool:
-        return self.model.name == self.source.name
-
-    @property
-    def target_name(self) -> str:
-        return self.model.class_names[self.target]
-
-
-@dataclass
-class _Context:
-    cache: Cache
-    stores: dict = field(default_factory=dict)
-    images: dict = field(default_factory=dict)
-    all_paths: dict = field(default_factory=dict)
-    curves: dict = field(default_factory=dict)
-
-    def curve(self, model: str, source: str, target: int):
-        """The target's :class:`engine.stages.sparsity.SourcesCurve` (best subsets m = 1 … 8, the
-        relaxed Lasso and the Lasso along α; cached in the cache, solved the first time)."""
-        key = (model, source, int(target))
-        if key not in self.curves:
-            from engine.stages.pairing import open_pairing
-            from engine.stages.sparsity import sources_curve
-
-            self.curves[key] = sources_curve(self.cache, open_pairing(self.cache, model, source), int(target))
-        return self.curves[key]
-
-    def store(self, name: str) -> LogitStore:
-        if name not in self.stores:
-            self.stores[name] = self.cache.load_store(name)
-        return self.stores[name]
-
-    def image(self, store: LogitStore, index: int, size: int = 96) -> str | None:
-        key = (store.name, int(index), size)
-        if key not in self.images:
-            kind = class_image_source(store.manifest, store.class_names)
-            png = None if kind is None else class_image_png(store.manifest, store.class_names, int(index), size, kind)
-            self.images[key] = svg.data_uri(png)
-        return self.images[key]
-
-    def node(self, store: LogitStore, index: int, border: str = svg.INK) -> svg.Node:
-        return svg.Node(label(store.class_names[index]), self.image(store, index), border)
-
-    def every_path(self, model: str, source: str):
-        """Every target's path of the pairing when the paths job (or the demo) made it, else None."""
-        key = (model, source)
-        if key not in self.all_paths:
-            from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
-            from engine.stages.pairing import open_pairing
-
-            spec = path_spec(self.cache, open_pairing(self.cache, model, source))
-            self.all_paths[key] = read_all_paths(self.cache, spec) if path_progress(self.cache, spec).complete else None
-        return self.all_paths[key]
-
-
-def label(name: str) -> str:
-    return short_name(name, 24)
-
-
-# ----------------------------------------------------------------------------- resolving
-
-
-def resolve_dependency(ctx: _Context, slide: TalkSlide) -> Dependency:
-    """The slide's target, α (or number of sources) and coefficients, its Table 1 metrics.
-    ``sources = m``: the best subset with at most m sources (its α: the Lasso path's largest
-    with at most that many, for the slides that show the Lasso's picture beside it)."""
-    from engine.stages.alpha_paths import path_spec, target_paths
-    from engine.stages.pairing import open_pairing
-    from engine.stages.recommend import recommended_index
-    from engine.stages.solutions import load_top2
-
-    model = ctx.store(slide.model)
-    source = ctx.store(slide.source or slide.model) if slide.kind == "between" else model
-    pairing = open_pairing(ctx.cache, model.name, source.name)
-    if slide.target:
-        found = find_category(model.class_names, slide.target, category_ids(model.manifest))
-        if isinstance(found, str):
-            raise NotFoundError(f"talk slide {slide.kind!r}: target {slide.target!r} of {model.name}: {found}; "
-                                "fix the talk file's `target`")
-        target = found
-    else:
-        target = _clear_example(ctx, model.name, source.name)
-    path = target_paths(ctx.cache, path_spec(ctx.cache, pairing), [target])
-    n_alphas = len(path.alpha_indices(target))
-    if slide.n_sources or slide.sources:
-        sizes = path.support_sizes[path.position(target), :n_alphas]
-        fits = np.flatnonzero((sizes > 0) & (sizes <= (slide.n_sources or slide.sources)))
-        a = int(fits[-1]) if fits.size else 0
-    elif slide.alpha:
-        a = path.nearest_alpha_index(slide.alpha, target)
-    else:
-        a = recommended_index(path.r2_of(target))
-        a = 0 if a is None else a
-    if slide.sources:
-        fit = ctx.curve(model.name, source.name, target).best[slide.sources - 1]
-        coef = np.zeros(source.k)
-        coef[fit.sources] = fit.coefs
-        return Dependency(model, source, target, float(path.alphas[a]), a, path, coef,
-                          np.asarray(fit.sources, dtype=np.int64), fit.metrics, slide.sources)
-    coef = path.coef_vector(target, a)
-    nz = np.flatnonzero(coef)
-    order = nz[np.argsort(-np.abs(coef[nz]), kind="stable")]
-    metrics = dependency_metrics(model.logits, source.logits, model.labels, target, coef,
-                                 load_top2(ctx.cache, model))
-    return Dependency(model, source, target, float(path.alphas[a]), a, path, coef, order, metrics)
-
-
-def _clear_example(ctx: _Context, model: str, source: str) -> int:
-    from engine.stages.recommend import recommend
-
-    path = ctx.every_path(model, source)
-    found = None if path is None else recommend(path).clear_example(
-        prefer=read_at_a_glance(ctx.store(model).class_names))
-    return 0 if found is None else found
-
-
-# ----------------------------------------------------------------------------- pieces
-
-
-def _fmt_r2(r2: float) -> str:
-    return "n/a" if not np.isfinite(r2) else f"{r2:.3f}"
-
-
-def _card(value: str, caption: str, cls: str = "") -> str:
-    return f'<div class="card {cls}"><div class="value">{escape(value)}</div><div class="caption">{caption}</div></div>'
-
-
-def _img(uri: str | None, alt: str, cls: str = "glyph") -> str:
-    if uri is None:
-        return f'<span class="{cls} noimg">{escape(alt)}</span>'
-    return f'<img class="{cls}" src="{uri}" alt="{escape(alt)}" title="{escape(alt)}">'
-
-
-def formula_html(dep: Dependency, terms: int = FORMULA_TERMS) -> str:
-    """``Í ≈ 0.27·Ó + 0.23·Ĭ + …`` in big type, terms in the sign's colour."""
-    names = dep.source.class_names
-    parts = [f'<span class="term-target">{escape(label(dep.target_name))}</span> <span class="op">≈</span>']
-    for n, j in enumerate(dep.order[:terms]):
-        c = dep.coef[j]
-        sign = "−" if c < 0 else ("+" if n else "")
-        cls = "neg" if c < 0 else "pos"
-        parts.append(f'<span class="{cls}">{sign}{"&#8202;" if sign else ""}{abs(c):.2f}·{escape(label(names[j]))}</span>')
-    if len(dep.order) > terms:
-        parts.append(f'<span class="more">+ {len(dep.order) - terms} more</span>')
-    if not len(dep.order):
-        parts.append('<span class="more">0 (no source at this α)</span>')
-    return f'<div class="formula">{" ".join(parts)}</div>'
-
-
-def _star(ctx: _Context, dep: Dependency, highlight_counterpart: bool = False) -> str:
-    shown = dep.order[:STAR_SOURCES]
-    sources = [(ctx.node(dep.source, j), float(dep.coef[j])) for j in shown]
-    ring = None
-    if highlight_counterpart and dep.model.class_names == dep.source.class_names:
-        ring = {k for k, j in enumerate(shown) if j == dep.target}
-    return svg.svg_img(svg.star_svg(ctx.node(dep.model, dep.target), sources, highlight=ring,
-                                    more=max(len(dep.order) - len(shown), 0)),
-                       f"star graph of {dep.target_name}")
-
-
-def _run_first(command: str, why: str) -> str:
-    return (f'<div class="todo"><div class="caption">Run this before the talk — {why}:</div>'
-            f'<code>{escape(command)}</code></div>')
-
-
-def _model_line(store: LogitStore, top1: float | None) -> str:
-    acc = "" if top1 is None else f", top-1 {top1:.1f} %"
-    return f"<b>{escape(store.name)}</b>: {store.k:,} categories, {store.n:,} test images{acc}"
-
-
-def _top1(ctx: _Context, store: LogitStore) -> float | None:
-    from engine.stages.solutions import load_top2
-
-    if store.labels is None:
-        return None
-    return float(100.0 * np.mean(load_top2(ctx.cache, store).pred == store.labels))
-
 
 # ----------------------------------------------------------------------------- the slides
 
 
-def slide_question(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
+def slide_question(ctx: SlideContext, s: TalkSlide, dep: Dependency) -> Slide:
     model = dep.model
-    sources = "".join(_img(ctx.image(dep.source, j), dep.source.class_names[j]) for j in dep.order[:6])
+    sources = "".join(img(ctx.image(dep.source, j), dep.source.class_names[j]) for j in dep.order[:6])
     body = (
-        f'<p class="lead">{_model_line(model, _top1(ctx, model))}. For every image it outputs one logit per '
+        f'<p class="lead">{model_line(model, top1_of(ctx, model))}. For every image it outputs one logit per '
         f"category.</p>"
-        f'<div class="question"><div class="hidden-logit">{_img(ctx.image(model, dep.target, 128), dep.target_name, "glyph big")}'
+        f'<div class="question"><div class="hidden-logit">{img(ctx.image(model, dep.target, 128), dep.target_name, "glyph big")}'
         f'<span class="qmark">?</span></div><span class="op">=</span><div class="pool">{sources}'
         f'<span class="more">… a few of the other {model.k - 1:,}?</span></div></div>'
         '<p>Hide one category\'s logit. Can a <b>fixed</b> weighted sum of a few other categories\' logits '
@@ -264,17 +67,17 @@ def slide_question(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     return Slide("question", s.title or "Can one category's logit be read off a few others?", body, s.note)
 
 
-def slide_dependency(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
+def slide_dependency(ctx: SlideContext, s: TalkSlide, dep: Dependency) -> Slide:
     m = dep.metrics
-    how = (_card("best subset", f"the best {dep.max_sources} or fewer sources, least squares (not the Lasso)")
-           if dep.best_subset else _card(f"{dep.alpha:.3g}", "α of the CovLasso"))
+    how = (card("best subset", f"the best {dep.max_sources} or fewer sources, least squares (not the Lasso)")
+           if dep.best_subset else card(f"{dep.alpha:.3g}", "α of the CovLasso"))
     found = ("Found by a search for the best few sources (best subset)" if dep.best_subset
              else "Found by one Lasso on the logits' covariance")
-    cards = (_card(f"{len(dep.order)}", f"sources of {dep.source.k - (1 if dep.within else 0):,}")
-             + _card(_fmt_r2(m.r2), "R² (variance of the logit explained)")
+    cards = (card(f"{len(dep.order)}", f"sources of {dep.source.k - (1 if dep.within else 0):,}")
+             + card(fmt_r2(m.r2), "R² (variance of the logit explained)")
              + how)
     body = (formula_html(dep)
-            + f'<div class="row"><div class="col graph">{_star(ctx, dep)}</div>'
+            + f'<div class="row"><div class="col graph">{star_html(ctx, dep)}</div>'
               f'<div class="col side">{cards}<p>Edge width = weight; <span class="pos">blue</span> adds, '
               f'<span class="neg">orange</span> subtracts. {found}: '
               f"nobody chose these categories.</p></div></div>")
@@ -290,7 +93,7 @@ def _fit_sample(dep: Dependency, limit: int = 2500, seed: int = 0) -> np.ndarray
     return np.unique(np.concatenate([pos[:400], rest]))
 
 
-def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
+def slide_fit(ctx: SlideContext, s: TalkSlide, dep: Dependency) -> Slide:
     m = dep.metrics
     rows = _fit_sample(dep)
     original = np.asarray(dep.model.logits[rows, dep.target], dtype=np.float64)
@@ -299,10 +102,10 @@ def slide_fit(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     positive = (dep.model.labels[rows] == dep.target) if dep.model.labels is not None else np.zeros(len(rows), bool)
     chart = svg.svg_img(svg.fit_chart(original, replaced, positive), "rebuilt against original logit")
     pos = ("" if not np.isfinite(m.pos_acc) else
-           _card(f"{m.pos_acc:.0f} %", f"of its own images still recognised (was {m.ori_pos_acc:.0f} %)"))
+           card(f"{m.pos_acc:.0f} %", f"of its own images still recognised (was {m.ori_pos_acc:.0f} %)"))
     how = f" (best subset, at most {dep.max_sources} sources)" if dep.best_subset else ""
-    cards = (_card(_fmt_r2(m.r2), f"R² over every test image{how}")
-             + _card(f"{m.acc:.2f} %", f"top-1 with the rebuilt logit (was {m.ori_acc:.2f} %)")
+    cards = (card(fmt_r2(m.r2), f"R² over every test image{how}")
+             + card(f"{m.acc:.2f} %", f"top-1 with the rebuilt logit (was {m.ori_acc:.2f} %)")
              + pos)
     body = (f'<div class="row"><div class="col chart">{chart}</div><div class="col side">{cards}'
             f"<p>{len(rows):,} of {dep.model.n:,} test images shown; the dashed line is a perfect rebuild.</p>"
@@ -358,7 +161,7 @@ def sources_finding(curve) -> str:
     return f"{lead}; {rest}."
 
 
-def slide_sources(ctx: _Context, s: TalkSlide, dep: Dependency, extra: list[svg.SourcesSeries] = ()) -> Slide:
+def slide_sources(ctx: SlideContext, s: TalkSlide, dep: Dependency, extra: list[svg.SourcesSeries] = ()) -> Slide:
     curve = ctx.curve(dep.model.name, dep.source.name, dep.target)
     series = sources_series(curve) + list(extra)
     chart = svg.svg_img(svg.sources_chart(series, mark_at=len(dep.order) or None), "R² against the number of sources")
@@ -370,7 +173,7 @@ def slide_sources(ctx: _Context, s: TalkSlide, dep: Dependency, extra: list[svg.
     return Slide("sources", s.title or "How few sources does it take?", body, s.note)
 
 
-def _counterpart_share(ctx: _Context, dep: Dependency) -> tuple[float, float] | None:
+def _counterpart_share(ctx: SlideContext, dep: Dependency) -> tuple[float, float] | None:
     """(share of categories whose strongest source is their counterpart, α) at the slide's α."""
     every = ctx.every_path(dep.model.name, dep.source.name)
     if every is None or dep.model.class_names != dep.source.class_names:
@@ -388,29 +191,29 @@ def _counterpart_share(ctx: _Context, dep: Dependency) -> tuple[float, float] | 
     return (float(100 * hit.mean()) if hit.size else float("nan")), float(every.alphas[a])
 
 
-def slide_between(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
+def slide_between(ctx: SlideContext, s: TalkSlide, dep: Dependency) -> Slide:
     from engine.stages.pairing import open_pairing
     from engine.stages.theory import read_floor
 
     m = dep.metrics
-    cards = _card(_fmt_r2(m.r2), f"R² from {len(dep.order)} of {dep.source.name}'s logits")
+    cards = card(fmt_r2(m.r2), f"R² from {len(dep.order)} of {dep.source.name}'s logits")
     share = _counterpart_share(ctx, dep)
     if share is not None and np.isfinite(share[0]):
-        cards += _card(f"{share[0]:.0f} %", "of categories: the strongest source is their own counterpart")
+        cards += card(f"{share[0]:.0f} %", "of categories: the strongest source is their own counterpart")
     floor = read_floor(ctx.cache, open_pairing(ctx.cache, dep.model.name, dep.source.name))
     floor_text = ("" if floor is None else
-                  f"<p>Least squares on all {dep.source.k:,} logits: R² {_fmt_r2(float(floor.r2[dep.target]))} — "
+                  f"<p>Least squares on all {dep.source.k:,} logits: R² {fmt_r2(float(floor.r2[dep.target]))} — "
                   "no dependency between the two can beat that.</p>")
     body = (f'<p class="sub">{escape(dep.model.name)}\'s category predicted from <b>{escape(dep.source.name)}</b>\'s '
             "logits only</p>" + formula_html(dep)
-            + f'<div class="row"><div class="col graph small">{_star(ctx, dep, highlight_counterpart=True)}</div>'
+            + f'<div class="row"><div class="col graph small">{star_html(ctx, dep, highlight_counterpart=True)}</div>'
               f'<div class="col side">{cards}<p>Around: <b>{escape(dep.source.name)}</b>\'s categories '
               f'(gold ring: the same category). Nothing told the solver which one corresponds.</p>{floor_text}'
               "</div></div>")
     return Slide("between", s.title or f"Between two models: “{label(dep.target_name)}”", body, s.note)
 
 
-def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
+def slide_why(ctx: SlideContext, s: TalkSlide, dep: Dependency) -> Slide:
     from engine.stages.gramsets import load_gramset
     from engine.stages.pairing import open_pairing
     from engine.stages.theory import read_redundancy
@@ -430,7 +233,7 @@ def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
                 f"(shaded) gets weight 0: {zero_inside:,} of the {int(inside.sum()):,} in the band here.</p></div>")
     if theory is None:
         right = ('<div class="col half">'
-                 + _run_first(f"python -m engine jobs submit theory --model {dep.model.name} --wait",
+                 + run_first(f"python -m engine jobs submit theory --model {dep.model.name} --wait",
                               "the Gram's spectrum and redundancy") + "</div>")
         ready = False
     else:
@@ -448,7 +251,7 @@ def slide_why(ctx: _Context, s: TalkSlide, dep: Dependency) -> Slide:
     return Slide("why", s.title or "Why: redundant logits, sparse weights", body, s.note, ready)
 
 
-def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
+def slide_atlas(ctx: SlideContext, s: TalkSlide, model_name: str) -> Slide:
     from engine.apps.views import atlas_layout, pick_targets, recognised_categories
     from engine.core.analysis import dependency_graph
     from engine.stages.alpha_paths import path_spec
@@ -460,7 +263,7 @@ def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
     store = ctx.store(model_name)
     every = ctx.every_path(model_name, model_name)
     if every is None:
-        body = _run_first(f"python -m engine jobs submit paths --model {model_name} --wait",
+        body = run_first(f"python -m engine jobs submit paths --model {model_name} --wait",
                           "the atlas needs every category's dependencies")
         return Slide("atlas", title, body, s.note, False)
     a = default_alpha_index(every)
@@ -494,7 +297,7 @@ def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
     picture = svg.svg_img(svg.atlas_svg(nodes, atlas_layout(graph, targets, radius=300.0), edges, set(targets),
                                         community_of, width=720, height=560), "atlas")
     if found is None:
-        side = _run_first(f"python -m engine jobs submit atlas --model {model_name} --alpha {every.alphas[a]:.4g} --wait",
+        side = run_first(f"python -m engine jobs submit atlas --model {model_name} --alpha {every.alphas[a]:.4g} --wait",
                           "the communities that colour the atlas")
         ready = False
     else:
@@ -502,7 +305,7 @@ def slide_atlas(ctx: _Context, s: TalkSlide, model_name: str) -> Slide:
         rows = "".join(
             f'<li><span class="swatch" style="background:{svg.COMMUNITY[k % len(svg.COMMUNITY)]}"></span>'
             f'{escape(" ".join(label(names[i]) for i in m[:8]))}</li>' for k, m in enumerate(found[:4]) if len(m) > 1)
-        side = (_card(f"{len(sizes):,}", f"communities of {store.k:,} categories at α = {every.alphas[a]:.3g}")
+        side = (card(f"{len(sizes):,}", f"communities of {store.k:,} categories at α = {every.alphas[a]:.3g}")
                 + f'<ul class="communities">{rows}</ul>')
         ready = True
     body = (f'<div class="row"><div class="col graph">{picture}</div><div class="col side">{side}'
@@ -547,7 +350,7 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def slide_applications(ctx: _Context, s: TalkSlide) -> Slide:
+def slide_applications(ctx: SlideContext, s: TalkSlide) -> Slide:
     from engine.jobs.reports import report_tables
 
     cols, ready = [], True
@@ -555,7 +358,7 @@ def slide_applications(ctx: _Context, s: TalkSlide) -> Slide:
         report = _finished_report(ctx.cache, kind)
         if report is None:
             ready = False
-            inner = _run_first(command, f"its results are not in this cache yet ({cost})")
+            inner = run_first(command, f"its results are not in this cache yet ({cost})")
         else:
             tables = report_tables(report)
             inner = _table_html(*tables[0]) if tables else "<p>Finished; no table in its report.</p>"
@@ -573,7 +376,7 @@ def build_slides(cache: Cache, talk: Talk,
     the number of sources for the "how few sources" slide's dependency (``dep.model`` /
     ``dep.source`` / ``dep.target``), drawn after the best subset's, the relaxed Lasso's and
     the Lasso's (:func:`sources_series`)."""
-    ctx = _Context(Cache.of(cache))
+    ctx = SlideContext(Cache.of(cache))
     talk = talk.resolved()
     first = next((s for s in talk.slides if s.kind == "dependency"), None)
     first_dep = None
