@@ -370,29 +370,33 @@ def load_sparse_example(root: str, model: str, source: str | None = None,
 @st.cache_data(max_entries=256, show_spinner=False)
 def _target_card(root: str, model: str, source: str, target: int, method: str, m: int | None,
                  alpha_index: int | None, logits: str, stamp: tuple):
+    """The card from the target's curve or path the page already holds (cached here: nothing is
+    read twice), raw or centred (:mod:`dashboard.components.centred`)."""
     from engine.apps import cards
 
-    if logits != "centred":
-        return cards.target_card(Cache(root), model, source, target, method, m=m, alpha_index=alpha_index)
-    from dashboard.components.centred import load_centred, load_centred_curve, load_centred_path
-
-    c = load_centred(root, model, source)  # solved in memory for this target (dashboard.components.centred)
     names = (model, source, load_store(root, model).class_names[target], load_store(root, source).class_names)
-    covariance = c.gs.rhs_columns([target])[:, 0]
-    if method == cards.BEST:
-        return cards.best_subset_card(*names, target, load_centred_curve(root, model, source, target), m, covariance)
-    return cards.covlasso_card(*names, target, load_centred_path(root, model, source, target), alpha_index,
-                               c.model, c.source, c.top2, covariance)
+    if logits == "centred":
+        from dashboard.components.centred import load_centred, load_centred_curve, load_centred_path
+
+        c = load_centred(root, model, source)
+        gs, load_curve, load_path, sides = c.gs, load_centred_curve, load_centred_path, (c.model, c.source, c.top2)
+    else:
+        gs, load_curve, load_path = load_gramset_for(root, model, source), load_sources_curve, load_target_path
+        sides = (load_store(root, model), load_store(root, source), load_top2(root, model))
+    covariance = None if gs is None else gs.rhs_columns([target])[:, 0]
+    if method == cards.LASSO:
+        return cards.covlasso_card(*names, target, load_path(root, model, source, target), alpha_index, *sides,
+                                   covariance)
+    return cards.best_subset_card(*names, target, load_curve(root, model, source, target), m, covariance)
 
 
 def load_target_card(root: str, model: str, source: str | None, target: int, method: str, *,
                      m: int | None = None, alpha_index: int | None = None, logits: str = "raw"):
     """What a page shows of one target's dependency (:class:`engine.apps.cards.TargetCard`:
     sources, coefficients, Table 1 metrics, the table of sources, the formula), from one
-    cached call: the best subset with at most ``m`` sources, or the CovLasso at the
-    ``alpha_index``-th α of the target's path — on raw logits read from the stages' cache (or
-    solved for that target alone), on ``"centred"`` logits from the target's centred curve or
-    path (:mod:`dashboard.components.centred`)."""
+    cached call (``method``: ``"best-subset"`` or ``"covlasso"``): the best subset with at most ``m`` sources, or the CovLasso at the
+    ``alpha_index``-th α of the target's path — on raw logits (:func:`engine.apps.cards.target_card`
+    reads the same from a cache) or ``"centred"`` ones (:mod:`dashboard.components.centred`)."""
     source = source or model
     return _target_card(root, model, source, int(target), method, None if m is None else int(m),
                         None if alpha_index is None else int(alpha_index), logits, _stamp(root, model, source))
