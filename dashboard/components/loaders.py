@@ -370,24 +370,29 @@ def load_sparse_example(root: str, model: str, source: str | None = None,
 @st.cache_data(max_entries=256, show_spinner=False)
 def _target_card(root: str, model: str, source: str, target: int, method: str, m: int | None,
                  alpha_index: int | None, logits: str, stamp: tuple):
-    """The card from the target's curve or path the page already holds (cached here: nothing is
-    read twice), raw or centred (:mod:`dashboard.components.centred`)."""
+    """The card from the target's curve or path the page already holds (raw: the cached
+    resources above, under the same stamp, so nothing is read or stat-ed twice; centred:
+    :mod:`dashboard.components.centred`'s loaders)."""
     from engine.apps import cards
 
-    names = (model, source, load_store(root, model).class_names[target], load_store(root, source).class_names)
-    if logits == "centred":
+    mstore, sstore = _store(root, model, stamp[:1]), _store(root, source, stamp[1:])
+    names = (model, source, mstore.class_names[target], sstore.class_names)
+    centred = logits == "centred"  # solved in memory for this target by dashboard.components.centred
+    if centred:
         from dashboard.components.centred import load_centred, load_centred_curve, load_centred_path
 
         c = load_centred(root, model, source)
-        gs, load_curve, load_path, sides = c.gs, load_centred_curve, load_centred_path, (c.model, c.source, c.top2)
+        gs, sides = c.gs, (c.model, c.source, c.top2)
     else:
-        gs, load_curve, load_path = load_gramset_for(root, model, source), load_sources_curve, load_target_path
-        sides = (load_store(root, model), load_store(root, source), load_top2(root, model))
+        gs, sides = _gramset(root, model, source, stamp), (mstore, sstore, _top2(root, model, stamp[:1]))
     covariance = None if gs is None else gs.rhs_columns([target])[:, 0]
     if method == cards.LASSO:
-        return cards.covlasso_card(*names, target, load_path(root, model, source, target), alpha_index, *sides,
-                                   covariance)
-    return cards.best_subset_card(*names, target, load_curve(root, model, source, target), m, covariance)
+        path = load_centred_path(root, model, source, target) if centred else \
+            _target_path(root, model, source, target, stamp)
+        return cards.covlasso_card(*names, target, path, alpha_index, *sides, covariance)
+    curve = load_centred_curve(root, model, source, target) if centred else \
+        _sources_curve(root, model, source, target, stamp)
+    return cards.best_subset_card(*names, target, curve, m, covariance)
 
 
 def load_target_card(root: str, model: str, source: str | None, target: int, method: str, *,
