@@ -332,44 +332,50 @@ def _forward_pick(fit: _Fit, gd, S, ban, pivot: float, omp: bool):
 
 
 def _best_swap(fit: _Fit, gd, S, ban, pivot: float):
-    """The pair (j ∈ S, i ∉ S) whose swap lowers the residual most: (delta (B,), j, i)."""
+    """The pair (j ∈ S, i ∉ S) whose swap lowers the residual most: (delta (B,), j, i).
+
+    With ``U = W / √H_jj`` the swap's gain is ``(c_i + θ_j U_ji / √H_jj)² / (d_i + U_ji²)``
+    less ``θ_j² / H_jj``: five passes over the (B, k, P) candidates (``addcmul``/``addcdiv``).
+    A source in S or banned has ``d_i = −∞`` (its gain is −0: never a swap); the pivot rule
+    is checked only in the rows where some source is near the span of S (``d_i`` below it
+    before the removal of j), rare: elsewhere every ``d_i + U_ji²`` is above it."""
     import torch
 
     B, k = S.shape
+    P = fit.W.shape[2]
     hjj = torch.diagonal(fit.H, dim1=1, dim2=2)  # (B, k)
-    d = fit.d.clone()  # sources in S or banned: −∞, so that no swap brings them in
+    d = fit.d.clone()
     d.scatter_(1, S, -float("inf"))
     if ban is not None:
         d[torch.arange(B, device=d.device), ban] = -float("inf")
-    w2 = fit.W**2 / hjj[:, :, None]  # (B, k, P)
-    d_new = w2.add_(d[:, None, :])
-    c_new = torch.addcmul(fit.c[:, None, :], (fit.theta / hjj)[:, :, None], fit.W)
-    gain = c_new.pow_(2).div_(d_new)
-    gain.masked_fill_(~(d_new > pivot * gd), -float("inf"))
-    delta = torch.sub((fit.theta**2 / hjj)[:, :, None], gain, out=gain).reshape(B, -1)
-    flat = torch.argmin(delta, 1)
-    best = torch.gather(delta, 1, flat[:, None])[:, 0]
-    return best, flat // fit.W.shape[2], flat % fit.W.shape[2]
+    rs = torch.rsqrt(hjj)
+    U = fit.W * rs[:, :, None]
+    d_new = torch.addcmul(d[:, None, :], U, U)  # (B, k, P)
+    c_new = torch.addcmul(fit.c[:, None, :], U, (fit.theta * rs)[:, :, None]).square_()
+    score = torch.addcdiv((-(fit.theta**2) / hjj)[:, :, None], c_new, d_new, out=c_new)  # − delta
+    near = torch.nonzero(((d <= pivot * gd[None, :]) & (d > -float("inf"))).any(1))[:, 0]
+    if len(near):
+        score[near] = score[near].masked_fill_(~(d_new[near] > pivot * gd), -float("inf"))
+    flat = torch.argmax(score.reshape(B, -1), 1)
+    best = -torch.gather(score.reshape(B, -1), 1, flat[:, None])[:, 0]
+    return best, flat // P, flat % P
 
 
 def _take(fit: _Fit, rows) -> _Fit:
+    if rows.dtype == torch_bool() and bool(rows.all()):
+        return fit  # every row (no copy: callers replace, never write into, what they take)
     return _Fit(*(getattr(fit, f)[rows] for f in _FIELDS))
+
+
+def torch_bool():
+    import torch
+
+    return torch.bool
 
 
 def _put(fit: _Fit, rows, part: _Fit) -> None:
     for f in _FIELDS:
         getattr(fit, f)[rows] = getattr(part, f)
-
-
-def _where_fit(cond, a: _Fit, b: _Fit) -> _Fit:
-    """Row by row: ``a`` where ``cond``, else ``b`` (fits over supports of one size)."""
-    import torch
-
-    out = []
-    for f in _FIELDS:
-        x, y = getattr(a, f), getattr(b, f)
-        out.append(torch.where(cond.reshape(-1, *([1] * (x.dim() - 1))), x, y))
-    return _Fit(*out)
 
 
 def _add(fit: _Fit, G, S, i):
@@ -395,6 +401,42 @@ def _add(fit: _Fit, G, S, i):
     theta = torch.cat([fit.theta - vd * ci[:, None], (ci / delta)[:, None]], 1)
     new = _Fit(theta, H, W, fit.c - (ci / delta)[:, None] * u, fit.d - u * ud, fit.resid - ci**2 / delta, ok)
     return torch.cat([S, i[:, None]], 1), new
+
+
+@dataclass
+class _Omp:
+    """OMP's own support, grown without swaps, so kept in Gram–Schmidt form (no inverse):
+    ``q_l = (G_{s_l,·} − Σ_{l'<l} q_l'[s_l] q_l') / √δ_l``; adding a source costs one pass
+    over the k rows (``_add`` also updates the k rows of ``W``)."""
+
+    S: object  # (B, k)
+    q: list  # k tensors (B, P)
+    c: object  # (B, P) b − G_{:,S} θ_S
+    d: object  # (B, P) G_ii − Σ_l q_l[i]²
+    resid: object  # (B,)
+    ok: object  # (B,)
+
+    def take(self, rows) -> _Omp:
+        if rows.dtype == torch_bool() and bool(rows.all()):
+            return self
+        return _Omp(self.S[rows], [x[rows] for x in self.q], self.c[rows], self.d[rows], self.resid[rows],
+                    self.ok[rows])
+
+    def add(self, G, i) -> _Omp:
+        import torch
+
+        B = len(i)
+        ar = torch.arange(B, device=i.device)
+        u = G.index_select(0, i)  # (B, P): the new source's Gram row
+        for x in self.q:
+            u = u.addcmul_(x[ar, i][:, None], x, value=-1.0)
+        raw = self.d[ar, i]
+        ok = self.ok & (raw > 0)
+        u = u / torch.sqrt(torch.where(ok, raw, 1.0))[:, None]
+        ci = u[ar, i]  # √δ
+        gain = self.c[ar, i] / ci
+        return _Omp(torch.cat([self.S, i[:, None]], 1), self.q + [u], torch.addcmul(self.c, gain[:, None], u, value=-1.0),
+                    torch.addcmul(self.d, u, u, value=-1.0), self.resid - gain**2, ok)
 
 
 def _remove(fit: _Fit, S, j):
@@ -499,9 +541,9 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
     last = torch.zeros(B, dtype=torch.int64, device=dev)  # the last m each row reached (0: none)
     grow = torch.arange(B, device=dev)  # rows whose support still grows
     best = torch.zeros(B, 0, dtype=torch.int64, device=dev)  # supports of the rows in ``grow``
-    omp = best.clone()
     omp_alive = torch.ones(B, dtype=torch.bool, device=dev)
-    fit = fit_omp = _fit(G, gd, b, ysq, best)
+    fit = _fit(G, gd, b, ysq, best)
+    track = _Omp(best, [], fit.c, fit.d, fit.resid, fit.ok)  # OMP's support, grown alongside
     if seeds is not None:  # which target each row searches for (rows are target-major)
         seeds_of = torch.arange(B, device=dev) // starts
 
@@ -510,9 +552,9 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
 
     for m in range(1, M + 1):
         idx, gain, found = _forward_pick(fit, gd, best, sub(ban, grow), cfg.pivot, omp=False)
-        o_idx, _, o_found = _forward_pick(fit_omp, gd, omp, sub(ban, grow), cfg.pivot, omp=True)
+        o_idx, _, o_found = _forward_pick(track, gd, track.S, sub(ban, grow), cfg.pivot, omp=True)
         # rows with no source left to add keep their last solution for every larger m
-        grow, best, omp, idx, gain = grow[found], best[found], omp[found], idx[found], gain[found]
+        grow, best, idx, gain = grow[found], best[found], idx[found], gain[found]
         omp_alive = omp_alive[found] & o_found[found]
         fit = _take(fit, found)
         if len(grow) == 0:
@@ -525,12 +567,15 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
                                                     idx.clamp(min=0)[:, None])[:, 0], gain)
             omp_alive &= ~seeded
         start, fwd = _add(fit, G, best, idx)
-        omp, fit_omp = _add(_take(fit_omp, found), G, omp, o_idx[found])
-        use_omp = omp_alive & fit_omp.ok & (fit_omp.resid < fwd.resid)
-        start = torch.where(use_omp[:, None], omp, start)
-        if bool(use_omp.any()):
-            fwd = _where_fit(use_omp, fit_omp, fwd)
-        best, fit, n = _swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg, fwd)
+        track = track.take(found).add(G, o_idx[found])
+        use_omp = omp_alive & track.ok & (track.resid < fwd.resid)
+        start = torch.where(use_omp[:, None], track.S, start)
+        if bool(use_omp.any()):  # (a few %): the fit of OMP's support
+            _put(fwd, use_omp, _fit(G, gd, b[grow[use_omp]], ysq[grow[use_omp]], track.S[use_omp]))
+        if m == 1:  # one source: the forward pick is the best (a swap cannot lower it)
+            best, fit, n = start, fwd, torch.zeros(len(grow), dtype=torch.int64, device=dev)
+        else:
+            best, fit, n = _swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg, fwd)
         if seeded is not None and bool(seeded.any()):  # a forced start stays as it is at m = 1
             best[seeded] = start[seeded]
             _put(fit, seeded, _fit(G, gd, b[grow[seeded]], ysq[grow[seeded]], start[seeded]))
@@ -541,8 +586,8 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
             twin = _twins(torch.cat([seeds_of[grow][:, None], best.sort(1).values], 1))
             if bool(twin.any()):
                 on = ~twin
-                grow, best, omp, omp_alive = grow[on], best[on], omp[on], omp_alive[on]
-                fit, fit_omp = _take(fit, on), _take(fit_omp, on)
+                grow, best, omp_alive = grow[on], best[on], omp_alive[on]
+                fit, track = _take(fit, on), track.take(on)
     for m in range(M - 1, 0, -1) if cfg.backward else ():
         rows = torch.nonzero(last > m)[:, 0]
         if len(rows) == 0:
