@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -82,14 +84,17 @@ class SubsetConfig:
     backward: bool = True  # the backward sweep (m+1's solution less its weakest source, swapped)
     chunk: int = 0  # targets solved together; 0: as many as ~256 MB of temporaries allow
     device: str = "cpu"
-    threads: int = 1  # CPU threads (small batched ops: one is fastest, as for the CovLasso)
+    # chunks of targets solved at once on the CPU, each in its own thread with one torch
+    # thread (small batched ops run fastest single-threaded; torch releases the GIL); 0: one
+    # per core, at most 4
+    threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("pivot", "tol"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or not 0 < v < 1:
                 raise InvalidInputError(f"{name} must be a number in (0, 1); got {v!r}")
-        for name, low in (("max_swaps", 0), ("starts", 1), ("chunk", 0), ("threads", 1)):
+        for name, low in (("max_swaps", 0), ("starts", 1), ("chunk", 0), ("threads", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}; got {v!r}")
@@ -226,8 +231,9 @@ def best_subsets(
     P, T = rhs.shape
     M = check_max_sources(max_sources)
     diag = np.diagonal(design).copy() if design_diag is None else np.asarray(design_diag, dtype=np.float64)
-    chunk = cfg.chunk or max(1, min(1024, (256 << 20) // (8 * 6 * max(P, 1) * M * cfg.starts)))
-    parts = []
+    workers = 1 if cfg.device != "cpu" else cfg.threads or max(1, min(4, os.cpu_count() or 1))
+    chunk = cfg.chunk or max(1, min(1024, (256 << 20) // (8 * 6 * max(P, 1) * M * cfg.starts), -(-T // workers)))
+    spans = [(start, min(T, start + chunk)) for start in range(0, T, chunk)]
     with _threads(cfg):
         import torch
 
@@ -236,14 +242,20 @@ def best_subsets(
         dev = _device(cfg)  # type: ignore[arg-type]  # (it reads cfg.device only)
         G = _shared_design(design, dev)
         gd = torch.as_tensor(diag, device=dev)
-        for start in range(0, T, chunk):
-            stop = min(T, start + chunk)
+
+        def solve(span: tuple[int, int]) -> BestSubsetResult:
+            start, stop = span
             b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
             ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
             ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
-            parts.append(_solve_starts(G, gd, b, ysq, ban, M, cfg))
-            if progress is not None:
-                progress(stop / T, f"best subsets: {stop:,} of {T:,} targets")
+            return _solve_starts(G, gd, b, ysq, ban, M, cfg)
+
+        parts = []
+        with ThreadPoolExecutor(max(1, min(workers, len(spans)))) as pool:  # results in order, as they come
+            for (_, stop), part in zip(spans, pool.map(solve, spans), strict=True):
+                parts.append(part)
+                if progress is not None:
+                    progress(stop / T, f"best subsets: {stop:,} of {T:,} targets")
     return BestSubsetResult.concat(parts)
 
 
@@ -255,7 +267,7 @@ def _threads(cfg: SubsetConfig):
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(1)  # per chunk thread: see SubsetConfig.threads
     try:
         yield
     finally:
