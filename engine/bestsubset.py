@@ -139,8 +139,11 @@ def best_subsets(
             return solve_starts(G, gd, b, ysq, ban, M, cfg)
 
         parts = []
-        with ThreadPoolExecutor(max(1, min(workers, len(spans)))) as pool:  # results in order, as they come
-            for (_, stop), part in zip(spans, pool.map(solve, spans), strict=True):
+        with contextlib.ExitStack() as stack:
+            solved = map(solve, spans)
+            if workers > 1 and len(spans) > 1:  # results in order, as they come
+                solved = stack.enter_context(ThreadPoolExecutor(min(workers, len(spans)))).map(solve, spans)
+            for (_, stop), part in zip(spans, solved, strict=True):
                 parts.append(part)
                 if progress is not None:
                     progress(stop / T, f"best subsets: {stop:,} of {T:,} targets")
