@@ -67,12 +67,11 @@ def eligible(fit_d, gd, S, ban, pivot: float):
 
 def forward_pick(fit: Fit, gd, S, ban, pivot: float, omp: bool):
     """The next source of each row: largest residual decrease ``c²/d`` (forward selection) or
-    largest ``|c|`` (OMP). Returns (index (B,), gain (B,), found (B,))."""
+    largest ``|c|`` (OMP). Returns (index (B,), found (B,))."""
     ok = eligible(fit.d, gd, S, ban, pivot)
-    gain = torch.where(ok, fit.c**2 / torch.where(ok, fit.d, 1.0), 0.0)
-    score = torch.where(ok, fit.c.abs() if omp else gain, -1.0)
-    idx = torch.argmax(score, 1)
-    return idx, torch.gather(gain, 1, idx[:, None])[:, 0], ok.any(1)
+    score = fit.c.abs() if omp else fit.c.square().div_(fit.d)
+    idx = torch.argmax(score.masked_fill_(~ok, -1.0), 1)
+    return idx, ok.any(1)
 
 
 def best_swap(fit: Fit, gd, S, ban, pivot: float):

@@ -69,10 +69,10 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
         return None if x is None else x[rows]
 
     for m in range(1, M + 1):
-        idx, gain, found = forward_pick(fit, gd, best, sub(ban, grow), cfg.pivot, omp=False)
-        o_idx, _, o_found = forward_pick(track, gd, track.S, sub(ban, grow), cfg.pivot, omp=True)
+        idx, found = forward_pick(fit, gd, best, sub(ban, grow), cfg.pivot, omp=False)
+        o_idx, o_found = forward_pick(track, gd, track.S, sub(ban, grow), cfg.pivot, omp=True)
         # rows with no source left to add keep their last solution for every larger m
-        grow, best, idx, gain = grow[found], best[found], idx[found], gain[found]
+        grow, best, idx = grow[found], best[found], idx[found]
         omp_alive = omp_alive[found] & o_found[found]
         fit = take(fit, found)
         if len(grow) == 0:
@@ -81,8 +81,6 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
         if m == 1 and seeds is not None:
             seeded = seeds[grow] >= 0  # a forced first source (one search per start)
             idx = torch.where(seeded, seeds[grow], idx)
-            gain = torch.where(seeded, torch.gather(fit.c**2 / fit.d.clamp(min=1e-300), 1,
-                                                    idx.clamp(min=0)[:, None])[:, 0], gain)
             omp_alive &= ~seeded
         start, fwd = add_source(fit, G, best, idx)
         track = track.take(found).add(G, o_idx[found])
@@ -149,7 +147,7 @@ def _grow_again(G, gd, b, ysq, ban, cfg: SubsetConfig, sup, val, resid, n_swaps,
     below = sup[rows, m - 2, : m - 1]
     ban_r = None if ban is None else ban[rows]
     f = fit_supports(G, gd, b[rows], ysq[rows], below)
-    idx, gain, found = forward_pick(f, gd, below, ban_r, cfg.pivot, omp=False)
+    idx, found = forward_pick(f, gd, below, ban_r, cfg.pivot, omp=False)
     S, f = add_source(f, G, below, idx)
     S, f, n = swap_descent(G, gd, b[rows], ysq[rows], ban_r, S, cfg, f)
     ok = found & f.ok & (f.resid < resid[rows, m - 1])
