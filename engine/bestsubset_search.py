@@ -88,14 +88,10 @@ def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, star
         start = torch.where(use_omp[:, None], track.S, start)
         if bool(use_omp.any()):  # (a few %): the fit of OMP's support
             put(fwd, use_omp, fit_supports(G, gd, b[grow[use_omp]], ysq[grow[use_omp]], track.S[use_omp]))
-        if m == 1:  # one source: the forward pick is the best (a swap cannot lower it)
+        if m == 1:  # one source: the forward pick is the best (a swap cannot lower it); a seeded one stays
             best, fit, n = start, fwd, torch.zeros(len(grow), dtype=torch.int64, device=dev)
         else:
             best, fit, n = swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg, fwd)
-        if seeded is not None and bool(seeded.any()):  # a forced start stays as it is at m = 1
-            best[seeded] = start[seeded]
-            put(fit, seeded, fit_supports(G, gd, b[grow[seeded]], ysq[grow[seeded]], start[seeded]))
-            n[seeded] = 0
         sup[grow, m - 1, :m], val[grow, m - 1, :m], resid[grow, m - 1] = best, fit.theta, fit.resid
         n_swaps[grow, m - 1], omp_start[grow, m - 1], last[grow] = n, use_omp, m
         if seeds is not None and m < M:  # searches of one target that met go on as one
