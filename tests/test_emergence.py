@@ -65,10 +65,11 @@ def test_best_sources_are_never_below_sklearns_omp():
             assert res.residual[t, m - 1] <= omp * (1 + 1e-6)
 
 
-def _independent_figures(logits, labels, support_of, sizes=(4, 6)):
-    """The figures recomputed from scratch for the supports ``support_of(gram, t, m)``: numpy's
-    lstsq fits them on the raw logits, Table 1's dependency_metrics gives the accuracy with the
-    logit replaced."""
+def _independent_figures(logits, labels, support_of=None, sizes=(4, 6)):
+    """The figures recomputed from scratch for the supports ``support_of(gram, t, m)`` (default:
+    exhaustive search's): numpy's lstsq fits them on the raw logits, Table 1's
+    dependency_metrics gives the accuracy with the logit replaced."""
+    support_of = support_of or _best_support
     x = logits.astype(np.float64)
     n, k = x.shape
     gram = x.T @ x / n
