@@ -133,7 +133,7 @@ def best_subsets(
 
         def solve(span: tuple[int, int]) -> BestSubsetResult:
             start, stop = span
-            b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
+            b = torch.as_tensor(np.array(rhs[:, start:stop].T, order="C"), device=dev)  # (a copy: rhs may be read-only)
             ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
             ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
             return solve_starts(G, gd, b, ysq, ban, M, cfg)
