@@ -35,7 +35,9 @@ is 4·10¹⁰), so for m = 1 … M, every target of a batch advancing together (
    sources from 57 % to 76 %.
 4. **Backward sweep**: for m = M−1 … 1, the (m+1)-th solution less its weakest source
    (smallest ``θ_j² / H_jj``), swapped, replaces the m-th where it is better; where that
-   makes m better than m+1, m+1 is grown again from it.
+   makes m better than m+1, m+1 is grown again from it. Where the (m+1)-th less its weakest
+   is the m-th itself (three rows in four on the demo), there is nothing to search: the m-th
+   is a local optimum already.
 
 The residual never rises with m (a solution for m may keep fewer than m sources when no
 further source is numerically independent of its support). It is a search, not a proof:
@@ -50,7 +52,8 @@ coefficients by ``G_SS⁻¹ b_S``; no ridge is added, and nothing outside S is e
 **Speed.** Chunks of targets are solved in threads (``SubsetConfig.threads``), each with one
 torch thread. Most of the work is the exact evaluation of every swap, needed once per (row,
 m) even where no swap helps (it proves the support locally optimal): five passes over the
-(B, k, P) candidates. OMP's start is grown in Gram–Schmidt form (no inverse to keep), and
+(B, k, P) candidates, a block of rows at a time so that the temporaries stay in cache
+(``bestsubset_kernels.SWAP_BLOCK``). OMP's start is grown in Gram–Schmidt form (no inverse to keep), and
 m = 1 makes no swaps (its forward pick is the best single source).
 
 Modules: this one (the method, :func:`best_subsets`, :func:`least_squares_on`);
