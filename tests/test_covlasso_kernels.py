@@ -14,7 +14,7 @@ import torch
 from sklearn.linear_model import Lasso
 
 from engine.covlasso import alpha_max, solve_covlasso
-from engine.covlasso_kernels import _monotone, _newton
+from engine.covlasso_subproblem import _monotone, _newton
 
 
 def _near_rank_problem(seed: int, n: int = 600, p: int = 60, rank: int = 20, targets: int = 40):
