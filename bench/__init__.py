@@ -15,13 +15,16 @@ def print_report(report: dict, path: Path | None = None) -> None:
         path.write_text(text + "\n")
 
 
-def bare_gemm_gflops(k: int, rows: int = 2048, repeat: int = 3) -> float:
+def bare_gemm_gflops(k: int, rows: int | None = None, repeat: int = 3) -> float:
     """The machine's float64 GEMM speed for a Gram of K columns, in GFLOP/s: torch's ``addmm``
     of a (rows, K) block's ``aᵀb`` into a K × K output (two buffers: ``aᵀa`` would be a
-    syrk), after a warm-up, the best of ``repeat`` runs. The reference of every Gram figure
-    (``bench_covlasso``, ``bench_massive``): a Gram's rate is 2·N·K² / its time against it."""
+    syrk), after a warm-up, the best of ``repeat`` runs. ``rows``: the Gram's own chunk
+    (``engine.gram.chunk_rows(K)``, 8,192 at K = 1,000, 768 at K = 21,843) unless given."""
     import torch
 
+    from engine.gram import chunk_rows
+
+    rows = rows or chunk_rows(k)
     a = torch.randn(rows, k, dtype=torch.float64)
     b = a.clone()
     out = torch.zeros(k, k, dtype=torch.float64)
@@ -32,3 +35,24 @@ def bare_gemm_gflops(k: int, rows: int = 2048, repeat: int = 3) -> float:
         out.addmm_(a.T, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * rows * k * k / best / 1e9
+
+
+def gram_figures(n: int, k: int, seconds: float, gemm_before: float, gemm_after: float) -> dict:
+    """A streamed Gram's figures against a bare GEMM, the one convention of every bench.
+
+    What is timed: ``engine.gram.accumulate`` (GramAccumulator over float32 chunks of
+    ``chunk_rows(K)`` rows, each converted to float64 into one reused buffer, its dsyrk, the
+    column sums, the finish: scaling and mirroring the triangle, the diagonal and α_max) —
+    what an import or ``compute_gramset`` runs. The reference: :func:`bare_gemm_gflops` on
+    the same chunk shape, measured just before and just after the Gram; the faster of the
+    two is used (on a loaded machine the stricter one).
+
+    ``ratio`` (the bar's figure): GEMM-equivalent speed, 2·N·K² / time, against the GEMM's
+    rate — a syrk does N·K² FLOPs, half a GEMM's, so a Gram at the GEMM's own FLOP rate
+    reads 200 %. ``flop_efficiency``: the FLOPs actually done, N·K² / time, against it
+    (100 %: a syrk as fast per FLOP as the GEMM)."""
+    gemm = max(gemm_before, gemm_after)
+    equivalent = 2 * n * k * k / seconds / 1e9
+    return {"seconds": seconds, "gflops_gemm_equivalent": equivalent, "bare_gemm_gflops": gemm,
+            "bare_gemm_before_after": [gemm_before, gemm_after], "ratio": equivalent / gemm,
+            "flop_efficiency": equivalent / 2 / gemm, "syrk_at_gemm_speed_s": n * k * k / gemm / 1e9}
