@@ -191,8 +191,13 @@ STEPS = {"import": step_import, "gram": step_gram, "dashboard": step_dashboard, 
 
 
 def run_step(args) -> None:
+    import resource
+
     result = STEPS[args.step](args)
     result["peak_rss_gib"] = _peak_rss_gib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: start-up included
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["load_after"] = os.getloadavg()[0]
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -258,7 +263,8 @@ def markdown(r: dict) -> str:
             f"load {r['load']:.1f} → {r.get('load_after', float('nan')):.1f}", "",
             "| step | figure | peak memory |", "|---|---|---|"]
     if "import" in r:
-        rows.append(f"| import-logits (store + Gram) | {r['import']['seconds']:.1f} s | {r['import']['peak_rss_gib']:.2f} GiB |")
+        rows.append(f"| import-logits (store + Gram) | {r['import']['seconds']:.1f} s "
+                    f"({r['import'].get('cpu_s', float('nan')):.0f} s CPU) | {r['import']['peak_rss_gib']:.2f} GiB |")
     if "gram" in r:
         g = r["gram"]
         rows.append(f"| Gram (streamed, float64) | {g['seconds']:.1f} s = {g['gflops_gemm_equivalent']:.0f} GFLOP/s "

@@ -120,15 +120,18 @@ class GramAccumulator:
     def _as_float64_array(self, f) -> np.ndarray:
         """A chunk as a C-ordered float64 numpy array: converted into one buffer that every
         chunk reuses (a fresh 128 MiB array per chunk costs its page faults each time)."""
-        if not isinstance(f, np.ndarray):
-            f = f.detach().cpu().numpy()
-        if f.dtype == np.float64 and f.flags.c_contiguous:
+        import torch
+
+        if isinstance(f, np.ndarray) and f.dtype == np.float64 and f.flags.c_contiguous:
             return f
         rows, k = f.shape
         if self._buffer is None or self._buffer.shape[0] < rows:
             self._buffer = np.empty((rows, k))
         out = self._buffer[:rows]
-        np.copyto(out, f, casting="unsafe")
+        if isinstance(f, np.ndarray):
+            np.copyto(out, f, casting="unsafe")
+        else:  # a tensor of any dtype (bfloat16 included) on any device
+            torch.from_numpy(out).copy_(f.detach())
         return out
 
     def _require_samples(self) -> None:
@@ -145,6 +148,7 @@ class GramAccumulator:
         """``E[f fᵀ]``, C-contiguous, exactly symmetric; finished in place, by blocks."""
         self._require_samples()
         self._done = True
+        self._buffer = None  # the chunk buffer (128 MiB at most) is not needed any more
         if self._method == "syrk":  # only the upper triangle was accumulated: scale, then mirror it
             g = self._aa
             for s in range(0, g.shape[0], 1024):  # by blocks of rows: the upper triangle's part

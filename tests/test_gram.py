@@ -58,6 +58,12 @@ def test_bad_chunks_rejected():
         acc.update(np.zeros((3, 5)))
     with pytest.raises(InvalidInputError, match="no samples"):
         acc.gram()
+    pair, f = GramAccumulator(4, 2), np.arange(12.0).reshape(3, 4)
+    with pytest.raises(InvalidInputError, match="paired chunk"):
+        pair.update(f, np.zeros((2, 2)))  # refused before anything is added
+    pair.update(f, f[:, :2])
+    np.testing.assert_allclose(pair.gram(), f.T @ f / 3)
+    np.testing.assert_allclose(pair.cross_gram(), f.T @ f[:, :2] / 3)
 
 
 def test_chunks_of_any_layout_are_read_not_written(tmp_path):
@@ -68,15 +74,18 @@ def test_chunks_of_any_layout_are_read_not_written(tmp_path):
     rng = np.random.default_rng(5)
     F = rng.standard_normal((500, 30)).astype(np.float32)
     np.save(tmp_path / "f.npy", F)
+    original = F.copy()
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     wide = np.repeat(F.astype(np.float64), 2, axis=1)[:, ::2]  # float64, not contiguous
     acc = GramAccumulator(30)
     acc.update(mapped[:300])
     acc.update(wide[300:450])
-    acc.update(torch.from_numpy(F[450:]))
+    acc.update(torch.from_numpy(F[450:480]))
+    acc.update(torch.from_numpy(F[480:]).to(torch.bfloat16))  # as autocast may hand them over
+    F[480:] = torch.from_numpy(F[480:]).to(torch.bfloat16).float().numpy()
     F64 = F.astype(np.float64)
     np.testing.assert_allclose(acc.gram(), F64.T @ F64 / 500, rtol=1e-12)
-    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), F)
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), original)
 
 
 def test_large_grams_avoid_the_bundled_blas_syrk(monkeypatch):
