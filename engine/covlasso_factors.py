@@ -131,9 +131,11 @@ def _pad_factor(slots, L, m):
     B, s = slots.shape
     if m <= s:
         return slots, L
-    Lp = torch.zeros(B, m, m, dtype=L.dtype, device=L.device)
-    Lp.diagonal(dim1=1, dim2=2).fill_(1.0)
+    Lp = torch.empty(B, m, m, dtype=L.dtype, device=L.device)  # every entry written once
     Lp[:, :s, :s] = L
+    Lp[:, :s, s:] = 0.0
+    Lp[:, s:] = 0.0
+    Lp[:, s:].diagonal(offset=s, dim1=1, dim2=2).fill_(1.0)
     return torch.cat([slots, slots.new_zeros(B, m - s)], 1), Lp
 
 
