@@ -16,10 +16,16 @@ def print_report(report: dict, path: Path | None = None) -> None:
 
 
 def bare_gemm_gflops(k: int, rows: int | None = None, repeat: int = 3) -> float:
+    """:func:`bare_gemm_rates`' wall-clock rate."""
+    return bare_gemm_rates(k, rows, repeat)[0]
+
+
+def bare_gemm_rates(k: int, rows: int | None = None, repeat: int = 3) -> tuple[float, float]:
     """The machine's float64 GEMM speed for a Gram of K columns, in GFLOP/s: torch's ``addmm``
     of a (rows, K) block's ``aᵀb`` into a K × K output (two buffers: ``aᵀa`` would be a
     syrk), after a warm-up, the best of ``repeat`` runs. ``rows``: the Gram's own chunk
-    (``engine.gram.chunk_rows(K)``, 8,192 at K = 1,000, 768 at K = 21,843) unless given."""
+    (``engine.gram.chunk_rows(K)``, 8,192 at K = 1,000, 768 at K = 21,843) unless given.
+    Returns (GFLOP/s of wall-clock time, GFLOP per CPU second of the process)."""
     import torch
 
     from engine.gram import chunk_rows
@@ -29,12 +35,12 @@ def bare_gemm_gflops(k: int, rows: int | None = None, repeat: int = 3) -> float:
     b = a.clone()
     out = torch.zeros(k, k, dtype=torch.float64)
     out.addmm_(a[:256].T, b[:256])
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out.addmm_(a.T, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * rows * k * k / best / 1e9
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    return 2 * rows * k * k / best / 1e9, 2 * rows * k * k / best_cpu / 1e9
 
 
 def gram_figures(n: int, k: int, seconds: float, gemm_before: float, gemm_after: float) -> dict:
