@@ -13,8 +13,11 @@ References:
    to the same Gram, to the same relative gap. Private sklearn API, used here only.
 
 Data: classifier-like synthetic logits (``engine.synthetic``); α is chosen so the median
-number of sources is ~15 and ~60 (on small-scale logits α = 2.5 would leave most targets
-empty). Prints a Markdown table and writes bench/results/covlasso-K<k>.json.
+number of sources is ~15, ~60 and ~200 (on small-scale logits α = 2.5 would leave most
+targets empty). Ours and the anchor are timed ``--repeat`` times, interleaved (× anchor: the
+median; each pair's wall-clock and CPU-time ratio is kept). The Gram is timed three times
+against a bare GEMM as ``bench_massive`` times it (``bench.gram_figures``). Prints a
+Markdown table and writes bench/results/covlasso-K<k>.json.
 """
 
 from __future__ import annotations
