@@ -15,16 +15,19 @@ def print_report(report: dict, path: Path | None = None) -> None:
         path.write_text(text + "\n")
 
 
-def bare_gemm_gflops(k: int, rows: int | None = None, repeat: int = 3) -> float:
+def bare_gemm_gflops(k: int, rows: int | None = None, repeat: int = 3, calls: int = 1) -> float:
     """:func:`bare_gemm_rates`' wall-clock rate."""
-    return bare_gemm_rates(k, rows, repeat)[0]
+    return bare_gemm_rates(k, rows, repeat, calls)[0]
 
 
-def bare_gemm_rates(k: int, rows: int | None = None, repeat: int = 3) -> tuple[float, float]:
+def bare_gemm_rates(k: int, rows: int | None = None, repeat: int = 3, calls: int = 1) -> tuple[float, float]:
     """The machine's float64 GEMM speed for a Gram of K columns, in GFLOP/s: torch's ``addmm``
     of a (rows, K) block's ``aᵀb`` into a K × K output (two buffers: ``aᵀa`` would be a
     syrk), after a warm-up, the best of ``repeat`` runs. ``rows``: the Gram's own chunk
     (``engine.gram.chunk_rows(K)``, 8,192 at K = 1,000, 768 at K = 21,843) unless given.
+    ``calls``: GEMMs per timed run (``ceil(N / rows)``: the same work as a full GEMM Gram of N
+    samples, timed over as long as the Gram itself — on a loaded machine a best-of-3 of one
+    short call catches the quiet moments that a long run cannot).
     Returns (GFLOP/s of wall-clock time, GFLOP per CPU second of the process)."""
     import torch
 
@@ -38,9 +41,11 @@ def bare_gemm_rates(k: int, rows: int | None = None, repeat: int = 3) -> tuple[f
     best = best_cpu = float("inf")
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        out.addmm_(a.T, b)
+        for _ in range(calls):
+            out.addmm_(a.T, b)
         best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
-    return 2 * rows * k * k / best / 1e9, 2 * rows * k * k / best_cpu / 1e9
+    flops = 2 * rows * k * k * calls
+    return flops / best / 1e9, flops / best_cpu / 1e9
 
 
 def gram_figures(n: int, k: int, seconds: float, gemm_before: float, gemm_after: float) -> dict:

@@ -68,11 +68,16 @@ def measure_gram(logits: np.ndarray, repeat: int = 1) -> tuple[np.ndarray, dict]
     """The Gram and its figures against a bare GEMM (``bench.gram_figures``), ``repeat``
     times (each between two reference GEMMs); the figures of every run are kept."""
     n, k = logits.shape
+    calls = -(-n // chunk_rows(k))
     runs = []
     for _ in range(repeat):
-        before = bare_gemm_gflops(k)
+        before, same_before = bare_gemm_gflops(k), bare_gemm_gflops(k, repeat=1, calls=calls)
         C, seconds = build_gram(logits)
-        runs.append(gram_figures(n, k, seconds, before, bare_gemm_gflops(k)))
+        fig = gram_figures(n, k, seconds, before, bare_gemm_gflops(k))
+        same = max(same_before, bare_gemm_gflops(k, repeat=1, calls=calls))
+        # the same work as a GEMM: N rows in the Gram's chunks, one timed run (as long as the Gram)
+        fig.update(bare_gemm_same_work_gflops=same, ratio_same_work=fig["gflops_gemm_equivalent"] / same)
+        runs.append(fig)
     return C, {**runs[-1], "runs": runs, "load": os.getloadavg()[0]}
 
 
@@ -189,7 +194,9 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
     for r in gram["runs"]:
         print(f"Gram: {r['seconds']:.2f} s ({r['gflops_gemm_equivalent']:.1f} GFLOP/s GEMM-equivalent = "
               f"{100 * r['ratio']:.0f} % of a bare float64 GEMM, {r['bare_gemm_gflops']:.1f} GFLOP/s; FLOPs done at "
-              f"{100 * r['flop_efficiency']:.0f} % of its rate), load {os.getloadavg()[0]:.1f}")
+              f"{100 * r['flop_efficiency']:.0f} % of its rate); against a GEMM of the same work, N rows in the same "
+              f"chunks, timed once ({r['bare_gemm_same_work_gflops']:.1f} GFLOP/s): {100 * r['ratio_same_work']:.0f} %; "
+              f"load {os.getloadavg()[0]:.1f}")
     F64 = F.astype(np.float64)
     rows = []
     for want in supports:
