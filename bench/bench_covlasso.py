@@ -275,6 +275,7 @@ def main() -> None:
     ap.add_argument("--paper-sample", type=int, default=8, help="targets timed with the paper's recipe")
     ap.add_argument("--tol", type=float, default=1e-7)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--gram-only", action="store_true", help="only the Gram against the GEMM (three times)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="(ours, anchor) timings per α, interleaved; × anchor is their median (wall)")
     ap.add_argument("--alphas", type=float, nargs="+", help="α values for the large-K run")
@@ -286,6 +287,10 @@ def main() -> None:
         return
     if args.quick:
         args.k, args.n, args.paper_sample = 300, 10000, 4
+    if args.gram_only:
+        F, _ = classifier_like_logits(args.n, args.k, rank=min(256, args.k // 2), seed=0)
+        print(json.dumps(measure_gram(F, repeat=3)[1], indent=1))
+        return
     run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol, args.repeat)
 
 
