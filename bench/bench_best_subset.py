@@ -18,7 +18,7 @@ lost among the fits, and between the two seeds the share whose strongest source 
 counterpart (the same category of the other seed).
 
 **Speed**, in the same process: every target × m = 1 … 8 by engine.core.bestsubset (default: 4
-starts; and 1 start) against scikit-learn's ``orthogonal_mp_gram`` in a loop over targets
+starts, chunks of targets in threads, one per core; 4 starts in one thread; and 1 start) against scikit-learn's ``orthogonal_mp_gram`` in a loop over targets
 (``return_path=True``: m = 1 … 8 in one call; within a model each call gets the Gram with the
 target's row and column removed, a copy). Wall and CPU seconds and the load average are
 reported: this machine is shared, so compare ratios. ``--massive K``: per-target solves on a
@@ -226,8 +226,9 @@ def bench_speed(cache, model: str, source: str, M: int = 8) -> dict:
         return out
 
     out = {"pairing": f"{model} <- {source}", "targets": T, "M": M, "load_before": _load()}
-    for name, cfg in (("best subset (4 starts, default)", SubsetConfig()), ("best subset (1 start)",
-                                                                            SubsetConfig(starts=1))):
+    for name, cfg in (("best subset (4 starts, default)", SubsetConfig()),
+                      ("best subset (4 starts, 1 thread)", SubsetConfig(threads=1)),
+                      ("best subset (1 start)", SubsetConfig(starts=1))):
         _, wall, cpu = _timed(lambda cfg=cfg: best_subsets_of(mem, M, cfg))
         out[name] = {"wall_s": wall, "cpu_s": cpu}
     _, wall, cpu = _timed(omp_loop)
@@ -276,7 +277,10 @@ def _markdown(results: dict) -> str:
         lines += [f"\n### speed: {s['pairing']}, {s['targets']} targets × m = 1 … {s['M']} "
                   f"(load {s['load_before']:.1f} → {s['load_after']:.1f})\n",
                   "| solver | wall s | CPU s |", "|---|---:|---:|"]
-        for name in ("best subset (4 starts, default)", "best subset (1 start)", "scikit-learn OMP loop"):
+        for name in ("best subset (4 starts, default)", "best subset (4 starts, 1 thread)", "best subset (1 start)",
+                     "scikit-learn OMP loop"):
+            if name not in s:  # (results of an earlier version)
+                continue
             lines.append(f"| {name} | {s[name]['wall_s']:.2f} | {s[name]['cpu_s']:.2f} |")
     if "massive" in results:
         mm = results["massive"]

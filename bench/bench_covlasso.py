@@ -13,8 +13,11 @@ References:
    to the same Gram, to the same relative gap. Private sklearn API, used here only.
 
 Data: classifier-like synthetic logits (``engine.core.synthetic``); α is chosen so the median
-number of sources is ~15 and ~60 (on small-scale logits α = 2.5 would leave most targets
-empty). Prints a Markdown table and writes bench/results/covlasso-K<k>.json.
+number of sources is ~15, ~60 and ~200 (on small-scale logits α = 2.5 would leave most
+targets empty). Ours and the anchor are timed ``--repeat`` times, interleaved (× anchor: the
+median; each pair's wall-clock and CPU-time ratio is kept). The Gram is timed three times
+against a bare GEMM as ``bench_massive`` times it (``bench.gram_figures``). Prints a
+Markdown table and writes bench/results/covlasso-K<k>.json.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench import bare_gemm_gflops
+from bench import bare_gemm_gflops, gram_figures
 from engine.core.covlasso import SolverConfig, alpha_max, solve_covlasso
-from engine.core.gram import GramAccumulator
+from engine.core.gram import accumulate, chunk_rows
 from engine.core.synthetic import classifier_like_gram, classifier_like_logits
 
 
@@ -50,12 +54,31 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def build_gram(logits: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, float]:
+def build_gram(logits: np.ndarray, chunk: int | None = None) -> tuple[np.ndarray, float]:
+    """The streamed Gram as an import computes it (``accumulate`` over chunks of
+    ``chunk_rows(K)`` rows), timed."""
+    n, k = logits.shape
+    chunk = chunk or chunk_rows(k)
     t0 = time.perf_counter()
-    acc = GramAccumulator(logits.shape[1])
-    for s in range(0, len(logits), chunk):
-        acc.update(logits[s : s + chunk])
-    return acc.gram(), time.perf_counter() - t0
+    gs = accumulate(((logits[s : s + chunk], None) for s in range(0, n, chunk)), k)
+    return gs.design, time.perf_counter() - t0
+
+
+def measure_gram(logits: np.ndarray, repeat: int = 1) -> tuple[np.ndarray, dict]:
+    """The Gram and its figures against a bare GEMM (``bench.gram_figures``), ``repeat``
+    times (each between two reference GEMMs); the figures of every run are kept."""
+    n, k = logits.shape
+    calls = -(-n // chunk_rows(k))
+    runs = []
+    for _ in range(repeat):
+        before, same_before = bare_gemm_gflops(k), bare_gemm_gflops(k, repeat=1, calls=calls)
+        C, seconds = build_gram(logits)
+        fig = gram_figures(n, k, seconds, before, bare_gemm_gflops(k))
+        same = max(same_before, bare_gemm_gflops(k, repeat=1, calls=calls))
+        # the same work as a GEMM: N rows in the Gram's chunks, one timed run (as long as the Gram)
+        fig.update(bare_gemm_same_work_gflops=same, ratio_same_work=fig["gflops_gemm_equivalent"] / same)
+        runs.append(fig)
+    return C, {**runs[-1], "runs": runs, "load": os.getloadavg()[0]}
 
 
 def pick_alpha(C: np.ndarray, median_sources: int, sample: int = 64) -> float:
@@ -81,12 +104,13 @@ def pick_alpha(C: np.ndarray, median_sources: int, sample: int = 64) -> float:
 
 
 def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray):
-    """sklearn's compiled Gram CD, target by target. Returns (coef (K, T), seconds, copy s)."""
+    """sklearn's compiled Gram CD, target by target. Returns (coef (K, T), seconds, copy s,
+    CPU seconds of the solves: its per-target sub-Gram copies are left out of both)."""
     from sklearn.linear_model._cd_fast import enet_coordinate_descent_gram
 
     k = C.shape[0]
     coef = np.zeros((k, len(targets)))
-    solve_s = copy_s = 0.0
+    solve_s = copy_s = solve_cpu = 0.0
     rng = np.random.RandomState(0)
     for col, i in enumerate(targets):
         t0 = time.perf_counter()
@@ -95,13 +119,14 @@ def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray)
         q = np.ascontiguousarray(C[keep, i])
         y = np.array([np.sqrt(C[i, i])])  # only ‖y‖² = E[g_i²] is used by the Gram form
         w = np.zeros(k - 1)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
         t2 = time.perf_counter()
+        solve_cpu += time.process_time() - c1
         coef[keep, col] = w
         copy_s += t1 - t0
         solve_s += t2 - t1
-    return coef, solve_s, copy_s
+    return coef, solve_s, copy_s, solve_cpu
 
 
 def paper_recipe(F: np.ndarray, alpha: float, targets: np.ndarray):
@@ -134,11 +159,13 @@ def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
     rank = 256
     print(f"# CovLasso benchmark (large): K = {k}, N = {n} (Gram time scaled from 4,096 samples)")
     F, _ = classifier_like_logits(4096, k, rank=rank, seed=0)
-    rate = bare_gemm_gflops(k, rows=1024)  # (2048, K) blocks would take 0.7 GB more here
-    _, slice_s = build_gram(F, chunk=1024)
+    before = bare_gemm_gflops(k, repeat=1)
+    _, slice_s = build_gram(F)
+    fig = gram_figures(4096, k, slice_s, before, bare_gemm_gflops(k, repeat=1))
     del F
-    gram_s = slice_s * n / 4096
-    print(f"Gram: {gram_s:.0f} s scaled ({2 * n * k * k / gram_s / 1e9:.1f} GFLOP/s; bare GEMM {rate:.1f} GFLOP/s)")
+    gram_s, rate = slice_s * n / 4096, fig["bare_gemm_gflops"]
+    print(f"Gram: {gram_s:.0f} s scaled ({fig['gflops_gemm_equivalent']:.1f} GFLOP/s GEMM-equivalent = "
+          f"{100 * fig['ratio']:.0f} % of a bare GEMM, {rate:.1f} GFLOP/s)")
     C = classifier_like_gram(k, rank=rank, seed=0)
     rows = []
     for alpha in supports:
@@ -159,24 +186,26 @@ def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
     return out
 
 
-def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float) -> dict:
+def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float, repeat: int = 1) -> dict:
     print(f"# CovLasso benchmark: K = {k}, N = {n}, tol = {tol:g} (relative duality gap)")
     F, _ = classifier_like_logits(n, k, rank=min(256, k // 2), seed=0)
-    # measured as bench_massive measures it: the streamed Gram (float32 chunks promoted to
-    # float64, GramAccumulator) as GEMM-equivalent GFLOP/s (2·N·K² / time) against the bare
-    # GEMM of bench.bare_gemm_gflops, taken in the same process just before
-    rate = bare_gemm_gflops(k)
-    C, gram_s = build_gram(F)
-    gram_flops = 2 * n * k * k
-    print(f"Gram: {gram_s:.2f} s ({gram_flops / gram_s / 1e9:.1f} GFLOP/s = {100 * gram_flops / gram_s / 1e9 / rate:.0f} % "
-          f"of a bare float64 GEMM here: {rate:.1f} GFLOP/s)")
+    # measured as bench_massive measures it (bench.gram_figures: what is timed, the reference,
+    # the FLOP convention), three times
+    C, gram = measure_gram(F, repeat=3)
+    gram_s, rate = gram["seconds"], gram["bare_gemm_gflops"]
+    for r in gram["runs"]:
+        print(f"Gram: {r['seconds']:.2f} s ({r['gflops_gemm_equivalent']:.1f} GFLOP/s GEMM-equivalent = "
+              f"{100 * r['ratio']:.0f} % of a bare float64 GEMM, {r['bare_gemm_gflops']:.1f} GFLOP/s; FLOPs done at "
+              f"{100 * r['flop_efficiency']:.0f} % of its rate); against a GEMM of the same work, N rows in the same "
+              f"chunks, timed once ({r['bare_gemm_same_work_gflops']:.1f} GFLOP/s): {100 * r['ratio_same_work']:.0f} %; "
+              f"load {os.getloadavg()[0]:.1f}")
     F64 = F.astype(np.float64)
     rows = []
     for want in supports:
         alpha = pick_alpha(C, want)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
-        ours_s = time.perf_counter() - t0
+        ours_s, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
         support = (res.coef != 0).sum(0)
         row = {
             "target_median_sources": want, "alpha": alpha, "median_sources": float(np.median(support)),
@@ -185,10 +214,20 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
         }
         all_t = np.arange(k)
         if k <= 5000:
-            a_coef, a_s, a_copy = anchor_gram_cd(C, alpha, tol, all_t)
+            a_coef, a_s, a_copy, a_cpu = anchor_gram_cd(C, alpha, tol, all_t)
             obj_a, obj_o = objective(C, a_coef, alpha, all_t), res.objective
+            pairs = [(ours_s, a_s, ours_cpu, a_cpu)]
+            for _ in range(repeat - 1):  # ours then the anchor again, same Gram and α: the ratio's spread
+                t0, c0 = time.perf_counter(), time.process_time()
+                solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
+                o_s, o_cpu = time.perf_counter() - t0, time.process_time() - c0
+                _, r_s, _, r_cpu = anchor_gram_cd(C, alpha, tol, all_t)
+                pairs.append((o_s, r_s, o_cpu, r_cpu))
+            wall = [a / o for o, a, _, _ in pairs]
+            cpu = [a / o for _, _, o, a in pairs]
             row.update(
-                anchor_s=a_s, anchor_copy_s=a_copy, ratio_anchor=a_s / ours_s,
+                anchor_s=a_s, anchor_copy_s=a_copy, ratio_anchor=float(np.median(wall)),
+                ratio_anchor_runs=wall, ratio_anchor_cpu_runs=cpu, seconds_runs=pairs,
                 support_mismatch_vs_anchor=int(((a_coef != 0) != (res.coef != 0)).sum()),
                 max_rel_obj_excess_vs_anchor=float(np.max((obj_o - obj_a) / np.abs(obj_a))),
             )
@@ -203,7 +242,8 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
         )
         rows.append(row)
         print(json.dumps(row))
-    out = {"k": k, "n": n, "tol": tol, "gram_s": gram_s, "gemm_gflops": rate, "peak_rss_gib": _peak_rss_gib(), "rows": rows}
+    out = {"k": k, "n": n, "tol": tol, "gram_s": gram_s, "gemm_gflops": rate, "gram": gram,
+           "peak_rss_gib": _peak_rss_gib(), "rows": rows}
     print(f"peak RSS: {out['peak_rss_gib']:.2f} GiB")
     _table(out)
     path = Path("bench/results") / f"covlasso-K{k}.json"
@@ -213,12 +253,15 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
 
 
 def _table(out: dict) -> None:
-    print("\n| α | median sources | ours (s) | anchor Gram-CD (s) | × anchor | paper recipe (s, scaled) | × paper | supports ≠ | obj. excess |")
+    print("\n| α | median sources | ours (s) | anchor Gram-CD (s) | × anchor: median (range) of the repeats, wall "
+          "/ CPU time | paper recipe (s, scaled) | × paper | supports ≠ | obj. excess |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in out["rows"]:
+        wall, cpu = r.get("ratio_anchor_runs", [float("nan")]), r.get("ratio_anchor_cpu_runs", [float("nan")])
         print(
             f"| {r['alpha']:.4g} | {r['median_sources']:.0f} | {r['ours_s']:.3f} | {r.get('anchor_s', float('nan')):.3f} "
-            f"| {r.get('ratio_anchor', float('nan')):.2f} | {r['paper_s_scaled']:.0f} | {r['ratio_paper']:.0f} "
+            f"| {np.median(wall):.2f} ({min(wall):.2f}–{max(wall):.2f}) / {np.median(cpu):.2f} ({min(cpu):.2f}–{max(cpu):.2f}) "
+            f"| {r['paper_s_scaled']:.0f} | {r['ratio_paper']:.0f} "
             f"| {r.get('support_mismatch_vs_anchor', '-')} / {r['support_mismatch_vs_paper']} "
             f"| {max(r.get('max_rel_obj_excess_vs_anchor', -1), r['max_rel_obj_excess_vs_paper']):.1e} |"
         )
@@ -231,6 +274,9 @@ def main() -> None:
     ap.add_argument("--paper-sample", type=int, default=8, help="targets timed with the paper's recipe")
     ap.add_argument("--tol", type=float, default=1e-7)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--gram-only", action="store_true", help="only the Gram against the GEMM (three times)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="(ours, anchor) timings per α, interleaved; × anchor is their median (wall)")
     ap.add_argument("--alphas", type=float, nargs="+", help="α values for the large-K run")
     ap.add_argument("--supports", type=int, nargs="+", default=[15, 60, 200],
                     help="median numbers of sources to time (α chosen for each)")
@@ -240,7 +286,11 @@ def main() -> None:
         return
     if args.quick:
         args.k, args.n, args.paper_sample = 300, 10000, 4
-    run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol)
+    if args.gram_only:
+        F, _ = classifier_like_logits(args.n, args.k, rank=min(256, args.k // 2), seed=0)
+        print(json.dumps(measure_gram(F, repeat=3)[1], indent=1))
+        return
+    run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol, args.repeat)
 
 
 if __name__ == "__main__":

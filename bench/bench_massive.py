@@ -9,9 +9,11 @@ one ``.npz`` by blocks (the generator never holds them twice). Every step runs i
 process, so each peak memory (VmHWM) is that step's alone:
 
 1. ``import``: ``python -m engine import-logits`` (the store, then its Gram, streamed).
-2. ``gram``: the Gram of the stored logits, timed, against a bare float64 GEMM of the same
-   shape per row (torch's ``addmm`` of a (2048, K) block's ``aᵀb`` into a K × K output: the
-   machine's GEMM speed), as GEMM-equivalent GFLOP/s (2·N·K² / time).
+2. ``gram``: the Gram of the stored logits (``compute_gramset``: the store's float32 memory
+   map in chunks of ``chunk_rows(K)`` rows), timed against a bare float64 GEMM on the same
+   chunk shape before and after it — ``bench.gram_figures``, the convention bench_covlasso
+   uses too: GEMM-equivalent GFLOP/s (2·N·K² / time) against the GEMM's, and the FLOPs done
+   (N·K²) against it; ``syrk_at_gemm_speed_s`` is N·K² at the GEMM's rate, the import's bar.
 3. ``dashboard``: the Explore page (Streamlit's AppTest: the real script, in process) on a
    category whose path was never solved: server time of the cold process (stores and Gram
    opened and verified), then of another never-solved category in the warm process, then of
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import bare_gemm_gflops
+from bench import bare_gemm_gflops, bare_gemm_rates, gram_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -75,11 +77,30 @@ def write_npz(path: Path, n: int, k: int, rank: int = 64, seed: int = 0, block: 
 
 
 def step_import(args) -> dict:
+    """The import, between two reference GEMMs in the same process (``bench.gram_figures``):
+    its time against a syrk of the store's Gram at the GEMM's rate — the bar's ratio — in
+    wall-clock time and in CPU time (the GEMM's CPU seconds per FLOP: steadier on a loaded
+    machine, where the wall clock measures the other processes too)."""
+    import torch  # noqa: F401 - imported before the clock starts, as in step_gram
+
     from engine.cli import main
 
-    t0 = time.perf_counter()
+    with zipfile.ZipFile(args.npz) as archive, archive.open("logits.npy") as handle:
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if fmt.read_magic(handle) == (1, 0) else fmt.read_array_header_2_0
+        n, k = read(handle)[0]
+    before = bare_gemm_rates(k, repeat=1)
+    t0, c0 = time.perf_counter(), time.process_time()
     code = main(["--cache", args.cache, "import-logits", args.npz, "--name", args.name])
-    return {"seconds": time.perf_counter() - t0, "exit": code}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    after = bare_gemm_rates(k, repeat=1)
+    fig = gram_figures(n, k, seconds, before[0], after[0])
+    syrk_cpu = n * k * k / max(before[1], after[1]) / 1e9
+    return {"seconds": seconds, "exit": code, "cpu_import_s": cpu, "bare_gemm_gflops": fig["bare_gemm_gflops"],
+            "bare_gemm_before_after": fig["bare_gemm_before_after"], "syrk_at_gemm_speed_s": fig["syrk_at_gemm_speed_s"],
+            "ratio_to_syrk_at_gemm_speed": seconds / fig["syrk_at_gemm_speed_s"],
+            "bare_gemm_gflops_per_cpu_s": [before[1], after[1]], "syrk_at_gemm_speed_cpu_s": syrk_cpu,
+            "ratio_to_syrk_at_gemm_speed_cpu": cpu / syrk_cpu}
 
 
 def step_gram(args) -> dict:
@@ -90,12 +111,13 @@ def step_gram(args) -> dict:
 
     store = Cache(args.cache).load_store(args.name)
     n, k = store.n, store.k
-    gemm = bare_gemm_gflops(k)  # the reference bench_covlasso uses too
+    repeat = 3 if k <= 5000 else 1  # at K = 21,843 one reference GEMM of a chunk takes ~8 s
+    before = bare_gemm_gflops(k, repeat=repeat)  # bench.gram_figures: the convention of every bench
     t0 = time.perf_counter()
-    compute_gramset(store, device="cpu")
+    gs = compute_gramset(store, device="cpu")
     seconds = time.perf_counter() - t0
-    rate = 2 * n * k * k / seconds / 1e9
-    return {"seconds": seconds, "gflops_gemm_equivalent": rate, "bare_gemm_gflops": gemm, "ratio": rate / gemm}
+    del gs
+    return gram_figures(n, k, seconds, before, bare_gemm_gflops(k, repeat=repeat))
 
 
 def step_dashboard(args) -> dict:
@@ -188,8 +210,13 @@ STEPS = {"import": step_import, "gram": step_gram, "dashboard": step_dashboard, 
 
 
 def run_step(args) -> None:
+    import resource
+
     result = STEPS[args.step](args)
     result["peak_rss_gib"] = _peak_rss_gib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: start-up included
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["load_after"] = os.getloadavg()[0]
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -255,12 +282,19 @@ def markdown(r: dict) -> str:
             f"load {r['load']:.1f} → {r.get('load_after', float('nan')):.1f}", "",
             "| step | figure | peak memory |", "|---|---|---|"]
     if "import" in r:
-        rows.append(f"| import-logits (store + Gram) | {r['import']['seconds']:.1f} s | {r['import']['peak_rss_gib']:.2f} GiB |")
+        i = r["import"]
+        rows.append(f"| import-logits (store + Gram) | {i['seconds']:.1f} s ({i['cpu_import_s']:.0f} s CPU) | "
+                    f"{i['peak_rss_gib']:.2f} GiB |")
+        rows.append(f"| import / a syrk of its Gram at the GEMM's rate (same process: GEMM {i['bare_gemm_gflops']:.0f} "
+                    f"GFLOP/s) | {i['ratio_to_syrk_at_gemm_speed']:.2f}× wall, {i['ratio_to_syrk_at_gemm_speed_cpu']:.2f}× "
+                    "CPU time | |")
     if "gram" in r:
         g = r["gram"]
-        rows.append(f"| Gram (streamed, float64) | {g['seconds']:.1f} s = {g['gflops_gemm_equivalent']:.0f} GFLOP/s, "
-                    f"{100 * g['ratio']:.0f} % of a bare GEMM ({g['bare_gemm_gflops']:.0f} GFLOP/s) | "
-                    f"{g['peak_rss_gib']:.2f} GiB |")
+        rows.append(f"| Gram (streamed, float64) | {g['seconds']:.1f} s = {g['gflops_gemm_equivalent']:.0f} GFLOP/s "
+                    f"GEMM-equivalent, {100 * g['ratio']:.0f} % of a bare GEMM ({g['bare_gemm_gflops']:.0f} GFLOP/s; "
+                    f"FLOPs done at {100 * g['flop_efficiency']:.0f} % of its rate; a syrk at its rate: "
+                    f"{g['syrk_at_gemm_speed_s']:.1f} s) | {g['peak_rss_gib']:.2f} GiB |")
+
     if "dashboard" in r:
         d = r["dashboard"]
         first = ("first page after the launcher's warm-up" if "launcher_warm_up_s" in d

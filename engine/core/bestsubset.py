@@ -35,7 +35,9 @@ is 4·10¹⁰), so for m = 1 … M, every target of a batch advancing together (
    sources from 57 % to 76 %.
 4. **Backward sweep**: for m = M−1 … 1, the (m+1)-th solution less its weakest source
    (smallest ``θ_j² / H_jj``), swapped, replaces the m-th where it is better; where that
-   makes m better than m+1, m+1 is grown again from it.
+   makes m better than m+1, m+1 is grown again from it. Where the (m+1)-th less its weakest
+   is the m-th itself (three rows in four on the demo), there is nothing to search: the m-th
+   is a local optimum already.
 
 The residual never rises with m (a solution for m may keep fewer than m sources when no
 further source is numerically independent of its support). It is a search, not a proof:
@@ -47,6 +49,18 @@ of S in the Gram's metric, ``d_i``, is above ``pivot · G_ii`` (default 1e-8: co
 the unit-diagonal G_SS ≲ 10⁸). S is then always factorised by a plain Cholesky, its
 coefficients by ``G_SS⁻¹ b_S``; no ridge is added, and nothing outside S is ever inverted.
 
+**Speed.** Chunks of targets are solved in threads (``SubsetConfig.threads``), each with one
+torch thread. Most of the work is the exact evaluation of every swap, needed once per (row,
+m) even where no swap helps (it proves the support locally optimal): five passes over the
+(B, k, P) candidates, a block of rows at a time so that the temporaries stay in cache
+(``bestsubset_kernels.SWAP_BLOCK``). OMP's start is grown in Gram–Schmidt form (no inverse to keep), and
+m = 1 makes no swaps (its forward pick is the best single source).
+
+Modules: this one (the method, :func:`best_subsets`, :func:`least_squares_on`);
+:mod:`engine.core.bestsubset_types` (:class:`SubsetConfig`, :class:`BestSubsetResult`; numpy
+only); :mod:`engine.core.bestsubset_search` (one chunk: starts, forward and backward sweeps);
+:mod:`engine.core.bestsubset_kernels` (the batched fits, updates, swap evaluation and descent).
+
 Pure: arrays in, :class:`BestSubsetResult` out; torch is imported only to solve.
 """
 
@@ -54,141 +68,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.core.sparse import SparseColumns
-from engine.errors import InvalidInputError
+from engine.core.bestsubset_types import (  # noqa: F401  (the public names, from here as before)
+    DEFAULT_MAX_SOURCES,
+    MAX_SOURCES_LIMIT,
+    RESULT_ARRAYS,
+    BestSubsetResult,
+    SubsetConfig,
+    check_max_sources,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_SOURCES = 8  # the Sources control of the pages: 1 … 8
-MAX_SOURCES_LIMIT = 32  # beyond it a dependency is not "a few sources", and the swaps cost k²·P
-RESULT_ARRAYS = ("offsets", "source", "value", "residual", "swaps", "omp_start")
-
-
-@dataclass(frozen=True)
-class SubsetConfig:
-    """How best subsets are searched; part of every cached solution's key."""
-
-    pivot: float = 1e-8  # a source joins S only when d_i > pivot · G_ii (see the module doc)
-    tol: float = 1e-12  # a swap must lower the residual by more than tol · E[g_t²]
-    max_swaps: int = 64  # swaps per target and m (each lowers the residual; rarely > 5)
-    # independent searches per target, each started from one of its ``starts`` best single
-    # sources (the first one free); the best of them is kept for every m
-    starts: int = 4
-    backward: bool = True  # the backward sweep (m+1's solution less its weakest source, swapped)
-    chunk: int = 0  # targets solved together; 0: as many as ~256 MB of temporaries allow
-    device: str = "cpu"
-    threads: int = 1  # CPU threads (small batched ops: one is fastest, as for the CovLasso)
-
-    def __post_init__(self) -> None:
-        for name in ("pivot", "tol"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or not 0 < v < 1:
-                raise InvalidInputError(f"{name} must be a number in (0, 1); got {v!r}")
-        for name, low in (("max_swaps", 0), ("starts", 1), ("chunk", 0), ("threads", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise InvalidInputError(f"{name} must be an integer >= {low}; got {v!r}")
-        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
-
-    def key(self) -> dict:
-        """The settings that change the result (device, chunking and threads do not)."""
-        d = asdict(self)
-        for name in ("device", "chunk", "threads"):
-            d.pop(name)
-        return d
-
-
-def check_max_sources(value, n_sources: int | None = None) -> int:
-    """``--sources`` / ``max_sources``: an integer in 1 … :data:`MAX_SOURCES_LIMIT` (and below
-    the number of sources when known), else one line naming the value and what to give."""
-    text = str(value).strip()
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok and isinstance(value, str) and text.lstrip("+").isdigit() and text.isascii():
-        value, ok = int(text), True
-    limit = MAX_SOURCES_LIMIT if n_sources is None else min(MAX_SOURCES_LIMIT, max(n_sources, 1))
-    if not ok or not 1 <= int(value) <= limit:
-        raise InvalidInputError(
-            f"--sources must be a whole number of sources from 1 to {limit}; got {text!r}. "
-            f"Give e.g. --sources 4 (the paper's illustrated dependencies have 3 or 4 sources)")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class BestSubsetResult:
-    """The best dependency with at most m sources, m = 1 … M, of T targets.
-
-    coef : :class:`SparseColumns` with T·M columns; column ``t·M + (m − 1)`` is target t with
-        at most m sources (ascending source indices, as every SparseColumns).
-    residual : (T, M) ``E[(g_t − θᵀf)²]`` of each, from the Grams (non-increasing in m).
-    swaps : (T, M) swaps made after the greedy start.
-    omp_start : (T, M) True where OMP's support was the better start.
-    """
-
-    coef: SparseColumns
-    residual: np.ndarray
-    swaps: np.ndarray
-    omp_start: np.ndarray
-
-    @property
-    def n_targets(self) -> int:
-        return self.residual.shape[0]
-
-    @property
-    def max_sources(self) -> int:
-        return self.residual.shape[1]
-
-    @property
-    def n_sources(self) -> int:
-        return self.coef.n_sources
-
-    def column(self, position: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sources, coefficients) of the target at ``position`` with at most ``m`` sources."""
-        if not 1 <= m <= self.max_sources:
-            raise InvalidInputError(f"m must lie in 1 … {self.max_sources}; got {m!r}")
-        return self.coef.column(position * self.max_sources + m - 1)
-
-    def at(self, m: int) -> SparseColumns:
-        """Every target's dependency with at most ``m`` sources: T columns, in target order."""
-        if not 1 <= m <= self.max_sources:
-            raise InvalidInputError(f"m must lie in 1 … {self.max_sources}; got {m!r}")
-        return self.coef.select(np.arange(self.n_targets) * self.max_sources + m - 1)
-
-    def select(self, positions) -> BestSubsetResult:
-        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-        M = self.max_sources
-        cols = (pos[:, None] * M + np.arange(M)[None, :]).reshape(-1)
-        return BestSubsetResult(self.coef.select(cols), self.residual[pos], self.swaps[pos], self.omp_start[pos])
-
-    def up_to(self, m: int) -> BestSubsetResult:
-        """The same targets with M = ``m`` (a prefix of every target's sequence)."""
-        if not 1 <= m <= self.max_sources:
-            raise InvalidInputError(f"m must lie in 1 … {self.max_sources}; got {m!r}")
-        M, T = self.max_sources, self.n_targets
-        cols = (np.arange(T)[:, None] * M + np.arange(m)[None, :]).reshape(-1)
-        return BestSubsetResult(self.coef.select(cols), self.residual[:, :m], self.swaps[:, :m],
-                                self.omp_start[:, :m])
-
-    @classmethod
-    def concat(cls, parts: list[BestSubsetResult]) -> BestSubsetResult:
-        return cls(SparseColumns.concat([p.coef for p in parts]),
-                   *(np.concatenate([getattr(p, f) for p in parts]) for f in ("residual", "swaps", "omp_start")))
-
-    # -- storage
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.coef.to_arrays(), "residual": self.residual, "swaps": self.swaps,
-                "omp_start": self.omp_start.astype(np.uint8)}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict, n_sources: int) -> BestSubsetResult:
-        return cls(SparseColumns.from_arrays(arrays, n_sources), np.asarray(arrays["residual"], dtype=np.float64),
-                   np.asarray(arrays["swaps"], dtype=np.int64), np.asarray(arrays["omp_start"]).astype(bool))
-
 
 # ----------------------------------------------------------------------------- public solve
 
@@ -226,24 +121,35 @@ def best_subsets(
     P, T = rhs.shape
     M = check_max_sources(max_sources)
     diag = np.diagonal(design).copy() if design_diag is None else np.asarray(design_diag, dtype=np.float64)
-    chunk = cfg.chunk or max(1, min(1024, (256 << 20) // (8 * 6 * max(P, 1) * M * cfg.starts)))
-    parts = []
+    workers = 1 if cfg.device != "cpu" else cfg.threads or max(1, min(4, os.cpu_count() or 1))
+    chunk = cfg.chunk or max(1, min(1024, (256 << 20) // (8 * 6 * max(P, 1) * M * cfg.starts), -(-T // workers)))
+    spans = [(start, min(T, start + chunk)) for start in range(0, T, chunk)]
     with _threads(cfg):
         import torch
 
+        from engine.core.bestsubset_search import solve_starts
         from engine.core.covlasso_kernels import _device, _shared_design
 
         dev = _device(cfg)  # type: ignore[arg-type]  # (it reads cfg.device only)
         G = _shared_design(design, dev)
         gd = torch.as_tensor(diag, device=dev)
-        for start in range(0, T, chunk):
-            stop = min(T, start + chunk)
-            b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
+
+        def solve(span: tuple[int, int]) -> BestSubsetResult:
+            start, stop = span
+            b = torch.as_tensor(np.array(rhs[:, start:stop].T, order="C"), device=dev)  # (a copy: rhs may be read-only)
             ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
             ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
-            parts.append(_solve_starts(G, gd, b, ysq, ban, M, cfg))
-            if progress is not None:
-                progress(stop / T, f"best subsets: {stop:,} of {T:,} targets")
+            return solve_starts(G, gd, b, ysq, ban, M, cfg)
+
+        parts = []
+        with contextlib.ExitStack() as stack:
+            solved = map(solve, spans)
+            if workers > 1 and len(spans) > 1:  # results in order, as they come
+                solved = stack.enter_context(ThreadPoolExecutor(min(workers, len(spans)))).map(solve, spans)
+            for (_, stop), part in zip(spans, solved, strict=True):
+                parts.append(part)
+                if progress is not None:
+                    progress(stop / T, f"best subsets: {stop:,} of {T:,} targets")
     return BestSubsetResult.concat(parts)
 
 
@@ -255,379 +161,11 @@ def _threads(cfg: SubsetConfig):
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(1)  # per chunk thread: see SubsetConfig.threads
     try:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-# ----------------------------------------------------------------------------- kernels
-
-
-@dataclass
-class _Fit:
-    """Least squares of a batch of targets on supports ``S`` (B, k), everything a step needs."""
-
-    theta: object  # (B, k) θ_S = G_SS⁻¹ b_S
-    H: object  # (B, k, k) G_SS⁻¹
-    W: object  # (B, k, P) H G_{S,:}  (row j: w_j)
-    c: object  # (B, P) b − θᵀ G_{S,:}  (the residual's correlation with every source)
-    d: object  # (B, P) G_ii − G_iS H G_Si (0 on S)
-    resid: object  # (B,) E[g²] − b_Sᵀ θ_S
-    ok: object  # (B,) False where the Cholesky failed (never expected: see the pivot rule)
-
-
-_FIELDS = ("theta", "H", "W", "c", "d", "resid", "ok")
-
-
-def _fit(G, gd, b, ysq, S) -> _Fit:
-    import torch
-
-    B, k = S.shape
-    P = G.shape[0]
-    if k == 0:
-        z = torch.zeros(B, 0, dtype=b.dtype, device=b.device)
-        return _Fit(z, z.reshape(B, 0, 0), z.reshape(B, 0, 1).expand(B, 0, P), b.clone(),
-                    gd.expand(B, P).clone(), ysq.clone(), torch.ones(B, dtype=torch.bool, device=b.device))
-    R = G.index_select(0, S.reshape(-1)).reshape(B, k, P)  # Gram rows of the support (contiguous reads)
-    Gss = torch.gather(R, 2, S[:, None, :].expand(B, k, k))
-    L, info = torch.linalg.cholesky_ex(Gss)
-    ok = info == 0
-    if not bool(ok.all()):  # keep the batch solvable; those rows are reported as failed
-        eye = torch.eye(k, dtype=G.dtype, device=G.device)
-        L = torch.where(ok[:, None, None], L, eye)
-    H = torch.cholesky_inverse(L)
-    bS = torch.gather(b, 1, S)
-    theta = (H @ bS[:, :, None])[:, :, 0]
-    W = H @ R
-    c = b - (theta[:, None, :] @ R)[:, 0, :]
-    d = gd[None, :] - (W * R).sum(1)
-    resid = ysq - (bS * theta).sum(1)
-    return _Fit(theta, H, W, c, d, resid, ok)
-
-
-def _eligible(fit_d, gd, S, ban, pivot: float):
-    """(B, P) sources that may join S: numerically independent of it, not in it, not banned."""
-    import torch
-
-    ok = fit_d > pivot * gd[None, :]
-    if S.shape[1]:
-        ok.scatter_(1, S, False)
-    if ban is not None:
-        ok[torch.arange(len(ok), device=ok.device), ban] = False
-    return ok
-
-
-def _forward_pick(fit: _Fit, gd, S, ban, pivot: float, omp: bool):
-    """The next source of each row: largest residual decrease ``c²/d`` (forward selection) or
-    largest ``|c|`` (OMP). Returns (index (B,), gain (B,), found (B,))."""
-    import torch
-
-    ok = _eligible(fit.d, gd, S, ban, pivot)
-    gain = torch.where(ok, fit.c**2 / torch.where(ok, fit.d, 1.0), 0.0)
-    score = torch.where(ok, fit.c.abs() if omp else gain, -1.0)
-    idx = torch.argmax(score, 1)
-    return idx, torch.gather(gain, 1, idx[:, None])[:, 0], ok.any(1)
-
-
-def _best_swap(fit: _Fit, gd, S, ban, pivot: float):
-    """The pair (j ∈ S, i ∉ S) whose swap lowers the residual most: (delta (B,), j, i)."""
-    import torch
-
-    B, k = S.shape
-    hjj = torch.diagonal(fit.H, dim1=1, dim2=2)  # (B, k)
-    d = fit.d.clone()  # sources in S or banned: −∞, so that no swap brings them in
-    d.scatter_(1, S, -float("inf"))
-    if ban is not None:
-        d[torch.arange(B, device=d.device), ban] = -float("inf")
-    w2 = fit.W**2 / hjj[:, :, None]  # (B, k, P)
-    d_new = w2.add_(d[:, None, :])
-    c_new = torch.addcmul(fit.c[:, None, :], (fit.theta / hjj)[:, :, None], fit.W)
-    gain = c_new.pow_(2).div_(d_new)
-    gain.masked_fill_(~(d_new > pivot * gd), -float("inf"))
-    delta = torch.sub((fit.theta**2 / hjj)[:, :, None], gain, out=gain).reshape(B, -1)
-    flat = torch.argmin(delta, 1)
-    best = torch.gather(delta, 1, flat[:, None])[:, 0]
-    return best, flat // fit.W.shape[2], flat % fit.W.shape[2]
-
-
-def _take(fit: _Fit, rows) -> _Fit:
-    return _Fit(*(getattr(fit, f)[rows] for f in _FIELDS))
-
-
-def _put(fit: _Fit, rows, part: _Fit) -> None:
-    for f in _FIELDS:
-        getattr(fit, f)[rows] = getattr(part, f)
-
-
-def _where_fit(cond, a: _Fit, b: _Fit) -> _Fit:
-    """Row by row: ``a`` where ``cond``, else ``b`` (fits over supports of one size)."""
-    import torch
-
-    out = []
-    for f in _FIELDS:
-        x, y = getattr(a, f), getattr(b, f)
-        out.append(torch.where(cond.reshape(-1, *([1] * (x.dim() - 1))), x, y))
-    return _Fit(*out)
-
-
-def _add(fit: _Fit, G, S, i):
-    """The fit of ``S + i`` from the fit of S (B rows, one source ``i`` each): the bordered
-    inverse, O(k·P) per row instead of a refit's O(k²·P). Returns (new S, new fit)."""
-    import torch
-
-    B, k = S.shape
-    ar = torch.arange(B, device=S.device)
-    r = G.index_select(0, i)  # (B, P): the new source's Gram row
-    v = torch.gather(fit.W, 2, i[:, None, None].expand(B, k, 1))[:, :, 0]  # H G_{S,i}
-    raw = fit.d[ar, i]
-    ok = fit.ok & (raw > 0)
-    delta = torch.where(ok, raw, 1.0)
-    u = r - (torch.gather(r, 1, S)[:, None, :] @ fit.W)[:, 0, :] if k else r  # G_i· − G_iS H G_S·
-    ci = fit.c[ar, i]
-    ud = u / delta[:, None]
-    W = torch.cat([fit.W - v[:, :, None] * ud[:, None, :], ud[:, None, :]], 1)
-    H = torch.zeros(B, k + 1, k + 1, dtype=fit.H.dtype, device=S.device)
-    vd = v / delta[:, None]
-    H[:, :k, :k] = fit.H + v[:, :, None] * vd[:, None, :]
-    H[:, :k, k], H[:, k, :k], H[:, k, k] = -vd, -vd, 1.0 / delta
-    theta = torch.cat([fit.theta - vd * ci[:, None], (ci / delta)[:, None]], 1)
-    new = _Fit(theta, H, W, fit.c - (ci / delta)[:, None] * u, fit.d - u * ud, fit.resid - ci**2 / delta, ok)
-    return torch.cat([S, i[:, None]], 1), new
-
-
-def _remove(fit: _Fit, S, j):
-    """The fit of S less its source at position ``j`` (B,) from the fit of S: the rank-one
-    downdate of the inverse, O(k·P) per row. Returns (new S, new fit)."""
-    import torch
-
-    B, k = S.shape
-    P = fit.W.shape[2]
-    ar = torch.arange(B, device=S.device)
-    keep = torch.arange(k - 1, device=S.device)[None, :].expand(B, k - 1)
-    keep = keep + (keep >= j[:, None])
-    h = fit.H[ar, j, j]
-    hj = torch.gather(fit.H[ar, :, j], 1, keep)  # H_{S−j, j}
-    wj, thj = fit.W[ar, j], fit.theta[ar, j]
-    Hk = torch.gather(torch.gather(fit.H, 1, keep[:, :, None].expand(B, k - 1, k)), 2,
-                      keep[:, None, :].expand(B, k - 1, k - 1))
-    H = Hk - hj[:, :, None] * hj[:, None, :] / h[:, None, None]
-    W = torch.gather(fit.W, 1, keep[:, :, None].expand(B, k - 1, P)) - (hj / h[:, None])[:, :, None] * wj[:, None, :]
-    theta = torch.gather(fit.theta, 1, keep) - thj[:, None] * hj / h[:, None]
-    new = _Fit(theta, H, W, fit.c + (thj / h)[:, None] * wj, fit.d + wj**2 / h[:, None], fit.resid + thj**2 / h,
-               fit.ok.clone())
-    return torch.gather(S, 1, keep), new
-
-
-def _swap_descent(G, gd, b, ysq, ban, S, cfg: SubsetConfig, start: _Fit | None = None):
-    """Swaps on supports ``S`` (B, k) until none lowers the residual by more than
-    ``tol·E[g²]``, each made by a downdate and an update of the fit (``start``: the fit of S
-    when the caller has it; it is reused for the result). Returns (S, its fit, swaps per
-    row): a row that swapped is refitted from the Gram, and goes back to its start where
-    the refit is not below the start's residual (rounding in the updates on a near-singular
-    set)."""
-    import torch
-
-    B, k = S.shape
-    S0 = S
-    first = cur = start if start is not None else _fit(G, gd, b, ysq, S)  # cur: the live rows' fits
-    resid0 = cur.resid.clone()
-    swaps = torch.zeros(B, dtype=torch.int64, device=S.device)
-    live = torch.arange(B, device=S.device)
-    S = S.clone()
-    for _ in range(cfg.max_swaps if k else 0):
-        delta, j, i = _best_swap(cur, gd, S[live], None if ban is None else ban[live], cfg.pivot)
-        go = delta < -cfg.tol * ysq[live]
-        if not bool(go.any()):
-            break
-        live, j, i = live[go], j[go], i[go]
-        s1, f1 = _remove(cur if bool(go.all()) else _take(cur, go), S[live], j)
-        S[live], cur = _add(f1, G, s1, i)
-        swaps[live] += 1
-    # rows that swapped: refit from the Gram (the updates' rounding never accumulates)
-    final = first  # (updated in place: callers hand over their start)
-    moved = torch.nonzero(swaps > 0)[:, 0]
-    if len(moved):
-        again = _fit(G, gd, b[moved], ysq[moved], S[moved])
-        back = ~again.ok | (again.resid > resid0[moved] + 1e-9 * ysq[moved])  # rounding: keep the start
-        keep = ~back
-        S[moved[back]] = S0[moved[back]]
-        swaps[moved[back]] = 0
-        _put(final, moved[keep], _take(again, keep))
-    return S, final, swaps
-
-
-def _solve_starts(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig) -> BestSubsetResult:
-    """One chunk of targets: ``cfg.starts`` searches per target, the best kept per m."""
-    import torch
-
-    L = min(cfg.starts, G.shape[0])
-    if L == 1:
-        return _pack(*_solve_chunk(G, gd, b, ysq, ban, M, cfg, None), ysq, G.shape[0])
-    B = b.shape[0]
-    score = torch.where(gd > 0, b**2 / torch.where(gd > 0, gd, 1.0), -1.0)
-    if ban is not None:
-        score[torch.arange(B, device=b.device), ban] = -2.0
-    top = torch.topk(score, L, 1)
-    seeds = torch.where(top.values > 0, top.indices, -1)
-    seeds[:, 0] = -1  # the first search is free (its m = 1 is the best single source anyway)
-    rep = lambda x: None if x is None else x.repeat_interleave(L, 0)  # noqa: E731
-    sup, val, resid, n_swaps, omp_start, last = _solve_chunk(G, gd, rep(b), rep(ysq), rep(ban), M, cfg,
-                                                             seeds.reshape(-1), L)
-    reached = torch.arange(M, device=b.device)[None, :] < last[:, None]
-    pick = torch.argmin(torch.where(reached, resid, float("inf")).reshape(B, L, M), 1)  # (B, M)
-    rows = (torch.arange(B, device=b.device)[:, None] * L + pick)  # (B, M) replica rows
-    ms = torch.arange(M, device=b.device)[None, :]
-    return _pack(sup[rows, ms], val[rows, ms], resid[rows, ms], n_swaps[rows, ms], omp_start[rows, ms],
-                 last.reshape(B, L).amax(1), ysq, G.shape[0])
-
-
-def _solve_chunk(G, gd, b, ysq, ban, M: int, cfg: SubsetConfig, seeds=None, starts: int = 1):
-    """Every m = 1 … M for one chunk of targets (rows of ``b``): a forward sweep (greedy
-    starts and swaps), then a backward one (the m+1 solution less its weakest source, swapped:
-    it finds the pairs that work only together, e.g. two sources whose difference fits)."""
-    import torch
-
-    B, P = b.shape
-    dev = b.device
-    sup = torch.full((B, M, M), -1, dtype=torch.int64, device=dev)  # sources per (target, m)
-    val = torch.zeros(B, M, M, dtype=b.dtype, device=dev)
-    resid = torch.zeros(B, M, dtype=b.dtype, device=dev)
-    n_swaps = torch.zeros(B, M, dtype=torch.int64, device=dev)
-    omp_start = torch.zeros(B, M, dtype=torch.bool, device=dev)
-    last = torch.zeros(B, dtype=torch.int64, device=dev)  # the last m each row reached (0: none)
-    grow = torch.arange(B, device=dev)  # rows whose support still grows
-    best = torch.zeros(B, 0, dtype=torch.int64, device=dev)  # supports of the rows in ``grow``
-    omp = best.clone()
-    omp_alive = torch.ones(B, dtype=torch.bool, device=dev)
-    fit = fit_omp = _fit(G, gd, b, ysq, best)
-    if seeds is not None:  # which target each row searches for (rows are target-major)
-        seeds_of = torch.arange(B, device=dev) // starts
-
-    def sub(x, rows):
-        return None if x is None else x[rows]
-
-    for m in range(1, M + 1):
-        idx, gain, found = _forward_pick(fit, gd, best, sub(ban, grow), cfg.pivot, omp=False)
-        o_idx, _, o_found = _forward_pick(fit_omp, gd, omp, sub(ban, grow), cfg.pivot, omp=True)
-        # rows with no source left to add keep their last solution for every larger m
-        grow, best, omp, idx, gain = grow[found], best[found], omp[found], idx[found], gain[found]
-        omp_alive = omp_alive[found] & o_found[found]
-        fit = _take(fit, found)
-        if len(grow) == 0:
-            break
-        seeded = None
-        if m == 1 and seeds is not None:
-            seeded = seeds[grow] >= 0  # a forced first source (one search per start)
-            idx = torch.where(seeded, seeds[grow], idx)
-            gain = torch.where(seeded, torch.gather(fit.c**2 / fit.d.clamp(min=1e-300), 1,
-                                                    idx.clamp(min=0)[:, None])[:, 0], gain)
-            omp_alive &= ~seeded
-        start, fwd = _add(fit, G, best, idx)
-        omp, fit_omp = _add(_take(fit_omp, found), G, omp, o_idx[found])
-        use_omp = omp_alive & fit_omp.ok & (fit_omp.resid < fwd.resid)
-        start = torch.where(use_omp[:, None], omp, start)
-        if bool(use_omp.any()):
-            fwd = _where_fit(use_omp, fit_omp, fwd)
-        best, fit, n = _swap_descent(G, gd, b[grow], ysq[grow], sub(ban, grow), start, cfg, fwd)
-        if seeded is not None and bool(seeded.any()):  # a forced start stays as it is at m = 1
-            best[seeded] = start[seeded]
-            _put(fit, seeded, _fit(G, gd, b[grow[seeded]], ysq[grow[seeded]], start[seeded]))
-            n[seeded] = 0
-        sup[grow, m - 1, :m], val[grow, m - 1, :m], resid[grow, m - 1] = best, fit.theta, fit.resid
-        n_swaps[grow, m - 1], omp_start[grow, m - 1], last[grow] = n, use_omp, m
-        if seeds is not None and m < M:  # searches of one target that met go on as one
-            twin = _twins(torch.cat([seeds_of[grow][:, None], best.sort(1).values], 1))
-            if bool(twin.any()):
-                on = ~twin
-                grow, best, omp, omp_alive = grow[on], best[on], omp[on], omp_alive[on]
-                fit, fit_omp = _take(fit, on), _take(fit_omp, on)
-    for m in range(M - 1, 0, -1) if cfg.backward else ():
-        rows = torch.nonzero(last > m)[:, 0]
-        if len(rows) == 0:
-            continue
-        above = sup[rows, m, : m + 1]
-        f = _fit(G, gd, b[rows], ysq[rows], above)
-        weakest = torch.argmin(f.theta**2 / torch.diagonal(f.H, dim1=1, dim2=2), 1)
-        S, f = _remove(f, above, weakest)
-        S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], sub(ban, rows), S, cfg, f)
-        better = f.ok & (f.resid < resid[rows, m - 1] - cfg.tol * ysq[rows])
-        r = rows[better]
-        sup[r, m - 1, :m], val[r, m - 1, :m], resid[r, m - 1] = S[better], f.theta[better], f.resid[better]
-        n_swaps[r, m - 1] += n[better] + 1
-        omp_start[r, m - 1] = False
-    _repair(G, gd, b, ysq, ban, cfg, sup, val, resid, n_swaps, omp_start, last)
-    return sup, val, resid, n_swaps, omp_start, last
-
-
-def _repair(G, gd, b, ysq, ban, cfg: SubsetConfig, sup, val, resid, n_swaps, omp_start, last) -> None:
-    """Where the backward sweep found an m better than m+1, grow m+1 again from it (in place,
-    m ascending): the residual never rises with m."""
-    import torch
-
-    M = sup.shape[1]
-    for m in range(2, M + 1):
-        rows = torch.nonzero((last >= m) & (resid[:, m - 1] > resid[:, m - 2] - cfg.tol * ysq)
-                             & (sup[:, m - 2, m - 2] >= 0))[:, 0]  # m − 1 has m − 1 sources
-        if len(rows):
-            _grow_again(G, gd, b, ysq, ban, cfg, sup, val, resid, n_swaps, omp_start, rows, m)
-        worse = torch.nonzero((last >= m) & (resid[:, m - 1] > resid[:, m - 2]))[:, 0]  # keep m − 1's
-        sup[worse, m - 1], val[worse, m - 1], resid[worse, m - 1] = sup[worse, m - 2], val[worse, m - 2], \
-            resid[worse, m - 2]
-
-
-def _grow_again(G, gd, b, ysq, ban, cfg: SubsetConfig, sup, val, resid, n_swaps, omp_start, rows, m: int) -> None:
-    """m's solution of ``rows`` grown again from m − 1's (a forward pick, then swaps), kept
-    where it is better (in place)."""
-
-    below = sup[rows, m - 2, : m - 1]
-    ban_r = None if ban is None else ban[rows]
-    f = _fit(G, gd, b[rows], ysq[rows], below)
-    idx, gain, found = _forward_pick(f, gd, below, ban_r, cfg.pivot, omp=False)
-    S, f = _add(f, G, below, idx)
-    S, f, n = _swap_descent(G, gd, b[rows], ysq[rows], ban_r, S, cfg, f)
-    ok = found & f.ok & (f.resid < resid[rows, m - 1])
-    r = rows[ok]
-    sup[r, m - 1, :m], val[r, m - 1, :m], resid[r, m - 1] = S[ok], f.theta[ok], f.resid[ok]
-    n_swaps[r, m - 1] = n[ok]
-    omp_start[r, m - 1] = False
-
-
-def _twins(key):
-    """(R,) True for the rows whose ``key`` row appeared before (the first one is kept)."""
-    import torch
-
-    _, inv = torch.unique(key, dim=0, return_inverse=True)
-    order = torch.arange(len(key), device=key.device)
-    first = torch.full((int(inv.max()) + 1,), len(key), dtype=torch.int64, device=key.device)
-    first = first.scatter_reduce(0, inv, order, "amin")
-    return first[inv] != order
-
-
-def _pack(sup, val, resid, n_swaps, omp_start, last, ysq, P: int) -> BestSubsetResult:
-    """Columns t·M + (m − 1), ascending sources; an m beyond a row's last keeps its last."""
-    import torch
-
-    B, M, _ = sup.shape
-    m_idx = torch.arange(M, device=sup.device)[None, :]
-    src_m = torch.clamp(torch.minimum(m_idx, (last[:, None] - 1).clamp(min=0)), min=0)  # (B, M)
-    rows = torch.arange(B, device=sup.device)[:, None]
-    sup, val = sup[rows, src_m], val[rows, src_m]
-    none = last == 0  # no source at all (a zero target, or every source banned or dependent)
-    resid = torch.where(none[:, None], ysq[:, None], resid[rows, src_m])
-    sup[none] = -1
-    beyond = m_idx >= last[:, None]
-    n_swaps = torch.where(beyond, 0, n_swaps)
-    omp_start = omp_start & ~beyond
-    sup_np, val_np = sup.cpu().numpy().reshape(B * M, M), val.cpu().numpy().reshape(B * M, M)
-    order = np.argsort(np.where(sup_np < 0, P, sup_np), axis=1, kind="stable")
-    sup_np = np.take_along_axis(sup_np, order, 1)
-    val_np = np.take_along_axis(val_np, order, 1)
-    present = (sup_np >= 0) & (val_np != 0)
-    cols = np.repeat(np.arange(B * M), present.sum(1))
-    coef = SparseColumns.from_entries(cols, sup_np[present], val_np[present], B * M, P)
-    return BestSubsetResult(coef, resid.cpu().numpy(), n_swaps.cpu().numpy(), omp_start.cpu().numpy())
 
 
 # ----------------------------------------------------------------------------- least squares on a support

@@ -9,9 +9,10 @@ number of categories:
   (Roy & Vetterli), and ``spectrum_rank``, the dimensions the logits span — eigenvalues of the
   unit-diagonal Gram above the floor ρ of :func:`engine.core.analysis.redundancy`, where the Theory
   page's spectrum falls off its cliff;
-* sparse dependencies: ``fit_4`` / ``fit_6``, the share of categories whose dependency *fits*
-  (R² ≥ 0.95 and ≤ 0.5 pt of top-1 lost when its logit is replaced) with at most 4 / 6 sources,
-  and ``median_r2_4`` / ``median_r2_6``, the median R² with 4 / 6 sources (:func:`sparse_fit_figures`);
+* sparse dependencies: ``fit_4`` / ``fit_6``, the share of categories whose best dependency
+  *fits* (R² ≥ 0.95 and ≤ 0.5 pt of top-1 lost when its logit is replaced) with at most 4 / 6
+  sources, and ``median_r2_4`` / ``median_r2_6``, the median R² of the best dependencies with
+  at most 4 / 6 sources (:func:`sparse_fit_figures`; the search: :mod:`engine.core.bestsubset`);
 * ``redundancy_median``: the median of §2.2's r_i = 1 / (C_ii (C⁻¹)_ii), and
   ``exactly_redundant``, the share of categories that are exact combinations of the others.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.core.analysis import Top2, r2_from_error, redundancy, target_variance
+from engine.core.bestsubset import BestSubsetResult, best_subsets
 
 FIT_R2 = 0.95  # a dependency fits when its R² is at least this ...
 FIT_MAX_DROP = 0.5  # ... and replacing the logit costs at most this many points of top-1
@@ -33,104 +35,59 @@ SOURCES = (4, 6)  # the sparsities the figures are read at
 # ----------------------------------------------------------------------------- sparse fits
 
 
-def greedy_sources(gram: np.ndarray, max_sources: int, jitter: float = 1e-10) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Orthogonal matching pursuit on the Gram, every target of one model at once.
-
-    TO BE REPLACED by the best-subset stage (issue 25) when it lands: forward selection is a
-    lower bound on what the best ``m`` sources achieve.
-
-    Target t is predicted from the other categories (t itself excluded). The Gram is scaled to
-    unit diagonal, so a source is chosen by its correlation with the residual, not its size:
-    at each step the source with the largest ``|S_jt − S_{j,chosen} θ|`` joins and θ is the
-    least-squares solution on the chosen sources (``S_{chosen,chosen} θ = S_{chosen,t}``) —
-    exactly scikit-learn's ``orthogonal_mp_gram`` on the scaled Gram.
-
-    Returns ``chosen`` (K, m) source indices in the order chosen (m = min(max_sources, K − 1))
-    and ``coefs``: for s = 1..m, (K, s) coefficients on ``chosen[:, :s]`` in the Gram's own units.
-    """
+def best_sources(gram: np.ndarray, max_sources: int) -> BestSubsetResult | None:
+    """Every category's best dependency on the others with at most m sources, m = 1 … M
+    (M = min(``max_sources``, K − 1); None when K < 2): the best-subset search of
+    :mod:`engine.core.bestsubset` on the Gram (greedy starts improved by exact swaps, several
+    starts, never below OMP), the target excluded."""
     c = np.asarray(gram, dtype=np.float64)
-    k = c.shape[0]
-    m = int(min(max_sources, k - 1))
-    d = np.sqrt(np.maximum(np.diag(c), 1e-300))
-    s_mat = c / d[:, None] / d[None, :]
-    rows = np.arange(k)
-    chosen = np.zeros((k, m), dtype=np.int64)
-    theta = np.zeros((k, 0))
-    coefs: list[np.ndarray] = []
-    for step in range(m):
-        if step:
-            resid = s_mat - np.einsum("tsk,ts->tk", s_mat[chosen[:, :step]], theta)
-        else:
-            resid = s_mat.copy()  # row t: correlations with target t (S is symmetric)
-        resid[rows, rows] = 0.0  # a target is never its own source
-        if step:
-            resid[rows[:, None], chosen[:, :step]] = 0.0
-        chosen[:, step] = np.argmax(np.abs(resid), axis=1)
-        sel = chosen[:, : step + 1]
-        sub = s_mat[sel[:, :, None], sel[:, None, :]] + jitter * np.eye(step + 1)
-        rhs = s_mat[sel, rows[:, None]]
-        theta = np.linalg.solve(sub, rhs[..., None])[..., 0]
-        coefs.append(theta * d[:, None] / d[sel])  # back to the Gram's units
-    return chosen, coefs
+    m = int(min(max_sources, c.shape[0] - 1))
+    if m < 1:
+        return None
+    return best_subsets(c, c, np.diag(c).copy(), m, forbid=np.arange(c.shape[0]))
 
 
 def sparse_fit_figures(gram: np.ndarray, logits: np.ndarray, labels: np.ndarray,
                        sizes: tuple[int, ...] = SOURCES) -> dict[str, float]:
-    """``fit_m`` and ``median_r2_m`` for each m of ``sizes`` (greedy sources, see below).
-
-    TO BE REPLACED by the best-subset stage (issue 25) when it lands; until then the sources
-    are :func:`greedy_sources`' (OMP on the Gram, least squares on the chosen sources).
+    """``fit_m`` and ``median_r2_m`` for each m of ``sizes``, from :func:`best_sources`.
 
     ``gram``: (K, K) ``E[f fᵀ]`` of ``logits`` (N, K); ``labels``: (N,). A category *fits
-    with ≤ m sources* when for some s ≤ m its s-source dependency has R² ≥ :data:`FIT_R2` and
-    replacing its logit by the dependency (every other logit kept) costs at most
-    :data:`FIT_MAX_DROP` points of top-1 accuracy. ``median_r2_m``: the median R² with
-    exactly m sources (nan-aware: a constant logit has no R²).
+    with ≤ m sources* when for some s ≤ m its best s-source dependency has R² ≥ :data:`FIT_R2`
+    and replacing its logit by the dependency (every other logit kept) costs at most
+    :data:`FIT_MAX_DROP` points of top-1 accuracy. ``median_r2_m``: the median R² of the best
+    dependencies with at most m sources (nan-aware: a constant logit has no R²).
     """
     logits = np.asarray(logits)
     k = logits.shape[1]
-    chosen, coefs = greedy_sources(gram, max(sizes))
-    r2 = sparse_r2(gram, logits.mean(0), chosen, coefs)  # (K, m)
-    fits = _fits(logits, labels, chosen, coefs, r2)  # (K, m)
+    res = best_sources(gram, max(sizes))
     out: dict[str, float] = {}
+    if res is None:
+        return {f: v for size in sizes for f, v in ((f"fit_{size}", 0.0), (f"median_r2_{size}", float("nan")))}
+    c = np.asarray(gram, dtype=np.float64)
+    sq = np.diag(c).copy()
+    r2 = r2_from_error(res.residual, target_variance(sq, logits.mean(0))[:, None], sq[:, None])  # (K, M)
+    fits = _fits(logits, labels, res, r2)  # (K, M)
     for size in sizes:
         s = min(size, k - 1)
-        out[f"fit_{size}"] = float(fits[:, :s].any(1).mean()) if s else 0.0
-        col = r2[:, s - 1] if s else np.full(k, np.nan)
+        out[f"fit_{size}"] = float(fits[:, :s].any(1).mean())
+        col = r2[:, s - 1]
         out[f"median_r2_{size}"] = float(np.nanmedian(col)) if np.isfinite(col).any() else float("nan")
     return out
 
 
-def sparse_r2(gram: np.ndarray, means: np.ndarray, chosen: np.ndarray, coefs: list[np.ndarray]) -> np.ndarray:
-    """(K, m) R² of every target's s-source fit, s = 1..m, from Gram quantities alone:
-    the least-squares error is ``C_tt − θᵀ C_{S,t}``, divided by the logit's variance."""
-    c = np.asarray(gram, dtype=np.float64)
-    k = c.shape[0]
-    rows = np.arange(k)
-    sq = np.diag(c).copy()
-    var = target_variance(sq, means)
-    out = np.empty((k, len(coefs)))
-    for s, theta in enumerate(coefs):
-        b = c[chosen[:, : s + 1], rows[:, None]]  # (K, s+1) C_{source, t}
-        err = np.maximum(sq - (theta * b).sum(1), 0.0)
-        out[:, s] = r2_from_error(err, var, sq)
-    return out
-
-
-def _fits(logits: np.ndarray, labels: np.ndarray, chosen: np.ndarray, coefs: list[np.ndarray],
-          r2: np.ndarray) -> np.ndarray:
-    """(K, m) whether target t's s-source fit meets both criteria (the accuracy is checked only
-    where R² already does: replacing a logit costs an (N, s) product per target)."""
+def _fits(logits: np.ndarray, labels: np.ndarray, res: BestSubsetResult, r2: np.ndarray) -> np.ndarray:
+    """(K, M) whether target t's best s-source fit meets both criteria (the accuracy is checked
+    only where R² already does: replacing a logit costs an (N, s) product per target)."""
     top2 = Top2.of(logits)
     ori = float((top2.pred == labels).mean())
     fits = np.zeros(r2.shape, dtype=bool)
     for t in np.flatnonzero((r2 >= FIT_R2).any(1)):
-        src = np.asarray(logits[:, chosen[t]], dtype=np.float64)  # (N, m)
         first = top2.idx1 == t
         other_idx = np.where(first, top2.idx2, top2.idx1)
         other_val = np.where(first, top2.val2, top2.val1)
         for s in np.flatnonzero(r2[t] >= FIT_R2):
-            replaced = src[:, : s + 1] @ coefs[s][t]
+            sources, coefs = res.column(int(t), int(s) + 1)
+            replaced = np.asarray(logits[:, sources], dtype=np.float64) @ coefs
             wins = (replaced > other_val) | ((replaced == other_val) & (t < other_idx))
             acc = float((np.where(wins, t, other_idx) == labels).mean())
             fits[t, s] = 100.0 * (ori - acc) <= FIT_MAX_DROP + 1e-9

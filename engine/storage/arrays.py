@@ -79,7 +79,7 @@ def _blocks(name: str, arr: np.ndarray, dt: np.dtype):
                 part = part.astype(dt)
             if dt.kind == "f" and not np.isfinite(part).all():
                 raise _Overflow(name, dt)
-        yield np.ascontiguousarray(part).tobytes()
+        yield memoryview(np.ascontiguousarray(part)).cast("B")  # no copy: written and hashed as it is
 
 
 class _Overflow(InvalidInputError):
