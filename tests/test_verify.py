@@ -192,7 +192,7 @@ def test_a_partially_copied_cache_is_caught_file_by_file(pristine, tmp_path, cap
 
 def test_damage_is_reported_in_the_dashboard_too(cache, monkeypatch):
     """A damaged store is moved aside when the Data page lists the stores: the page says so."""
-    from tests.dashboard_cache import messages, run_page
+    from tests.dashboard_cache import html_tables, messages, run_page
 
     manifest = cache.stores_dir / "b.json"
     manifest.write_text(manifest.read_text().replace('"b"', '"B"', 1))
@@ -200,6 +200,6 @@ def test_damage_is_reported_in_the_dashboard_too(cache, monkeypatch):
     at = run_page("data")
     assert not at.exception
     assert "moved to" in messages(at) and "verify" in messages(at)
-    assert list(at.dataframe[0].value["name"]) == ["a"]
+    assert list(html_tables(at)[0]["name"]) == ["a"]
     at = run_page(params={"model": "b"})  # a link to the damaged store falls back, with a message
     assert not at.exception and "not in this cache" in messages(at)
