@@ -4,6 +4,8 @@ shows, and offers the all-target work as a job."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,40 @@ def test_a_fresh_store_opens_on_the_grams_guess_not_category_0(fresh):
     assert not at.exception, at.exception
     assert next(s for s in at.selectbox if s.label.startswith("Target category")).value == expected
     assert all(w == 1 for w in fresh)
+
+
+def _stamps_script():  # run by AppTest: the stamps a page run sees while a writer touches store "a"
+    import json
+    import os
+
+    import streamlit as st
+
+    from dashboard.components.loaders import _stamp
+
+    root, manifest = st.session_state["root"], st.session_state["manifest"]
+    first = _stamp(root, "a", "b")
+    later = os.stat(manifest).st_mtime_ns + 10**9
+    os.utime(manifest, ns=(later, later))  # "a" re-imported while this run draws the page
+    st.text(json.dumps([first, _stamp(root, "a"), _stamp(root, "b", "a")]))
+
+
+def test_a_page_run_reads_the_stores_stamps_once_and_the_next_run_sees_the_new_ones(tmp_path):
+    """Every loader of one run is keyed by the stores as they were when the run began (one look
+    at the manifests per run); the next run, and any call outside a run, sees a rewrite."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.components.loaders import _stamp
+    from engine.storage.store import Cache
+
+    manifest = Cache(tmp_path).store_manifest_path("a")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("{}")
+    at = AppTest.from_function(_stamps_script)
+    at.session_state["root"], at.session_state["manifest"] = str(tmp_path), str(manifest)
+    for _ in range(2):
+        before = manifest.stat().st_mtime_ns
+        at.run()
+        assert not at.exception, at.exception
+        assert json.loads(at.text[0].value) == [[before, 0], [before], [0, before]]
+        assert manifest.stat().st_mtime_ns == before + 10**9
+    assert _stamp(str(tmp_path), "a", "b") == (manifest.stat().st_mtime_ns, 0)

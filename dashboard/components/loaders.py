@@ -2,18 +2,20 @@
 target it shows; what covers every target is read if a job made it, never computed here.
 
 Every loader is keyed by plain strings (cache root, store names, a target) plus the store
-manifests' modification times, so a re-imported store is picked up and nothing hashes big
-arrays. Stores and Grams are memory maps: a 21,843-category Gram (3.8 GB) costs the server
+manifests' modification times (read once per script run: one run shows one state of the
+stores), so a re-imported store is picked up by the next run and nothing hashes big arrays. Stores and Grams are memory maps: a 21,843-category Gram (3.8 GB) costs the server
 the rows a solve touches. Engine errors propagate; pages show them with
 :func:`dashboard.components.widgets.fail`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from engine.apps import views
 from engine.core.analysis import Top2
@@ -52,27 +54,50 @@ def cache_root() -> str:
     return str(root)
 
 
+@functools.lru_cache(maxsize=8)
 def cache_of(root: str) -> Cache:
+    """The cache at ``root`` (one object per folder: a :class:`Cache` holds nothing but its root)."""
     return Cache(root)
 
 
 def store_names(root: str) -> list[str]:
-    return Cache(root).store_names()
+    return cache_of(root).store_names()
+
+
+_RUN_STAMPS: dict[str, tuple[object, str, dict[str, int]]] = {}  # session → (its run, root, store → stamp)
+_MAX_SESSIONS = 64
+
+
+def _run_stamps(root: str) -> dict[str, int]:
+    """This script run's table of store stamps: filled once per store per run, so a page's many
+    loaders cost one look at the manifests, and everything a run shows comes from one state of
+    the stores. A new run (a rerun, a fragment's run) starts a new table; outside a run
+    (bare calls, tests) every call looks afresh."""
+    ctx = get_script_run_ctx(suppress_warning=True)
+    run = getattr(ctx, "parallel_coordinator", None)  # Streamlit makes a new one at the start of every run
+    if run is None:
+        return {}
+    entry = _RUN_STAMPS.get(ctx.session_id)
+    if entry is None or entry[0] is not run or entry[1] != root:
+        while len(_RUN_STAMPS) >= _MAX_SESSIONS:  # sessions that ended
+            del _RUN_STAMPS[next(iter(_RUN_STAMPS))]
+        entry = _RUN_STAMPS[ctx.session_id] = (run, root, {})
+    return entry[2]
 
 
 def _stamp(root: str, *names: str | None) -> tuple:
-    """Modification times of the stores' manifests: a changed store gets fresh cache entries."""
-    cache, out = Cache(root), []
-    for name in names:
-        if name:
-            path = cache.store_manifest_path(name)
-            out.append(path.stat().st_mtime_ns if path.exists() else 0)
-    return tuple(out)
+    """Modification times of the stores' manifests: a changed store gets fresh cache entries
+    (read once per store per script run: :func:`_run_stamps`)."""
+    table = _run_stamps(root)
+    missing = list(dict.fromkeys(n for n in names if n and n not in table))
+    if missing:
+        table.update(zip(missing, cache_of(root).store_stamps(missing)))
+    return tuple(table[n] for n in names if n)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the logit store…")
 def _store(root: str, name: str, stamp: tuple) -> LogitStore:
-    return Cache(root).load_store(name)
+    return cache_of(root).load_store(name)
 
 
 def load_store(root: str, name: str) -> LogitStore:
@@ -89,7 +114,7 @@ def _pairing(root: str, model: str, source: str) -> Pairing:
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the Gram matrices…")
 def _gramset(root: str, model: str, source: str, stamp: tuple) -> GramSet | None:
-    return load_gramset(Cache(root), _pairing(root, model, source), compute=False)
+    return load_gramset(cache_of(root), _pairing(root, model, source), compute=False)
 
 
 def load_gramset_for(root: str, model: str, source: str | None = None) -> GramSet | None:
@@ -107,7 +132,7 @@ def load_gramset_for(root: str, model: str, source: str | None = None) -> GramSe
 
 @st.cache_resource(max_entries=16)
 def _spec(root: str, model: str, source: str, stamp: tuple) -> PathSpec:
-    cache = Cache(root)
+    cache = cache_of(root)
     return path_spec(cache, _pairing(root, model, source))
 
 
@@ -119,7 +144,7 @@ def load_spec(root: str, model: str, source: str | None = None) -> PathSpec:
 
 @st.cache_resource(max_entries=128, show_spinner="Solving this category's α path (once; cached on disk)…")
 def _target_path(root: str, model: str, source: str, target: int, stamp: tuple) -> DependencyPath:
-    return target_paths(Cache(root), _spec(root, model, source, stamp), [target])
+    return target_paths(cache_of(root), _spec(root, model, source, stamp), [target])
 
 
 def load_target_path(root: str, model: str, source: str | None, target: int) -> DependencyPath:
@@ -131,12 +156,12 @@ def load_target_path(root: str, model: str, source: str | None, target: int) -> 
 
 def paths_status(root: str, model: str, source: str | None = None) -> PathProgress:
     """How much of every target's path exists (file checks only)."""
-    return path_progress(Cache(root), load_spec(root, model, source))
+    return path_progress(cache_of(root), load_spec(root, model, source))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading every target's α path…")
 def _all_paths(root: str, model: str, source: str, solved: int, stamp: tuple) -> DependencyPath | None:
-    return read_all_paths(Cache(root), _spec(root, model, source, stamp))
+    return read_all_paths(cache_of(root), _spec(root, model, source, stamp))
 
 
 def load_all_paths(root: str, model: str, source: str | None = None) -> DependencyPath | None:
@@ -170,7 +195,7 @@ def load_recommendation(root: str, model: str, source: str | None = None) -> Rec
 @st.cache_resource(max_entries=8)
 def _hint(root: str, model: str, source: str, stamp: tuple) -> GramHint | None:
     pairing = _pairing(root, model, source)
-    return load_gram_hint(Cache(root), pairing.source, None if pairing.within else pairing.model)
+    return load_gram_hint(cache_of(root), pairing.source, None if pairing.within else pairing.model)
 
 
 def load_hint(root: str, model: str, source: str | None = None) -> GramHint | None:
@@ -219,28 +244,28 @@ def load_communities(root: str, model: str, alpha_index: int, top_k: int, min_co
 
 def _derived_stamp(root: str) -> int:
     """Changes when a job writes a derived result (the folder's modification time)."""
-    return Cache(root).derived_stamp()
+    return cache_of(root).derived_stamp()
 
 
 @st.cache_resource(max_entries=8)
 def _read_theory(root: str, model: str, stamp: tuple, derived: int) -> StoreTheory | None:
-    return read_redundancy(Cache(root), _pairing(root, model, model))
+    return read_redundancy(cache_of(root), _pairing(root, model, model))
 
 
 @st.cache_resource(max_entries=8)
 def _read_floor(root: str, model: str, source: str, stamp: tuple, derived: int) -> FloorMetrics | None:
-    return read_floor(Cache(root), _pairing(root, model, source))
+    return read_floor(cache_of(root), _pairing(root, model, source))
 
 
 @st.cache_resource(max_entries=8)
 def _read_screening(root: str, model: str, stamp: tuple, derived: int) -> list[ScreeningPoint] | None:
-    return read_screening(Cache(root), _spec(root, model, model, _stamp(root, model, model)))
+    return read_screening(cache_of(root), _spec(root, model, model, _stamp(root, model, model)))
 
 
 @st.cache_resource(max_entries=16)
 def _read_communities(root: str, model: str, alpha_index: int, top_k: int, min_coef: float, stamp: tuple,
                       derived: int) -> list[list[int]] | None:
-    return read_communities(Cache(root), _spec(root, model, model, _stamp(root, model, model)), alpha_index, top_k, min_coef)
+    return read_communities(cache_of(root), _spec(root, model, model, _stamp(root, model, model)), alpha_index, top_k, min_coef)
 
 
 # ----------------------------------------------------------------------------- per sample, images
@@ -248,7 +273,7 @@ def _read_communities(root: str, model: str, alpha_index: int, top_k: int, min_c
 
 @st.cache_resource(max_entries=8)
 def _top2(root: str, model: str, stamp: tuple) -> Top2:
-    return _cached_top2(Cache(root), _store(root, model, stamp))
+    return _cached_top2(cache_of(root), _store(root, model, stamp))
 
 
 def load_top2(root: str, model: str) -> Top2:
@@ -297,7 +322,7 @@ def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple
 
     pairing = _pairing(root, model, source)
     allowed = pairing.source.k - (1 if pairing.within else 0)  # a store of a few categories has fewer
-    return sources_curve(Cache(root), pairing, target, max_sources=max(1, min(DEFAULT_MAX_SOURCES, allowed)))
+    return sources_curve(cache_of(root), pairing, target, max_sources=max(1, min(DEFAULT_MAX_SOURCES, allowed)))
 
 
 def load_sources_curve(root: str, model: str, source: str | None, target: int):
@@ -312,14 +337,14 @@ def has_all_best_subsets(root: str, model: str, source: str | None = None) -> bo
     """Whether the ``best-subsets`` job's result (every target, m ≤ 8) is cached (a file test)."""
     from engine.stages.sparsity import has_all_best_subsets as _has
 
-    return _has(Cache(root), _pairing(root, model, source or model))
+    return _has(cache_of(root), _pairing(root, model, source or model))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading every target's best subsets…")
 def _all_best_subsets(root: str, model: str, source: str, stamp: tuple):
     from engine.stages.sparsity import solve_best_subsets
 
-    return solve_best_subsets(Cache(root), _pairing(root, model, source))
+    return solve_best_subsets(cache_of(root), _pairing(root, model, source))
 
 
 def load_all_best_subsets(root: str, model: str, source: str | None = None):
@@ -345,7 +370,7 @@ def _sparse_example(root: str, model: str, source: str, prefer_key: bytes, stamp
     prefer = np.frombuffer(prefer_key, dtype=bool) if prefer_key else None
 
     def keeps_accuracy(target: int, m: int) -> bool:
-        (metrics,) = subset_metrics(Cache(root), pairing, [target], result.select([target]).at(m))
+        (metrics,) = subset_metrics(cache_of(root), pairing, [target], result.select([target]).at(m))
         return metrics.ori_acc - metrics.acc <= SOURCES_FIT_LOST
 
     return clear_sparse_example(rec, keeps_accuracy, prefer)

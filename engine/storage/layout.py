@@ -119,6 +119,17 @@ class CacheLayout:
     def store_manifest_path(self, name: str) -> Path:
         return self._manifest_path(name)
 
+    def store_stamps(self, names) -> tuple[int, ...]:
+        """The modification times (ns) of the named stores' manifests, 0 for a store not there:
+        what changes when a store is (re-)imported (the dashboard's freshness stamp)."""
+        out = []
+        for name in names:
+            try:
+                out.append(self._manifest_path(name).stat().st_mtime_ns)
+            except FileNotFoundError:
+                out.append(0)
+        return tuple(out)
+
     def derived_path(self, key: str) -> Path:
         return self.derived_dir / f"{key}.json"
 
