@@ -181,7 +181,13 @@ def _append(Hr, slots, n, L, epos, evalid):
 
 def _capacitance_solve(L, rhs, dead):
     """Solve on the live slots only: ``H_FF x = rhs`` with ``x = 0`` on the ``dead`` slots
-    (B, m), through the factor of H_FF and a (dead × dead) capacitance system."""
+    (B, m), through the factor of H_FF and a (dead × dead) capacitance system.
+
+    With ``E`` the dead slots' unit columns, ``x = H⁻¹(rhs − E u)`` where ``u`` solves
+    ``(Eᵀ H⁻¹ E) u = Eᵀ H⁻¹ rhs``. One forward solve ``[y₀ Y] = L⁻¹[rhs E]`` gives both sides
+    (``Eᵀ H⁻¹ E = YᵀY``, ``Eᵀ H⁻¹ rhs = Yᵀy₀``), and one back solve with a single column
+    ``x = L⁻ᵀ(y₀ − Y u)`` the result: the dead columns are never solved backwards (each
+    triangular solve reads every row's whole factor)."""
     if not bool(dead.any()):
         return _chol_solve(L, rhs[:, :, None])[:, :, 0]
     B, m = rhs.shape
@@ -190,10 +196,9 @@ def _capacitance_solve(L, rhs, dead):
     E = torch.zeros(B, m, d + 1, dtype=L.dtype, device=L.device)
     E[:, :, 0] = rhs
     E[:, :, 1:].scatter_(1, dpos[:, None, :], dvalid[:, None, :].to(L.dtype))
-    YZ = _chol_solve(L, E)  # H_FF⁻¹ rhs and the columns of H_FF⁻¹ at the dead slots
-    y, Z = YZ[:, :, 0], YZ[:, :, 1:]
+    YE = torch.linalg.solve_triangular(L, E, upper=False)
+    y0, Y = YE[:, :, :1], YE[:, :, 1:]
     eye = torch.eye(d, dtype=L.dtype, device=L.device)
-    Zd = torch.gather(Z, 1, dpos[:, :, None].expand(-1, -1, d))
-    Zd = torch.where(dvalid[:, :, None] & dvalid[:, None, :], Zd, eye)
-    u = torch.linalg.solve(Zd, torch.gather(y, 1, dpos) * dvalid)
-    return y - (Z @ u[:, :, None])[:, :, 0]
+    Zd = torch.where(dvalid[:, :, None] & dvalid[:, None, :], Y.mT @ Y, eye)
+    u = torch.linalg.solve(Zd, (Y.mT @ y0)[:, :, 0] * dvalid)
+    return torch.linalg.solve_triangular(L.mT, y0 - Y @ u[:, :, None], upper=True)[:, :, 0]
