@@ -255,10 +255,14 @@ def _cblas() -> _Cblas | None:
 
 def _syrk_upper(c: np.ndarray, a: np.ndarray) -> None:
     """``c += aᵀa`` on the upper triangle of the C-ordered (K, K) ``c``, a: (n, K) float64
-    C-ordered. numpy's OpenBLAS: dsyrk on diagonal blocks of ≤ _SYRK_BLOCK columns, dgemm on
-    the blocks right of them; else scipy's dsyrk on the whole (K ≤ SYRK_MAX_K)."""
+    C-ordered. K ≤ SYRK_MAX_K: scipy's dsyrk on the whole. Above: numpy's OpenBLAS, dsyrk on
+    diagonal blocks of ≤ _SYRK_BLOCK columns, dgemm on the blocks right of them."""
     k = c.shape[0]
-    blas = _cblas()
+    # numpy's OpenBLAS through ctypes only where scipy's cannot go (K > SYRK_MAX_K): below,
+    # both run dsyrk at the same speed, and calling numpy's OpenBLAS this way during an
+    # extraction left the solves after it in the same process ~25 % slower (the fresh demo's
+    # paths step: 57.6–59.1 s against 45.5 s with scipy's; alone, 46 s either way)
+    blas = _cblas() if k > SYRK_MAX_K else None
     if blas is None:
         from scipy.linalg.blas import dsyrk
 
