@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from engine.core.covlasso_types import check_device
 from engine.core.sparse import SparseColumns
 from engine.errors import InvalidInputError
 
@@ -44,8 +45,7 @@ class SubsetConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}; got {v!r}")
-        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
+        check_device(self.device)
 
     def key(self) -> dict:
         """The settings that change the result (device, chunking and threads do not)."""

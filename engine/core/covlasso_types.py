@@ -17,6 +17,12 @@ from engine.core.sparse import SparseColumns
 from engine.errors import InvalidInputError
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
+
+
+def check_device(device) -> None:
+    """A solver's ``device`` setting: 'cpu', 'cuda' or 'cuda:N', else one line saying so."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
 # the arrays a stored CovLassoResult holds (CovLassoResult.to_arrays)
 RESULT_ARRAYS = ("offsets", "source", "value", "alpha", "gap", "n_iter", "converged", "objective")
 
@@ -52,8 +58,7 @@ class SolverConfig:
             value, low = getattr(self, name), 0 if name == "monotone_steps" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
-        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
+        check_device(self.device)
 
     def key(self) -> dict:
         """The settings that change the result (device and chunking do not)."""
