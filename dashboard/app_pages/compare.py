@@ -14,9 +14,8 @@ import streamlit as st
 from dashboard.components import charts
 from dashboard.components.centred import (
     CENTRED,
-    load_centred_curve,
-    load_centred_path,
     logits_ui,
+    path_and_curve_loaders,
     with_logits,
 )
 from dashboard.components.graph import star_graph
@@ -31,10 +30,8 @@ from dashboard.components.loaders import (
     load_hint,
     load_recognised,
     load_recommendation,
-    load_sources_curve,
     load_store,
     load_target_card,
-    load_target_path,
 )
 from dashboard.components.sources_ui import (
     BEST,
@@ -145,7 +142,7 @@ def _within_section(root, model_a, model_b, store_a, store_b, target, alpha, m, 
         st.info("One of the two stores has no Gram yet (open it on **Explore** to compute it).")
         return
     centred = logits == CENTRED
-    load_curve, load_path = (load_centred_curve, load_centred_path) if centred else (load_sources_curve, load_target_path)
+    load_path, load_curve = path_and_curve_loaders(logits)
     if m is not None:  # best subsets with at most m sources inside each model
         within_a, within_b = (_best_vector(guard(load_curve, root, model, None, target), m, len(names))
                               for model in (model_a, model_b))
@@ -256,12 +253,9 @@ def main() -> None:
     with left:
         method = method_ui(params, key="nde_method_between")
         logits = logits_ui(params, max(store_a.k, store_b.k), key="nde_centred_between")
-    if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)
-        path = guard(load_centred_path, root, model_b, model_a, target)
-        curve = guard(load_centred_curve, root, model_b, model_a, target)
-    else:
-        path = guard(load_target_path, root, model_b, model_a, target)
-        curve = guard(load_sources_curve, root, model_b, model_a, target)
+    load_path, load_curve = path_and_curve_loaders(logits)  # centred: solved for this target now
+    path = guard(load_path, root, model_b, model_a, target)
+    curve = guard(load_curve, root, model_b, model_a, target)
     with left:  # the controls one above the other, the chart beside them
         if method == BEST:
             m, alpha, a_idx = sources_ui(curve, params, key="nde_m_between"), None, None

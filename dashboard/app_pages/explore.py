@@ -17,9 +17,8 @@ import streamlit as st
 from dashboard.components import charts
 from dashboard.components.centred import (
     CENTRED,
-    load_centred_curve,
-    load_centred_path,
     logits_ui,
+    path_and_curve_loaders,
     with_logits,
 )
 from dashboard.components.graph import star_graph
@@ -32,10 +31,8 @@ from dashboard.components.loaders import (
     load_hint,
     load_recognised,
     load_recommendation,
-    load_sources_curve,
     load_store,
     load_target_card,
-    load_target_path,
 )
 from dashboard.components.sources_ui import (
     BEST,
@@ -159,12 +156,9 @@ def main() -> None:
     with left:
         method = method_ui(params)
         logits = logits_ui(params, store.k)
-    if logits == CENTRED:  # per-sample-centred logits: solved for this target now (dashboard.components.centred)
-        path = guard(load_centred_path, root, model, None, target)
-        curve = guard(load_centred_curve, root, model, None, target)
-    else:
-        path = guard(load_target_path, root, model, None, target)
-        curve = guard(load_sources_curve, root, model, None, target)
+    load_path, load_curve = path_and_curve_loaders(logits)  # centred: solved for this target now
+    path = guard(load_path, root, model, None, target)
+    curve = guard(load_curve, root, model, None, target)
     target_name = class_names[target]
     with left:  # the controls one above the other, the chart beside them
         if method == BEST:

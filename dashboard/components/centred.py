@@ -19,7 +19,13 @@ import numpy as np
 import streamlit as st
 
 from dashboard.components import state
-from dashboard.components.loaders import _pairing, _stamp, load_top2
+from dashboard.components.loaders import (
+    _pairing,
+    _stamp,
+    load_sources_curve,
+    load_target_path,
+    load_top2,
+)
 from engine.core.analysis import Top2, dependency_metrics
 from engine.core.centring import CentredLogits, centred_gramset, centred_top2
 from engine.core.covlasso import SolverConfig
@@ -153,3 +159,11 @@ def with_logits(report_json: str, logits: str) -> str:
     report = json.loads(report_json)
     report["logits"] = logits
     return json.dumps(report, indent=1)
+
+
+def path_and_curve_loaders(logits: str):
+    """The (α path, sources curve) loaders of a target for ``logits`` (RAW: the cache's stages;
+    CENTRED: solved here for that target) — what Explore and Compare show."""
+    if logits == CENTRED:
+        return load_centred_path, load_centred_curve
+    return load_target_path, load_sources_curve
