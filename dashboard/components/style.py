@@ -44,6 +44,8 @@ CSS = """
   .stButton button p, .stButton button div { white-space: normal !important; overflow: visible !important;
       text-overflow: clip !important; }
   .stButton button { height: auto; min-height: 2.5rem; }
+  /* a command's options stay whole when its line wraps ("--" / "data" read as two words) */
+  [data-testid="stCode"] .token.parameter { white-space: nowrap; }
   .nde-formula { font-size: 1.3rem; padding: .45rem .9rem; background: #f3f4f6;
                  border-radius: 8px; display: inline-block; margin-bottom: .6rem; }
   .nde-view { color: #374151; font-size: .95rem; margin: -.3rem 0 .4rem; }
