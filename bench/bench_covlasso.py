@@ -10,7 +10,14 @@ References:
    time scaled to all targets; the script says so);
 2. the compiled anchor: scikit-learn's Gram-form coordinate descent (its Cython
    ``enet_coordinate_descent_gram``, with its gap-safe screening) applied target by target
-   to the same Gram, to the same relative gap. Private sklearn API, used here only.
+   to the same Gram, to the same relative gap. Private sklearn API, used here only. It runs
+   with its BLAS held to one thread: its calls are level-1 (dot, axpy on K-vectors), which a
+   thread pool only slows (measured: 2.7–3.0 s on one thread against 2.4–13.5 s wall, 4.6–8.8
+   CPU-s unrestricted on a quiet machine at a median of 200 sources).
+
+Ours runs with ``SolverConfig.threads`` worker threads (``--threads``; the default, 0, is one
+per core, at most 4), each solving a chunk of targets on one torch thread; the table gives
+× anchor in wall-clock and in CPU time (the CPU ratio is the one-core comparison).
 
 Data: classifier-like synthetic logits (``engine.core.synthetic``); α is chosen so the median
 number of sources is ~15, ~60 and ~200 (on small-scale logits α = 2.5 would leave most
@@ -107,6 +114,7 @@ def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray)
     """sklearn's compiled Gram CD, target by target. Returns (coef (K, T), seconds, copy s,
     CPU seconds of the solves: its per-target sub-Gram copies are left out of both)."""
     from sklearn.linear_model._cd_fast import enet_coordinate_descent_gram
+    from threadpoolctl import threadpool_limits
 
     k = C.shape[0]
     coef = np.zeros((k, len(targets)))
@@ -120,7 +128,8 @@ def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray)
         y = np.array([np.sqrt(C[i, i])])  # only ‖y‖² = E[g_i²] is used by the Gram form
         w = np.zeros(k - 1)
         t1, c1 = time.perf_counter(), time.process_time()
-        w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
+        with threadpool_limits(1):  # its level-1 BLAS calls: threads only cost it (see the docstring)
+            w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
         t2 = time.perf_counter()
         solve_cpu += time.process_time() - c1
         coef[keep, col] = w
@@ -149,7 +158,7 @@ def objective(C, coef, alpha, targets):
     return np.array(out)
 
 
-def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
+def run_large(k: int, n: int, supports: tuple[int, ...], tol: float, threads: int = 0) -> dict:
     """K ≫ 1,000: the solve from the Gram, timed; the Gram's construction timed on a slice.
 
     Building E[f fᵀ] for N = 50,000 at K = 21,843 is 4.8·10¹³ flops (tens of minutes on two
@@ -171,7 +180,7 @@ def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
     for alpha in supports:
         _reset_peak_rss()  # the solve's peak, Gram (3.8 GB at K = 21,843) included
         t0 = time.perf_counter()
-        res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
+        res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol, threads=threads))
         row = {
             "alpha": alpha, "ours_s": time.perf_counter() - t0,
             "median_sources": float(np.median(res.support_sizes)), "converged": bool(res.converged.all()),
@@ -186,8 +195,11 @@ def run_large(k: int, n: int, supports: tuple[int, ...], tol: float) -> dict:
     return out
 
 
-def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float, repeat: int = 1) -> dict:
-    print(f"# CovLasso benchmark: K = {k}, N = {n}, tol = {tol:g} (relative duality gap)")
+def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float, repeat: int = 1,
+        threads: int = 0) -> dict:
+    workers = threads or min(4, os.cpu_count() or 1)
+    print(f"# CovLasso benchmark: K = {k}, N = {n}, tol = {tol:g} (relative duality gap); ours in {workers} "
+          f"worker thread(s) on {os.cpu_count()} cores, the anchor in one (× anchor in CPU time too)")
     F, _ = classifier_like_logits(n, k, rank=min(256, k // 2), seed=0)
     # measured as bench_massive measures it (bench.gram_figures: what is timed, the reference,
     # the FLOP convention), three times
@@ -204,7 +216,7 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
     for want in supports:
         alpha = pick_alpha(C, want)
         t0, c0 = time.perf_counter(), time.process_time()
-        res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
+        res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol, threads=threads))
         ours_s, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
         support = (res.coef != 0).sum(0)
         row = {
@@ -219,7 +231,7 @@ def run(k: int, n: int, paper_sample: int, supports: tuple[int, ...], tol: float
             pairs = [(ours_s, a_s, ours_cpu, a_cpu)]
             for _ in range(repeat - 1):  # ours then the anchor again, same Gram and α: the ratio's spread
                 t0, c0 = time.perf_counter(), time.process_time()
-                solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol))
+                solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(tol=tol, threads=threads))
                 o_s, o_cpu = time.perf_counter() - t0, time.process_time() - c0
                 _, r_s, _, r_cpu = anchor_gram_cd(C, alpha, tol, all_t)
                 pairs.append((o_s, r_s, o_cpu, r_cpu))
@@ -280,9 +292,11 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", help="α values for the large-K run")
     ap.add_argument("--supports", type=int, nargs="+", default=[15, 60, 200],
                     help="median numbers of sources to time (α chosen for each)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="our solver's worker threads (SolverConfig.threads; 0, the default: one per core, at most 4)")
     args = ap.parse_args()
     if args.k > 5000:
-        run_large(args.k, args.n, tuple(args.alphas or (0.05, 0.02)), args.tol)
+        run_large(args.k, args.n, tuple(args.alphas or (0.05, 0.02)), args.tol, args.threads)
         return
     if args.quick:
         args.k, args.n, args.paper_sample = 300, 10000, 4
@@ -290,7 +304,7 @@ def main() -> None:
         F, _ = classifier_like_logits(args.n, args.k, rank=min(256, args.k // 2), seed=0)
         print(json.dumps(measure_gram(F, repeat=3)[1], indent=1))
         return
-    run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol, args.repeat)
+    run(args.k, args.n, args.paper_sample, tuple(args.supports), args.tol, args.repeat, args.threads)
 
 
 if __name__ == "__main__":

@@ -234,3 +234,55 @@ def test_path_candidate_rounds_give_the_cold_solutions(monkeypatch, min_working_
         sk = _sk_within(F, t, grid[a])
         assert _objective(F, F[:, t], theta, grid[a]) <= _objective(F, F[:, t], sk, grid[a]) + 1e-10
         assert set(idx.tolist()) == set(np.flatnonzero(np.abs(sk) > 1e-9).tolist())
+
+
+@pytest.mark.parametrize("threads, chunk", [(2, 1024), (3, 1024), (2, 7), (0, 16)])
+def test_worker_threads_give_the_one_thread_solutions(logits_small, threads, chunk):
+    """Chunks of targets solved side by side in threads: every target's solution is the one a
+    single thread finds (same supports; values to rounding), in target order, and each still
+    matches scikit-learn's Lasso."""
+    F = logits_small[0].astype(np.float64)
+    C = gram_of(F)
+    alpha = 0.05 * float(np.median(alpha_max(C, C, True)))
+    one = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(threads=1))
+    many = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(threads=threads, chunk=chunk))
+    assert ((many.coef != 0) == (one.coef != 0)).all()
+    np.testing.assert_allclose(many.coef, one.coef, atol=1e-12)
+    np.testing.assert_allclose(many.duality_gap, one.duality_gap, atol=1e-12)
+    assert many.converged.all() and (many.coef[np.arange(40), np.arange(40)] == 0).all()
+    ref = _sk_within(F, 31, alpha)
+    np.testing.assert_allclose(many.coef[:, 31], ref, atol=1e-6 * max(np.abs(ref).max(), 1.0))
+
+
+def test_path_in_worker_threads_reports_progress_once_per_chunk_and_alpha(logits_small):
+    """A path solved in threads: the same path as in one thread, and progress reported from
+    every chunk's every α, one call at a time, rising to exactly 1."""
+    import threading
+
+    from engine.core.covlasso import covlasso_path
+
+    C = gram_of(logits_small[0])
+    grid = np.geomspace(float(alpha_max(C, C, True).max()), 0.02 * float(np.median(alpha_max(C, C, True))), 5)
+    calls, inside, overlap = [], [0], []
+    lock = threading.Lock()
+
+    def progress(fraction, message):
+        with lock:
+            inside[0] += 1
+            overlap.append(inside[0])
+        calls.append((fraction, message))
+        with lock:
+            inside[0] -= 1
+
+    forbid = np.arange(40)
+    one = covlasso_path(C, C, np.diag(C), grid, forbid=forbid, config=SolverConfig(threads=1))
+    many = covlasso_path(C, C, np.diag(C), grid, forbid=forbid, config=SolverConfig(threads=3, chunk=12),
+                         progress=progress, max_sources=6)
+    capped = covlasso_path(C, C, np.diag(C), grid, forbid=forbid, config=SolverConfig(threads=1), max_sources=6)
+    np.testing.assert_array_equal(many.n_alphas, capped.n_alphas)
+    np.testing.assert_allclose(many.coef.to_dense(), capped.coef.to_dense(), atol=1e-12)
+    assert (capped.n_alphas <= one.n_alphas).all()
+    fractions = [f for f, _ in calls]
+    assert len(calls) == 10 * len(grid)  # 40 targets in chunks of ceil(12 / 3) = 4: 10 chunks, every α
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert max(overlap) == 1

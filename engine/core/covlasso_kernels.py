@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -365,66 +368,118 @@ def _device(cfg: SolverConfig) -> torch.device:
     return dev
 
 
+def _workers(cfg: SolverConfig, dev: torch.device, n_targets: int) -> int:
+    """Worker threads for a solve: ``cfg.threads`` on the CPU, never more than there are
+    targets; 0 (automatic): one per core, at most 4, and one per group of targets at least
+    (a few targets are solved faster in one thread). One on a GPU."""
+    if dev.type != "cpu":
+        return 1
+    if cfg.threads:
+        return max(1, min(cfg.threads, n_targets))
+    return max(1, min(4, os.cpu_count() or 1, -(-n_targets // _GROUP)))
+
+
+def _spans(T: int, cfg: SolverConfig, workers: int) -> list[slice]:
+    """Chunks of targets: at most ``cfg.chunk`` targets in flight across the workers (each
+    holds its chunk's b, θ and gradient, chunk × P floats), split evenly among them."""
+    size = max(1, -(-min(T, cfg.chunk) // workers))
+    return [slice(start, min(T, start + size)) for start in range(0, T, size)]
+
+
+def _map_in_threads(fn, items: list, workers: int) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` threads when more than one (results in order).
+
+    Every target is solved on its own, so the chunks are independent: torch releases the
+    GIL in its kernels, and each thread runs its ops on one torch thread (set by the caller):
+    the batched ops are small, and one torch thread per chunk scales where a threaded op
+    does not (see :class:`~engine.core.covlasso_types.SolverConfig`).
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def solve_path_chunks(design, rhs, target_sq, grid, amax, forbid, cfg: SolverConfig, max_sources: int | None,
                       progress=None) -> list[list[tuple[np.ndarray, CovLassoResult]]]:
-    """Every target's path on ``grid`` (descending), ``cfg.chunk`` targets at a time (inputs
-    validated by the caller: :func:`engine.core.covlasso.covlasso_path`).
+    """Every target's path on ``grid`` (descending), in chunks of targets solved side by side
+    in worker threads (:func:`_spans`; inputs validated by the caller:
+    :func:`engine.core.covlasso.covlasso_path`).
 
     Each α is warm-started from the previous one's solution *and gradient*: the gradient
     certified there ranks the features that may enter (:func:`_candidate_round`), so most
     α cost one full gradient per target, the certificate. A target leaves after its first
     α with more than ``max_sources`` sources. Returns, per α, a list of (targets, results)
-    pieces (targets: column indices of ``rhs``).
+    pieces (targets: column indices of ``rhs``), in the order of the chunks.
     """
     T, A = rhs.shape[1], len(grid)
     dev = _device(cfg)
     G = _shared_design(design, dev)
+    workers = _workers(cfg, dev, T)
+    spans = _spans(T, cfg, workers)
+    lock, done = threading.Lock(), [0]
+
+    def report(span: slice, a: int, n_active: int) -> None:
+        if progress is None:
+            return
+        with lock:  # one call at a time, the fraction counted over every chunk's α
+            done[0] += 1
+            progress(done[0] / (len(spans) * A),
+                     f"targets {span.start}–{span.stop - 1}, α {a + 1}/{A} = {grid[a]:.4g}: {n_active} targets")
+
+    def solve(span: slice) -> list[tuple[int, np.ndarray, CovLassoResult]]:
+        start, stop = span.start, span.stop
+        b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
+        ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
+        ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
+        top = torch.as_tensor(amax[start:stop], device=dev)
+        active = np.arange(stop - start)
+        theta, c = torch.zeros_like(b), None
+        n_sup = np.zeros(len(active), dtype=np.int64)
+        pieces = []
+        for a, alpha in enumerate(grid):
+            al = torch.full((len(active),), float(alpha), dtype=b.dtype, device=dev)
+            warm = torch.as_tensor(n_sup > 0, device=dev) & (top > alpha)
+            theta, gap, obj, n_it, c = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, c_prev=c)
+            res = _result(theta, gap, obj, n_it, np.full(len(active), float(alpha)), target_sq[start + active], cfg)
+            pieces.append((a, start + active, res))
+            report(span, a, len(active))
+            n_sup = res.support_sizes
+            if max_sources is not None and (n_sup > max_sources).any():
+                keep = n_sup <= max_sources
+                k = torch.as_tensor(keep, device=dev)
+                active, n_sup = active[keep], n_sup[keep]
+                theta, c, b, ysq, top = theta[k], c[k], b[k], ysq[k], top[k]
+                ban = None if ban is None else ban[k]
+            if len(active) == 0:
+                if progress is not None:  # the α this chunk skips count as done
+                    for _ in range(a + 1, A):
+                        report(span, A - 1, 0)
+                break
+        return pieces
+
     out: list[list[tuple[np.ndarray, CovLassoResult]]] = [[] for _ in range(A)]
-    starts = range(0, T, cfg.chunk)
-    with _torch_threads(cfg.threads if dev.type == "cpu" else None):
-        for n, start in enumerate(starts):
-            stop = min(T, start + cfg.chunk)
-            b = torch.as_tensor(np.ascontiguousarray(rhs[:, start:stop].T), device=dev)
-            ysq = torch.as_tensor(target_sq[start:stop].copy(), device=dev)
-            ban = None if forbid is None else torch.as_tensor(forbid[start:stop], device=dev)
-            top = torch.as_tensor(amax[start:stop], device=dev)
-            active = np.arange(stop - start)
-            theta, c = torch.zeros_like(b), None
-            n_sup = np.zeros(len(active), dtype=np.int64)
-            for a, alpha in enumerate(grid):
-                al = torch.full((len(active),), float(alpha), dtype=b.dtype, device=dev)
-                warm = torch.as_tensor(n_sup > 0, device=dev) & (top > alpha)
-                theta, gap, obj, n_it, c = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, c_prev=c)
-                res = _result(theta, gap, obj, n_it, np.full(len(active), float(alpha)),
-                              target_sq[start + active], cfg)
-                out[a].append((start + active, res))
-                if progress is not None:
-                    progress((n * A + a + 1) / (len(starts) * A),
-                             f"targets {start}–{stop - 1}, α {a + 1}/{A} = {alpha:.4g}: {len(active)} targets")
-                n_sup = res.support_sizes
-                if max_sources is not None and (n_sup > max_sources).any():
-                    keep = n_sup <= max_sources
-                    k = torch.as_tensor(keep, device=dev)
-                    active, n_sup = active[keep], n_sup[keep]
-                    theta, c, b, ysq, top = theta[k], c[k], b[k], ysq[k], top[k]
-                    ban = None if ban is None else ban[k]
-                if len(active) == 0:
-                    break
+    with _torch_threads(1 if dev.type == "cpu" else None):
+        for pieces in _map_in_threads(solve, spans, workers):
+            for a, targets, res in pieces:
+                out[a].append((targets, res))
     return out
 
 
 def solve_chunks(design, rhs, target_sq, alphas, amax, forbid, warm_start, cfg: SolverConfig) -> CovLassoResult:
-    """Solve every target (column of ``rhs``), ``cfg.chunk`` targets at a time (inputs
-    validated by the caller: :func:`engine.core.covlasso.solve_covlasso`).
+    """Solve every target (column of ``rhs``), in chunks of targets solved side by side in
+    worker threads (:func:`_spans`; inputs validated by the caller:
+    :func:`engine.core.covlasso.solve_covlasso`).
 
     forbid : (T,) source index target t may not use (within one model), or None.
     """
     T = rhs.shape[1]
     dev = _device(cfg)
     G = _shared_design(design, dev)
-    parts = []
-    with _torch_threads(cfg.threads if dev.type == "cpu" else None):
-        for start in range(0, T, cfg.chunk):
-            sl = slice(start, min(T, start + cfg.chunk))
-            parts.append(_solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl, cfg))
-    return CovLassoResult.concat(parts)
+    workers = _workers(cfg, dev, T)
+
+    def solve(sl: slice) -> CovLassoResult:
+        return _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl, cfg)
+
+    with _torch_threads(1 if dev.type == "cpu" else None):
+        return CovLassoResult.concat(_map_in_threads(solve, _spans(T, cfg, workers), workers))

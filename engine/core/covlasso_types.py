@@ -44,18 +44,20 @@ class SolverConfig:
     min_working_set: int = 24  # features per target in the first working set
     chunk: int = 1024  # targets solved together (bounds memory: chunk × P float64)
     device: str = "cpu"
-    # CPU threads for the solve. The work is many small batched ops; measured here (torch
-    # 2.14 + MKL, 2 cores) one thread is faster: a threaded batched 36×36 matrix-vector
-    # product took 16 ms against 0.14 ms on one thread when the other core was busy, and
-    # MKL's threaded batched Cholesky above 128×128 was 15–70× slower than one thread.
-    threads: int = 1
+    # CPU worker threads: the targets are split into as many chunks, solved side by side,
+    # each on one torch thread (0: one per core, at most 4). The work is many small batched
+    # ops, and a threaded op does not pay: measured here (torch 2.14, 2 cores) a threaded
+    # batched 36×36 matrix-vector product took 16 ms against 0.14 ms on one thread when the
+    # other core was busy, and MKL's threaded batched Cholesky above 128×128 was 15–70×
+    # slower than one thread; whole chunks in threads share no op.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         tol = self.tol
         if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
             raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
         for name in ("max_outer", "max_newton", "monotone_steps", "min_working_set", "chunk", "threads"):
-            value, low = getattr(self, name), 0 if name == "monotone_steps" else 1
+            value, low = getattr(self, name), 0 if name in ("monotone_steps", "threads") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
         check_device(self.device)
