@@ -10,39 +10,18 @@ this module only lays it out (the JSON of the CLI contract, the terminal table).
 
 from __future__ import annotations
 
-from engine.core.bestsubset import SubsetConfig
-from engine.core.covlasso import SolverConfig
 from engine.stages.dependencies import METHODS, Dependencies, check_method, dependencies
 from engine.storage.store import Cache
 
 __all__ = ["METHODS", "check_method", "dependency_report", "format_report", "report_json"]
 
 
-def dependency_report(
-    cache: Cache | str,
-    model: str,
-    source: str | None,
-    alpha: float | None,
-    targets: list[str | int] | None = None,
-    config: SolverConfig | None = None,
-    centred: bool = False,
-    *,
-    max_sources: int | None = None,
-    relaxed: bool = False,
-    subset_config: SubsetConfig | None = None,
-    tol: float | None = None,
-    device: str | None = None,
-) -> dict:
-    """The JSON of ``python -m engine dependencies`` (see README: the contract is stable).
-
-    ``max_sources``: the best dependency with at most that many sources (no ``alpha``);
-    ``relaxed``: least squares on the CovLasso's support at ``alpha``. ``centred``: every
-    logit minus its sample's mean logit, in the solve and in the metrics
-    (:mod:`engine.core.centring`; solved from the raw Grams, not cached); the default is the
-    paper's raw setting. ``cache``: a :class:`Cache` or its folder; ``config`` (or ``tol`` /
-    ``device``): the solver's settings. The method is checked before anything is read."""
-    return report_json(dependencies(cache, model, source, alpha, targets, config, centred, max_sources=max_sources,
-                                    relaxed=relaxed, subset_config=subset_config, tol=tol, device=device))
+def dependency_report(cache: Cache | str, *args, **kwargs) -> dict:
+    """The JSON of ``python -m engine dependencies`` (see README: the contract is stable), for
+    the arguments of :func:`engine.stages.dependencies.dependencies` (model, source, alpha,
+    targets, solver config, centred; ``max_sources``, ``relaxed``, ``subset_config``, ``tol``,
+    ``device``), whose result it lays out (:func:`report_json`)."""
+    return report_json(dependencies(cache, *args, **kwargs))
 
 
 def report_json(deps: Dependencies) -> dict:

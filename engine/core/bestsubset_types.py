@@ -5,11 +5,11 @@ Numpy only: what the cache stores and the pages read, without torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from engine.core.covlasso_types import check_device
+from engine.core.covlasso_types import check_device, check_integers, result_key
 from engine.core.sparse import SparseColumns
 from engine.errors import InvalidInputError
 
@@ -41,18 +41,12 @@ class SubsetConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or not 0 < v < 1:
                 raise InvalidInputError(f"{name} must be a number in (0, 1); got {v!r}")
-        for name, low in (("max_swaps", 0), ("starts", 1), ("chunk", 0), ("threads", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise InvalidInputError(f"{name} must be an integer >= {low}; got {v!r}")
+        check_integers(self, {"max_swaps": 0, "starts": 1, "chunk": 0, "threads": 0})
         check_device(self.device)
 
     def key(self) -> dict:
         """The settings that change the result (device, chunking and threads do not)."""
-        d = asdict(self)
-        for name in ("device", "chunk", "threads"):
-            d.pop(name)
-        return d
+        return result_key(self)
 
 
 def check_max_sources(value, n_sources: int | None = None) -> int:

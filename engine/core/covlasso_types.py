@@ -56,18 +56,31 @@ class SolverConfig:
         tol = self.tol
         if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol <= 0:
             raise InvalidInputError(f"tol must be a finite number > 0 (default 1e-7); got {tol!r}")
-        for name in ("max_outer", "max_newton", "monotone_steps", "min_working_set", "chunk", "threads"):
-            value, low = getattr(self, name), 0 if name in ("monotone_steps", "threads") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
+        check_integers(self, {"max_outer": 1, "max_newton": 1, "monotone_steps": 0, "min_working_set": 1,
+                              "chunk": 1, "threads": 0})
         check_device(self.device)
 
     def key(self) -> dict:
-        """The settings that change the result (device and chunking do not)."""
-        d = asdict(self)
-        for name in ("device", "chunk", "threads"):
-            d.pop(name)
-        return d
+        """The settings that change the result (device, chunking and threads do not)."""
+        return result_key(self)
+
+
+def check_integers(config, lows: dict[str, int]) -> None:
+    """Each named field of a configuration an integer at least its low bound, else one line
+    naming the field, the bound and the value."""
+    for name, low in lows.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidInputError(f"{name} must be an integer >= {low}; got {value!r}")
+
+
+def result_key(config) -> dict:
+    """A solver configuration's settings that change the result: all but where and how the
+    work is split (device, chunk, threads), which change only rounding."""
+    d = asdict(config)
+    for name in ("device", "chunk", "threads"):
+        d.pop(name)
+    return d
 
 
 @dataclass(frozen=True)
