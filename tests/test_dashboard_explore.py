@@ -144,3 +144,54 @@ def test_cut_this_dependency_links_to_the_regulariser_form(cache):
     assert urlparse(link.proto.url).path == "jobs" and query["kind"] == ["regularizer"]
     target, source = (int(v) for v in query["pairs"][0].split(","))
     assert target != source and coef_rows(at)
+
+
+def _engine_calls(trace) -> list[tuple[str, str, str]]:
+    """The page's calls into the engine in one traced run (callbacks of Streamlit's not counted)."""
+    return [(src, dst, fn) for (src, dst, fn), n in trace.calls.items() for _ in range(n)
+            if src == "dashboard" and dst != "dashboard"]
+
+
+@pytest.mark.parametrize(("params", "control"), [({"method": "covlasso"}, "α"), ({}, "Sources")])
+def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(cache, params, control):
+    """Issue 22: Explore lays out what one call returns. Followed through the real layers
+    (bench.layer_trace: every call from a function of one layer into another's), a run calls
+    the engine once — apps' explore_view, below it the stages, storage, the core, in that order
+    — and moving α or m calls it once again and reads no path, curve or Gram from disk."""
+    from streamlit.testing.v1 import AppTest
+
+    from bench.layer_trace import LayerTrace
+    from tests.dashboard_cache import APP
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    first = LayerTrace(root="dashboard")
+    with first.active():
+        at.run()
+    assert not at.exception, at.exception
+    calls = [c for c in _engine_calls(first) if c[2] != "DependencyMetrics.r2_reason"]  # a field read (a property)
+    assert calls == [("dashboard", "apps", "explore_view")]
+    assert first.down_calls["dashboard"] == 1
+    assert first.first_entries()[:5] == ["dashboard", "apps", "stages", "storage", "core"]
+
+    slider = next(s for s in at.select_slider if s.label.startswith(control))
+    wanted = _other(slider)
+    slider.set_value(wanted)
+    moved = LayerTrace(root="dashboard")
+    with moved.active():
+        at.run()
+    assert not at.exception, at.exception
+    assert next(s for s in at.select_slider if s.label.startswith(control)).value == pytest.approx(wanted, rel=1e-2)
+    assert [c for c in _engine_calls(moved) if c[2] != "DependencyMetrics.r2_reason"] == \
+        [("dashboard", "apps", "explore_view")]
+    reads = {fn for _, _, fn in moved.calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
+                                                  "load_gramset", "Cache.load_store", "open_pairing"}
+    assert not reads, f"a slider move read {reads} again"
+
+
+def _other(slider):
+    """Another value of the slider than the one it shows."""
+    values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \
+        [int(str(o).split()[0]) for o in slider.options]
+    return next(v for v in values if v != slider.value)

@@ -18,6 +18,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from engine.apps import views
+from engine.apps.explore import ExploreRequest, ExploreView, Memo, explore_view
 from engine.core.analysis import Top2
 from engine.core.gram import GramSet
 from engine.ingest import class_images as images
@@ -430,3 +431,22 @@ def load_target_card(root: str, model: str, source: str | None, target: int, met
     source = source or model
     return _target_card(root, model, source, int(target), method, None if m is None else int(m),
                         None if alpha_index is None else int(alpha_index), logits, _stamp(root, model, source))
+
+
+# ----------------------------------------------------------------------------- the Explore page's view (issue 22)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _explore_memo(root: str) -> Memo:
+    """What Explore's views read or solved in this process (one per cache; the stores' stamps key
+    its entries, so a re-imported store is read afresh)."""
+    return Memo()
+
+
+def load_explore_view(root: str, request: ExploreRequest) -> ExploreView:
+    """Everything the Explore page lays out, from one call (:func:`engine.apps.explore.explore_view`):
+    the request resolved, the widgets' options, the target card, its charts' data, the images.
+    Moving α or m re-reads nothing: the stores, the Gram, the target's path and curve are kept
+    in memory (:func:`_explore_memo`)."""
+    with st.spinner("Reading this view (a category's α path and best subsets are solved once, then cached)…"):
+        return explore_view(root, request, _explore_memo(root))

@@ -17,10 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts, state
+from engine.apps.controls import (  # noqa: F401  (curve_frame, recommended_m: what the pages import)
+    CHART_MAX_SOURCES,
+    SourcesChart,
+    curve_frame,
+    recommended_m,
+    sources_chart,
+)
 from engine.core.analysis import DependencyMetrics, dependency_metrics
 from engine.stages.sparsity import FIT_LOST, FIT_R2, SourcesCurve
 
@@ -29,7 +35,6 @@ LASSO = "covlasso"
 METHODS = (BEST, LASSO)
 METHOD_LABELS = {BEST: "Fewest sources (best subset)", LASSO: "Paper’s method: CovLasso at α"}
 MAX_M = 8
-CHART_MAX_SOURCES = 16  # the Lasso's and relaxed Lasso's points drawn up to this many sources
 POS_ACC_NOTE = 5.0  # points of Pos Acc lost above which the card says so in words
 
 
@@ -50,7 +55,12 @@ def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> 
         st.session_state[key] = LASSO
     if st.session_state.get(key) not in METHODS:
         st.session_state[key] = default
-    state.pin(key)
+    return method_radio(st.session_state[key], key=key)
+
+
+def method_radio(value: str, *, key: str = "nde_method") -> str:
+    """Best subset or the paper's CovLasso, showing ``value`` (pinned)."""
+    st.session_state[key] = value
     value = st.radio("Method", METHODS, key=key, format_func=METHOD_LABELS.get, horizontal=True,
                      help="Fewest sources: for each number of sources m, the best dependency with at most m of "
                           "them (least squares on the best few, found from the Gram). The paper's CovLasso: the "
@@ -58,18 +68,6 @@ def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> 
                           "sources, often picks worse ones.")
     state.remember(key, value)
     return str(value)
-
-
-def recommended_m(curve: SourcesCurve) -> tuple[int, bool]:
-    """(m, fits): the fewest sources that fit (R² ≥ 0.95, ≤ 0.5 pt of top-1 lost); where no m
-    ≤ 8 fits, the smallest m within 0.01 of the best R², and False."""
-    found = curve.sparsest_fit()
-    if found is not None:
-        return found, True
-    r2 = np.nan_to_num(curve.best_r2, nan=-np.inf)
-    if not np.isfinite(r2).any():
-        return int(curve.m[-1]), False
-    return int(curve.m[np.flatnonzero(r2 >= r2.max() - 0.01)[0]]), False
 
 
 def _parse_m(text: str, top: int) -> int | None:
@@ -96,8 +94,14 @@ def sources_ui(curve: SourcesCurve, params: dict, *, key: str = "nde_m") -> int:
         st.session_state[key] = wanted
     elif st.session_state.get(f"_{key}_for") != scope or st.session_state.get(key) not in range(1, top + 1):
         st.session_state[key] = recommended
+    return sources_slider(top, recommended, fits, st.session_state[key], scope, key=key)
+
+
+def sources_slider(top: int, recommended: int, fits: bool, value: int, scope: tuple, *, key: str = "nde_m") -> int:
+    """The number of sources m (1 … ``top``) showing ``value`` (pinned), ★ at ``recommended``
+    (``fits``: it fits); ``scope``: the (model, source, target) it was chosen for."""
+    st.session_state[key] = value
     st.session_state[f"_{key}_for"] = scope
-    state.pin(key)
     star = " ★ fewest that fit" if fits else " ★ best for its size"
 
     def label(m: int) -> str:
@@ -153,42 +157,24 @@ def covlasso_view(path, target: int, a_idx: int, alpha: float, model, source, to
                            f"a{alpha:.3g}", LASSO, None, float(alpha))
 
 
-def curve_frame(curve: SourcesCurve, max_sources: int = CHART_MAX_SOURCES) -> pd.DataFrame:
-    """The chart's three series (method, sources, r2): the best subset at m = 1 … M (its actual
-    number of sources), and for the Lasso and the relaxed Lasso the best R² over the α of the
-    path with that many sources (1 … ``max_sources``)."""
-    rows = [(charts.SOURCES_SERIES[0], len(f.sources), f.r2) for f in curve.best if np.isfinite(f.r2)]
-    rows = list(dict(((n, name), (name, n, r)) for name, n, r in rows).values())  # one point per size
-    for name, n, r2 in ((charts.SOURCES_SERIES[1], curve.relaxed_n, curve.relaxed_r2),
-                        (charts.SOURCES_SERIES[2], curve.lasso_n, curve.lasso_r2)):
-        n, r2 = np.asarray(n), np.asarray(r2, dtype=float)
-        for size in np.unique(n[(n >= 1) & (n <= max_sources) & np.isfinite(r2)]):
-            rows.append((name, int(size), float(r2[(n == size) & np.isfinite(r2)].max())))
-    return pd.DataFrame(rows, columns=["method", "sources", "r2"])
-
-
-def sources_chart_ui(curve: SourcesCurve, shown: ShownDependency, title: str) -> charts.ChartSpec:
-    """The target's R² against the number of sources, the dependency shown circled; returns
+def sources_chart_ui(curve: SourcesCurve, shown, title: str) -> charts.ChartSpec:
+    """The target's R² against the number of sources, the dependency ``shown`` circled; returns
     the chart (for the exports)."""
-    frame = curve_frame(curve)
-    here = (len(shown.sources), shown.metrics.r2) if np.isfinite(shown.metrics.r2) and len(shown.sources) else None
-    chart = charts.sources_chart(frame, here, FIT_R2, title)
+    return sources_chart_of(sources_chart(curve, shown), title)
+
+
+def sources_chart_of(data: SourcesChart, title: str) -> charts.ChartSpec:
+    """The chart of :func:`engine.apps.explore.sources_chart`'s data, and its caption; returns the chart."""
+    chart = charts.sources_chart(data.frame, data.here, FIT_R2, title)
     charts.show(chart)
-    fit = curve.sparsest_fit()
-    lasso = _fewest(curve.lasso_n, curve.lasso_r2)
+    fit, lasso = data.fit, data.lasso
     said = (f"{fit} source{'s' if fit != 1 else ''} fit (R² ≥ {FIT_R2:.2f}, top-1 kept)" if fit else
-            f"no subset of ≤ {len(curve.m)} sources fits (R² ≥ {FIT_R2:.2f}, top-1 kept)")
+            f"no subset of ≤ {data.max_m} sources fits (R² ≥ {FIT_R2:.2f}, top-1 kept)")
     lasso_said = (f"the Lasso needs {lasso} sources to reach R² {FIT_R2:.2f}" if lasso else
                   f"no α of the Lasso's path reaches R² {FIT_R2:.2f}")
     st.caption(f"Best subset: {said}; {lasso_said}. Relaxed: least squares on the Lasso's sources (its choice "
                f"without its shrinkage). Dashed: R² = {FIT_R2:.2f}; circled: the dependency shown.")
     return chart
-
-
-def _fewest(n, r2, fit: float = FIT_R2) -> int | None:
-    n, r2 = np.asarray(n), np.nan_to_num(np.asarray(r2, dtype=float), nan=-np.inf)
-    ok = (r2 >= fit) & (n >= 1)
-    return int(n[ok].min()) if ok.any() else None
 
 
 def fit_note(shown: ShownDependency, target_name: str) -> None:

@@ -146,7 +146,8 @@ def path_frame(
             "coef": target_path[:, cols].ravel(),
         })
         if names:
-            frame["name"] = [short_name(source_names[j]) for j in frame["source"]]
+            short = {int(j): short_name(source_names[j]) for j in cols}
+            frame["name"] = [short[int(j)] for j in frame["source"]]
         return frame
 
     return long(keep[:top], True), long(keep[top:], False)

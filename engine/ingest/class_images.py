@@ -46,6 +46,14 @@ def class_image_png(
     return None
 
 
+def class_image_pngs(manifest: dict, class_names: list[str], indices, kind: str | None = "detect") -> dict[int, bytes | None]:
+    """:func:`class_image_png` of each class of ``indices`` (64 px), by index."""
+    if kind == "detect":
+        kind = class_image_source(manifest, class_names)
+    return {int(i): None if kind is None else class_image_png(manifest, class_names, int(i), kind=kind)
+            for i in indices}
+
+
 _GLYPH_FACES = ("DejaVuSans.ttf", "STIXGeneral.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 
 
