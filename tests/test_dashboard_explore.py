@@ -195,3 +195,26 @@ def _other(slider):
     values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \
         [int(str(o).split()[0]) for o in slider.options]
     return next(v for v in values if v != slider.value)
+
+
+def test_the_sources_chart_counts_the_lassos_sources_at_the_charts_fit_bar():
+    """The chart of R² against the number of sources says how many sources the Lasso needs to
+    fit: the fewest with R² ≥ 0.95 along its path (the chart's bar, not the α recommendation's
+    0.99), and circles the dependency shown."""
+    import numpy as np
+
+    from engine.apps import cards
+    from engine.apps.controls import sources_chart
+    from engine.core.analysis import DependencyMetrics
+    from engine.stages.sparsity import SourcesCurve, SparseFit
+
+    metrics = DependencyMetrics(abs_err=0.1, rel_err=1.0, acc=90.0, ori_acc=90.0, pos_acc=90.0, ori_pos_acc=90.0,
+                                n_pos=10, r2=0.97)
+    curve = SourcesCurve("a", "a", True, 0, np.arange(1, 2), (SparseFit(np.array([1]), np.array([0.5]), metrics),),
+                         alphas=np.array([3.0, 2.0, 1.0, 0.5]), lasso_n=np.array([1, 3, 5, 7]),
+                         lasso_r2=np.array([0.5, 0.96, 0.98, 0.995]), relaxed_n=np.array([1, 3, 5, 7]),
+                         relaxed_r2=np.array([0.6, 0.97, 0.99, 0.996]))
+    card = cards.best_subset_card("a", "a", "t", ["t", "s"], 0, curve, 1)
+    data = sources_chart(curve, card)
+    assert data.lasso == 3  # R² 0.96 with 3 sources (the 0.99 bar: 7)
+    assert data.fit == 1 and data.here == (1, 0.97) and data.max_m == 1
