@@ -267,8 +267,9 @@ def explore_view(cache, request: ExploreRequest, memo: Memo | None = None) -> Ex
     pictures = images.class_image_pngs(manifest, class_names, indices, kind=kind)
     pictures["target"] = pictures.get(target)
     target_name = class_names[target]
-    labels = {"target": views.short_name(target_name, 36), "legend": views.short_name(target_name, 40),
-              **{int(j): views.short_name(name, 24) for j, name in zip(shown["index"], shown["name"])}}
+    target_36, target_40 = (views.short_name(target_name, width) for width in (36, 40))
+    labels = {"target": target_36, "legend": target_40,
+              **dict(zip((int(j) for j in shown["index"]), views.short_names(shown["name"], 24)))}
     pframe = None if alpha is None else fetch(memo, "path_frame", (*tkey, centred), lambda: views.path_frame(
         path.alphas[path.alpha_indices(target)], path.target_path(target), class_names))
     covlasso = None if alpha is None else _covlasso_charts(path, card, class_names, target, alpha, pframe)
