@@ -34,6 +34,7 @@ from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
     alpha_slider,
     download_ui,
+    fail,
     formula_ui,
     guard,
     model_select,
@@ -122,6 +123,8 @@ def main() -> None:
     require_stores(view.names, root)
     notes = st.container()  # what the link got wrong, shown once the page is drawn
     model = model_select(view.names, view.model)
+    if view.error:
+        fail(Exception(view.error))
     if not view.has_gram:
         st.info(f"Store `{model}` has no Gram yet (it was imported before imports made one). Every "
                 "dependency is solved from it.", icon=":material/info:")

@@ -18,6 +18,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from engine.apps import views
+from engine.apps.compare import CompareRequest, CompareView, compare_view
 from engine.apps.explore import ExploreRequest, ExploreView, Memo, explore_view
 from engine.core.analysis import Top2
 from engine.core.gram import GramSet
@@ -450,3 +451,10 @@ def load_explore_view(root: str, request: ExploreRequest) -> ExploreView:
     in memory (:func:`_explore_memo`)."""
     with st.spinner("Reading this view (a category's α path and best subsets are solved once, then cached)…"):
         return explore_view(root, request, _explore_memo(root))
+
+
+def load_compare_view(root: str, request: CompareRequest) -> CompareView:
+    """Everything the Compare page lays out, from one call (:func:`engine.apps.compare.compare_view`),
+    with Explore's memo (each model's own paths and curves are shared)."""
+    with st.spinner("Reading this comparison (a category's paths and best subsets are solved once, then cached)…"):
+        return compare_view(root, request, _explore_memo(root))

@@ -44,6 +44,7 @@ from engine.apps.controls import (
 )
 from engine.core.analysis import covariance_vs_coef
 from engine.core.categories import category_ids, find_category, search_categories
+from engine.errors import EngineError
 from engine.ingest import class_images as images
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths, target_paths
 from engine.stages.centred import MAX_CENTRED_K, centred_curve, centred_pairing, centred_path
@@ -137,6 +138,7 @@ class ExploreView:
     names: list[str]  # the cache's stores
     messages: tuple[str, ...]  # what the link got wrong, in words
     model: str | None = None
+    error: str | None = None  # what went wrong reading the model (the page shows it under the store picker)
     has_gram: bool = True
     class_names: list[str] = field(default_factory=list)
     ids: list[str] | None = None
@@ -179,6 +181,14 @@ def explore_view(cache, request: ExploreRequest, memo: Memo | None = None) -> Ex
         else:
             messages.append(f"The link names a store {link['model']!r} that is not in this cache; showing "
                             f"{model!r}. Known stores: {', '.join(names)}.")
+    try:
+        return _explore(memo, state, model, link, request, messages)
+    except EngineError as exc:  # the page still offers the other stores
+        return ExploreView(names, tuple(messages), model=model, error=str(exc))
+
+
+def _explore(memo, state, model: str, link: dict, request: ExploreRequest, messages: list[str]) -> ExploreView:
+    cache, names = state.cache, state.names
     stamp = (model, state.stamps[model])
     pairing = fetch(memo, "pairing", (str(cache.root), stamp), lambda: open_pairing(cache, model))
     store = pairing.model
@@ -194,57 +204,15 @@ def explore_view(cache, request: ExploreRequest, memo: Memo | None = None) -> Ex
     every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
     has_subsets = has_all_best_subsets(cache, pairing)  # a file test: the best-subsets job may have run since
 
-    # the target: the link's, else the picker's, else where the page opens
-    target = None
-    if "target" in link:
-        found = find_category(class_names, link["target"], ids)
-        if isinstance(found, int):
-            target = found
-        else:
-            messages.append(f"{found[:1].upper()}{found[1:]} — the link's target; showing another target.")
-    if target is None:
-        current = request.target
-        target = current if isinstance(current, int) and 0 <= current < k else \
-            _opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names)
-    options, no_match = None, False
-    if k > PICKER_ALL:
-        found = search_categories(class_names, request.query, ids, limit=PICKER_MATCHES)
-        options = found if target in found else [target, *found]
-        no_match = bool(request.query) and not found
+    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: _opening_target(
+        memo, cache, pairing, key, every_path, has_subsets, class_names))
+    method, centred, allowed = resolve_method_logits(link, request, k, messages)
 
-    # the method and the logits
-    method = request.method if request.method in METHODS else BEST
-    if "method" in link:
-        if link["method"] in METHODS:
-            method = link["method"]
-        else:
-            messages.append(f"method in the link must be one of {', '.join(METHODS)}; got {link['method']!r}. "
-                            f"Showing {request.method or BEST!r}.")
-    elif "alpha" in link:
-        method = LASSO
-    centred = request.centred
-    if "logits" in link:
-        if link["logits"] in (RAW, CENTRED):
-            centred = link["logits"] == CENTRED
-        else:
-            messages.append(f"logits in the link must be {RAW} or {CENTRED}; got {link['logits']!r}. "
-                            "Showing raw logits.")
-            centred = False
-    allowed = k <= MAX_CENTRED_K
-    centred = bool(centred) if allowed and isinstance(centred, bool) else False
-
-    # the target's α path and sources curve (raw: cached on disk; centred: solved here, kept in memory)
     tkey = (*key, int(target))
-    if centred:
-        cp = fetch(memo, "centred", key, lambda: centred_pairing(cache, pairing, _top2(memo, cache, pairing, key)))
-        path = fetch(memo, "cpath", tkey, lambda: centred_path(cache, pairing, cp, target))
-        curve = fetch(memo, "ccurve", tkey, lambda: centred_curve(pairing, cp, path, target))
-        gs_shown, sides = cp.gs, (cp.model, cp.source, cp.top2)
-    else:
-        path = fetch(memo, "path", tkey, lambda: target_paths(cache, spec, [target]))
-        curve = fetch(memo, "curve", tkey, lambda: sources_curve(
-            cache, pairing, target, max_sources=cards.curve_sources(k, True)))
-        gs_shown, sides = gs, None
+    path = target_path(memo, cache, pairing, key, target, centred)
+    curve = target_curve(memo, cache, pairing, key, target, centred)
+    cp = _centred(memo, cache, pairing, key) if centred else None
+    gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
     base = dict(names=names, model=model, class_names=class_names, ids=ids, k=k,
                 model_info=manifest.get("model_info"), target=target, target_options=options, no_match=no_match,
                 method=method, centred=centred, centred_allowed=allowed)
@@ -280,6 +248,79 @@ def explore_view(cache, request: ExploreRequest, memo: Memo | None = None) -> Ex
                        graph_labels=labels, every=every, **base)
 
 
+def resolve_target(link: dict, request, class_names: list[str], ids, messages: list[str],
+                   opening: Callable[[], int]) -> tuple[int, list[int] | None, bool]:
+    """(target, the picker's options above PICKER_ALL categories (None: all), its search matched
+    nothing): the link's target, else the picker's, else ``opening()``, where the page opens."""
+    k = len(class_names)
+    target = None
+    if "target" in link:
+        found = find_category(class_names, link["target"], ids)
+        if isinstance(found, int):
+            target = found
+        else:
+            messages.append(f"{found[:1].upper()}{found[1:]} — the link's target; showing another target.")
+    if target is None:
+        current = request.target
+        target = current if isinstance(current, int) and 0 <= current < k else opening()
+    options, no_match = None, False
+    if k > PICKER_ALL:
+        found = search_categories(class_names, request.query, ids, limit=PICKER_MATCHES)
+        options = found if target in found else [target, *found]
+        no_match = bool(request.query) and not found
+    return target, options, no_match
+
+
+def resolve_method_logits(link: dict, request, k: int, messages: list[str]) -> tuple[str, bool, bool]:
+    """(method, centred, centred allowed: at most MAX_CENTRED_K categories): the link's, else the widgets'."""
+    method = request.method if request.method in METHODS else BEST
+    if "method" in link:
+        if link["method"] in METHODS:
+            method = link["method"]
+        else:
+            messages.append(f"method in the link must be one of {', '.join(METHODS)}; got {link['method']!r}. "
+                            f"Showing {request.method or BEST!r}.")
+    elif "alpha" in link:
+        method = LASSO
+    centred = request.centred
+    if "logits" in link:
+        if link["logits"] in (RAW, CENTRED):
+            centred = link["logits"] == CENTRED
+        else:
+            messages.append(f"logits in the link must be {RAW} or {CENTRED}; got {link['logits']!r}. "
+                            "Showing raw logits.")
+            centred = False
+    allowed = k <= MAX_CENTRED_K
+    return method, bool(centred) if allowed and isinstance(centred, bool) else False, allowed
+
+
+def target_path(memo, cache, pairing, key, target: int, centred: bool):
+    """The target's α path of ``pairing`` (raw: the stage's, cached on disk; centred: solved
+    here), kept in ``memo``."""
+    tkey = (*key, int(target))
+    if centred:
+        return fetch(memo, "cpath", tkey, lambda: centred_path(cache, pairing, _centred(memo, cache, pairing, key),
+                                                               target))
+    spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
+    return fetch(memo, "path", tkey, lambda: target_paths(cache, spec, [target]))
+
+
+def target_curve(memo, cache, pairing, key, target: int, centred: bool):
+    """The target's sources curve of ``pairing`` (best subsets, the Lasso, the relaxed Lasso),
+    kept in ``memo``."""
+    tkey = (*key, int(target))
+    if centred:
+        path = target_path(memo, cache, pairing, key, target, True)
+        return fetch(memo, "ccurve", tkey, lambda: centred_curve(pairing, _centred(memo, cache, pairing, key), path,
+                                                                 target))
+    return fetch(memo, "curve", tkey, lambda: sources_curve(
+        cache, pairing, target, max_sources=cards.curve_sources(pairing.source.k, pairing.within)))
+
+
+def _centred(memo, cache, pairing, key):
+    return fetch(memo, "centred", key, lambda: centred_pairing(cache, pairing, _top2(memo, cache, pairing, key)))
+
+
 def _top2(memo, cache, pairing, key):
     return fetch(memo, "top2", key, lambda: load_top2(cache, pairing.model))
 
@@ -300,7 +341,8 @@ def _opening_target(memo, cache, pairing, key, every_path, has_subsets, class_na
             return found[0]
     rec = None if every_path is None else fetch(memo, "recommendation", (*key, len(every_path.targets)),
                                                  lambda: recommend(every_path))
-    hint = fetch(memo, "hint", key, lambda: load_gram_hint(cache, store, None), keep_none=False)
+    hint = fetch(memo, "hint", key, lambda: load_gram_hint(cache, pairing.source, None if pairing.within else store),
+                 keep_none=False)
     return default_target(class_names, rec, hint, recognised)
 
 
@@ -356,13 +398,13 @@ def _sources_control(curve, sparsest, link: dict, request: ExploreRequest, messa
     return SourcesControl(top, recommended, fits, int(value), scope)
 
 
-def _card(cache, pairing, memo, key, class_names, gs, sides, target, method, sources, alpha, path,
-          curve) -> cards.TargetCard:
-    store = pairing.model
+def _card(cache, pairing, memo, key, class_names, gs, sides, target, method, sources, alpha, path, curve,
+          source_names=None) -> cards.TargetCard:
+    """The target card (``class_names``: the model's; ``source_names``: the source's, None: the same)."""
     covariance = np.asarray(gs.rhs_columns([target])[:, 0])
-    names = (store.name, store.name, class_names[target], class_names)
+    names = (pairing.model.name, pairing.source.name, class_names[target], source_names or class_names)
     if method == LASSO:
-        sides = sides or (store, store, _top2(memo, cache, pairing, key))
+        sides = sides or (pairing.model, pairing.source, _top2(memo, cache, pairing, key))
         return cards.covlasso_card(*names, target, path, alpha.index, *sides, covariance)
     return cards.best_subset_card(*names, target, curve, sources.value, covariance)
 
