@@ -14,21 +14,12 @@ drawn), so it shows exactly the state the content was computed from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import streamlit as st
 
 from dashboard.components import charts, state
-from engine.apps.controls import (  # noqa: F401  (curve_frame, recommended_m: what the pages import)
-    CHART_MAX_SOURCES,
-    SourcesChart,
-    curve_frame,
-    recommended_m,
-    sources_chart,
-)
-from engine.core.analysis import DependencyMetrics, dependency_metrics
-from engine.stages.sparsity import FIT_LOST, FIT_R2, SourcesCurve
+from engine.apps.controls import SourcesChart
+from engine.stages.sparsity import FIT_LOST, FIT_R2
 
 BEST = "best-subset"
 LASSO = "covlasso"
@@ -82,21 +73,6 @@ def _parse_m(text: str, top: int) -> int | None:
     return value
 
 
-def sources_ui(curve: SourcesCurve, params: dict, *, key: str = "nde_m") -> int:
-    """The number of sources m (1 … 8), marked ★ at the fewest that fit; restored from the link
-    (``?m=``), else kept while the target stays, else the new target's ★."""
-    top = len(curve.m)
-    recommended, fits = recommended_m(curve)
-    scope = (curve.model, curve.source, curve.target)
-    state.restore(key)
-    wanted = _parse_m(params["m"], top) if "m" in params else None
-    if wanted is not None:
-        st.session_state[key] = wanted
-    elif st.session_state.get(f"_{key}_for") != scope or st.session_state.get(key) not in range(1, top + 1):
-        st.session_state[key] = recommended
-    return sources_slider(top, recommended, fits, st.session_state[key], scope, key=key)
-
-
 def sources_slider(top: int, recommended: int, fits: bool, value: int, scope: tuple, *, key: str = "nde_m") -> int:
     """The number of sources m (1 … ``top``) showing ``value`` (pinned), ★ at ``recommended``
     (``fits``: it fits); ``scope``: the (model, source, target) it was chosen for."""
@@ -117,52 +93,6 @@ def sources_slider(top: int, recommended: int, fits: bool, value: int, scope: tu
     return int(value)
 
 
-@dataclass(frozen=True)
-class ShownDependency:
-    """What a page shows of one dependency, whichever method made it."""
-
-    sources: np.ndarray  # strongest first
-    coefs: np.ndarray
-    metrics: DependencyMetrics
-    label: str  # "m = 3 (best subset)" / "α = 0.5 (CovLasso)"
-    slug: str  # for file names: "m3" / "a0.5"
-    method: str = BEST  # BEST or LASSO: what the view line and the browser tests compare to the widgets
-    m: int | None = None  # the sources control's value (best subset)
-    alpha: float | None = None  # the α control's value (CovLasso)
-
-    @property
-    def line(self) -> str:
-        """The view line's words for this dependency: the label, and the number of sources where
-        the label does not already say it ("best subset, 4 sources"; "CovLasso, α = 4.6 · 13 sources")."""
-        if self.method == BEST:
-            return self.label
-        n = len(self.sources)
-        return f"{self.label} · {n} source{'s' if n != 1 else ''}"
-
-
-def best_subset_view(curve: SourcesCurve, m: int) -> ShownDependency:
-    fit = curve.best[m - 1]
-    n = len(fit.sources)
-    label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
-    return ShownDependency(fit.sources, fit.coefs, fit.metrics, label, f"m{m}", BEST, m, None)
-
-
-def covlasso_view(path, target: int, a_idx: int, alpha: float, model, source, top2) -> ShownDependency:
-    """The CovLasso's dependency of ``target`` at the path's ``a_idx``-th α, with its Table 1
-    metrics on ``model``'s logits predicted from ``source``'s (stores; the same within one)."""
-    sources, coefs = path.coef_at(target, a_idx)
-    metrics = dependency_metrics(model.logits, source.logits, model.labels, target,
-                                 path.coef_vector(target, a_idx), top2)
-    return ShownDependency(np.asarray(sources), np.asarray(coefs), metrics, f"CovLasso, α = {alpha:.3g}",
-                           f"a{alpha:.3g}", LASSO, None, float(alpha))
-
-
-def sources_chart_ui(curve: SourcesCurve, shown, title: str) -> charts.ChartSpec:
-    """The target's R² against the number of sources, the dependency ``shown`` circled; returns
-    the chart (for the exports)."""
-    return sources_chart_of(sources_chart(curve, shown), title)
-
-
 def sources_chart_of(data: SourcesChart, title: str) -> charts.ChartSpec:
     """The chart of :func:`engine.apps.explore.sources_chart`'s data, and its caption; returns the chart."""
     chart = charts.sources_chart(data.frame, data.here, FIT_R2, title)
@@ -177,7 +107,7 @@ def sources_chart_of(data: SourcesChart, title: str) -> charts.ChartSpec:
     return chart
 
 
-def fit_note(shown: ShownDependency, target_name: str) -> None:
+def fit_note(shown, target_name: str) -> None:
     """Under the Table 1 card: which method made it, and Pos Acc in words when it costs the
     category its own positives while top-1 holds."""
     mt = shown.metrics
@@ -188,20 +118,6 @@ def fit_note(shown: ShownDependency, target_name: str) -> None:
         text += (f" {'Keeps top-1 but costs' if kept else 'Costs'} “{target_name}” {lost:.1f} pt of its own "
                  f"positives (Pos Acc {mt.pos_acc:.1f} % vs {mt.ori_pos_acc:.1f} %).")
     st.caption(text)
-
-
-def opening_target(root: str, model: str, source: str | None, class_names: list[str], fallback: int) -> int:
-    """Where a page opens: a category the model recognises (read at a glance first) that 2 … 4
-    sources fit at R² ≥ 0.95 with top-1 kept, from the ``best-subsets`` job's result when it
-    exists (:func:`engine.stages.recommend.clear_sparse_example`); else ``fallback``."""
-    from dashboard.components.loaders import load_recognised, load_sparse_example
-    from engine.apps import views
-
-    glance = views.read_at_a_glance(class_names)
-    recognised = load_recognised(root, model)
-    prefer = glance & recognised if (glance & recognised).any() else (recognised if not glance.any() else glance)
-    found = load_sparse_example(root, model, source, prefer)
-    return fallback if found is None else found[0]
 
 
 def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:

@@ -13,22 +13,16 @@ import streamlit as st
 from dashboard.components import state
 from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
-from engine.apps.controls import (  # noqa: F401  (default_target: the pages' opening category)
+from engine.apps.controls import (  # noqa: F401  (alpha_digits, default_alpha: the Atlas page's α)
     PICKER_ALL,
-    PICKER_MATCHES,
     PREFERRED_MODELS,
     alpha_digits,
     default_alpha,
-    default_target,
 )
 from engine.apps.controls import default_model as _default_model
-from engine.apps.controls import nearest_option as _nearest
 from engine.core.analysis import DependencyMetrics
-from engine.core.categories import search_categories
 from engine.errors import EngineError
-from engine.stages.alpha_paths import DependencyPath
-from engine.stages.pairing import PAPER_ALPHAS
-from engine.stages.recommend import FIT_R2, Recommendation, recommend
+from engine.stages.recommend import FIT_R2
 
 FILL_COMMAND = "python -m engine demo"
 
@@ -133,27 +127,6 @@ def model_select(names: list[str], value: str, *, key: str = "nde_model", label:
     return value
 
 
-def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
-              ids: list[str] | None = None, default: int = 0) -> int:
-    """A searchable picker of the target category: by name, index or dataset id (synset);
-    opens on ``default``."""
-    state.restore(key)
-    if "target" in params:
-        parsed = state.parse_target(params["target"], class_names, ids)
-        if parsed is not None:
-            st.session_state[key] = parsed
-    current = st.session_state.get(key)
-    if not isinstance(current, int) or not 0 <= current < len(class_names):
-        st.session_state[key] = current = default
-    options, no_match = None, False
-    if len(class_names) > PICKER_ALL:
-        state.restore(f"{key}_q")
-        query = st.session_state.get(f"{key}_q") or ""
-        found = search_categories(class_names, query, ids, limit=PICKER_MATCHES)
-        options, no_match = (found if current in found else [current, *found]), bool(query) and not found
-    return target_select(class_names, current, options, ids=ids, key=key, label=label, no_match=no_match)
-
-
 def target_select(class_names: list[str], value: int, options: list[int] | None = None, *,
                   ids: list[str] | None = None, key: str = "nde_target", label: str = "Target category",
                   no_match: bool = False) -> int:
@@ -173,50 +146,6 @@ def target_select(class_names: list[str], value: int, options: list[int] | None 
     )
     state.remember(key, value)
     return int(value)
-
-
-def alpha_options(path: DependencyPath, target: int) -> list[float]:
-    """The α of the target's path below its α_max (above it θ = 0), ascending."""
-    amax = path.alpha_max(target)
-    return [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
-
-
-def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde_alpha") -> tuple[float, int]:
-    """α on a log-spaced slider over the target's cached path, bounded by its α_max; it opens
-    at the target's recommended α (the largest whose dependency fits, from the path's R²),
-    marked ★ on the slider, with buttons back to it and to the paper's α.
-
-    Returns (α, index into ``path.alphas``). Stops the page when the target has no α with a
-    dependency on the grid.
-    """
-    amax = path.alpha_max(target)
-    options = alpha_options(path, target)
-    if not options:
-        st.info(f"This category has no dependency on the α grid (α_max = {amax:.3g}): its logit is "
-                "uncorrelated with every source. Pick another target.", icon=":material/block:")
-        st.stop()
-    rec = recommend(path.select([target]))
-    recommended = _recommended_alpha(path, target, rec, options)
-    paper = next((a for a in PAPER_ALPHAS if a in options), None)
-    state.restore(key)
-    if "alpha" in params:
-        wanted = state.parse_alpha(params["alpha"])
-        if wanted is not None:
-            if wanted >= amax:
-                state.warn(f"α = {wanted:g} in the link is at or above this target's α_max = {amax:.4g} "
-                           "(every coefficient is zero there); showing the largest α below it.")
-                wanted = options[-1]
-            st.session_state[key] = _nearest(options, wanted)
-    current = st.session_state.get(key)
-    if not isinstance(current, float) or current not in options:
-        current = (_nearest(options, current) if isinstance(current, float) and current > 0
-                   else recommended or default_alpha(options, amax))
-    digits = alpha_digits(options)
-    labels = [f"{a:.{digits}g}" + (" ★ recommended" if a == recommended else (" · paper" if a == paper else ""))
-              for a in options]
-    fit = "" if recommended is None else f"R² {rec.r2[target]:.3f}, {int(rec.n_sources[target])} sources"
-    value = alpha_slider(options, labels, current, amax, recommended, paper, fit, digits, key=key)
-    return float(value), path.nearest_alpha_index(value, target)
 
 
 def alpha_slider(options: list[float], labels: list[str], value: float, amax: float, recommended: float | None,
@@ -240,14 +169,6 @@ def alpha_slider(options: list[float], labels: list[str], value: float, amax: fl
     _alpha_buttons(key, recommended, paper, value, fit, digits)
     state.remember(key, value)
     return float(value)
-
-
-def _recommended_alpha(path: DependencyPath, target: int, rec: Recommendation | None,
-                       options: list[float]) -> float | None:
-    if rec is None or rec.alpha_index[target] < 0:
-        return None
-    alpha = float(path.alphas[rec.alpha_index[target]])
-    return alpha if alpha in options else None
 
 
 def _alpha_buttons(key: str, recommended: float | None, paper: float | None, value: float, fit: str,

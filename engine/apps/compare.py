@@ -24,15 +24,15 @@ from engine.apps.explore import (
     AlphaControl,
     ExploreRequest,
     SourcesControl,
-    _alpha_control,
-    _card,
-    _centred,
-    _opening_target,
-    _sources_control,
+    alpha_control,
+    centred_of,
+    opening_target,
     resolve_method_logits,
     resolve_target,
+    sources_control,
     target_curve,
     target_path,
+    view_card,
 )
 from engine.core.categories import category_ids
 from engine.errors import EngineError
@@ -151,13 +151,13 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
     solved = path_progress(cache, spec).solved
     every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
     has_subsets = has_all_best_subsets(cache, pairing)
-    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: _opening_target(
+    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: opening_target(
         memo, cache, pairing, key, every_path, has_subsets, class_names))
     k = max(store_a.k, store_b.k)
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
     path = target_path(memo, cache, pairing, key, target, centred)
     curve = target_curve(memo, cache, pairing, key, target, centred)
-    cp = _centred(memo, cache, pairing, key) if centred else None
+    cp = centred_of(memo, cache, pairing, key) if centred else None
     gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
     base.update(class_names=class_names, source_k=len(source_names), ids=ids, k=k, target=target,
                 target_options=options, no_match=no_match, method=method, centred=centred, centred_allowed=allowed)
@@ -165,13 +165,13 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
     tkey = (*key, int(target))
     sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        alpha = _alpha_control(path, target, link, request.alpha, messages)
+        alpha = alpha_control(path, target, link, request.alpha, messages)
         if alpha is None:
             return CompareView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
     else:
-        sources = _sources_control(curve, sparsest, link, request, messages)
+        sources = sources_control(curve, sparsest, link, request, messages)
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    card = fetch(memo, "card", ckey, lambda: _card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
+    card = fetch(memo, "card", ckey, lambda: view_card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
                                                     method, sources, alpha, path, curve, source_names))
     top = card.frame.head(MAX_GRAPH_SOURCES)
     kind_a = fetch(memo, "image_kind", _key(state, source), lambda: images.class_image_source(store_a.manifest,

@@ -204,14 +204,14 @@ def _explore(memo, state, model: str, link: dict, request: ExploreRequest, messa
     every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
     has_subsets = has_all_best_subsets(cache, pairing)  # a file test: the best-subsets job may have run since
 
-    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: _opening_target(
+    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: opening_target(
         memo, cache, pairing, key, every_path, has_subsets, class_names))
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
 
     tkey = (*key, int(target))
     path = target_path(memo, cache, pairing, key, target, centred)
     curve = target_curve(memo, cache, pairing, key, target, centred)
-    cp = _centred(memo, cache, pairing, key) if centred else None
+    cp = centred_of(memo, cache, pairing, key) if centred else None
     gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
     base = dict(names=names, model=model, class_names=class_names, ids=ids, k=k,
                 model_info=manifest.get("model_info"), target=target, target_options=options, no_match=no_match,
@@ -220,14 +220,14 @@ def _explore(memo, state, model: str, link: dict, request: ExploreRequest, messa
     alpha = sources = None
     sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        alpha = _alpha_control(path, target, link, request.alpha, messages)
+        alpha = alpha_control(path, target, link, request.alpha, messages)
         if alpha is None:
             return ExploreView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
     else:
-        sources = _sources_control(curve, sparsest, link, request, messages)
+        sources = sources_control(curve, sparsest, link, request, messages)
 
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    card = fetch(memo, "card", ckey, lambda: _card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
+    card = fetch(memo, "card", ckey, lambda: view_card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
                                                     method, sources, alpha, path, curve))
     shown = card.frame.head(MAX_GRAPH_SOURCES)
     indices = [*shown["index"], target]
@@ -299,7 +299,7 @@ def target_path(memo, cache, pairing, key, target: int, centred: bool):
     here), kept in ``memo``."""
     tkey = (*key, int(target))
     if centred:
-        return fetch(memo, "cpath", tkey, lambda: centred_path(cache, pairing, _centred(memo, cache, pairing, key),
+        return fetch(memo, "cpath", tkey, lambda: centred_path(cache, pairing, centred_of(memo, cache, pairing, key),
                                                                target))
     spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
     return fetch(memo, "path", tkey, lambda: target_paths(cache, spec, [target]))
@@ -311,27 +311,27 @@ def target_curve(memo, cache, pairing, key, target: int, centred: bool):
     tkey = (*key, int(target))
     if centred:
         path = target_path(memo, cache, pairing, key, target, True)
-        return fetch(memo, "ccurve", tkey, lambda: centred_curve(pairing, _centred(memo, cache, pairing, key), path,
+        return fetch(memo, "ccurve", tkey, lambda: centred_curve(pairing, centred_of(memo, cache, pairing, key), path,
                                                                  target))
     return fetch(memo, "curve", tkey, lambda: sources_curve(
         cache, pairing, target, max_sources=cards.curve_sources(pairing.source.k, pairing.within)))
 
 
-def _centred(memo, cache, pairing, key):
-    return fetch(memo, "centred", key, lambda: centred_pairing(cache, pairing, _top2(memo, cache, pairing, key)))
+def centred_of(memo, cache, pairing, key):
+    return fetch(memo, "centred", key, lambda: centred_pairing(cache, pairing, top2_of(memo, cache, pairing, key)))
 
 
-def _top2(memo, cache, pairing, key):
+def top2_of(memo, cache, pairing, key):
     return fetch(memo, "top2", key, lambda: load_top2(cache, pairing.model))
 
 
-def _opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names) -> int:
+def opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names) -> int:
     """Where the page opens: a category the model recognises (read at a glance first) that 2 … 4
     sources fit at R² ≥ 0.95 with top-1 kept, from the ``best-subsets`` job's result when it
     exists; else the clear example of the ``paths`` job's result; else the Gram's guess."""
     store = pairing.model
     recognised = fetch(memo, "recognised", key, lambda: views.recognised_categories(
-        store.labels, _top2(memo, cache, pairing, key).pred, store.k))
+        store.labels, top2_of(memo, cache, pairing, key).pred, store.k))
     glance = views.read_at_a_glance(class_names)
     prefer = glance & recognised if (glance & recognised).any() else (recognised if not glance.any() else glance)
     if has_subsets:
@@ -352,7 +352,7 @@ def _sparse_example(memo, cache, pairing, key, prefer):
     return None if gs is None else opening_sparse_example(cache, pairing, result, gs, prefer)
 
 
-def _alpha_control(path, target: int, link: dict, current, messages: list[str]) -> AlphaControl | None:
+def alpha_control(path, target: int, link: dict, current, messages: list[str]) -> AlphaControl | None:
     amax = path.alpha_max(target)
     options = [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
     if not options:
@@ -384,7 +384,7 @@ def _alpha_control(path, target: int, link: dict, current, messages: list[str]) 
                         paper, digits)
 
 
-def _sources_control(curve, sparsest, link: dict, request: ExploreRequest, messages: list[str]) -> SourcesControl:
+def sources_control(curve, sparsest, link: dict, request: ExploreRequest, messages: list[str]) -> SourcesControl:
     top = len(curve.m)
     recommended, fits = recommended_m(curve, sparsest)
     scope = (curve.model, curve.source, curve.target)
@@ -398,13 +398,13 @@ def _sources_control(curve, sparsest, link: dict, request: ExploreRequest, messa
     return SourcesControl(top, recommended, fits, int(value), scope)
 
 
-def _card(cache, pairing, memo, key, class_names, gs, sides, target, method, sources, alpha, path, curve,
+def view_card(cache, pairing, memo, key, class_names, gs, sides, target, method, sources, alpha, path, curve,
           source_names=None) -> cards.TargetCard:
     """The target card (``class_names``: the model's; ``source_names``: the source's, None: the same)."""
     covariance = np.asarray(gs.rhs_columns([target])[:, 0])
     names = (pairing.model.name, pairing.source.name, class_names[target], source_names or class_names)
     if method == LASSO:
-        sides = sides or (pairing.model, pairing.source, _top2(memo, cache, pairing, key))
+        sides = sides or (pairing.model, pairing.source, top2_of(memo, cache, pairing, key))
         return cards.covlasso_card(*names, target, path, alpha.index, *sides, covariance)
     return cards.best_subset_card(*names, target, curve, sources.value, covariance)
 
