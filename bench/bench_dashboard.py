@@ -89,15 +89,16 @@ def bench_slider(cache_root: Path, model: str, moves: int, target: int) -> dict:
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
     at.query_params["model"] = model
     at.query_params["target"] = str(target)
+    at.query_params["method"] = "covlasso"  # the α slider (the page opens on the best subset's m)
     t0 = time.perf_counter()
     at.run()
     first = time.perf_counter() - t0
     if at.exception:
         raise RuntimeError(f"the Explore page failed: {at.exception[0].value}")
-    from dashboard.components.loaders import load_target_path
-    from dashboard.components.widgets import alpha_options
+    from tests.dashboard_cache import alpha_of
 
-    options = alpha_options(load_target_path(str(cache_root), model, None, target), target)  # the slider's values
+    slider = next(s for s in at.select_slider if s.label.startswith("α"))
+    options = sorted(alpha_of(o) for o in slider.options)  # the slider's values (labels rounded: nearest)
     # sweep the whole grid down and up (every move lands on a new value, as a user drags)
     sweep = options[::-2] + options[len(options) % 2 :: 2]
     picks = sweep * (moves // len(sweep) + 2)

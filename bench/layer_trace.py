@@ -6,7 +6,8 @@ caller of ours counts; a module's import is not a call). Two requests, on a cach
 
 * ``dependencies``: ``python -m engine dependencies --model M --alpha 2.5 --target T --json -``
   (the CLI in this process);
-* ``explore``: the Explore page opened on the model (Streamlit's AppTest, this process).
+* ``explore``: the Explore page opened on the model (Streamlit's AppTest, this process);
+* ``compare``: the Compare page opened on the model's category from ``--source``'s logits.
 
     .venv/bin/python -m bench.layer_trace --cache /tmp/cache [--model glyph-vgg] [--target 1]
 
@@ -164,6 +165,23 @@ def trace_explore(cache: str, model: str) -> LayerTrace:
     return trace
 
 
+def trace_compare(cache: str, model: str, source: str) -> LayerTrace:
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["NDE_CACHE"] = cache
+    app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
+    app.query_params["model"], app.query_params["source"] = model, source
+    app.switch_page("app_pages/compare.py")
+    trace = LayerTrace(root="dashboard")
+    with trace.active():
+        app.run()
+    if app.exception:
+        raise SystemExit(f"the Compare page failed: {app.exception[0].message}")
+    return trace
+
+
 def _report(name: str, trace: LayerTrace) -> None:
     counts, order = trace.summary()
     reads = trace.property_reads
@@ -192,12 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--model", default="glyph-vgg")
     parser.add_argument("--target", default="1")
-    parser.add_argument("--only", choices=("dependencies", "explore"))
+    parser.add_argument("--source", default="glyph-vgg-seed2", help="Compare: the model whose logits predict")
+    parser.add_argument("--only", choices=("dependencies", "explore", "compare"))
     args = parser.parse_args(argv)
     if args.only in (None, "dependencies"):
         _report("dependencies", trace_dependencies(args.cache, args.model, args.target))
     if args.only in (None, "explore"):
         _report("explore", trace_explore(args.cache, args.model))
+    if args.only in (None, "compare"):
+        _report("compare", trace_compare(args.cache, args.model, args.source))
 
 
 if __name__ == "__main__":

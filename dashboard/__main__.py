@@ -129,24 +129,16 @@ def warm_up(modules=WARM_MODULES, timeout: float = 60.0) -> threading.Thread:
 
 
 def _open_first_sources_curve() -> None:
-    """Where Explore opens on the best-subset view (the category 2 … 4 sources fit, from the
-    ``best-subsets`` job's result) and that category's curve of R² against the number of
-    sources, through the page's own cached loaders: the first page reads them instead of
-    computing (and saving) the curve, which would import torch in its request."""
-    from dashboard.components.loaders import load_gramset_for, load_sources_curve, load_store
-    from dashboard.components.sources_ui import opening_target
-    from dashboard.components.widgets import PREFERRED_MODELS
+    """The Explore page's first view (where it opens: the category 2 … 4 sources fit, from the
+    ``best-subsets`` job's result, and that category's curve of R² against the number of
+    sources, its card and images), through the page's own cached loader's memo: the first page
+    reads them instead of computing (and saving) the curve, which would import torch in its request."""
+    from dashboard.components.loaders import _explore_memo
+    from engine.apps.explore import ExploreRequest, explore_view
     from engine.storage.layout import DEFAULT_CACHE
-    from engine.storage.store import Cache
 
     root = str(os.environ.get("NDE_CACHE", str(DEFAULT_CACHE)))  # the key the pages' loaders use
-    names = Cache(root).store_names()
-    name = next((n for n in (*PREFERRED_MODELS, *names) if n in names), None)
-    if name is None or load_gramset_for(root, name) is None:
-        return
-    target = opening_target(root, name, None, load_store(root, name).class_names, -1)
-    if target >= 0:
-        load_sources_curve(root, name, None, target)
+    explore_view(root, ExploreRequest(), _explore_memo(root))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,3 +87,38 @@ def test_one_store_only(tmp_path, monkeypatch):
     at = run_page("compare")
     assert not at.exception
     assert "two logit stores" in messages(at)
+
+
+@pytest.mark.parametrize(("params", "control"), [({"method": "covlasso"}, "α"), ({}, "Sources")])
+def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(cache, params, control):
+    """Issue 22: Compare lays out what one call returns — followed through the real layers
+    (bench.layer_trace), a run calls the engine once (apps' compare_view, below it the stages,
+    storage, the core, in that order), and moving α or m reads no path, curve or Gram again."""
+    from streamlit.testing.v1 import AppTest
+
+    from bench.layer_trace import LayerTrace
+    from tests.dashboard_cache import APP
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in {**LINK, **params}.items():
+        at.query_params[key] = value
+    at.switch_page("app_pages/compare.py")
+    runs = []
+    for move in (False, True):
+        if move:
+            slider = next(s for s in at.select_slider if s.label.startswith(control))
+            values = [alpha_of(o) for o in slider.options] if control == "α" else \
+                [int(str(o).split()[0]) for o in slider.options]
+            slider.set_value(next(v for v in values if v != slider.value))
+        trace = LayerTrace(root="dashboard")
+        with trace.active():
+            at.run()
+        assert not at.exception, at.exception
+        runs.append(trace)
+        calls = [(src, dst, fn) for (src, dst, fn), n in trace.calls.items() for _ in range(n)
+                 if src == "dashboard" and dst != "dashboard" and fn != "DependencyMetrics.r2_reason"]
+        assert calls == [("dashboard", "apps", "compare_view")]
+    assert runs[0].first_entries()[:5] == ["dashboard", "apps", "stages", "storage", "core"]
+    reads = {fn for _, _, fn in runs[1].calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
+                                                  "load_gramset", "Cache.load_store", "open_pairing"}
+    assert not reads, f"a slider move read {reads} again"

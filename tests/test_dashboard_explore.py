@@ -144,3 +144,77 @@ def test_cut_this_dependency_links_to_the_regulariser_form(cache):
     assert urlparse(link.proto.url).path == "jobs" and query["kind"] == ["regularizer"]
     target, source = (int(v) for v in query["pairs"][0].split(","))
     assert target != source and coef_rows(at)
+
+
+def _engine_calls(trace) -> list[tuple[str, str, str]]:
+    """The page's calls into the engine in one traced run (callbacks of Streamlit's not counted)."""
+    return [(src, dst, fn) for (src, dst, fn), n in trace.calls.items() for _ in range(n)
+            if src == "dashboard" and dst != "dashboard"]
+
+
+@pytest.mark.parametrize(("params", "control"), [({"method": "covlasso"}, "α"), ({}, "Sources")])
+def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(cache, params, control):
+    """Issue 22: Explore lays out what one call returns. Followed through the real layers
+    (bench.layer_trace: every call from a function of one layer into another's), a run calls
+    the engine once — apps' explore_view, below it the stages, storage, the core, in that order
+    — and moving α or m calls it once again and reads no path, curve or Gram from disk."""
+    from streamlit.testing.v1 import AppTest
+
+    from bench.layer_trace import LayerTrace
+    from tests.dashboard_cache import APP
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    first = LayerTrace(root="dashboard")
+    with first.active():
+        at.run()
+    assert not at.exception, at.exception
+    calls = [c for c in _engine_calls(first) if c[2] != "DependencyMetrics.r2_reason"]  # a field read (a property)
+    assert calls == [("dashboard", "apps", "explore_view")]
+    assert first.down_calls["dashboard"] == 1
+    assert first.first_entries()[:5] == ["dashboard", "apps", "stages", "storage", "core"]
+
+    slider = next(s for s in at.select_slider if s.label.startswith(control))
+    wanted = _other(slider)
+    slider.set_value(wanted)
+    moved = LayerTrace(root="dashboard")
+    with moved.active():
+        at.run()
+    assert not at.exception, at.exception
+    assert next(s for s in at.select_slider if s.label.startswith(control)).value == pytest.approx(wanted, rel=1e-2)
+    assert [c for c in _engine_calls(moved) if c[2] != "DependencyMetrics.r2_reason"] == \
+        [("dashboard", "apps", "explore_view")]
+    reads = {fn for _, _, fn in moved.calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
+                                                  "load_gramset", "Cache.load_store", "open_pairing"}
+    assert not reads, f"a slider move read {reads} again"
+
+
+def _other(slider):
+    """Another value of the slider than the one it shows."""
+    values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \
+        [int(str(o).split()[0]) for o in slider.options]
+    return next(v for v in values if v != slider.value)
+
+
+def test_the_sources_chart_counts_the_lassos_sources_at_the_charts_fit_bar():
+    """The chart of R² against the number of sources says how many sources the Lasso needs to
+    fit: the fewest with R² ≥ 0.95 along its path (the chart's bar, not the α recommendation's
+    0.99), and circles the dependency shown."""
+    import numpy as np
+
+    from engine.apps import cards
+    from engine.apps.controls import sources_chart
+    from engine.core.analysis import DependencyMetrics
+    from engine.stages.sparsity import SourcesCurve, SparseFit
+
+    metrics = DependencyMetrics(abs_err=0.1, rel_err=1.0, acc=90.0, ori_acc=90.0, pos_acc=90.0, ori_pos_acc=90.0,
+                                n_pos=10, r2=0.97)
+    curve = SourcesCurve("a", "a", True, 0, np.arange(1, 2), (SparseFit(np.array([1]), np.array([0.5]), metrics),),
+                         alphas=np.array([3.0, 2.0, 1.0, 0.5]), lasso_n=np.array([1, 3, 5, 7]),
+                         lasso_r2=np.array([0.5, 0.96, 0.98, 0.995]), relaxed_n=np.array([1, 3, 5, 7]),
+                         relaxed_r2=np.array([0.6, 0.97, 0.99, 0.996]))
+    card = cards.best_subset_card("a", "a", "t", ["t", "s"], 0, curve, 1)
+    data = sources_chart(curve, card)
+    assert data.lasso == 3  # R² 0.96 with 3 sources (the 0.99 bar: 7)
+    assert data.fit == 1 and data.here == (1, 0.97) and data.max_m == 1

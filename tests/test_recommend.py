@@ -135,7 +135,7 @@ def test_gram_hint_between_models_and_its_rules(planted):
 def test_pages_open_on_categories_the_model_recognises():
     """A category confused with a near-duplicate (half its samples predicted as the other) is
     not recognised; without labels nothing is. default_target prefers recognised glance names."""
-    from dashboard.components.widgets import default_target
+    from engine.apps.controls import default_target
     from engine.apps.views import recognised_categories
 
     labels = np.repeat(np.arange(4), 10)

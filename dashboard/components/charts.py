@@ -32,6 +32,7 @@ from dashboard.components.style import (
     SIGN_RANGE,
     ZERO,
 )
+from engine.apps import controls as _controls
 
 FONT = "DejaVu Sans"
 _AXIS = {"labelFontSize": 15, "titleFontSize": 16, "labelFont": FONT, "titleFont": FONT}
@@ -297,7 +298,7 @@ def support_chart(frame: pd.DataFrame, title: str, height: int = 300) -> ChartSp
 
 # ----------------------------------------------------------------------------- R² against the number of sources
 
-SOURCES_SERIES = ["best subset", "relaxed Lasso", "CovLasso"]
+SOURCES_SERIES = _controls.SOURCES_SERIES  # the series' names, as the view's frame names them
 SOURCES_COLORS = ["#059669", NEG, POS]
 
 

@@ -161,22 +161,26 @@ def star_graph(
     *,
     title: str,
     height: int = 560,
+    labels: dict | None = None,
 ) -> GraphView:
     """The paper's Fig. 2: the target in the middle, its sources around it.
 
     sources: (index, name, coef) strongest first; images: class image PNG by source index and
     ``"target"`` (missing or None: a plain dot). Edge width and colour follow |coef| and sign.
+    labels: the nodes' short labels by source index, ``"target"`` and ``"legend"`` (missing:
+    :func:`engine.apps.views.short_name` of the name).
     """
+    labels = labels or {}
     net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="local")
     net.set_options(json.dumps(_static_options(20)))
-    _add_node(net, "target", short_name(target_name, 36), target_name, images.get("target"),
+    _add_node(net, "target", labels.get("target") or short_name(target_name, 36), target_name, images.get("target"),
               color="#111827", size=46, font_size=24, bold=True)
     scale = max((abs(c) for _, _, c in sources), default=1.0) or 1.0
     n = len(sources)
     radius = 200 + 14 * max(n - 8, 0)
     for k, (j, name, coef) in enumerate(sources):
         angle = -np.pi / 2 + 2 * np.pi * k / max(n, 1)
-        _add_node(net, int(j), short_name(name, 24), f"{name}\nθ = {coef:+.4f}", images.get(int(j)),
+        _add_node(net, int(j), labels.get(int(j)) or short_name(name, 24), f"{name}\nθ = {coef:+.4f}", images.get(int(j)),
                   color=edge_color(coef), size=30, font_size=20)
         node = net.get_node(int(j))
         node.update({"x": float(radius * np.cos(angle)), "y": float(radius * np.sin(angle))})
@@ -184,7 +188,7 @@ def star_graph(
         net.add_edge(int(j), "target", width=_edge_width(coef, scale), color=edge_color(coef),
                      title=f"θ = {coef:+.5f}", **({"label": label} if label else {}))
     net.get_node("target").update({"x": 0.0, "y": 0.0})
-    legend = f"{n} source{'s' if n != 1 else ''} → {short_name(target_name, 40)}."
+    legend = f"{n} source{'s' if n != 1 else ''} → {labels.get('legend') or short_name(target_name, 40)}."
     return GraphView.from_pyvis(net, title, height, legend)
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import functools
 import os
 
-import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from engine.apps import views
-from engine.core.analysis import Top2
+from engine.apps.compare import CompareRequest, CompareView, compare_view
+from engine.apps.explore import ExploreRequest, ExploreView, Memo, explore_view
 from engine.core.gram import GramSet
 from engine.ingest import class_images as images
 from engine.stages.alpha_paths import (
@@ -28,18 +27,13 @@ from engine.stages.alpha_paths import (
     path_progress,
     path_spec,
     read_all_paths,
-    target_paths,
 )
 from engine.stages.atlas import read_communities
-from engine.stages.gramsets import load_gram_hint, load_gramset
+from engine.stages.gramsets import load_gramset
 from engine.stages.pairing import Pairing
-from engine.stages.recommend import SOURCES_FIT_LOST, GramHint, Recommendation, recommend
-from engine.stages.solutions import load_top2 as _cached_top2
 from engine.stages.theory import (
-    FloorMetrics,
     ScreeningPoint,
     StoreTheory,
-    read_floor,
     read_redundancy,
     read_screening,
 )
@@ -142,18 +136,6 @@ def load_spec(root: str, model: str, source: str | None = None) -> PathSpec:
     return _spec(root, model, source, _stamp(root, model, source))
 
 
-@st.cache_resource(max_entries=128, show_spinner="Solving this category's α path (once; cached on disk)…")
-def _target_path(root: str, model: str, source: str, target: int, stamp: tuple) -> DependencyPath:
-    return target_paths(cache_of(root), _spec(root, model, source, stamp), [target])
-
-
-def load_target_path(root: str, model: str, source: str | None, target: int) -> DependencyPath:
-    """One target's α path: read (from its own entry or the all-target job's), or solved now
-    for that target alone — the cost of one Lasso path on the Gram."""
-    source = source or model
-    return _target_path(root, model, source, int(target), _stamp(root, model, source))
-
-
 def paths_status(root: str, model: str, source: str | None = None) -> PathProgress:
     """How much of every target's path exists (file checks only)."""
     return path_progress(cache_of(root), load_spec(root, model, source))
@@ -172,41 +154,6 @@ def load_all_paths(root: str, model: str, source: str | None = None) -> Dependen
     if status.solved == 0:
         return None
     return _all_paths(root, model, source, status.solved, _stamp(root, model, source))
-
-
-@st.cache_resource(max_entries=8)
-def _recommendation(root: str, model: str, source: str, solved: int, stamp: tuple) -> Recommendation | None:
-    path = _all_paths(root, model, source, solved, stamp)
-    return None if path is None else recommend(path)
-
-
-def load_recommendation(root: str, model: str, source: str | None = None) -> Recommendation | None:
-    """The recommended α of every target the ``paths`` job has solved (None before it ran):
-    where the clear example the pages open on comes from. Never solves anything."""
-    source = source or model
-    if load_gramset_for(root, model, source) is None:
-        return None
-    status = paths_status(root, model, source)
-    if status.solved == 0:
-        return None
-    return _recommendation(root, model, source, status.solved, _stamp(root, model, source))
-
-
-@st.cache_resource(max_entries=8)
-def _hint(root: str, model: str, source: str, stamp: tuple) -> GramHint | None:
-    pairing = _pairing(root, model, source)
-    return load_gram_hint(cache_of(root), pairing.source, None if pairing.within else pairing.model)
-
-
-def load_hint(root: str, model: str, source: str | None = None) -> GramHint | None:
-    """Where a page opens before the ``paths`` job ran: the best one- and two-source fits of
-    every target from the Gram (cached with it; computed here only for a small Gram made
-    before hints existed). Never solves anything."""
-    source = source or model
-    found = _hint(root, model, source, _stamp(root, model, source))
-    if found is None:  # do not remember the absence: the warm-up or a job may write it now
-        _hint.clear()
-    return found
 
 
 @st.cache_resource(max_entries=16)
@@ -229,10 +176,6 @@ def load_theory(root: str, model: str) -> StoreTheory | None:
     return _read_theory(root, model, _stamp(root, model), _derived_stamp(root))
 
 
-def load_floor(root: str, model: str, source: str) -> FloorMetrics | None:
-    return _read_floor(root, model, source, _stamp(root, model, source), _derived_stamp(root))
-
-
 def load_screening(root: str, model: str) -> list[ScreeningPoint] | None:
     return _read_screening(root, model, _stamp(root, model), _derived_stamp(root))
 
@@ -253,11 +196,6 @@ def _read_theory(root: str, model: str, stamp: tuple, derived: int) -> StoreTheo
 
 
 @st.cache_resource(max_entries=8)
-def _read_floor(root: str, model: str, source: str, stamp: tuple, derived: int) -> FloorMetrics | None:
-    return read_floor(cache_of(root), _pairing(root, model, source))
-
-
-@st.cache_resource(max_entries=8)
 def _read_screening(root: str, model: str, stamp: tuple, derived: int) -> list[ScreeningPoint] | None:
     return read_screening(cache_of(root), _spec(root, model, model, _stamp(root, model, model)))
 
@@ -269,26 +207,6 @@ def _read_communities(root: str, model: str, alpha_index: int, top_k: int, min_c
 
 
 # ----------------------------------------------------------------------------- per sample, images
-
-
-@st.cache_resource(max_entries=8)
-def _top2(root: str, model: str, stamp: tuple) -> Top2:
-    return _cached_top2(cache_of(root), _store(root, model, stamp))
-
-
-def load_top2(root: str, model: str) -> Top2:
-    return _top2(root, model, _stamp(root, model))
-
-
-@st.cache_resource(max_entries=8)
-def _recognised(root: str, model: str, stamp: tuple) -> np.ndarray:
-    store = _store(root, model, stamp)
-    return views.recognised_categories(store.labels, _top2(root, model, stamp).pred, store.k)
-
-
-def load_recognised(root: str, model: str) -> np.ndarray:
-    """(K,) the categories ``model`` recognises (≥ 90 % of their samples): where pages may open."""
-    return _recognised(root, model, _stamp(root, model))
 
 
 @st.cache_resource(max_entries=8)
@@ -316,23 +234,6 @@ def class_images(root: str, model: str, indices) -> dict[int, bytes | None]:
 # ----------------------------------------------------------------------------- fewest sources (best subsets)
 
 
-@st.cache_resource(max_entries=128, show_spinner="Finding this category's best few sources (once; cached on disk)…")
-def _sources_curve(root: str, model: str, source: str, target: int, stamp: tuple):
-    from engine.stages.sparsity import DEFAULT_MAX_SOURCES, sources_curve
-
-    pairing = _pairing(root, model, source)
-    allowed = pairing.source.k - (1 if pairing.within else 0)  # a store of a few categories has fewer
-    return sources_curve(cache_of(root), pairing, target, max_sources=max(1, min(DEFAULT_MAX_SOURCES, allowed)))
-
-
-def load_sources_curve(root: str, model: str, source: str | None, target: int):
-    """One target's :class:`engine.stages.sparsity.SourcesCurve`: its best subsets (m = 1 … 8, Table 1
-    metrics) and the Lasso's and relaxed Lasso's R² along its α path; read, or solved now for
-    that target alone."""
-    source = source or model
-    return _sources_curve(root, model, source, int(target), _stamp(root, model, source))
-
-
 def has_all_best_subsets(root: str, model: str, source: str | None = None) -> bool:
     """Whether the ``best-subsets`` job's result (every target, m ≤ 8) is cached (a file test)."""
     from engine.stages.sparsity import has_all_best_subsets as _has
@@ -356,77 +257,27 @@ def load_all_best_subsets(root: str, model: str, source: str | None = None):
     return _all_best_subsets(root, model, source, _stamp(root, model, source))
 
 
+# ----------------------------------------------------------------------------- the Explore page's view (issue 22)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _sparse_example(root: str, model: str, source: str, prefer_key: bytes, stamp: tuple) -> tuple[int, int] | None:
-    from engine.stages.recommend import clear_sparse_example, recommend_sources
-    from engine.stages.sparsity import subset_metrics
-
-    result = _all_best_subsets(root, model, source, stamp)
-    gs = load_gramset_for(root, model, source)
-    if gs is None:
-        return None
-    rec = recommend_sources(result.residual, gs.target_sq, gs.target_mean)
-    pairing = _pairing(root, model, source)
-    prefer = np.frombuffer(prefer_key, dtype=bool) if prefer_key else None
-
-    def keeps_accuracy(target: int, m: int) -> bool:
-        (metrics,) = subset_metrics(cache_of(root), pairing, [target], result.select([target]).at(m))
-        return metrics.ori_acc - metrics.acc <= SOURCES_FIT_LOST
-
-    return clear_sparse_example(rec, keeps_accuracy, prefer)
+def _explore_memo(root: str) -> Memo:
+    """What Explore's views read or solved in this process (one per cache; the stores' stamps key
+    its entries, so a re-imported store is read afresh)."""
+    return Memo()
 
 
-def load_sparse_example(root: str, model: str, source: str | None = None,
-                        prefer: np.ndarray | None = None) -> tuple[int, int] | None:
-    """(target, m) where the pages open on the best-subset view: a category (``prefer`` first)
-    that 2 … 4 sources fit at R² ≥ 0.95 with top-1 accuracy kept
-    (:func:`engine.stages.recommend.clear_sparse_example`) — from the ``best-subsets`` job's result
-    when it exists (cheap: read once, a few targets checked on the logits), else None."""
-    source = source or model
-    if not has_all_best_subsets(root, model, source):
-        return None
-    key = b"" if prefer is None else np.asarray(prefer, dtype=bool).tobytes()
-    return _sparse_example(root, model, source, key, _stamp(root, model, source))
+def load_explore_view(root: str, request: ExploreRequest) -> ExploreView:
+    """Everything the Explore page lays out, from one call (:func:`engine.apps.explore.explore_view`):
+    the request resolved, the widgets' options, the target card, its charts' data, the images.
+    Moving α or m re-reads nothing: the stores, the Gram, the target's path and curve are kept
+    in memory (:func:`_explore_memo`)."""
+    with st.spinner("Reading this view (a category's α path and best subsets are solved once, then cached)…"):
+        return explore_view(root, request, _explore_memo(root))
 
 
-# ----------------------------------------------------------------------------- one target's card (issue 22)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _target_card(root: str, model: str, source: str, target: int, method: str, m: int | None,
-                 alpha_index: int | None, logits: str, stamp: tuple):
-    """The card from the target's curve or path the page already holds (raw: the cached
-    resources above, under the same stamp, so nothing is read or stat-ed twice; centred:
-    :mod:`dashboard.components.centred`'s loaders)."""
-    from engine.apps import cards
-
-    mstore, sstore = _store(root, model, stamp[:1]), _store(root, source, stamp[1:])
-    names = (model, source, mstore.class_names[target], sstore.class_names)
-    centred = logits == "centred"  # solved in memory for this target by dashboard.components.centred
-    if centred:
-        from dashboard.components.centred import load_centred, load_centred_curve, load_centred_path
-
-        c = load_centred(root, model, source)
-        gs, sides = c.gs, (c.model, c.source, c.top2)
-    else:
-        gs, sides = _gramset(root, model, source, stamp), (mstore, sstore, _top2(root, model, stamp[:1]))
-    covariance = None if gs is None else gs.rhs_columns([target])[:, 0]
-    if method == cards.LASSO:
-        path = load_centred_path(root, model, source, target) if centred else \
-            _target_path(root, model, source, target, stamp)
-        return cards.covlasso_card(*names, target, path, alpha_index, *sides, covariance)
-    curve = load_centred_curve(root, model, source, target) if centred else \
-        _sources_curve(root, model, source, target, stamp)
-    return cards.best_subset_card(*names, target, curve, m, covariance)
-
-
-def load_target_card(root: str, model: str, source: str | None, target: int, method: str, *,
-                     m: int | None = None, alpha_index: int | None = None, logits: str = "raw"):
-    """What a page shows of one target's dependency (:class:`engine.apps.cards.TargetCard`:
-    sources, coefficients, Table 1 metrics, the table of sources, the formula), from one
-    cached call (``method``: ``"best-subset"`` or ``"covlasso"``): the best subset with at most ``m`` sources, or the CovLasso at the
-    ``alpha_index``-th α of the target's path — on raw logits (:func:`engine.apps.cards.target_card`
-    reads the same from a cache) or ``"centred"`` ones (:mod:`dashboard.components.centred`)."""
-    source = source or model
-    return _target_card(root, model, source, int(target), method, None if m is None else int(m),
-                        None if alpha_index is None else int(alpha_index), logits, _stamp(root, model, source))
+def load_compare_view(root: str, request: CompareRequest) -> CompareView:
+    """Everything the Compare page lays out, from one call (:func:`engine.apps.compare.compare_view`),
+    with Explore's memo (each model's own paths and curves are shared)."""
+    with st.spinner("Reading this comparison (a category's paths and best subsets are solved once, then cached)…"):
+        return compare_view(root, request, _explore_memo(root))

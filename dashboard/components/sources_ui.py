@@ -14,22 +14,18 @@ drawn), so it shows exactly the state the content was computed from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from dashboard.components import charts, state
-from engine.core.analysis import DependencyMetrics, dependency_metrics
-from engine.stages.sparsity import FIT_LOST, FIT_R2, SourcesCurve
+from engine.apps.controls import SourcesChart
+from engine.stages.sparsity import FIT_LOST, FIT_R2
 
 BEST = "best-subset"
 LASSO = "covlasso"
 METHODS = (BEST, LASSO)
 METHOD_LABELS = {BEST: "Fewest sources (best subset)", LASSO: "Paper’s method: CovLasso at α"}
 MAX_M = 8
-CHART_MAX_SOURCES = 16  # the Lasso's and relaxed Lasso's points drawn up to this many sources
 POS_ACC_NOTE = 5.0  # points of Pos Acc lost above which the card says so in words
 
 
@@ -50,7 +46,12 @@ def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> 
         st.session_state[key] = LASSO
     if st.session_state.get(key) not in METHODS:
         st.session_state[key] = default
-    state.pin(key)
+    return method_radio(st.session_state[key], key=key)
+
+
+def method_radio(value: str, *, key: str = "nde_method") -> str:
+    """Best subset or the paper's CovLasso, showing ``value`` (pinned)."""
+    st.session_state[key] = value
     value = st.radio("Method", METHODS, key=key, format_func=METHOD_LABELS.get, horizontal=True,
                      help="Fewest sources: for each number of sources m, the best dependency with at most m of "
                           "them (least squares on the best few, found from the Gram). The paper's CovLasso: the "
@@ -58,18 +59,6 @@ def method_ui(params: dict, *, key: str = "nde_method", default: str = BEST) -> 
                           "sources, often picks worse ones.")
     state.remember(key, value)
     return str(value)
-
-
-def recommended_m(curve: SourcesCurve) -> tuple[int, bool]:
-    """(m, fits): the fewest sources that fit (R² ≥ 0.95, ≤ 0.5 pt of top-1 lost); where no m
-    ≤ 8 fits, the smallest m within 0.01 of the best R², and False."""
-    found = curve.sparsest_fit()
-    if found is not None:
-        return found, True
-    r2 = np.nan_to_num(curve.best_r2, nan=-np.inf)
-    if not np.isfinite(r2).any():
-        return int(curve.m[-1]), False
-    return int(curve.m[np.flatnonzero(r2 >= r2.max() - 0.01)[0]]), False
 
 
 def _parse_m(text: str, top: int) -> int | None:
@@ -84,20 +73,11 @@ def _parse_m(text: str, top: int) -> int | None:
     return value
 
 
-def sources_ui(curve: SourcesCurve, params: dict, *, key: str = "nde_m") -> int:
-    """The number of sources m (1 … 8), marked ★ at the fewest that fit; restored from the link
-    (``?m=``), else kept while the target stays, else the new target's ★."""
-    top = len(curve.m)
-    recommended, fits = recommended_m(curve)
-    scope = (curve.model, curve.source, curve.target)
-    state.restore(key)
-    wanted = _parse_m(params["m"], top) if "m" in params else None
-    if wanted is not None:
-        st.session_state[key] = wanted
-    elif st.session_state.get(f"_{key}_for") != scope or st.session_state.get(key) not in range(1, top + 1):
-        st.session_state[key] = recommended
+def sources_slider(top: int, recommended: int, fits: bool, value: int, scope: tuple, *, key: str = "nde_m") -> int:
+    """The number of sources m (1 … ``top``) showing ``value`` (pinned), ★ at ``recommended``
+    (``fits``: it fits); ``scope``: the (model, source, target) it was chosen for."""
+    st.session_state[key] = value
     st.session_state[f"_{key}_for"] = scope
-    state.pin(key)
     star = " ★ fewest that fit" if fits else " ★ best for its size"
 
     def label(m: int) -> str:
@@ -113,71 +93,13 @@ def sources_ui(curve: SourcesCurve, params: dict, *, key: str = "nde_m") -> int:
     return int(value)
 
 
-@dataclass(frozen=True)
-class ShownDependency:
-    """What a page shows of one dependency, whichever method made it."""
-
-    sources: np.ndarray  # strongest first
-    coefs: np.ndarray
-    metrics: DependencyMetrics
-    label: str  # "m = 3 (best subset)" / "α = 0.5 (CovLasso)"
-    slug: str  # for file names: "m3" / "a0.5"
-    method: str = BEST  # BEST or LASSO: what the view line and the browser tests compare to the widgets
-    m: int | None = None  # the sources control's value (best subset)
-    alpha: float | None = None  # the α control's value (CovLasso)
-
-    @property
-    def line(self) -> str:
-        """The view line's words for this dependency: the label, and the number of sources where
-        the label does not already say it ("best subset, 4 sources"; "CovLasso, α = 4.6 · 13 sources")."""
-        if self.method == BEST:
-            return self.label
-        n = len(self.sources)
-        return f"{self.label} · {n} source{'s' if n != 1 else ''}"
-
-
-def best_subset_view(curve: SourcesCurve, m: int) -> ShownDependency:
-    fit = curve.best[m - 1]
-    n = len(fit.sources)
-    label = f"best subset, {n} source{'s' if n != 1 else ''}" + ("" if n == m else f" (m = {m})")
-    return ShownDependency(fit.sources, fit.coefs, fit.metrics, label, f"m{m}", BEST, m, None)
-
-
-def covlasso_view(path, target: int, a_idx: int, alpha: float, model, source, top2) -> ShownDependency:
-    """The CovLasso's dependency of ``target`` at the path's ``a_idx``-th α, with its Table 1
-    metrics on ``model``'s logits predicted from ``source``'s (stores; the same within one)."""
-    sources, coefs = path.coef_at(target, a_idx)
-    metrics = dependency_metrics(model.logits, source.logits, model.labels, target,
-                                 path.coef_vector(target, a_idx), top2)
-    return ShownDependency(np.asarray(sources), np.asarray(coefs), metrics, f"CovLasso, α = {alpha:.3g}",
-                           f"a{alpha:.3g}", LASSO, None, float(alpha))
-
-
-def curve_frame(curve: SourcesCurve, max_sources: int = CHART_MAX_SOURCES) -> pd.DataFrame:
-    """The chart's three series (method, sources, r2): the best subset at m = 1 … M (its actual
-    number of sources), and for the Lasso and the relaxed Lasso the best R² over the α of the
-    path with that many sources (1 … ``max_sources``)."""
-    rows = [(charts.SOURCES_SERIES[0], len(f.sources), f.r2) for f in curve.best if np.isfinite(f.r2)]
-    rows = list(dict(((n, name), (name, n, r)) for name, n, r in rows).values())  # one point per size
-    for name, n, r2 in ((charts.SOURCES_SERIES[1], curve.relaxed_n, curve.relaxed_r2),
-                        (charts.SOURCES_SERIES[2], curve.lasso_n, curve.lasso_r2)):
-        n, r2 = np.asarray(n), np.asarray(r2, dtype=float)
-        for size in np.unique(n[(n >= 1) & (n <= max_sources) & np.isfinite(r2)]):
-            rows.append((name, int(size), float(r2[(n == size) & np.isfinite(r2)].max())))
-    return pd.DataFrame(rows, columns=["method", "sources", "r2"])
-
-
-def sources_chart_ui(curve: SourcesCurve, shown: ShownDependency, title: str) -> charts.ChartSpec:
-    """The target's R² against the number of sources, the dependency shown circled; returns
-    the chart (for the exports)."""
-    frame = curve_frame(curve)
-    here = (len(shown.sources), shown.metrics.r2) if np.isfinite(shown.metrics.r2) and len(shown.sources) else None
-    chart = charts.sources_chart(frame, here, FIT_R2, title)
+def sources_chart_of(data: SourcesChart, title: str) -> charts.ChartSpec:
+    """The chart of :func:`engine.apps.explore.sources_chart`'s data, and its caption; returns the chart."""
+    chart = charts.sources_chart(data.frame, data.here, FIT_R2, title)
     charts.show(chart)
-    fit = curve.sparsest_fit()
-    lasso = _fewest(curve.lasso_n, curve.lasso_r2)
+    fit, lasso = data.fit, data.lasso
     said = (f"{fit} source{'s' if fit != 1 else ''} fit (R² ≥ {FIT_R2:.2f}, top-1 kept)" if fit else
-            f"no subset of ≤ {len(curve.m)} sources fits (R² ≥ {FIT_R2:.2f}, top-1 kept)")
+            f"no subset of ≤ {data.max_m} sources fits (R² ≥ {FIT_R2:.2f}, top-1 kept)")
     lasso_said = (f"the Lasso needs {lasso} sources to reach R² {FIT_R2:.2f}" if lasso else
                   f"no α of the Lasso's path reaches R² {FIT_R2:.2f}")
     st.caption(f"Best subset: {said}; {lasso_said}. Relaxed: least squares on the Lasso's sources (its choice "
@@ -185,13 +107,7 @@ def sources_chart_ui(curve: SourcesCurve, shown: ShownDependency, title: str) ->
     return chart
 
 
-def _fewest(n, r2, fit: float = FIT_R2) -> int | None:
-    n, r2 = np.asarray(n), np.nan_to_num(np.asarray(r2, dtype=float), nan=-np.inf)
-    ok = (r2 >= fit) & (n >= 1)
-    return int(n[ok].min()) if ok.any() else None
-
-
-def fit_note(shown: ShownDependency, target_name: str) -> None:
+def fit_note(shown, target_name: str) -> None:
     """Under the Table 1 card: which method made it, and Pos Acc in words when it costs the
     category its own positives while top-1 holds."""
     mt = shown.metrics
@@ -202,20 +118,6 @@ def fit_note(shown: ShownDependency, target_name: str) -> None:
         text += (f" {'Keeps top-1 but costs' if kept else 'Costs'} “{target_name}” {lost:.1f} pt of its own "
                  f"positives (Pos Acc {mt.pos_acc:.1f} % vs {mt.ori_pos_acc:.1f} %).")
     st.caption(text)
-
-
-def opening_target(root: str, model: str, source: str | None, class_names: list[str], fallback: int) -> int:
-    """Where a page opens: a category the model recognises (read at a glance first) that 2 … 4
-    sources fit at R² ≥ 0.95 with top-1 kept, from the ``best-subsets`` job's result when it
-    exists (:func:`engine.stages.recommend.clear_sparse_example`); else ``fallback``."""
-    from dashboard.components.loaders import load_recognised, load_sparse_example
-    from engine.apps import views
-
-    glance = views.read_at_a_glance(class_names)
-    recognised = load_recognised(root, model)
-    prefer = glance & recognised if (glance & recognised).any() else (recognised if not glance.any() else glance)
-    found = load_sparse_example(root, model, source, prefer)
-    return fallback if found is None else found[0]
 
 
 def plain_sources_ui(params: dict, *, key: str, top: int = MAX_M) -> int:

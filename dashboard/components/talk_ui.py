@@ -127,12 +127,13 @@ def keyboard() -> None:
         st.iframe(_INSTALL % json.dumps(_LISTENER), height=1)
 
 
-def add_to_talk_ui(root: str, slide: TalkSlide, key: str) -> None:
+def add_to_talk_ui(root: str, slide, key: str) -> None:
     """"Add to talk": append this view as a slide of the cache's talk file (cache/talk.toml),
-    which the Talk page and ``python -m engine talk --export`` show."""
+    which the Talk page and ``python -m engine talk --export`` show (``slide``: a
+    :class:`TalkSlide`, or what makes one when the button is pressed)."""
     if st.button("Add to talk", key=key, icon=":material/co_present:",
                  help="Append this dependency as a slide of the cache's talk (talk.toml); "
                       "see it on the Talk page"):
-        path = add_slide(Cache(root), slide)
+        path = add_slide(Cache(root), slide if isinstance(slide, TalkSlide) else slide())
         st.toast(f"Added to the talk ({path.name}): open the Talk page to prepare and show it.",
                  icon=":material/co_present:")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,16 +13,18 @@ import streamlit as st
 from dashboard.components import state
 from dashboard.components.loaders import cache_root, store_names
 from dashboard.components.style import CSS
-from engine.apps import views
+from engine.apps.controls import (  # noqa: F401  (alpha_digits, default_alpha: the Atlas page's α)
+    PICKER_ALL,
+    PREFERRED_MODELS,
+    alpha_digits,
+    default_alpha,
+)
+from engine.apps.controls import default_model as _default_model
 from engine.core.analysis import DependencyMetrics
-from engine.core.categories import search_categories
 from engine.errors import EngineError
-from engine.stages.alpha_paths import DependencyPath
-from engine.stages.pairing import PAPER_ALPHAS
-from engine.stages.recommend import FIT_R2, GramHint, Recommendation, recommend
+from engine.stages.recommend import FIT_R2
 
 FILL_COMMAND = "python -m engine demo"
-PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # Compare opens on the pair that meets the bar
 
 
 def page_header(title: str, caption: str) -> None:
@@ -90,13 +91,6 @@ def store_page(title: str, caption: str) -> StorePage:
     return StorePage(root, names, state.incoming(), notes)
 
 
-def _default_model(names: list[str], avoid: str | None = None) -> str:
-    for name in (*PREFERRED_MODELS, *names):
-        if name in names and name != avoid:
-            return name
-    return names[0]
-
-
 def model_ui(
     names: list[str],
     params: dict,
@@ -121,62 +115,32 @@ def model_ui(
             st.session_state[key] = fallback
     if st.session_state.get(key) not in names:
         st.session_state[key] = _default_model(names, avoid)
-    state.pin(key)
+    return model_select(names, st.session_state[key], key=key, label=label, help=help)
+
+
+def model_select(names: list[str], value: str, *, key: str = "nde_model", label: str = "Model",
+                 help: str | None = None) -> str:
+    """The store picker in the sidebar, showing ``value`` (pinned: :func:`state.pin`)."""
+    st.session_state[key] = value
     value = st.sidebar.selectbox(label, names, key=key, help=help)
     state.remember(key, value)
     return value
 
 
-def default_target(class_names: list[str], rec: Recommendation | None = None, hint: GramHint | None = None,
-                   recognised: np.ndarray | None = None) -> int:
-    """The clear example of the pairing (few sources, a close fit), categories a person reads at
-    a glance first — and among them those the model recognises (``recognised``,
-    :func:`engine.apps.views.recognised_categories`), when any — among the targets whose paths the
-    ``paths`` job has solved (``rec``); before that, the Gram's guess (``hint``: a target two
-    sources fit and one does not); without either, category 0 (a page never solves every
-    target to choose where to open)."""
-    glance = views.read_at_a_glance(class_names)
-    if recognised is not None and (glance & recognised).any():
-        glance = glance & recognised
-    elif recognised is not None and not glance.any():
-        glance = recognised
-    example = None if rec is None else rec.clear_example(prefer=glance)
-    if example is None and hint is not None:
-        example = hint.clear_example(prefer=glance)
-    return 0 if example is None else example
-
-
-# Up to this many categories the picker lists them all (type to filter); above, a search box
-# narrows the list first: a select box sends every option to the browser on every rerun.
-PICKER_ALL = 2000
-PICKER_MATCHES = 200  # options listed for a search
-
-
-def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", label: str = "Target category",
-              ids: list[str] | None = None, default: int = 0) -> int:
-    """A searchable picker of the target category: by name, index or dataset id (synset);
-    opens on ``default``."""
-    state.restore(key)
-    if "target" in params:
-        parsed = state.parse_target(params["target"], class_names, ids)
-        if parsed is not None:
-            st.session_state[key] = parsed
-    current = st.session_state.get(key)
-    if not isinstance(current, int) or not 0 <= current < len(class_names):
-        st.session_state[key] = current = default
-    state.pin(key)
-    options: range | list[int] = range(len(class_names))
+def target_select(class_names: list[str], value: int, options: list[int] | None = None, *,
+                  ids: list[str] | None = None, key: str = "nde_target", label: str = "Target category",
+                  no_match: bool = False) -> int:
+    """The target picker showing ``value`` (pinned); above :data:`PICKER_ALL` categories a search
+    box first (``options``: its matches, ``value`` among them; ``no_match``: it matched nothing)."""
+    st.session_state[key] = value
     if len(class_names) > PICKER_ALL:
-        state.restore(f"{key}_q")
         query = st.text_input(f"Search {len(class_names):,} categories", key=f"{key}_q",
                               placeholder="a name, a synset id (n01440764) or an index")
         state.remember(f"{key}_q", query)
-        found = search_categories(class_names, query, ids, limit=PICKER_MATCHES)
-        options = found if current in found else [current, *found]
-        if query and not found:
+        if query and no_match:
             st.caption(f"No category matches {query!r}.")
     value = st.selectbox(
-        label, options, key=key,
+        label, range(len(class_names)) if options is None else options, key=key,
         format_func=lambda i: f"{class_names[i]} · #{i}" + (f" · {ids[i]}" if ids else ""),
         help="Type to search the class names.",
     )
@@ -184,68 +148,15 @@ def target_ui(class_names: list[str], params: dict, *, key: str = "nde_target", 
     return int(value)
 
 
-def alpha_options(path: DependencyPath, target: int) -> list[float]:
-    """The α of the target's path below its α_max (above it θ = 0), ascending."""
-    amax = path.alpha_max(target)
-    return [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
-
-
-def alpha_digits(options: list[float]) -> int:
-    """Significant digits that tell every α of the grid apart (2.5 next to 2.4987…)."""
-    for digits in range(3, 10):
-        if len({f"{a:.{digits}g}" for a in options}) == len(options):
-            return digits
-    return 17
-
-
-def default_alpha(options: list[float], amax: float) -> float:
-    for paper in PAPER_ALPHAS:
-        if paper in options:
-            return paper
-    return _nearest(options, amax / 10)
-
-
-def _nearest(options: list[float], value: float) -> float:
-    logs = np.log(np.asarray(options))
-    return options[int(np.argmin(np.abs(logs - math.log(value))))]
-
-
-def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde_alpha") -> tuple[float, int]:
-    """α on a log-spaced slider over the target's cached path, bounded by its α_max; it opens
-    at the target's recommended α (the largest whose dependency fits, from the path's R²),
-    marked ★ on the slider, with buttons back to it and to the paper's α.
-
-    Returns (α, index into ``path.alphas``). Stops the page when the target has no α with a
-    dependency on the grid.
-    """
-    amax = path.alpha_max(target)
-    options = alpha_options(path, target)
-    if not options:
-        st.info(f"This category has no dependency on the α grid (α_max = {amax:.3g}): its logit is "
-                "uncorrelated with every source. Pick another target.", icon=":material/block:")
-        st.stop()
-    rec = recommend(path.select([target]))
-    recommended = _recommended_alpha(path, target, rec, options)
-    paper = next((a for a in PAPER_ALPHAS if a in options), None)
-    state.restore(key)
-    if "alpha" in params:
-        wanted = state.parse_alpha(params["alpha"])
-        if wanted is not None:
-            if wanted >= amax:
-                state.warn(f"α = {wanted:g} in the link is at or above this target's α_max = {amax:.4g} "
-                           "(every coefficient is zero there); showing the largest α below it.")
-                wanted = options[-1]
-            st.session_state[key] = _nearest(options, wanted)
-    current = st.session_state.get(key)
-    if not isinstance(current, float) or current not in options:
-        st.session_state[key] = (_nearest(options, current) if isinstance(current, float) and current > 0
-                                 else recommended or default_alpha(options, amax))
-    state.pin(key)
-    digits = alpha_digits(options)
+def alpha_slider(options: list[float], labels: list[str], value: float, amax: float, recommended: float | None,
+                 paper: float | None, fit: str, digits: int, *, key: str = "nde_alpha") -> float:
+    """The α slider over ``options`` (ascending, labelled ``labels``) showing ``value`` (pinned),
+    with one click back to the recommended α (``fit``: its R² and sources, in words) and to the paper's."""
+    st.session_state[key] = value
+    label_of = dict(zip(options, labels))
 
     def label(a: float) -> str:
-        mark = " ★ recommended" if a == recommended else (" · paper" if a == paper else "")
-        return f"{a:.{digits}g}{mark}"
+        return label_of.get(a) or f"{a:.{digits}g}"
 
     value = st.select_slider(
         f"α (L1 weight; log scale; α_max of this target = {amax:.3g})",
@@ -255,28 +166,19 @@ def alpha_ui(path: DependencyPath, target: int, params: dict, *, key: str = "nde
              "(Swin-T). Every value is an exact solution read from this category's cached α path (it stops "
              "where the dependency stops being sparse).",
     )
-    _alpha_buttons(key, recommended, paper, value, rec, target, digits)
+    _alpha_buttons(key, recommended, paper, value, fit, digits)
     state.remember(key, value)
-    return float(value), path.nearest_alpha_index(value, target)
+    return float(value)
 
 
-def _recommended_alpha(path: DependencyPath, target: int, rec: Recommendation | None,
-                       options: list[float]) -> float | None:
-    if rec is None or rec.alpha_index[target] < 0:
-        return None
-    alpha = float(path.alphas[rec.alpha_index[target]])
-    return alpha if alpha in options else None
-
-
-def _alpha_buttons(key: str, recommended: float | None, paper: float | None, value: float,
-                   rec: Recommendation | None, target: int, digits: int) -> None:
+def _alpha_buttons(key: str, recommended: float | None, paper: float | None, value: float, fit: str,
+                   digits: int) -> None:
     """One click back to the recommended α and to the paper's."""
     def go(alpha: float) -> None:
         st.session_state[key] = alpha
 
     left, right = st.columns(2)
     if recommended is not None:
-        fit = f"R² {rec.r2[target]:.3f}, {int(rec.n_sources[target])} sources"
         left.button(f"★ Recommended α = {recommended:.{digits}g}", key=f"{key}_rec", on_click=go,
                     args=(recommended,), disabled=value == recommended, width="stretch",
                     help=f"The largest α on the path whose dependency fits best for its sparsity ({fit}).")

@@ -48,17 +48,17 @@ def dependency_formula(target_name: str, frame: pd.DataFrame, digits: int = 3, m
     if frame.empty:
         return f"{short_name(target_name)} has no dependency at this α (θ = 0)"
     terms = []
-    for n, (name, coef) in enumerate(zip(frame["name"], frame["coef"])):
-        if n == max_terms:
-            terms.append(f"… ({len(frame) - max_terms} more)")
-            break
+    target_short, *shorts = short_names([target_name, *frame["name"].iloc[:max_terms]])
+    for n, (short, coef) in enumerate(zip(shorts, frame["coef"])):
         sign = "−" if coef < 0 else "+"
-        text = f"{abs(coef):.{digits}f}·{short_name(name)}"
+        text = f"{abs(coef):.{digits}f}·{short}"
         if n == 0:
             terms.append(text if coef > 0 else f"−{text}")
         else:
             terms.append(f"{sign} {text}")
-    return f"{short_name(target_name)} ≈ " + " ".join(terms)
+    if len(frame) > max_terms:
+        terms.append(f"… ({len(frame) - max_terms} more)")
+    return f"{target_short} ≈ " + " ".join(terms)
 
 
 def metrics_markdown(
@@ -146,7 +146,8 @@ def path_frame(
             "coef": target_path[:, cols].ravel(),
         })
         if names:
-            frame["name"] = [short_name(source_names[j]) for j in frame["source"]]
+            short = dict(zip((int(j) for j in cols), short_names([source_names[j] for j in cols])))
+            frame["name"] = [short[int(j)] for j in frame["source"]]
         return frame
 
     return long(keep[:top], True), long(keep[top:], False)
@@ -160,6 +161,13 @@ def short_name(name: str, width: int = 28) -> str:
     if is_glyph_name(name):
         return name[0]
     return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def short_names(names, width: int = 28) -> list[str]:
+    """:func:`short_name` of each name (the glyph test done once for all)."""
+    names = list(names)
+    glyph = glyph_name_mask(names)
+    return [name[0] if g else (name if len(name) <= width else name[: width - 1] + "…") for name, g in zip(names, glyph)]
 
 
 def read_at_a_glance(names: list[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ import io
 from functools import lru_cache
 from pathlib import Path
 
-from engine.core.categories import is_glyph_name
+from engine.core.categories import glyph_name_mask, is_glyph_name
 from engine.storage.manifests import manifest_dataset
 
 
@@ -44,6 +44,17 @@ def class_image_png(
         folder = folders[index] if isinstance(folders, list) and len(folders) == len(class_names) else class_names[index]
         return None if root is None else _folder_png(root, str(folder), size)
     return None
+
+
+def class_image_pngs(manifest: dict, class_names: list[str], indices, kind: str | None = "detect") -> dict[int, bytes | None]:
+    """:func:`class_image_png` of each class of ``indices`` (64 px), by index."""
+    if kind == "detect":
+        kind = class_image_source(manifest, class_names)
+    indices = [int(i) for i in indices]
+    if kind == "glyph":  # the glyph test done once for all
+        glyph = glyph_name_mask([class_names[i] for i in indices])
+        return {i: glyph_png(class_names[i][0], 64) if g else None for i, g in zip(indices, glyph)}
+    return {i: None if kind is None else class_image_png(manifest, class_names, i, kind=kind) for i in indices}
 
 
 _GLYPH_FACES = ("DejaVuSans.ttf", "STIXGeneral.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")

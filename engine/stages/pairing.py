@@ -36,6 +36,23 @@ class Pairing:
         return {"model": self.model.name, "source": self.source.name}
 
 
+@dataclass(frozen=True)
+class StoresState:
+    """A cache's stores and their stamps (the manifests' modification times, 0 for a store not
+    there): what a view keyed by the state of the stores reads first, once."""
+
+    cache: Cache
+    names: list[str]
+    stamps: dict[str, int]
+
+
+def stores_state(cache: Cache | str) -> StoresState:
+    """The stores of ``cache`` (a :class:`Cache` or its folder) and their stamps."""
+    cache = Cache.of(cache)
+    names = cache.store_names()
+    return StoresState(cache, names, dict(zip(names, cache.store_stamps(names))))
+
+
 def open_pairing(cache: Cache, model: str, source: str | None = None) -> Pairing:
     """The pairing of two stores by name (``source`` None or ``model``: within ``model``)."""
     m = cache.load_store(model)

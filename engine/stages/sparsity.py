@@ -378,3 +378,21 @@ def _curve_from_arrays(a: dict, pairing: Pairing, target: int) -> SourcesCurve:
     return SourcesCurve(pairing.model.name, pairing.source.name, pairing.within, target, np.arange(1, len(sup) + 1),
                         tuple(best), np.asarray(a["alphas"]), np.asarray(a["lasso_n"]), np.asarray(a["lasso_r2"]),
                         np.asarray(a["relaxed_n"]), np.asarray(a["relaxed_r2"]))
+
+
+def opening_sparse_example(cache: Cache, pairing: Pairing, result, gs: GramSet, prefer: np.ndarray | None = None,
+                           lost: float | None = None) -> tuple[int, int] | None:
+    """(target, m) where a page opens on the best-subset view: a category (``prefer`` first) that
+    2 … 4 sources fit at R² ≥ 0.95 with top-1 accuracy kept (at most ``lost`` points:
+    :data:`engine.stages.recommend.SOURCES_FIT_LOST`), from every target's best subsets
+    (``result``, the ``best-subsets`` job's); a few candidates checked on the logits."""
+    from engine.stages.recommend import SOURCES_FIT_LOST, clear_sparse_example, recommend_sources
+
+    lost = SOURCES_FIT_LOST if lost is None else lost
+    rec = recommend_sources(result.residual, gs.target_sq, gs.target_mean)
+
+    def keeps_accuracy(target: int, m: int) -> bool:
+        (metrics,) = subset_metrics(cache, pairing, [target], result.select([target]).at(m))
+        return metrics.ori_acc - metrics.acc <= lost
+
+    return clear_sparse_example(rec, keeps_accuracy, prefer)

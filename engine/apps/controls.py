@@ -1,0 +1,199 @@
+"""What the pages' controls open on and show, and the memo of a page's view.
+
+Defaults (the model, the target, α and the number of sources a page opens on), the parsing of a
+link's α and m (with the sentence that says what was wrong), the α slider's digits, the chart of
+R² against the number of sources, the Fig. 3 scatter's points — shared by the Explore view
+(:mod:`engine.apps.explore`) and the dashboard's other pages — and :class:`Memo`, the in-memory
+table of what a view read or solved.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from engine.apps import views
+from engine.stages.pairing import PAPER_ALPHAS
+from engine.stages.sparsity import FIT_R2  # a dependency "fits" the sources chart at R² ≥ 0.95
+
+PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # where the pages open
+SOURCES_SERIES = ["best subset", "relaxed Lasso", "CovLasso"]  # the R²-against-sources chart's series
+CHART_MAX_SOURCES = 16  # the Lasso's and relaxed Lasso's points drawn up to this many sources
+MAX_SCATTER = 3000  # points of the Fig. 3 scatter (every non-zero θ_j, then the largest |C_tj|)
+# Up to this many categories the picker lists them all (type to filter); above, a search box
+# narrows the list first: a select box sends every option to the browser on every rerun.
+PICKER_ALL = 2000
+PICKER_MATCHES = 200  # options listed for a search
+
+
+@dataclass(frozen=True)
+class SourcesChart:
+    """R² against the number of sources: the chart's frame, the point shown, the caption's numbers."""
+
+    frame: pd.DataFrame  # method, sources, r2
+    here: tuple[int, float] | None
+    fit: int | None  # the fewest sources that fit (best subset)
+    lasso: int | None  # the fewest sources with which the Lasso reaches FIT_R2
+    max_m: int
+
+
+# ----------------------------------------------------------------------------- the memo
+
+_LOCK = threading.Lock()
+_LIMITS = {"card": 256, "path": 128, "curve": 128, "cpath": 64, "ccurve": 64, "centred": 4, "spec": 16}
+
+
+class Memo(OrderedDict):
+    """What :func:`explore_view` read or solved, in memory: a least-recently-used table per kind
+    (stores, Grams, paths, curves, cards …), each entry keyed by the stores' stamps. One per
+    cache, held by the caller (thread-safe; two callers may compute one entry twice, the
+    stages' disk cache makes that cheap)."""
+
+
+def fetch(memo: Memo, kind: str, key: tuple, make: Callable, keep_none: bool = True):
+    with _LOCK:
+        table = memo.setdefault(kind, OrderedDict())
+        if key in table:
+            table.move_to_end(key)
+            return table[key]
+    value = make()
+    if value is None and not keep_none:  # a job may be writing it now: look again next time
+        return None
+    with _LOCK:
+        table[key] = value
+        while len(table) > _LIMITS.get(kind, 8):
+            table.popitem(last=False)
+    return value
+
+
+# ----------------------------------------------------------------------------- resolving the request
+
+
+def default_model(names: list[str], avoid: str | None = None) -> str:
+    """The store the pages open on: the demo's preferred ones first, else the first."""
+    for name in (*PREFERRED_MODELS, *names):
+        if name in names and name != avoid:
+            return name
+    return names[0]
+
+
+def parse_alpha(text: str, messages: list[str]) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        messages.append(f"α in the link must be a positive number; got {text!r}. Showing the default α.")
+        return None
+    if not math.isfinite(value) or value <= 0:
+        messages.append(f"α in the link must lie in (0, ∞); got {text!r}. Showing the default α.")
+        return None
+    return value
+
+
+def parse_m(text: str, top: int, messages: list[str]) -> int | None:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 1 <= value <= top:
+        messages.append(f"m in the link must be a whole number of sources in 1 … {top}; got {text!r}. "
+                        "Showing the default number of sources.")
+        return None
+    return value
+
+
+def nearest_option(options: list[float], value: float) -> float:
+    logs = np.log(np.asarray(options))
+    return options[int(np.argmin(np.abs(logs - math.log(value))))]
+
+
+def alpha_digits(options: list[float]) -> int:
+    """Significant digits that tell every α of the grid apart (2.5 next to 2.4987…)."""
+    for digits in range(3, 10):
+        if len({f"{a:.{digits}g}" for a in options}) == len(options):
+            return digits
+    return 17
+
+
+def default_alpha(options: list[float], amax: float) -> float:
+    for paper in PAPER_ALPHAS:
+        if paper in options:
+            return paper
+    return nearest_option(options, amax / 10)
+
+
+def default_target(class_names: list[str], rec=None, hint=None, recognised: np.ndarray | None = None) -> int:
+    """The clear example of the pairing (few sources, a close fit), categories a person reads at
+    a glance first — and among them those the model recognises (``recognised``,
+    :func:`engine.apps.views.recognised_categories`), when any — among the targets whose paths the
+    ``paths`` job has solved (``rec``); before that, the Gram's guess (``hint``: a target two
+    sources fit and one does not); without either, category 0 (a page never solves every
+    target to choose where to open)."""
+    glance = views.read_at_a_glance(class_names)
+    if recognised is not None and (glance & recognised).any():
+        glance = glance & recognised
+    elif recognised is not None and not glance.any():
+        glance = recognised
+    example = None if rec is None else rec.clear_example(prefer=glance)
+    if example is None and hint is not None:
+        example = hint.clear_example(prefer=glance)
+    return 0 if example is None else example
+
+
+def recommended_m(curve, sparsest: int | None = ...) -> tuple[int, bool]:
+    """(m, fits): the fewest sources that fit (R² ≥ 0.95, ≤ 0.5 pt of top-1 lost; ``sparsest``:
+    ``curve.sparsest_fit()`` when known); where no m ≤ 8 fits, the smallest m within 0.01 of
+    the best R², and False."""
+    found = curve.sparsest_fit() if sparsest is ... else sparsest
+    if found is not None:
+        return found, True
+    r2 = np.nan_to_num(curve.best_r2, nan=-np.inf)
+    if not np.isfinite(r2).any():
+        return int(curve.m[-1]), False
+    return int(curve.m[np.flatnonzero(r2 >= r2.max() - 0.01)[0]]), False
+
+
+def curve_frame(curve, max_sources: int = CHART_MAX_SOURCES) -> pd.DataFrame:
+    """The R²-against-sources chart's three series (method, sources, r2): the best subset at m =
+    1 … M (its actual number of sources), and for the Lasso and the relaxed Lasso the best R²
+    over the α of the path with that many sources (1 … ``max_sources``)."""
+    rows = [(SOURCES_SERIES[0], len(f.sources), f.r2) for f in curve.best if np.isfinite(f.r2)]
+    rows = list(dict(((n, name), (name, n, r)) for name, n, r in rows).values())  # one point per size
+    for name, n, r2 in ((SOURCES_SERIES[1], curve.relaxed_n, curve.relaxed_r2),
+                        (SOURCES_SERIES[2], curve.lasso_n, curve.lasso_r2)):
+        n, r2 = np.asarray(n), np.asarray(r2, dtype=float)
+        for size in np.unique(n[(n >= 1) & (n <= max_sources) & np.isfinite(r2)]):
+            rows.append((name, int(size), float(r2[(n == size) & np.isfinite(r2)].max())))
+    return pd.DataFrame(rows, columns=["method", "sources", "r2"])
+
+
+def fewest_sources(n, r2, fit: float = FIT_R2) -> int | None:
+    """The fewest sources (≥ 1) with which R² reaches ``fit``, else None."""
+    n, r2 = np.asarray(n), np.nan_to_num(np.asarray(r2, dtype=float), nan=-np.inf)
+    ok = (r2 >= fit) & (n >= 1)
+    return int(n[ok].min()) if ok.any() else None
+
+
+def sources_chart(curve, card, sparsest: int | None = ...) -> SourcesChart:
+    """The chart of R² against the number of sources, the dependency ``card`` shows circled
+    (``sparsest``: ``curve.sparsest_fit()`` when known)."""
+    here = (len(card.sources), card.metrics.r2) if np.isfinite(card.metrics.r2) and len(card.sources) else None
+    return SourcesChart(curve_frame(curve), here, curve.sparsest_fit() if sparsest is ... else sparsest,
+                        fewest_sources(curve.lasso_n, curve.lasso_r2), len(curve.m))
+
+
+def scatter_points(cov: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Indices of the scatter's points: all of them up to MAX_SCATTER, else every non-zero
+    coefficient and the zeros with the largest |C_tj| (the small ones pile up at 0)."""
+    if len(cov) <= MAX_SCATTER:
+        return np.arange(len(cov))
+    nz = np.flatnonzero(coef)
+    zeros = np.flatnonzero(coef == 0)
+    room = max(0, MAX_SCATTER - len(nz))
+    top = zeros[np.argsort(-np.abs(cov[zeros]), kind="stable")[:room]]
+    return np.sort(np.concatenate([nz, top]))
