@@ -116,6 +116,11 @@ def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray)
     from sklearn.linear_model._cd_fast import enet_coordinate_descent_gram
     from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(1):  # its BLAS calls are level-1: threads only cost it (see the docstring)
+        return _anchor_targets(enet_coordinate_descent_gram, C, alpha, tol, targets)
+
+
+def _anchor_targets(enet_coordinate_descent_gram, C: np.ndarray, alpha: float, tol: float, targets: np.ndarray):
     k = C.shape[0]
     coef = np.zeros((k, len(targets)))
     solve_s = copy_s = solve_cpu = 0.0
@@ -128,8 +133,7 @@ def anchor_gram_cd(C: np.ndarray, alpha: float, tol: float, targets: np.ndarray)
         y = np.array([np.sqrt(C[i, i])])  # only ‖y‖² = E[g_i²] is used by the Gram form
         w = np.zeros(k - 1)
         t1, c1 = time.perf_counter(), time.process_time()
-        with threadpool_limits(1):  # its level-1 BLAS calls: threads only cost it (see the docstring)
-            w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
+        w, gap, tol_abs, n_iter = enet_coordinate_descent_gram(w, alpha, 0.0, Q, q, y, 100000, tol, rng, 0, 0, 1)
         t2 = time.perf_counter()
         solve_cpu += time.process_time() - c1
         coef[keep, col] = w

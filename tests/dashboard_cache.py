@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.core.synthetic import classifier_like_logits
 from engine.stages.alpha_paths import compute_all_paths, path_spec
@@ -91,6 +92,16 @@ def shared_cache(base: Path) -> Path:
 
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+
+@pytest.fixture(name="cache")
+def page_cache(tmp_path_factory, monkeypatch) -> Path:
+    """The ``cache`` fixture of the dashboard's page tests: the shared test cache, named to the
+    pages by ``NDE_CACHE`` for the test. Import it into a test module to use it."""
+    root = shared_cache(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("NDE_CACHE", str(root))
+    return root
 
 
 def run_page(page: str | None = None, params: dict | None = None, timeout: float = 120):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.dashboard_cache import html_tables, iframe_html, messages, run_page, shared_cache
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    root = shared_cache(tmp_path_factory.getbasetemp())
-    monkeypatch.setenv("NDE_CACHE", str(root))
-    return root
+from tests.dashboard_cache import (
+    html_tables,
+    iframe_html,
+    messages,
+    page_cache,  # noqa: F401 - the pages' `cache` fixture
+    run_page,
+)
 
 
 def _node_count(at) -> int:

@@ -14,18 +14,12 @@ from tests.dashboard_cache import (
     iframe_html,
     messages,
     metric_values,
+    page_cache,  # noqa: F401 - the pages' `cache` fixture
     run_page,
     shared_cache,
 )
 
 LINK = {"model": MODEL_B, "source": MODEL_A}
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    root = shared_cache(tmp_path_factory.getbasetemp())
-    monkeypatch.setenv("NDE_CACHE", str(root))
-    return root
 
 
 def test_compare_shows_between_and_shared(cache):

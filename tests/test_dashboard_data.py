@@ -16,16 +16,10 @@ from tests.dashboard_cache import (
     copy_cache,
     html_tables,
     messages,
+    page_cache,  # noqa: F401 - the pages' `cache` fixture
     run_page,
     shared_cache,
 )
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    root = shared_cache(tmp_path_factory.getbasetemp())
-    monkeypatch.setenv("NDE_CACHE", str(root))
-    return root
 
 
 def _npz(**arrays) -> bytes:

@@ -20,19 +20,12 @@ from tests.dashboard_cache import (
     glyph_class_names,
     messages,
     metric_values,
+    page_cache,  # noqa: F401 - the pages' `cache` fixture
     run_page,
-    shared_cache,
 )
 
 FIT_R2 = 0.95
 E_ACUTE = glyph_class_names(60).index(f"é {unicodedata.name('é')}")  # the planted é ≈ 0.6·e + 0.6·è
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    root = shared_cache(tmp_path_factory.getbasetemp())
-    monkeypatch.setenv("NDE_CACHE", str(root))
-    return root
 
 
 def _logits(cache, model=MODEL_A):

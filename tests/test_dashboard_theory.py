@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.dashboard_cache import (
     MODEL_B,
     html_tables,
     messages,
     metric_values,
+    page_cache,  # noqa: F401 - the pages' `cache` fixture
     run_page,
-    shared_cache,
 )
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    root = shared_cache(tmp_path_factory.getbasetemp())
-    monkeypatch.setenv("NDE_CACHE", str(root))
-    return root
 
 
 def test_theory_shows_three_sections(cache):
