@@ -20,13 +20,12 @@ import pandas as pd
 
 from engine.apps.views import dependency_formula, dependency_frame
 from engine.core.analysis import DependencyMetrics, dependency_metrics
-from engine.core.bestsubset import DEFAULT_MAX_SOURCES
 from engine.errors import InvalidInputError
 from engine.stages.alpha_paths import path_spec, target_paths
 from engine.stages.gramsets import load_gramset
 from engine.stages.pairing import open_pairing
 from engine.stages.solutions import load_top2
-from engine.stages.sparsity import sources_curve
+from engine.stages.sparsity import curve_sources, sources_curve
 from engine.storage.store import Cache
 
 BEST = "best-subset"
@@ -62,11 +61,6 @@ class TargetCard:
             return self.label
         n = len(self.sources)
         return f"{self.label} · {n} source{'s' if n != 1 else ''}"
-
-
-def curve_sources(k_source: int, within: bool) -> int:
-    """The number of sources the pages' sources curve goes up to (a store of a few categories has fewer)."""
-    return max(1, min(DEFAULT_MAX_SOURCES, k_source - (1 if within else 0)))
 
 
 def target_card(cache: Cache | str, model: str, source: str | None, target: int, method: str = BEST, *,

@@ -25,13 +25,9 @@ from engine.apps.explore import (
     ExploreRequest,
     SourcesControl,
     alpha_control,
-    centred_of,
-    opening_target,
     resolve_method_logits,
     resolve_target,
     sources_control,
-    target_curve,
-    target_path,
     view_card,
 )
 from engine.core.categories import category_ids
@@ -39,6 +35,7 @@ from engine.errors import EngineError
 from engine.ingest import class_images as images
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
 from engine.stages.gramsets import check_pairable, load_gramset
+from engine.stages.page_data import centred_of, opening_target, target_curve, target_path, top2_of
 from engine.stages.pairing import open_pairing, stores_state
 from engine.stages.sparsity import has_all_best_subsets, solve_best_subsets
 from engine.stages.theory import read_floor
@@ -171,7 +168,8 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    card = fetch(memo, "card", ckey, lambda: view_card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
+    top2 = lambda: top2_of(memo, cache, pairing, key)  # noqa: E731  (the CovLasso's card on raw logits)
+    card = fetch(memo, "card", ckey, lambda: view_card(pairing, top2, class_names, gs_shown, sides, target,
                                                     method, sources, alpha, path, curve, source_names))
     top = card.frame.head(MAX_GRAPH_SOURCES)
     kind_a = fetch(memo, "image_kind", _key(state, source), lambda: images.class_image_source(store_a.manifest,
