@@ -4,25 +4,27 @@ Defaults (the model, the target, α and the number of sources a page opens on), 
 link's α and m (with the sentence that says what was wrong), the α slider's digits, the chart of
 R² against the number of sources, the Fig. 3 scatter's points — shared by the Explore view
 (:mod:`engine.apps.explore`) and the dashboard's other pages. The views' in-memory
-:class:`~engine.storage.memo.Memo` and the page's opening target
+:class:`~engine.stages.memo.Memo` and the page's opening target
 (:func:`~engine.stages.page_data.default_target`) are re-exported from the layers below.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from engine.stages.memo import LIMITS, LOCK
+from engine.stages.memo import Memo as Memo  # the views' memo (re-exported)
 from engine.stages.page_data import (
     default_target as default_target,  # where a page opens (re-exported)
 )
 from engine.stages.pairing import PAPER_ALPHAS
 from engine.stages.sparsity import FIT_R2  # a dependency "fits" the sources chart at R² ≥ 0.95
-from engine.storage.memo import Memo as Memo  # the views' memo (re-exported)
-from engine.storage.memo import fetch as fetch
 
 PREFERRED_MODELS = ("glyph-vgg", "glyph-vgg-seed2", "glyph-resnet")  # where the pages open
 SOURCES_SERIES = ["best subset", "relaxed Lasso", "CovLasso"]  # the R²-against-sources chart's series
@@ -43,6 +45,28 @@ class SourcesChart:
     fit: int | None  # the fewest sources that fit (best subset)
     lasso: int | None  # the fewest sources with which the Lasso reaches FIT_R2
     max_m: int
+
+
+# ----------------------------------------------------------------------------- the views' memo entries
+
+
+def fetch(memo: Memo, kind: str, key: tuple, make: Callable, keep_none: bool = True):
+    """:func:`engine.stages.memo.fetch` for the apps' own entries (cards, image kinds, path
+    frames): the same tables and lock, kept here so that an apps entry is made in apps (a call
+    into the stages' fetch would enter the stages and call back up)."""
+    with LOCK:
+        table = memo.setdefault(kind, OrderedDict())
+        if key in table:
+            table.move_to_end(key)
+            return table[key]
+    value = make()
+    if value is None and not keep_none:
+        return None
+    with LOCK:
+        table[key] = value
+        while len(table) > LIMITS.get(kind, 8):
+            table.popitem(last=False)
+    return value
 
 
 # ----------------------------------------------------------------------------- resolving the request

@@ -5,7 +5,7 @@ The Explore view (:mod:`engine.apps.explore`) enters the stages twice per run:
 the targets the ``paths`` job has solved, the best subsets when that job ran, the model's top-2
 and the target the page opens on) and :func:`target_data` (the target's α path and sources
 curve, raw or on per-sample-centred logits). What they read or solve is kept in the caller's
-:class:`~engine.storage.memo.Memo`, keyed by the stores' stamps (read once per call): a second
+:class:`~engine.stages.memo.Memo`, keyed by the stores' stamps (read once per call): a second
 call with the same stores reads nothing from disk, a re-imported store is read afresh.
 
 The single-purpose helpers (:func:`target_path`, :func:`target_curve`, :func:`centred_of`,
@@ -25,6 +25,7 @@ from engine.errors import EngineError
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths, target_paths
 from engine.stages.centred import centred_curve, centred_pairing, centred_path
 from engine.stages.gramsets import load_gram_hint, load_gramset
+from engine.stages.memo import Memo, fetch
 from engine.stages.pairing import open_pairing, stores_state
 from engine.stages.recommend import recommend
 from engine.stages.solutions import load_top2
@@ -35,7 +36,6 @@ from engine.stages.sparsity import (
     solve_best_subsets,
     sources_curve,
 )
-from engine.storage.memo import Memo, fetch
 
 
 @dataclass(frozen=True)
