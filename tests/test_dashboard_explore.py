@@ -204,8 +204,10 @@ def _stage_calls(trace) -> dict[str, int]:
             if src == "apps" and dst == "stages" and not is_property(fn)}
 
 
-@pytest.mark.parametrize("params", [{}, {"logits": "centred"}])
-def test_a_run_enters_the_stages_twice_once_for_the_pairing_once_for_the_target(cache, params):
+@pytest.mark.parametrize(("params", "control"), [({}, "Sources"), ({"logits": "centred"}, "Sources"),
+                                                 ({"method": "covlasso"}, "α"),
+                                                 ({"method": "covlasso", "logits": "centred"}, "α")])
+def test_a_run_enters_the_stages_twice_once_for_the_pairing_once_for_the_target(cache, params, control):
     """Issue 22: below explore_view, the apps enter the stages twice per run — the pairing's data
     (stages.page_data.pairing_data), then the shown target's (target_data) — on the page's first
     run and after a slider move, followed through the real layers (bench.layer_trace)."""
@@ -225,7 +227,7 @@ def test_a_run_enters_the_stages_twice_once_for_the_pairing_once_for_the_target(
     order = [fn for (src, dst, fn) in first.calls if src == "apps" and dst == "stages"]
     assert order.index("pairing_data") < order.index("target_data")
 
-    slider = next(s for s in at.select_slider if s.label.startswith("Sources"))
+    slider = next(s for s in at.select_slider if s.label.startswith(control))
     slider.set_value(_other(slider))
     moved = LayerTrace(root="dashboard")
     with moved.active():

@@ -35,7 +35,14 @@ from engine.errors import EngineError
 from engine.ingest import class_images as images
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
 from engine.stages.gramsets import check_pairable, load_gramset
-from engine.stages.page_data import centred_of, opening_target, target_curve, target_path, top2_of
+from engine.stages.page_data import (
+    centred_of,
+    opening_target,
+    target_alpha,
+    target_curve,
+    target_path,
+    top2_of,
+)
 from engine.stages.pairing import open_pairing, stores_state
 from engine.stages.sparsity import has_all_best_subsets, solve_best_subsets
 from engine.stages.theory import read_floor
@@ -158,19 +165,20 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
     gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
     base.update(class_names=class_names, source_k=len(source_names), ids=ids, k=k, target=target,
                 target_options=options, no_match=no_match, method=method, centred=centred, centred_allowed=allowed)
-    alpha = sources = None
+    alpha = sources = along = None
     tkey = (*key, int(target))
     sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        alpha = alpha_control(path, target, link, request.alpha, messages)
+        along = target_alpha(path, target)
+        alpha = alpha_control(along, link, request.alpha, messages)
         if alpha is None:
-            return CompareView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
+            return CompareView(messages=tuple(messages), no_alpha=along.alpha_max, **base)
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
     top2 = lambda: top2_of(memo, cache, pairing, key)  # noqa: E731  (the CovLasso's card on raw logits)
     card = fetch(memo, "card", ckey, lambda: view_card(pairing, top2, class_names, gs_shown, sides, target,
-                                                    method, sources, alpha, path, curve, source_names))
+                                                    method, sources, alpha, along, curve, source_names))
     top = card.frame.head(MAX_GRAPH_SOURCES)
     kind_a = fetch(memo, "image_kind", _key(state, source), lambda: images.class_image_source(store_a.manifest,
                                                                                               source_names))

@@ -46,9 +46,8 @@ from engine.core.categories import category_ids, find_category, search_categorie
 from engine.errors import EngineError
 from engine.ingest import class_images as images
 from engine.stages.centred import MAX_CENTRED_K
-from engine.stages.page_data import PairingData, pairing_data, target_data
+from engine.stages.page_data import PairingData, TargetAlpha, pairing_data, target_data
 from engine.stages.pairing import PAPER_ALPHAS
-from engine.stages.recommend import recommend
 
 BEST, LASSO = cards.BEST, cards.LASSO
 METHODS = (BEST, LASSO)
@@ -187,9 +186,9 @@ def _explore(memo, data: PairingData, link: dict, request: ExploreRequest, messa
     target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: data.opening)
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
 
-    shown_data = target_data(data, target, centred, memo)
+    shown_data = target_data(data, target, centred, memo, alpha=method == LASSO)
     tkey = (*key, int(target))
-    path, curve, sparsest, cp = shown_data.path, shown_data.curve, shown_data.sparsest, shown_data.centred_pairing
+    curve, sparsest, cp = shown_data.curve, shown_data.sparsest, shown_data.centred_pairing
     gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (data.gs, None)
     base = dict(names=names, model=model, class_names=class_names, ids=ids, k=k,
                 model_info=manifest.get("model_info"), target=target, target_options=options, no_match=no_match,
@@ -197,15 +196,15 @@ def _explore(memo, data: PairingData, link: dict, request: ExploreRequest, messa
 
     alpha = sources = None
     if method == LASSO:
-        alpha = alpha_control(path, target, link, request.alpha, messages)
+        alpha = alpha_control(shown_data.alpha, link, request.alpha, messages)
         if alpha is None:
-            return ExploreView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
+            return ExploreView(messages=tuple(messages), no_alpha=shown_data.alpha.alpha_max, **base)
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
 
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
     card = fetch(memo, "card", ckey, lambda: view_card(pairing, lambda: data.top2, class_names, gs_shown, sides, target,
-                                                    method, sources, alpha, path, curve))
+                                                    method, sources, alpha, shown_data.alpha, curve))
     shown = card.frame.head(MAX_GRAPH_SOURCES)
     indices = [*shown["index"], target]
     kind = fetch(memo, "image_kind", key, lambda: images.class_image_source(manifest, class_names))
@@ -216,8 +215,8 @@ def _explore(memo, data: PairingData, link: dict, request: ExploreRequest, messa
     labels = {"target": target_36, "legend": target_40,
               **dict(zip((int(j) for j in shown["index"]), views.short_names(shown["name"], 24)))}
     pframe = None if alpha is None else fetch(memo, "path_frame", (*tkey, centred), lambda: views.path_frame(
-        path.alphas[path.alpha_indices(target)], path.target_path(target), class_names))
-    covlasso = None if alpha is None else _covlasso_charts(path, card, class_names, target, alpha, pframe)
+        shown_data.alpha.alphas, shown_data.alpha.coefs, class_names))
+    covlasso = None if alpha is None else _covlasso_charts(shown_data.alpha, card, class_names, target, alpha, pframe)
     every = None if centred else _every_target(data, class_names, model, method, sources, alpha)
     return ExploreView(messages=tuple(messages), alpha=alpha, sources=sources, card=card, line=card.line,
                        sources_chart=sources_chart(curve, card, sparsest), covlasso=covlasso, images=pictures,
@@ -270,15 +269,21 @@ def resolve_method_logits(link: dict, request, k: int, messages: list[str]) -> t
     return method, bool(centred) if allowed and isinstance(centred, bool) else False, allowed
 
 
-def alpha_control(path, target: int, link: dict, current, messages: list[str]) -> AlphaControl | None:
-    amax = path.alpha_max(target)
-    options = [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
+def nearest_index(grid: np.ndarray, alpha: float) -> int:
+    """The index of the α of ``grid`` nearest to ``alpha`` (on a log scale), as
+    :meth:`engine.stages.alpha_paths.DependencyPath.nearest_alpha_index`."""
+    return int(np.argmin(np.abs(np.log(grid) - np.log(alpha))))
+
+
+def alpha_control(along: TargetAlpha, link: dict, current, messages: list[str]) -> AlphaControl | None:
+    """The α slider over the target's path ``along`` (:func:`engine.stages.page_data.target_alpha`)."""
+    amax = along.alpha_max
+    options = [float(a) for a in along.alphas[::-1] if a < amax]
     if not options:
         return None
-    rec = recommend(path.select([target]))
     recommended = None
-    if rec is not None and rec.alpha_index[target] >= 0:
-        a = float(path.alphas[rec.alpha_index[target]])
+    if along.recommended >= 0:
+        a = along.recommended_alpha
         recommended = a if a in options else None
     paper = next((a for a in PAPER_ALPHAS if a in options), None)
     value = None
@@ -297,8 +302,8 @@ def alpha_control(path, target: int, link: dict, current, messages: list[str]) -
     digits = alpha_digits(options)
     labels = [f"{a:.{digits}g}" + (" ★ recommended" if a == recommended else (" · paper" if a == paper else ""))
               for a in options]
-    fit = "" if recommended is None else f"R² {rec.r2[target]:.3f}, {int(rec.n_sources[target])} sources"
-    return AlphaControl(options, labels, value, path.nearest_alpha_index(value, target), amax, recommended, fit,
+    fit = "" if recommended is None else f"R² {along.recommended_r2:.3f}, {along.recommended_sources} sources"
+    return AlphaControl(options, labels, value, nearest_index(along.alphas, value), amax, recommended, fit,
                         paper, digits)
 
 
@@ -316,7 +321,7 @@ def sources_control(curve, sparsest, link: dict, request: ExploreRequest, messag
     return SourcesControl(top, recommended, fits, int(value), scope)
 
 
-def view_card(pairing, top2: Callable, class_names, gs, sides, target, method, sources, alpha, path, curve,
+def view_card(pairing, top2: Callable, class_names, gs, sides, target, method, sources, alpha, along, curve,
               source_names=None) -> cards.TargetCard:
     """The target card (``class_names``: the model's; ``source_names``: the source's, None: the
     same; ``top2()``: the model's raw top-2, asked for by the CovLasso's card on raw logits)."""
@@ -324,12 +329,14 @@ def view_card(pairing, top2: Callable, class_names, gs, sides, target, method, s
     names = (pairing.model.name, pairing.source.name, class_names[target], source_names or class_names)
     if method == LASSO:
         sides = sides or (pairing.model, pairing.source, top2())
-        return cards.covlasso_card(*names, target, path, alpha.index, *sides, covariance)
+        i = alpha.index
+        return cards.covlasso_card_at(*names, target, float(along.alphas[i]), *along.columns[i], along.coefs[i],
+                                      *sides, covariance)
     return cards.best_subset_card(*names, target, curve, sources.value, covariance)
 
 
-def _covlasso_charts(path, card, class_names, target, alpha: AlphaControl, pframe) -> CovLassoCharts:
-    fig3 = covariance_vs_coef(card.covariance, path.coef_vector(target, alpha.index), target)
+def _covlasso_charts(along: TargetAlpha, card, class_names, target, alpha: AlphaControl, pframe) -> CovLassoCharts:
+    fig3 = covariance_vs_coef(card.covariance, along.coefs[alpha.index], target)
     shown = scatter_points(fig3["covariance"], fig3["coef"])
     scatter = pd.DataFrame({"covariance": fig3["covariance"][shown], "coef": fig3["coef"][shown],
                             "name": [class_names[j] for j in fig3["source"][shown]]})
@@ -352,10 +359,10 @@ def _every_target(data: PairingData, class_names, model, method, sources, alpha)
                            True)
     if every_path is None:
         return EveryTarget(None, None, None, False)
-    a = every_path.nearest_alpha_index(alpha.value)
-    what = "Every target's" if every_path.complete else f"The {len(every_path.targets):,} targets solved so far:"
+    a = nearest_index(every_path.alphas, alpha.value)
+    what = "Every target's" if data.every_complete else f"The {len(every_path.targets):,} targets solved so far:"
     return EveryTarget(f"{what} dependencies at α = {every_path.alphas[a]:.3g} (CSV)",
                        f"{model}-all-a{every_path.alphas[a]:.3g}.csv",
                        lambda: "".join(views.dependencies_csv(every_path.at_alpha(a), every_path.targets, class_names,
                                                               class_names)),
-                       every_path.complete)
+                       data.every_complete)

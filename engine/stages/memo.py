@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 LOCK = threading.Lock()
-LIMITS = {"card": 256, "path": 128, "curve": 128, "cpath": 64, "ccurve": 64, "centred": 4, "spec": 16}
+LIMITS = {"card": 256, "path": 128, "curve": 128, "cpath": 64, "ccurve": 64, "centred": 4, "spec": 16, "alpha": 64}
 
 
 class Memo(OrderedDict):

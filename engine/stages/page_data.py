@@ -60,6 +60,7 @@ class PairingData:
     has_subsets: bool = False  # the best-subsets job's result exists
     subsets: object = None  # that result (None without it)
     top2: object = None  # the model's top-2 (raw logits)
+    every_complete: bool = False  # every target's path is solved
     opening: int = 0  # the target the page opens on
 
 
@@ -74,6 +75,24 @@ class TargetData:
     curve: object  # stages.sparsity.SourcesCurve
     sparsest: int | None
     centred_pairing: object = None  # stages.centred.CentredPairing (None on raw logits)
+    alpha: TargetAlpha | None = None  # the target's CovLasso path as plain arrays (asked for: the α slider)
+
+
+@dataclass(frozen=True)
+class TargetAlpha:
+    """One target's CovLasso path as plain arrays (what the α slider, the card, Fig. 3 and the
+    α-path chart read): its α (descending: a prefix of the path's grid, so an index into either
+    is the same), α_max, the solution at each α (its sources and coefficients, and the dense
+    (A', P) coefficients), and the α recommended along it (-1 / NaN: none)."""
+
+    alphas: np.ndarray
+    alpha_max: float
+    columns: tuple  # per α: (sources, coefficients)
+    coefs: np.ndarray  # (A', P)
+    recommended: int
+    recommended_alpha: float
+    recommended_r2: float
+    recommended_sources: int
 
 
 def pairing_data(cache, candidates: Sequence[str | None], memo: Memo | None = None) -> PairingData:
@@ -108,20 +127,39 @@ def _pairing_data(memo: Memo, state, model: str) -> PairingData:
     subsets = fetch(memo, "subsets", key, lambda: solve_best_subsets(cache, pairing)) if has_subsets else None
     opening = opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names)
     return PairingData(cache, names, model, key=key, pairing=pairing, gs=gs, class_names=class_names, k=store.k,
-                       manifest=store.manifest, every_path=every_path, has_subsets=has_subsets, subsets=subsets,
+                       manifest=store.manifest, every_path=every_path,
+                       every_complete=every_path is not None and every_path.complete, has_subsets=has_subsets, subsets=subsets,
                        top2=top2_of(memo, cache, pairing, key), opening=opening)
 
 
-def target_data(data: PairingData, target: int, centred: bool, memo: Memo | None = None) -> TargetData:
+def target_data(data: PairingData, target: int, centred: bool, memo: Memo | None = None,
+                alpha: bool = False) -> TargetData:
     """``target``'s α path and sources curve in ``data``'s pairing (``centred``: on
-    per-sample-centred logits, solved in memory), kept in ``memo``."""
+    per-sample-centred logits, solved in memory), and with ``alpha`` its CovLasso path as plain
+    arrays (:func:`target_alpha`), kept in ``memo``."""
     memo = Memo() if memo is None else memo
     cache, pairing, key = data.cache, data.pairing, data.key
     path = target_path(memo, cache, pairing, key, target, centred)
     curve = target_curve(memo, cache, pairing, key, target, centred)
     sparsest = fetch(memo, "sparsest", (*key, int(target), centred), curve.sparsest_fit)
     cp = centred_of(memo, cache, pairing, key) if centred else None
-    return TargetData(int(target), bool(centred), path, curve, sparsest, cp)
+    along = None if not alpha else fetch(memo, "alpha", (*key, int(target), centred), lambda: target_alpha(path, target))
+    return TargetData(int(target), bool(centred), path, curve, sparsest, cp, along)
+
+
+def target_alpha(path, target: int) -> TargetAlpha:
+    """``target``'s CovLasso path (:class:`engine.stages.alpha_paths.DependencyPath` holding it)
+    as plain arrays, with the α recommended along it."""
+    grid = path.alpha_indices(target)
+    columns = tuple(tuple(np.asarray(a) for a in path.coef_at(target, int(a))) for a in grid)
+    coefs = path.target_path(target) if len(grid) else np.zeros((0, path.n_sources))
+    rec = recommend(path.select([target]))
+    at = -1 if rec is None else int(rec.alpha_index[target])
+    found = at >= 0
+    return TargetAlpha(path.alphas[grid], path.alpha_max(target), columns, coefs, at,
+                       float(path.alphas[at]) if found else float("nan"),
+                       float(rec.r2[target]) if found else float("nan"),
+                       int(rec.n_sources[target]) if found else 0)
 
 
 def target_path(memo, cache, pairing, key, target: int, centred: bool):
