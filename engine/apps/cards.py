@@ -20,13 +20,12 @@ import pandas as pd
 
 from engine.apps.views import dependency_formula, dependency_frame
 from engine.core.analysis import DependencyMetrics, dependency_metrics
-from engine.core.bestsubset import DEFAULT_MAX_SOURCES
 from engine.errors import InvalidInputError
 from engine.stages.alpha_paths import path_spec, target_paths
 from engine.stages.gramsets import load_gramset
 from engine.stages.pairing import open_pairing
 from engine.stages.solutions import load_top2
-from engine.stages.sparsity import sources_curve
+from engine.stages.sparsity import curve_sources, sources_curve
 from engine.storage.store import Cache
 
 BEST = "best-subset"
@@ -62,11 +61,6 @@ class TargetCard:
             return self.label
         n = len(self.sources)
         return f"{self.label} · {n} source{'s' if n != 1 else ''}"
-
-
-def curve_sources(k_source: int, within: bool) -> int:
-    """The number of sources the pages' sources curve goes up to (a store of a few categories has fewer)."""
-    return max(1, min(DEFAULT_MAX_SOURCES, k_source - (1 if within else 0)))
 
 
 def target_card(cache: Cache | str, model: str, source: str | None, target: int, method: str = BEST, *,
@@ -113,10 +107,19 @@ def covlasso_card(model: str, source: str, target_name: str, source_names: list[
     (:class:`engine.stages.alpha_paths.DependencyPath`), its Table 1 metrics on ``model_side``'s
     logits predicted from ``source_side``'s (anything with ``.logits``; the model's ``.labels``):
     stores, or their centred logits."""
-    alpha = float(path.alphas[alpha_index])
-    sources, coefs = (np.asarray(a) for a in path.coef_at(target, alpha_index))
-    metrics = dependency_metrics(model_side.logits, source_side.logits, model_side.labels, target,
-                                 path.coef_vector(target, alpha_index), top2)
+    sources, coefs = path.coef_at(target, alpha_index)
+    return covlasso_card_at(model, source, target_name, source_names, target, float(path.alphas[alpha_index]),
+                            sources, coefs, path.coef_vector(target, alpha_index), model_side, source_side, top2,
+                            covariance)
+
+
+def covlasso_card_at(model: str, source: str, target_name: str, source_names: list[str], target: int, alpha: float,
+                     sources, coefs, vector: np.ndarray, model_side, source_side, top2,
+                     covariance: np.ndarray | None = None) -> TargetCard:
+    """:func:`covlasso_card` from the solution at α itself: its ``sources`` and ``coefs``, and
+    ``vector``, the coefficients of every source (zero off the sources)."""
+    sources, coefs = np.asarray(sources), np.asarray(coefs)
+    metrics = dependency_metrics(model_side.logits, source_side.logits, model_side.labels, target, vector, top2)
     return _card(model, source, target, target_name, source_names, LASSO, None, alpha, sources, coefs, metrics,
                  f"CovLasso, α = {alpha:.3g}", f"a{alpha:.3g}", covariance)
 

@@ -25,13 +25,9 @@ from engine.apps.explore import (
     ExploreRequest,
     SourcesControl,
     alpha_control,
-    centred_of,
-    opening_target,
     resolve_method_logits,
     resolve_target,
     sources_control,
-    target_curve,
-    target_path,
     view_card,
 )
 from engine.core.categories import category_ids
@@ -39,6 +35,14 @@ from engine.errors import EngineError
 from engine.ingest import class_images as images
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
 from engine.stages.gramsets import check_pairable, load_gramset
+from engine.stages.page_data import (
+    centred_of,
+    opening_target,
+    target_alpha,
+    target_curve,
+    target_path,
+    top2_of,
+)
 from engine.stages.pairing import open_pairing, stores_state
 from engine.stages.sparsity import has_all_best_subsets, solve_best_subsets
 from engine.stages.theory import read_floor
@@ -155,24 +159,26 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
         memo, cache, pairing, key, every_path, has_subsets, class_names))
     k = max(store_a.k, store_b.k)
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
-    path = target_path(memo, cache, pairing, key, target, centred)
-    curve = target_curve(memo, cache, pairing, key, target, centred)
-    cp = centred_of(memo, cache, pairing, key) if centred else None
+    path = _path(memo, cache, pairing, key, target, centred)
+    curve = _curve(memo, cache, pairing, key, target, centred)
+    cp = fetch(memo, "centred", key, lambda: centred_of(memo, cache, pairing, key)) if centred else None
     gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
     base.update(class_names=class_names, source_k=len(source_names), ids=ids, k=k, target=target,
                 target_options=options, no_match=no_match, method=method, centred=centred, centred_allowed=allowed)
-    alpha = sources = None
+    alpha = sources = along = None
     tkey = (*key, int(target))
     sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        alpha = alpha_control(path, target, link, request.alpha, messages)
+        along = fetch(memo, "alpha", (*tkey, centred), lambda: target_alpha(path, target))
+        alpha = alpha_control(along, link, request.alpha, messages)
         if alpha is None:
-            return CompareView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
+            return CompareView(messages=tuple(messages), no_alpha=along.alpha_max, **base)
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    card = fetch(memo, "card", ckey, lambda: view_card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
-                                                    method, sources, alpha, path, curve, source_names))
+    top2 = lambda: fetch(memo, "top2", key, lambda: top2_of(memo, cache, pairing, key))  # noqa: E731  (the CovLasso's card on raw logits)
+    card = fetch(memo, "card", ckey, lambda: view_card(pairing, top2, class_names, gs_shown, sides, target,
+                                                    method, sources, alpha, along, curve, source_names))
     top = card.frame.head(MAX_GRAPH_SOURCES)
     kind_a = fetch(memo, "image_kind", _key(state, source), lambda: images.class_image_source(store_a.manifest,
                                                                                               source_names))
@@ -195,6 +201,20 @@ def _compare(memo, state, model: str, source: str, link: dict, request: CompareR
                        target_short=views.short_name(target_name), floor=floor, within=within, **base)
 
 
+def _path(memo, cache, pairing, key, target: int, centred: bool):
+    """The target's α path (:func:`engine.stages.page_data.target_path`), looked up in ``memo``
+    here first: a run that finds it there does not enter the stages."""
+    return fetch(memo, "cpath" if centred else "path", (*key, int(target)),
+                 lambda: target_path(memo, cache, pairing, key, target, centred))
+
+
+def _curve(memo, cache, pairing, key, target: int, centred: bool):
+    """The target's sources curve (:func:`engine.stages.page_data.target_curve`), looked up in
+    ``memo`` here first."""
+    return fetch(memo, "ccurve" if centred else "curve", (*key, int(target)),
+                 lambda: target_curve(memo, cache, pairing, key, target, centred))
+
+
 def _within(memo, state, model_b: str, model_a: str, names_b, names_a, target: int, centred: bool, sources,
             alpha) -> Within:
     """The category inside each model (A's and B's own paths or best subsets, read or solved for
@@ -215,13 +235,13 @@ def _within(memo, state, model_b: str, model_a: str, names_b, names_a, target: i
     if m is not None:  # best subsets with at most m sources inside each model
         vectors = []
         for _, key, pairing in sides:
-            fit = target_curve(memo, cache, pairing, key, target, centred).best[m - 1]
+            fit = _curve(memo, cache, pairing, key, target, centred).best[m - 1]
             vec = np.zeros(len(names))
             vec[fit.sources] = fit.coefs
             vectors.append(vec)
         where = f"with at most {m} sources (best subset) in each model"
     else:
-        paths = [target_path(memo, cache, pairing, key, target, centred) for _, key, pairing in sides]
+        paths = [_path(memo, cache, pairing, key, target, centred) for _, key, pairing in sides]
         idx = [p.nearest_alpha_index(alpha.value, target) for p in paths]
         vectors = [p.coef_vector(target, i) for p, i in zip(paths, idx)]
         where = f"at α ≈ {paths[0].alphas[idx[0]]:.3g} ({model_a}) and {paths[1].alphas[idx[1]]:.3g} ({model_b})"

@@ -3,14 +3,14 @@
 Defaults (the model, the target, α and the number of sources a page opens on), the parsing of a
 link's α and m (with the sentence that says what was wrong), the α slider's digits, the chart of
 R² against the number of sources, the Fig. 3 scatter's points — shared by the Explore view
-(:mod:`engine.apps.explore`) and the dashboard's other pages — and :class:`Memo`, the in-memory
-table of what a view read or solved.
+(:mod:`engine.apps.explore`) and the dashboard's other pages. The views' in-memory
+:class:`~engine.stages.memo.Memo` and the page's opening target
+(:func:`~engine.stages.page_data.default_target`) are re-exported from the layers below.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine.apps import views
+from engine.stages.memo import LIMITS, LOCK
+from engine.stages.memo import Memo as Memo  # the views' memo (re-exported)
+from engine.stages.page_data import (
+    default_target as default_target,  # where a page opens (re-exported)
+)
 from engine.stages.pairing import PAPER_ALPHAS
 from engine.stages.sparsity import FIT_R2  # a dependency "fits" the sources chart at R² ≥ 0.95
 
@@ -43,31 +47,24 @@ class SourcesChart:
     max_m: int
 
 
-# ----------------------------------------------------------------------------- the memo
-
-_LOCK = threading.Lock()
-_LIMITS = {"card": 256, "path": 128, "curve": 128, "cpath": 64, "ccurve": 64, "centred": 4, "spec": 16}
-
-
-class Memo(OrderedDict):
-    """What :func:`explore_view` read or solved, in memory: a least-recently-used table per kind
-    (stores, Grams, paths, curves, cards …), each entry keyed by the stores' stamps. One per
-    cache, held by the caller (thread-safe; two callers may compute one entry twice, the
-    stages' disk cache makes that cheap)."""
+# ----------------------------------------------------------------------------- the views' memo entries
 
 
 def fetch(memo: Memo, kind: str, key: tuple, make: Callable, keep_none: bool = True):
-    with _LOCK:
+    """:func:`engine.stages.memo.fetch` for the apps' own entries (cards, image kinds, path
+    frames): the same tables and lock, kept here so that an apps entry is made in apps (a call
+    into the stages' fetch would enter the stages and call back up)."""
+    with LOCK:
         table = memo.setdefault(kind, OrderedDict())
         if key in table:
             table.move_to_end(key)
             return table[key]
     value = make()
-    if value is None and not keep_none:  # a job may be writing it now: look again next time
+    if value is None and not keep_none:
         return None
-    with _LOCK:
+    with LOCK:
         table[key] = value
-        while len(table) > _LIMITS.get(kind, 8):
+        while len(table) > LIMITS.get(kind, 8):
             table.popitem(last=False)
     return value
 
@@ -125,24 +122,6 @@ def default_alpha(options: list[float], amax: float) -> float:
         if paper in options:
             return paper
     return nearest_option(options, amax / 10)
-
-
-def default_target(class_names: list[str], rec=None, hint=None, recognised: np.ndarray | None = None) -> int:
-    """The clear example of the pairing (few sources, a close fit), categories a person reads at
-    a glance first — and among them those the model recognises (``recognised``,
-    :func:`engine.apps.views.recognised_categories`), when any — among the targets whose paths the
-    ``paths`` job has solved (``rec``); before that, the Gram's guess (``hint``: a target two
-    sources fit and one does not); without either, category 0 (a page never solves every
-    target to choose where to open)."""
-    glance = views.read_at_a_glance(class_names)
-    if recognised is not None and (glance & recognised).any():
-        glance = glance & recognised
-    elif recognised is not None and not glance.any():
-        glance = recognised
-    example = None if rec is None else rec.clear_example(prefer=glance)
-    if example is None and hint is not None:
-        example = hint.clear_example(prefer=glance)
-    return 0 if example is None else example
 
 
 def recommended_m(curve, sparsest: int | None = ...) -> tuple[int, bool]:

@@ -28,12 +28,11 @@ from engine.apps import cards, views
 from engine.apps.controls import (
     PICKER_ALL,
     PICKER_MATCHES,
+    PREFERRED_MODELS,
     Memo,
     SourcesChart,
     alpha_digits,
     default_alpha,
-    default_model,
-    default_target,
     fetch,
     nearest_option,
     parse_alpha,
@@ -46,18 +45,9 @@ from engine.core.analysis import covariance_vs_coef
 from engine.core.categories import category_ids, find_category, search_categories
 from engine.errors import EngineError
 from engine.ingest import class_images as images
-from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths, target_paths
-from engine.stages.centred import MAX_CENTRED_K, centred_curve, centred_pairing, centred_path
-from engine.stages.gramsets import load_gram_hint, load_gramset
-from engine.stages.pairing import PAPER_ALPHAS, open_pairing, stores_state
-from engine.stages.recommend import recommend
-from engine.stages.solutions import load_top2
-from engine.stages.sparsity import (
-    has_all_best_subsets,
-    opening_sparse_example,
-    solve_best_subsets,
-    sources_curve,
-)
+from engine.stages.centred import MAX_CENTRED_K
+from engine.stages.page_data import PairingData, TargetAlpha, pairing_data, target_data
+from engine.stages.pairing import PAPER_ALPHAS
 
 BEST, LASSO = cards.BEST, cards.LASSO
 METHODS = (BEST, LASSO)
@@ -167,68 +157,54 @@ class ExploreView:
 
 def explore_view(cache, request: ExploreRequest, memo: Memo | None = None) -> ExploreView:
     """The Explore page's view of ``request`` on ``cache`` (a :class:`Cache` or its folder), the
-    stages' results kept in ``memo`` (None: a fresh one, nothing kept)."""
+    stages' results kept in ``memo`` (None: a fresh one, nothing kept). The stages are entered
+    twice: once for the pairing's data (:func:`engine.stages.page_data.pairing_data`), once for
+    the shown target's (:func:`engine.stages.page_data.target_data`)."""
     memo = Memo() if memo is None else memo
-    state = stores_state(cache)  # the stores and their stamps: one look per call
-    cache, names = state.cache, state.names
     link, messages = dict(request.link), []
+    data = pairing_data(cache, (link.get("model"), request.model, *PREFERRED_MODELS), memo)
+    names, model = data.names, data.model
     if not names:
         return ExploreView(names, ())
-    model = request.model if request.model in names else default_model(names)
-    if "model" in link:
-        if link["model"] in names:
-            model = link["model"]
-        else:
-            messages.append(f"The link names a store {link['model']!r} that is not in this cache; showing "
-                            f"{model!r}. Known stores: {', '.join(names)}.")
+    if "model" in link and link["model"] not in names:
+        messages.append(f"The link names a store {link['model']!r} that is not in this cache; showing "
+                        f"{model!r}. Known stores: {', '.join(names)}.")
+    if data.error is not None:
+        return ExploreView(names, tuple(messages), model=model, error=data.error)
+    if not data.has_gram:
+        return ExploreView(names, tuple(messages), model=model, has_gram=False)
     try:
-        return _explore(memo, state, model, link, request, messages)
+        return _explore(memo, data, link, request, messages)
     except EngineError as exc:  # the page still offers the other stores
         return ExploreView(names, tuple(messages), model=model, error=str(exc))
 
 
-def _explore(memo, state, model: str, link: dict, request: ExploreRequest, messages: list[str]) -> ExploreView:
-    cache, names = state.cache, state.names
-    stamp = (model, state.stamps[model])
-    pairing = fetch(memo, "pairing", (str(cache.root), stamp), lambda: open_pairing(cache, model))
-    store = pairing.model
-    gs = fetch(memo, "gram", (str(cache.root), stamp), lambda: load_gramset(cache, pairing, compute=False),
-                keep_none=False)
-    if gs is None:
-        return ExploreView(names, tuple(messages), model=model, has_gram=False)
-    key = (str(cache.root), stamp)
-    class_names, k, manifest = fetch(memo, "names", key, lambda: store.class_names), store.k, store.manifest
+def _explore(memo, data: PairingData, link: dict, request: ExploreRequest, messages: list[str]) -> ExploreView:
+    names, model, key, pairing = data.names, data.model, data.key, data.pairing
+    class_names, k, manifest = data.class_names, data.k, data.manifest
     ids = category_ids(manifest)
-    spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
-    solved = path_progress(cache, spec).solved  # file checks: the paths job may be running
-    every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
-    has_subsets = has_all_best_subsets(cache, pairing)  # a file test: the best-subsets job may have run since
-
-    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: opening_target(
-        memo, cache, pairing, key, every_path, has_subsets, class_names))
+    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: data.opening)
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
 
+    shown_data = target_data(data, target, centred, memo, alpha=method == LASSO)
     tkey = (*key, int(target))
-    path = target_path(memo, cache, pairing, key, target, centred)
-    curve = target_curve(memo, cache, pairing, key, target, centred)
-    cp = centred_of(memo, cache, pairing, key) if centred else None
-    gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
+    curve, sparsest, cp = shown_data.curve, shown_data.sparsest, shown_data.centred_pairing
+    gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (data.gs, None)
     base = dict(names=names, model=model, class_names=class_names, ids=ids, k=k,
                 model_info=manifest.get("model_info"), target=target, target_options=options, no_match=no_match,
                 method=method, centred=centred, centred_allowed=allowed)
 
     alpha = sources = None
-    sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        alpha = alpha_control(path, target, link, request.alpha, messages)
+        alpha = alpha_control(shown_data.alpha, link, request.alpha, messages)
         if alpha is None:
-            return ExploreView(messages=tuple(messages), no_alpha=path.alpha_max(target), **base)
+            return ExploreView(messages=tuple(messages), no_alpha=shown_data.alpha.alpha_max, **base)
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
 
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    card = fetch(memo, "card", ckey, lambda: view_card(cache, pairing, memo, key, class_names, gs_shown, sides, target,
-                                                    method, sources, alpha, path, curve))
+    card = fetch(memo, "card", ckey, lambda: view_card(pairing, lambda: data.top2, class_names, gs_shown, sides, target,
+                                                    method, sources, alpha, shown_data.alpha, curve))
     shown = card.frame.head(MAX_GRAPH_SOURCES)
     indices = [*shown["index"], target]
     kind = fetch(memo, "image_kind", key, lambda: images.class_image_source(manifest, class_names))
@@ -239,10 +215,9 @@ def _explore(memo, state, model: str, link: dict, request: ExploreRequest, messa
     labels = {"target": target_36, "legend": target_40,
               **dict(zip((int(j) for j in shown["index"]), views.short_names(shown["name"], 24)))}
     pframe = None if alpha is None else fetch(memo, "path_frame", (*tkey, centred), lambda: views.path_frame(
-        path.alphas[path.alpha_indices(target)], path.target_path(target), class_names))
-    covlasso = None if alpha is None else _covlasso_charts(path, card, class_names, target, alpha, pframe)
-    every = None if centred else _every_target(memo, cache, pairing, key, class_names, model, method,
-                                                every_path, has_subsets, sources, alpha)
+        shown_data.alpha.alphas, shown_data.alpha.coefs, class_names))
+    covlasso = None if alpha is None else _covlasso_charts(shown_data.alpha, card, class_names, target, alpha, pframe)
+    every = None if centred else _every_target(data, class_names, model, method, sources, alpha)
     return ExploreView(messages=tuple(messages), alpha=alpha, sources=sources, card=card, line=card.line,
                        sources_chart=sources_chart(curve, card, sparsest), covlasso=covlasso, images=pictures,
                        graph_labels=labels, every=every, **base)
@@ -294,73 +269,21 @@ def resolve_method_logits(link: dict, request, k: int, messages: list[str]) -> t
     return method, bool(centred) if allowed and isinstance(centred, bool) else False, allowed
 
 
-def target_path(memo, cache, pairing, key, target: int, centred: bool):
-    """The target's α path of ``pairing`` (raw: the stage's, cached on disk; centred: solved
-    here), kept in ``memo``."""
-    tkey = (*key, int(target))
-    if centred:
-        return fetch(memo, "cpath", tkey, lambda: centred_path(cache, pairing, centred_of(memo, cache, pairing, key),
-                                                               target))
-    spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
-    return fetch(memo, "path", tkey, lambda: target_paths(cache, spec, [target]))
+def nearest_index(grid: np.ndarray, alpha: float) -> int:
+    """The index of the α of ``grid`` nearest to ``alpha`` (on a log scale), as
+    :meth:`engine.stages.alpha_paths.DependencyPath.nearest_alpha_index`."""
+    return int(np.argmin(np.abs(np.log(grid) - np.log(alpha))))
 
 
-def target_curve(memo, cache, pairing, key, target: int, centred: bool):
-    """The target's sources curve of ``pairing`` (best subsets, the Lasso, the relaxed Lasso),
-    kept in ``memo``."""
-    tkey = (*key, int(target))
-    if centred:
-        path = target_path(memo, cache, pairing, key, target, True)
-        return fetch(memo, "ccurve", tkey, lambda: centred_curve(pairing, centred_of(memo, cache, pairing, key), path,
-                                                                 target))
-    return fetch(memo, "curve", tkey, lambda: sources_curve(
-        cache, pairing, target, max_sources=cards.curve_sources(pairing.source.k, pairing.within)))
-
-
-def centred_of(memo, cache, pairing, key):
-    return fetch(memo, "centred", key, lambda: centred_pairing(cache, pairing, top2_of(memo, cache, pairing, key)))
-
-
-def top2_of(memo, cache, pairing, key):
-    return fetch(memo, "top2", key, lambda: load_top2(cache, pairing.model))
-
-
-def opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names) -> int:
-    """Where the page opens: a category the model recognises (read at a glance first) that 2 … 4
-    sources fit at R² ≥ 0.95 with top-1 kept, from the ``best-subsets`` job's result when it
-    exists; else the clear example of the ``paths`` job's result; else the Gram's guess."""
-    store = pairing.model
-    recognised = fetch(memo, "recognised", key, lambda: views.recognised_categories(
-        store.labels, top2_of(memo, cache, pairing, key).pred, store.k))
-    glance = views.read_at_a_glance(class_names)
-    prefer = glance & recognised if (glance & recognised).any() else (recognised if not glance.any() else glance)
-    if has_subsets:
-        found = fetch(memo, "sparse_example", (*key, prefer.tobytes()),
-                       lambda: _sparse_example(memo, cache, pairing, key, prefer))
-        if found is not None:
-            return found[0]
-    rec = None if every_path is None else fetch(memo, "recommendation", (*key, len(every_path.targets)),
-                                                 lambda: recommend(every_path))
-    hint = fetch(memo, "hint", key, lambda: load_gram_hint(cache, pairing.source, None if pairing.within else store),
-                 keep_none=False)
-    return default_target(class_names, rec, hint, recognised)
-
-
-def _sparse_example(memo, cache, pairing, key, prefer):
-    result = fetch(memo, "subsets", key, lambda: solve_best_subsets(cache, pairing))
-    gs = fetch(memo, "gram", key, lambda: load_gramset(cache, pairing, compute=False), keep_none=False)
-    return None if gs is None else opening_sparse_example(cache, pairing, result, gs, prefer)
-
-
-def alpha_control(path, target: int, link: dict, current, messages: list[str]) -> AlphaControl | None:
-    amax = path.alpha_max(target)
-    options = [float(a) for a in path.alphas[path.alpha_indices(target)][::-1] if a < amax]
+def alpha_control(along: TargetAlpha, link: dict, current, messages: list[str]) -> AlphaControl | None:
+    """The α slider over the target's path ``along`` (:func:`engine.stages.page_data.target_alpha`)."""
+    amax = along.alpha_max
+    options = [float(a) for a in along.alphas[::-1] if a < amax]
     if not options:
         return None
-    rec = recommend(path.select([target]))
     recommended = None
-    if rec is not None and rec.alpha_index[target] >= 0:
-        a = float(path.alphas[rec.alpha_index[target]])
+    if along.recommended >= 0:
+        a = along.recommended_alpha
         recommended = a if a in options else None
     paper = next((a for a in PAPER_ALPHAS if a in options), None)
     value = None
@@ -379,8 +302,8 @@ def alpha_control(path, target: int, link: dict, current, messages: list[str]) -
     digits = alpha_digits(options)
     labels = [f"{a:.{digits}g}" + (" ★ recommended" if a == recommended else (" · paper" if a == paper else ""))
               for a in options]
-    fit = "" if recommended is None else f"R² {rec.r2[target]:.3f}, {int(rec.n_sources[target])} sources"
-    return AlphaControl(options, labels, value, path.nearest_alpha_index(value, target), amax, recommended, fit,
+    fit = "" if recommended is None else f"R² {along.recommended_r2:.3f}, {along.recommended_sources} sources"
+    return AlphaControl(options, labels, value, nearest_index(along.alphas, value), amax, recommended, fit,
                         paper, digits)
 
 
@@ -398,19 +321,22 @@ def sources_control(curve, sparsest, link: dict, request: ExploreRequest, messag
     return SourcesControl(top, recommended, fits, int(value), scope)
 
 
-def view_card(cache, pairing, memo, key, class_names, gs, sides, target, method, sources, alpha, path, curve,
-          source_names=None) -> cards.TargetCard:
-    """The target card (``class_names``: the model's; ``source_names``: the source's, None: the same)."""
+def view_card(pairing, top2: Callable, class_names, gs, sides, target, method, sources, alpha, along, curve,
+              source_names=None) -> cards.TargetCard:
+    """The target card (``class_names``: the model's; ``source_names``: the source's, None: the
+    same; ``top2()``: the model's raw top-2, asked for by the CovLasso's card on raw logits)."""
     covariance = np.asarray(gs.rhs_columns([target])[:, 0])
     names = (pairing.model.name, pairing.source.name, class_names[target], source_names or class_names)
     if method == LASSO:
-        sides = sides or (pairing.model, pairing.source, top2_of(memo, cache, pairing, key))
-        return cards.covlasso_card(*names, target, path, alpha.index, *sides, covariance)
+        sides = sides or (pairing.model, pairing.source, top2())
+        i = alpha.index
+        return cards.covlasso_card_at(*names, target, float(along.alphas[i]), *along.columns[i], along.coefs[i],
+                                      *sides, covariance)
     return cards.best_subset_card(*names, target, curve, sources.value, covariance)
 
 
-def _covlasso_charts(path, card, class_names, target, alpha: AlphaControl, pframe) -> CovLassoCharts:
-    fig3 = covariance_vs_coef(card.covariance, path.coef_vector(target, alpha.index), target)
+def _covlasso_charts(along: TargetAlpha, card, class_names, target, alpha: AlphaControl, pframe) -> CovLassoCharts:
+    fig3 = covariance_vs_coef(card.covariance, along.coefs[alpha.index], target)
     shown = scatter_points(fig3["covariance"], fig3["coef"])
     scatter = pd.DataFrame({"covariance": fig3["covariance"][shown], "coef": fig3["coef"][shown],
                             "name": [class_names[j] for j in fig3["source"][shown]]})
@@ -419,24 +345,24 @@ def _covlasso_charts(path, card, class_names, target, alpha: AlphaControl, pfram
                           pframe)
 
 
-def _every_target(memo, cache, pairing, key, class_names, model, method, every_path, has_subsets, sources,
-                  alpha) -> EveryTarget:
+def _every_target(data: PairingData, class_names, model, method, sources, alpha) -> EveryTarget:
     """Every target's dependencies at the α shown (from the ``paths`` job's result, complete or
     the targets solved so far) or with at most the m shown (the ``best-subsets`` job's)."""
+    every_path = data.every_path
     if method == BEST:
-        if not has_subsets:
+        if not data.has_subsets:
             return EveryTarget(None, None, None, False)
-        every = fetch(memo, "subsets", key, lambda: solve_best_subsets(cache, pairing))
+        every = data.subsets
         m, targets = sources.value, np.arange(every.n_targets)
         return EveryTarget(f"Every target's best dependency with at most {m} sources (CSV)", f"{model}-all-m{m}.csv",
                            lambda: "".join(views.dependencies_csv(every.at(m), targets, class_names, class_names)),
                            True)
     if every_path is None:
         return EveryTarget(None, None, None, False)
-    a = every_path.nearest_alpha_index(alpha.value)
-    what = "Every target's" if every_path.complete else f"The {len(every_path.targets):,} targets solved so far:"
+    a = nearest_index(every_path.alphas, alpha.value)
+    what = "Every target's" if data.every_complete else f"The {len(every_path.targets):,} targets solved so far:"
     return EveryTarget(f"{what} dependencies at α = {every_path.alphas[a]:.3g} (CSV)",
                        f"{model}-all-a{every_path.alphas[a]:.3g}.csv",
                        lambda: "".join(views.dependencies_csv(every_path.at_alpha(a), every_path.targets, class_names,
                                                               class_names)),
-                       every_path.complete)
+                       data.every_complete)

@@ -20,6 +20,10 @@ from engine.core.analysis import (
     sparse_fit as sparse_fit,  # the pages' name for it (moved to the core)
 )
 from engine.core.categories import glyph_name_mask, is_glyph_name
+from engine.core.categories import (
+    read_at_a_glance as read_at_a_glance,  # where pages open (re-exported)
+)
+from engine.core.categories import recognised_categories as recognised_categories
 from engine.core.sparse import SparseColumns
 
 # ----------------------------------------------------------------------------- one target
@@ -168,27 +172,6 @@ def short_names(names, width: int = 28) -> list[str]:
     names = list(names)
     glyph = glyph_name_mask(names)
     return [name[0] if g else (name if len(name) <= width else name[: width - 1] + "…") for name, g in zip(names, glyph)]
-
-
-def read_at_a_glance(names: list[str]) -> np.ndarray:
-    """(K,) True for categories a person reads at a glance: glyph classes of Basic Latin and
-    Latin-1 (``é LATIN SMALL LETTER E WITH ACUTE``); pages open on one of them when they can."""
-    return glyph_name_mask(names, below=0x100)
-
-
-def recognised_categories(labels: np.ndarray | None, pred: np.ndarray, k: int, min_acc: float = 0.9) -> np.ndarray:
-    """(k,) True for categories the model recognises: at least ``min_acc`` of their samples
-    predicted as them (positive accuracy). A category confused with a near-duplicate (two
-    glyphs of one shape) has its logit rebuilt from the duplicate's — a copy, not a
-    combination, and a replaced logit that costs the category its positives: pages do not
-    open there. All False without labels."""
-    if labels is None:
-        return np.zeros(k, dtype=bool)
-    labels = np.asarray(labels)
-    valid = (labels >= 0) & (labels < k)
-    positives = np.bincount(labels[valid], minlength=k)
-    hits = np.bincount(labels[valid & (np.asarray(pred) == labels)], minlength=k)
-    return (positives > 0) & (hits >= min_acc * np.maximum(positives, 1))
 
 
 # ----------------------------------------------------------------------------- many targets

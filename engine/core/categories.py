@@ -119,3 +119,24 @@ def glyph_name_mask(names: Sequence[str], below: int = 0x110000) -> np.ndarray:
     """(K,) True for glyph class names (:func:`is_glyph_name`) whose character's code is below
     ``below`` (0x100: Basic Latin and Latin-1)."""
     return np.array([is_glyph_name(n) and ord(n[0]) < below for n in names], dtype=bool)
+
+
+def read_at_a_glance(names: list[str]) -> np.ndarray:
+    """(K,) True for categories a person reads at a glance: glyph classes of Basic Latin and
+    Latin-1 (``é LATIN SMALL LETTER E WITH ACUTE``); pages open on one of them when they can."""
+    return glyph_name_mask(names, below=0x100)
+
+
+def recognised_categories(labels: np.ndarray | None, pred: np.ndarray, k: int, min_acc: float = 0.9) -> np.ndarray:
+    """(k,) True for categories the model recognises: at least ``min_acc`` of their samples
+    predicted as them (positive accuracy). A category confused with a near-duplicate (two
+    glyphs of one shape) has its logit rebuilt from the duplicate's — a copy, not a
+    combination, and a replaced logit that costs the category its positives: pages do not
+    open there. All False without labels."""
+    if labels is None:
+        return np.zeros(k, dtype=bool)
+    labels = np.asarray(labels)
+    valid = (labels >= 0) & (labels < k)
+    positives = np.bincount(labels[valid], minlength=k)
+    hits = np.bincount(labels[valid & (np.asarray(pred) == labels)], minlength=k)
+    return (positives > 0) & (hits >= min_acc * np.maximum(positives, 1))

@@ -329,6 +329,11 @@ BEST_SUBSET_TARGETS = declare_derived("best-subset-targets", RESULT_ARRAYS, LAYO
 SOURCES_CURVE = declare_derived("sources-curve", _CURVE_ARRAYS, LAYOUT, "one target's R² against the number of sources")
 
 
+def curve_sources(k_source: int, within: bool) -> int:
+    """The number of sources the pages' sources curve goes up to (a store of a few categories has fewer)."""
+    return max(1, min(DEFAULT_MAX_SOURCES, k_source - (1 if within else 0)))
+
+
 def sources_curve(cache: Cache, pairing: Pairing, target: int, *, max_sources: int = DEFAULT_MAX_SOURCES,
                   alphas=None, config: SubsetConfig | None = None,
                   solver: SolverConfig | None = None) -> SourcesCurve:
