@@ -34,8 +34,8 @@ LASSO = "covlasso"
 
 @dataclass(frozen=True)
 class TargetCard:
-    """One target's dependency as a page shows it (the fields of the dashboard's
-    ``ShownDependency`` and what the page derived from them)."""
+    """One target's dependency as a page shows it: its sources and coefficients, the Table 1
+    metrics, the table of sources with C_tj, the formula and its label."""
 
     model: str
     source: str
