@@ -9,8 +9,11 @@ curve, raw or on per-sample-centred logits). What they read or solve is kept in 
 call with the same stores reads nothing from disk, a re-imported store is read afresh.
 
 The single-purpose helpers (:func:`target_path`, :func:`target_curve`, :func:`centred_of`,
-:func:`top2_of`, :func:`opening_target`) are the same memo entries, one at a time (the Compare
-view's).
+:func:`top2_of`, :func:`opening_target`) are the same memo entries, one at a time.
+
+The Compare view (:mod:`engine.apps.compare`) enters the stages three times per run:
+:func:`pair_data` (two models' pairing, B's categories from A's logits), :func:`target_data`
+over it, and :func:`own_data` (the target inside each model, and the overlap's inputs).
 """
 
 from __future__ import annotations
