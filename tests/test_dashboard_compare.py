@@ -116,3 +116,41 @@ def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(ca
     reads = {fn for _, _, fn in runs[1].calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
                                                   "load_gramset", "Cache.load_store", "open_pairing"}
     assert not reads, f"a slider move read {reads} again"
+
+
+@pytest.mark.parametrize(("params", "control"), [({}, "Sources"), ({"logits": "centred"}, "Sources"),
+                                                 ({"method": "covlasso"}, "α"),
+                                                 ({"method": "covlasso", "logits": "centred"}, "α")])
+def test_a_run_enters_the_stages_three_times_the_pair_the_target_each_model(cache, params, control):
+    """Issue 22: below compare_view, the apps enter the stages three times per run — the pair's
+    data (stages.page_data.pair_data), the shown target's (target_data), then the target inside
+    each model (own_data) — on the page's first run and after a slider move, followed through
+    the real layers (bench.layer_trace)."""
+    from streamlit.testing.v1 import AppTest
+
+    from bench.layer_trace import LayerTrace
+    from tests.dashboard_cache import APP
+    from tests.test_dashboard_explore import _other, _stage_calls
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in {**LINK, **params}.items():
+        at.query_params[key] = value
+    at.switch_page("app_pages/compare.py")
+    first = LayerTrace(root="dashboard")
+    with first.active():
+        at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Compare two models"
+    assert any(m.label == "Shared sources" for m in at.metric)  # the within-model part was laid out
+    wanted = {"pair_data": 1, "target_data": 1, "own_data": 1}
+    assert _stage_calls(first) == wanted
+    order = [fn for (src, dst, fn) in first.calls if src == "apps" and dst == "stages"]
+    assert order.index("pair_data") < order.index("target_data") < order.index("own_data")
+
+    slider = next(s for s in at.select_slider if s.label.startswith(control))
+    slider.set_value(_other(slider))
+    moved = LayerTrace(root="dashboard")
+    with moved.active():
+        at.run()
+    assert not at.exception, at.exception
+    assert _stage_calls(moved) == wanted

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from engine.apps import cards, views
-from engine.apps.controls import Memo, SourcesChart, default_model, fetch, sources_chart
+from engine.apps.controls import PREFERRED_MODELS, Memo, SourcesChart, fetch, sources_chart
 from engine.apps.explore import (
     LASSO,
     MAX_GRAPH_SOURCES,
@@ -33,19 +33,7 @@ from engine.apps.explore import (
 from engine.core.categories import category_ids
 from engine.errors import EngineError
 from engine.ingest import class_images as images
-from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths
-from engine.stages.gramsets import check_pairable, load_gramset
-from engine.stages.page_data import (
-    centred_of,
-    opening_target,
-    target_alpha,
-    target_curve,
-    target_path,
-    top2_of,
-)
-from engine.stages.pairing import open_pairing, stores_state
-from engine.stages.sparsity import has_all_best_subsets, solve_best_subsets
-from engine.stages.theory import read_floor
+from engine.stages.page_data import OwnData, PairData, own_data, pair_data, target_data
 
 
 @dataclass(frozen=True)
@@ -104,188 +92,107 @@ class CompareView:
     within: Within | None = None
 
 
-def _pick(names: list[str], wanted: str | None, current: str | None, avoid: str | None, param: str,
-          messages: list[str]) -> str:
-    """A store: the link's (``wanted``), else the widget's, else the default (avoiding ``avoid``)."""
-    model = current if current in names else default_model(names, avoid)
-    if wanted is not None:
-        if wanted in names:
-            return wanted
-        messages.append(f"The link names a store {wanted!r} that is not in this cache; showing "
-                        f"{model!r}. Known stores: {', '.join(names)}.")
-    return model
+def _link_messages(names: list[str], link: dict, data: PairData, messages: list[str]) -> None:
+    """A message for each store the link names that is not in the cache (B's first, then A's)."""
+    for param, shown in (("model", data.model), ("source", data.source)):
+        wanted = link.get(param)
+        if wanted is not None and wanted not in names:
+            messages.append(f"The link names a store {wanted!r} that is not in this cache; showing "
+                            f"{shown!r}. Known stores: {', '.join(names)}.")
 
 
 def compare_view(cache, request: CompareRequest, memo: Memo | None = None) -> CompareView:
-    """The Compare page's view of ``request`` on ``cache``, the stages' results kept in ``memo``."""
+    """The Compare page's view of ``request`` on ``cache``, the stages' results kept in ``memo``.
+    The stages are entered at most three times: the pair's data
+    (:func:`engine.stages.page_data.pair_data`), the shown target's (``target_data``) and the
+    target inside each model (``own_data``)."""
     memo = Memo() if memo is None else memo
-    state = stores_state(cache)
-    names, link, messages = state.names, dict(request.link), []
+    link, messages = dict(request.link), []
+    data = pair_data(cache, (link.get("model"), request.model), (link.get("source"), request.source),
+                     PREFERRED_MODELS, memo)
+    names, model, source = data.names, data.model, data.source
     if len(names) < 2:
         return CompareView(names, ())
-    model = _pick(names, link.get("model"), request.model, None, "model", messages)
-    source = _pick(names, link.get("source"), request.source, model, "source", messages)
+    _link_messages(names, link, data, messages)
     if source == model:
         return CompareView(names, tuple(messages), model=model, source=source)
+    if data.error is not None:
+        return CompareView(names, tuple(messages), model=model, source=source, error=data.error)
+    if not data.has_gram:
+        return CompareView(names, tuple(messages), model=model, source=source, has_gram=False)
     try:
-        return _compare(memo, state, model, source, link, request, messages)
+        return _compare(memo, data, link, request, messages)
     except EngineError as exc:
         return CompareView(names, tuple(messages), model=model, source=source, error=str(exc))
 
 
-def _key(state, *models: str) -> tuple:
-    return (str(state.cache.root), *((m, state.stamps[m]) for m in models))
-
-
-def _compare(memo, state, model: str, source: str, link: dict, request: CompareRequest,
-             messages: list[str]) -> CompareView:
-    cache, names = state.cache, state.names
-    key = _key(state, model, source)
-    pairing = fetch(memo, "pairing", key, lambda: open_pairing(cache, model, source))
-    store_b, store_a = pairing.model, pairing.source
-    check_pairable(store_a, store_b)
+def _compare(memo, data: PairData, link: dict, request: CompareRequest, messages: list[str]) -> CompareView:
+    names, model, source, key, pairing = data.names, data.model, data.source, data.key, data.pairing
+    class_names, source_names = data.class_names, data.source_names
     base = dict(names=names, model=model, source=source)
-    gs = fetch(memo, "gram", key, lambda: load_gramset(cache, pairing, compute=False), keep_none=False)
-    if gs is None:
-        return CompareView(messages=tuple(messages), has_gram=False, **base)
-    class_names = fetch(memo, "names", _key(state, model), lambda: store_b.class_names)
-    source_names = fetch(memo, "names", _key(state, source), lambda: store_a.class_names)
-    ids = category_ids(store_b.manifest)
-    spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
-    solved = path_progress(cache, spec).solved
-    every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
-    has_subsets = has_all_best_subsets(cache, pairing)
-    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: opening_target(
-        memo, cache, pairing, key, every_path, has_subsets, class_names))
-    k = max(store_a.k, store_b.k)
+    ids = category_ids(data.manifest)
+    target, options, no_match = resolve_target(link, request, class_names, ids, messages, lambda: data.opening)
+    k = data.k
     method, centred, allowed = resolve_method_logits(link, request, k, messages)
-    path = _path(memo, cache, pairing, key, target, centred)
-    curve = _curve(memo, cache, pairing, key, target, centred)
-    cp = fetch(memo, "centred", key, lambda: centred_of(memo, cache, pairing, key)) if centred else None
-    gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (gs, None)
+    shown_data = target_data(data, target, centred, memo, alpha=method == LASSO)
+    curve, sparsest, cp = shown_data.curve, shown_data.sparsest, shown_data.centred_pairing
+    gs_shown, sides = (cp.gs, (cp.model, cp.source, cp.top2)) if centred else (data.gs, None)
     base.update(class_names=class_names, source_k=len(source_names), ids=ids, k=k, target=target,
                 target_options=options, no_match=no_match, method=method, centred=centred, centred_allowed=allowed)
-    alpha = sources = along = None
+    alpha = sources = None
+    along = shown_data.alpha
     tkey = (*key, int(target))
-    sparsest = fetch(memo, "sparsest", (*tkey, centred), curve.sparsest_fit)
     if method == LASSO:
-        along = fetch(memo, "alpha", (*tkey, centred), lambda: target_alpha(path, target))
         alpha = alpha_control(along, link, request.alpha, messages)
         if alpha is None:
             return CompareView(messages=tuple(messages), no_alpha=along.alpha_max, **base)
     else:
         sources = sources_control(curve, sparsest, link, request, messages)
     ckey = (*tkey, centred, method, None if sources is None else sources.value, None if alpha is None else alpha.index)
-    top2 = lambda: fetch(memo, "top2", key, lambda: top2_of(memo, cache, pairing, key))  # noqa: E731  (the CovLasso's card on raw logits)
-    card = fetch(memo, "card", ckey, lambda: view_card(pairing, top2, class_names, gs_shown, sides, target,
+    card = fetch(memo, "card", ckey, lambda: view_card(pairing, lambda: data.top2, class_names, gs_shown, sides, target,
                                                     method, sources, alpha, along, curve, source_names))
     top = card.frame.head(MAX_GRAPH_SOURCES)
-    kind_a = fetch(memo, "image_kind", _key(state, source), lambda: images.class_image_source(store_a.manifest,
-                                                                                              source_names))
-    kind_b = fetch(memo, "image_kind", _key(state, model), lambda: images.class_image_source(store_b.manifest,
-                                                                                             class_names))
-    pictures = images.class_image_pngs(store_a.manifest, source_names, top["index"], kind=kind_a)
-    pictures["target"] = images.class_image_pngs(store_b.manifest, class_names, [target], kind=kind_b)[target]
+    (_, key_a), (_, key_b) = data.own_keys
+    kind_a = fetch(memo, "image_kind", key_a, lambda: images.class_image_source(data.source_manifest, source_names))
+    kind_b = fetch(memo, "image_kind", key_b, lambda: images.class_image_source(data.manifest, class_names))
+    pictures = images.class_image_pngs(data.source_manifest, source_names, top["index"], kind=kind_a)
+    pictures["target"] = images.class_image_pngs(data.manifest, class_names, [target], kind=kind_b)[target]
     target_name = class_names[target]
     labels = {"target": views.short_name(target_name, 36), "legend": views.short_name(target_name, 40),
               **dict(zip((int(j) for j in top["index"]), views.short_names(top["name"], 24)))}
     floor = None
-    if not centred:
-        # the floor of these two stores never changes once a job made it (looked for until then)
-        found = fetch(memo, "floor", key, lambda: read_floor(cache, pairing), keep_none=False)
-        floor = None if found is None else (found.rank, float(found.rel_err[target]), float(found.r2[target]),
-                                            float(found.acc[target]))
-    within = _within(memo, state, model, source, class_names, source_names, target, centred, sources, alpha)
+    if not centred and data.floor is not None:
+        found = data.floor
+        floor = (found.rank, float(found.rel_err[target]), float(found.r2[target]), float(found.acc[target]))
+    m = None if sources is None else sources.value
+    own = own_data(data, target, centred, m, None if alpha is None else alpha.value, memo)
+    within = _within(own, model, source, class_names, target, centred, m)
     return CompareView(messages=tuple(messages), alpha=alpha, sources=sources, card=card, line=card.line,
                        sources_chart=sources_chart(curve, card, sparsest), images=pictures, graph_labels=labels,
                        target_short=views.short_name(target_name), floor=floor, within=within, **base)
 
 
-def _path(memo, cache, pairing, key, target: int, centred: bool):
-    """The target's α path (:func:`engine.stages.page_data.target_path`), looked up in ``memo``
-    here first: a run that finds it there does not enter the stages."""
-    return fetch(memo, "cpath" if centred else "path", (*key, int(target)),
-                 lambda: target_path(memo, cache, pairing, key, target, centred))
-
-
-def _curve(memo, cache, pairing, key, target: int, centred: bool):
-    """The target's sources curve (:func:`engine.stages.page_data.target_curve`), looked up in
-    ``memo`` here first."""
-    return fetch(memo, "ccurve" if centred else "curve", (*key, int(target)),
-                 lambda: target_curve(memo, cache, pairing, key, target, centred))
-
-
-def _within(memo, state, model_b: str, model_a: str, names_b, names_a, target: int, centred: bool, sources,
-            alpha) -> Within:
-    """The category inside each model (A's and B's own paths or best subsets, read or solved for
-    that category alone), and the overlap over every category from the jobs' results."""
-    if names_a != names_b:
+def _within(own: OwnData, model_b: str, model_a: str, names, target: int, centred: bool, m: int | None) -> Within:
+    """The category inside each model (A's and B's own sources, shared or not), and the overlap
+    over every category from the jobs' results (:func:`engine.stages.page_data.own_data`)."""
+    if not own.same_classes:
         return Within(same_classes=False)
-    cache, names = state.cache, names_b
-    sides = []
-    for model in (model_a, model_b):
-        key = _key(state, model)
-        pairing = fetch(memo, "pairing", key, lambda model=model: open_pairing(cache, model))
-        gs = fetch(memo, "gram", key, lambda pairing=pairing: load_gramset(cache, pairing, compute=False),
-                   keep_none=False)
-        if gs is None:
-            return Within(has_grams=False)
-        sides.append((model, key, pairing))
-    m = None if sources is None else sources.value
-    if m is not None:  # best subsets with at most m sources inside each model
-        vectors = []
-        for _, key, pairing in sides:
-            fit = _curve(memo, cache, pairing, key, target, centred).best[m - 1]
-            vec = np.zeros(len(names))
-            vec[fit.sources] = fit.coefs
-            vectors.append(vec)
+    if not own.has_grams:
+        return Within(has_grams=False)
+    if m is not None:
         where = f"with at most {m} sources (best subset) in each model"
     else:
-        paths = [_path(memo, cache, pairing, key, target, centred) for _, key, pairing in sides]
-        idx = [p.nearest_alpha_index(alpha.value, target) for p in paths]
-        vectors = [p.coef_vector(target, i) for p, i in zip(paths, idx)]
-        where = f"at α ≈ {paths[0].alphas[idx[0]]:.3g} ({model_a}) and {paths[1].alphas[idx[1]]:.3g} ({model_b})"
+        where = f"at α ≈ {own.alphas[0]:.3g} ({model_a}) and {own.alphas[1]:.3g} ({model_b})"
     if centred:
         where += ", centred logits"
-    share = views.share_frame(vectors[0], vectors[1], names, model_a, model_b)
+    share = views.share_frame(own.vectors[0], own.vectors[1], names, model_a, model_b)
     counts = share["kind"].value_counts()
-    overlap, held, jobs = None, 0, []
-    if not centred:
-        overlap, held, jobs = _overlap(memo, state, sides, m, alpha)
+    overlap = None
+    if own.every is not None:
+        overlap = views.overlap_by_target(*own.every)
+        if own.reached is not None:
+            overlap = overlap[own.reached]
     return Within(share=share, counts=(int(counts.get("shared", 0)), int(counts.get(f"only {model_a}", 0)),
                                        int(counts.get(f"only {model_b}", 0))),
-                  where=where, overlap=overlap, held=held, jobs=tuple(jobs), target_short=views.short_name(names[target]))
-
-
-def _overlap(memo, state, sides, m, alpha):
-    """(Jaccard overlap per category, categories held, the jobs it waits for): of the best
-    subsets with at most ``m`` sources, or of the paths at (the grids' nearest to) α."""
-    cache, jobs, every = state.cache, [], []
-    for model, key, pairing in sides:
-        if m is not None:
-            found = fetch(memo, "subsets", key, lambda pairing=pairing: solve_best_subsets(cache, pairing)) \
-                if has_all_best_subsets(cache, pairing) else None
-            if found is None:
-                jobs.append(("best-subsets", model))
-        else:
-            spec = fetch(memo, "spec", key, lambda pairing=pairing: path_spec(cache, pairing))
-            solved = path_progress(cache, spec).solved
-            found = None if solved == 0 else fetch(memo, "all_paths", (*key, solved),
-                                                   lambda spec=spec: read_all_paths(cache, spec))
-            if found is None or not found.complete:
-                jobs.append(("paths", model))
-        every.append((key, found))
-    (key_a, a), (key_b, b) = every
-    if a is None or b is None:
-        return None, 0, jobs
-    if m is not None:
-        return views.overlap_by_target(a.at(m), b.at(m)), int(a.n_targets), jobs
-    common = np.intersect1d(a.targets, b.targets)
-    if common.size == 0:
-        return None, 0, jobs
-    ia, ib = a.nearest_alpha_index(alpha.value), b.nearest_alpha_index(alpha.value)
-    sa = fetch(memo, "at_alpha", (*key_a, len(a.targets), ia), lambda: a.at_alpha(ia))
-    sb = fetch(memo, "at_alpha", (*key_b, len(b.targets), ib), lambda: b.at_alpha(ib))
-    pa, pb = np.searchsorted(a.targets, common), np.searchsorted(b.targets, common)
-    reached = a.reached(ia)[pa] & b.reached(ib)[pb]
-    return views.overlap_by_target(sa.select(pa), sb.select(pb))[reached], int(common.size), jobs
+                  where=where, overlap=overlap, held=own.held, jobs=own.jobs,
+                  target_short=views.short_name(names[target]))

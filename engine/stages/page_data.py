@@ -9,8 +9,11 @@ curve, raw or on per-sample-centred logits). What they read or solve is kept in 
 call with the same stores reads nothing from disk, a re-imported store is read afresh.
 
 The single-purpose helpers (:func:`target_path`, :func:`target_curve`, :func:`centred_of`,
-:func:`top2_of`, :func:`opening_target`) are the same memo entries, one at a time (the Compare
-view's).
+:func:`top2_of`, :func:`opening_target`) are the same memo entries, one at a time.
+
+The Compare view (:mod:`engine.apps.compare`) enters the stages three times per run:
+:func:`pair_data` (two models' pairing, B's categories from A's logits), :func:`target_data`
+over it, and :func:`own_data` (the target inside each model, and the overlap's inputs).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from engine.core.categories import read_at_a_glance, recognised_categories
 from engine.errors import EngineError
 from engine.stages.alpha_paths import path_progress, path_spec, read_all_paths, target_paths
 from engine.stages.centred import centred_curve, centred_pairing, centred_path
-from engine.stages.gramsets import load_gram_hint, load_gramset
+from engine.stages.gramsets import check_pairable, load_gram_hint, load_gramset
 from engine.stages.memo import Memo, fetch
 from engine.stages.pairing import open_pairing, stores_state
 from engine.stages.recommend import recommend
@@ -36,6 +39,7 @@ from engine.stages.sparsity import (
     solve_best_subsets,
     sources_curve,
 )
+from engine.stages.theory import read_floor
 
 
 @dataclass(frozen=True)
@@ -238,3 +242,169 @@ def _sparse_example(memo, cache, pairing, key, prefer):
     result = fetch(memo, "subsets", key, lambda: solve_best_subsets(cache, pairing))
     gs = fetch(memo, "gram", key, lambda: load_gramset(cache, pairing, compute=False), keep_none=False)
     return None if gs is None else opening_sparse_example(cache, pairing, result, gs, prefer)
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Two models' pairing (``model`` B's categories from ``source`` A's logits), as the Compare
+    page needs it before it knows the target. ``model``/``source`` None: fewer than two stores;
+    equal: nothing to pair; ``error``: what went wrong reading them (the fields below it are then
+    empty); ``has_gram`` False: the cross-Gram is not computed yet."""
+
+    cache: object
+    names: list[str]
+    model: str | None
+    source: str | None
+    error: str | None = None
+    has_gram: bool = True
+    key: tuple = ()  # (cache folder, (B, stamp), (A, stamp))
+    own_keys: tuple = ()  # ((A, A's key), (B, B's key)): each model's own pairing's key
+    pairing: object = None
+    gs: object = None
+    class_names: list[str] = field(default_factory=list)  # B's
+    source_names: list[str] = field(default_factory=list)  # A's
+    manifest: dict = field(default_factory=dict)  # B's
+    source_manifest: dict = field(default_factory=dict)  # A's
+    k: int = 0  # the larger of the two models' categories
+    top2: object = None  # B's top-2 (raw logits)
+    opening: int = 0
+    floor: object = None  # stages.theory: the pair's least-squares floor, once a job made it (None: not yet)
+
+
+@dataclass(frozen=True)
+class OwnData:
+    """A category inside each of the two models (A's, then B's own pairing): its coefficient
+    vectors, at m sources (best subset) or at the α nearest a value, and, on raw logits, every
+    category's sources from the all-target jobs (to overlap) and the jobs they wait for."""
+
+    same_classes: bool = True
+    has_grams: bool = True
+    vectors: tuple = ()  # A's, B's coefficient vector of the target
+    alphas: tuple = ()  # the α of each vector (the CovLasso view)
+    every: tuple | None = None  # (A's, B's) core.sparse.SparseColumns over the categories held (None: no overlap)
+    reached: np.ndarray | None = None  # which of them reach α in both models (None: all; best subsets)
+    held: int = 0
+    jobs: tuple = ()  # (kind, model) the overlap waits for
+
+
+def _first(names: list[str], wanted: Sequence[str | None], preferred: Sequence[str], avoid: str | None) -> str:
+    found = next((name for name in wanted if name in names), None)
+    if found is not None:
+        return found
+    return next((name for name in (*preferred, *names) if name in names and name != avoid), names[0])
+
+
+def pair_data(cache, models: Sequence[str | None], sources: Sequence[str | None], preferred: Sequence[str] = (),
+              memo: Memo | None = None) -> PairData:
+    """The pairing of model B (the first of ``models`` that is a store of ``cache``, else the
+    first of ``preferred``, else the first store) from model A (likewise from ``sources``, the
+    default avoiding B) and what the Compare page shows of it before its target is known. Errors
+    reading the stores come back in ``error``."""
+    memo = Memo() if memo is None else memo
+    state = stores_state(cache)
+    cache, names = state.cache, state.names
+    if len(names) < 2:
+        return PairData(cache, names, None, None)
+    model = _first(names, models, preferred, None)
+    source = _first(names, sources, preferred, model)
+    if source == model:
+        return PairData(cache, names, model, source)
+    try:
+        return _pair_data(memo, state, model, source)
+    except EngineError as exc:
+        return PairData(cache, names, model, source, error=str(exc))
+
+
+def _pair_data(memo: Memo, state, model: str, source: str) -> PairData:
+    cache, names, root = state.cache, state.names, str(state.cache.root)
+    key = (root, (model, state.stamps[model]), (source, state.stamps[source]))
+    own = ((source, (root, (source, state.stamps[source]))), (model, (root, (model, state.stamps[model]))))
+    pairing = fetch(memo, "pairing", key, lambda: open_pairing(cache, model, source))
+    store_b, store_a = pairing.model, pairing.source
+    check_pairable(store_a, store_b)
+    gs = fetch(memo, "gram", key, lambda: load_gramset(cache, pairing, compute=False), keep_none=False)
+    if gs is None:
+        return PairData(cache, names, model, source, has_gram=False)
+    class_names = fetch(memo, "names", own[1][1], lambda: store_b.class_names)
+    source_names = fetch(memo, "names", own[0][1], lambda: store_a.class_names)
+    spec = fetch(memo, "spec", key, lambda: path_spec(cache, pairing))
+    solved = path_progress(cache, spec).solved
+    every_path = None if solved == 0 else fetch(memo, "all_paths", (*key, solved), lambda: read_all_paths(cache, spec))
+    has_subsets = has_all_best_subsets(cache, pairing)
+    opening = opening_target(memo, cache, pairing, key, every_path, has_subsets, class_names)
+    # the floor of these two stores never changes once a job made it (looked for until then)
+    floor = fetch(memo, "floor", key, lambda: read_floor(cache, pairing), keep_none=False)
+    return PairData(cache, names, model, source, key=key, own_keys=own, pairing=pairing, gs=gs,
+                    class_names=class_names, source_names=source_names, manifest=store_b.manifest,
+                    source_manifest=store_a.manifest, k=max(store_a.k, store_b.k),
+                    top2=top2_of(memo, cache, pairing, key), opening=opening, floor=floor)
+
+
+def own_data(data: PairData, target: int, centred: bool, m: int | None, alpha: float | None,
+             memo: Memo | None = None) -> OwnData:
+    """``target`` inside each model of ``data`` (A's and B's own paths or best subsets, read or
+    solved for that category alone): with at most ``m`` sources, else at the α nearest
+    ``alpha``; on raw logits, every category's sources from the jobs' results, to overlap."""
+    memo = Memo() if memo is None else memo
+    if data.source_names != data.class_names:
+        return OwnData(same_classes=False)
+    cache, sides = data.cache, []
+    for model, key in data.own_keys:
+        pairing = fetch(memo, "pairing", key, lambda model=model: open_pairing(cache, model))
+        gs = fetch(memo, "gram", key, lambda pairing=pairing: load_gramset(cache, pairing, compute=False),
+                   keep_none=False)
+        if gs is None:
+            return OwnData(has_grams=False)
+        sides.append((model, key, pairing))
+    alphas: tuple = ()
+    if m is not None:  # best subsets with at most m sources inside each model
+        vectors = []
+        for _, key, pairing in sides:
+            fit = target_curve(memo, cache, pairing, key, target, centred).best[m - 1]
+            vec = np.zeros(len(data.class_names))
+            vec[fit.sources] = fit.coefs
+            vectors.append(vec)
+    else:
+        paths = [target_path(memo, cache, pairing, key, target, centred) for _, key, pairing in sides]
+        idx = [p.nearest_alpha_index(alpha, target) for p in paths]
+        vectors = [p.coef_vector(target, i) for p, i in zip(paths, idx)]
+        alphas = tuple(p.alphas[i] for p, i in zip(paths, idx))
+    if centred:
+        return OwnData(vectors=tuple(vectors), alphas=alphas)
+    every, reached, held, jobs = _every(memo, cache, sides, m, alpha)
+    return OwnData(vectors=tuple(vectors), alphas=alphas, every=every, reached=reached, held=held, jobs=tuple(jobs))
+
+
+def _every(memo, cache, sides, m, alpha):
+    """((A's, B's) sources of every category held, which reach α in both, categories held, the
+    jobs it waits for): the best subsets with at most ``m`` sources, or the paths at (the grids'
+    nearest to) α."""
+    jobs, every = [], []
+    for model, key, pairing in sides:
+        if m is not None:
+            found = fetch(memo, "subsets", key, lambda pairing=pairing: solve_best_subsets(cache, pairing)) \
+                if has_all_best_subsets(cache, pairing) else None
+            if found is None:
+                jobs.append(("best-subsets", model))
+        else:
+            spec = fetch(memo, "spec", key, lambda pairing=pairing: path_spec(cache, pairing))
+            solved = path_progress(cache, spec).solved
+            found = None if solved == 0 else fetch(memo, "all_paths", (*key, solved),
+                                                   lambda spec=spec: read_all_paths(cache, spec))
+            if found is None or not found.complete:
+                jobs.append(("paths", model))
+        every.append((key, found))
+    (key_a, a), (key_b, b) = every
+    if a is None or b is None:
+        return None, None, 0, jobs
+    if m is not None:
+        return (a.at(m), b.at(m)), None, int(a.n_targets), jobs
+    common = np.intersect1d(a.targets, b.targets)
+    if common.size == 0:
+        return None, None, 0, jobs
+    ia, ib = a.nearest_alpha_index(alpha), b.nearest_alpha_index(alpha)
+    sa = fetch(memo, "at_alpha", (*key_a, len(a.targets), ia), lambda: a.at_alpha(ia))
+    sb = fetch(memo, "at_alpha", (*key_b, len(b.targets), ib), lambda: b.at_alpha(ib))
+    pa, pb = np.searchsorted(a.targets, common), np.searchsorted(b.targets, common)
+    reached = a.reached(ia)[pa] & b.reached(ib)[pb]
+    return (sa.select(pa), sb.select(pb)), reached, int(common.size), jobs
