@@ -160,3 +160,48 @@ def metric_values(at) -> dict[str, str]:
 
 def messages(at) -> str:
     return " | ".join([w.value for w in at.warning] + [i.value for i in at.info] + [e.value for e in at.error])
+
+
+def traced_run(at):
+    """``at.run()`` followed through the real layers (``bench.layer_trace.LayerTrace``, rooted
+    at the dashboard); the run must raise nothing. Returns the trace."""
+    from bench.layer_trace import LayerTrace
+
+    trace = LayerTrace(root="dashboard")
+    with trace.active():
+        at.run()
+    assert not at.exception, at.exception
+    return trace
+
+
+def stage_calls(trace) -> dict[str, int]:
+    """The apps' calls into the stages in one traced run (reads of a stage object's property,
+    e.g. ``SparseFit.r2``, not counted: they read data already handed back)."""
+    import importlib
+    import pkgutil
+
+    import engine.stages
+
+    classes = {}
+    for info in pkgutil.iter_modules(engine.stages.__path__):
+        module = importlib.import_module(f"engine.stages.{info.name}")
+        classes.update({name: obj for name, obj in vars(module).items() if isinstance(obj, type)})
+
+    def is_property(qualname: str) -> bool:
+        owner, _, attr = qualname.rpartition(".")
+        return owner in classes and isinstance(getattr(classes[owner], attr, None), property)
+
+    return {fn: n for (src, dst, fn), n in trace.calls.items()
+            if src == "apps" and dst == "stages" and not is_property(fn)}
+
+
+def stage_order(trace) -> list[str]:
+    """The apps' calls into the stages, in the order made."""
+    return [fn for (src, dst, fn) in trace.calls if src == "apps" and dst == "stages"]
+
+
+def other_value(slider):
+    """Another value of an α or sources slider than the one it shows."""
+    values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \
+        [int(str(o).split()[0]) for o in slider.options]
+    return next(v for v in values if v != slider.value)

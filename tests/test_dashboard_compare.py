@@ -128,29 +128,20 @@ def test_a_run_enters_the_stages_three_times_the_pair_the_target_each_model(cach
     the real layers (bench.layer_trace)."""
     from streamlit.testing.v1 import AppTest
 
-    from bench.layer_trace import LayerTrace
-    from tests.dashboard_cache import APP
-    from tests.test_dashboard_explore import _other, _stage_calls
+    from tests.dashboard_cache import APP, other_value, stage_calls, stage_order, traced_run
 
     at = AppTest.from_file(str(APP), default_timeout=120)
     for key, value in {**LINK, **params}.items():
         at.query_params[key] = value
     at.switch_page("app_pages/compare.py")
-    first = LayerTrace(root="dashboard")
-    with first.active():
-        at.run()
-    assert not at.exception, at.exception
+    first = traced_run(at)
     assert at.title[0].value == "Compare two models"
     assert any(m.label == "Shared sources" for m in at.metric)  # the within-model part was laid out
     wanted = {"pair_data": 1, "target_data": 1, "own_data": 1}
-    assert _stage_calls(first) == wanted
-    order = [fn for (src, dst, fn) in first.calls if src == "apps" and dst == "stages"]
+    assert stage_calls(first) == wanted
+    order = stage_order(first)
     assert order.index("pair_data") < order.index("target_data") < order.index("own_data")
 
     slider = next(s for s in at.select_slider if s.label.startswith(control))
-    slider.set_value(_other(slider))
-    moved = LayerTrace(root="dashboard")
-    with moved.active():
-        at.run()
-    assert not at.exception, at.exception
-    assert _stage_calls(moved) == wanted
+    slider.set_value(other_value(slider))
+    assert stage_calls(traced_run(at)) == wanted

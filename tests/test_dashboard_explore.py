@@ -14,6 +14,7 @@ from tests.dashboard_cache import (
     iframe_html,
     messages,
     metric_values,
+    other_value,
     page_cache,  # noqa: F401 - the pages' `cache` fixture
     run_page,
 )
@@ -169,7 +170,7 @@ def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(ca
     assert first.first_entries()[:5] == ["dashboard", "apps", "stages", "storage", "core"]
 
     slider = next(s for s in at.select_slider if s.label.startswith(control))
-    wanted = _other(slider)
+    wanted = other_value(slider)
     slider.set_value(wanted)
     moved = LayerTrace(root="dashboard")
     with moved.active():
@@ -183,27 +184,6 @@ def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(ca
     assert not reads, f"a slider move read {reads} again"
 
 
-def _stage_calls(trace) -> dict[str, int]:
-    """The apps' calls into the stages in one traced run (reads of a stage object's property,
-    e.g. ``SparseFit.r2``, not counted: they read data already handed back)."""
-    import importlib
-    import pkgutil
-
-    import engine.stages
-
-    classes = {}
-    for info in pkgutil.iter_modules(engine.stages.__path__):
-        module = importlib.import_module(f"engine.stages.{info.name}")
-        classes.update({name: obj for name, obj in vars(module).items() if isinstance(obj, type)})
-
-    def is_property(qualname: str) -> bool:
-        owner, _, attr = qualname.rpartition(".")
-        return owner in classes and isinstance(getattr(classes[owner], attr, None), property)
-
-    return {fn: n for (src, dst, fn), n in trace.calls.items()
-            if src == "apps" and dst == "stages" and not is_property(fn)}
-
-
 @pytest.mark.parametrize(("params", "control"), [({}, "Sources"), ({"logits": "centred"}, "Sources"),
                                                  ({"method": "covlasso"}, "α"),
                                                  ({"method": "covlasso", "logits": "centred"}, "α")])
@@ -213,34 +193,19 @@ def test_a_run_enters_the_stages_twice_once_for_the_pairing_once_for_the_target(
     run and after a slider move, followed through the real layers (bench.layer_trace)."""
     from streamlit.testing.v1 import AppTest
 
-    from bench.layer_trace import LayerTrace
-    from tests.dashboard_cache import APP
+    from tests.dashboard_cache import APP, stage_calls, stage_order, traced_run
 
     at = AppTest.from_file(str(APP), default_timeout=120)
     for key, value in params.items():
         at.query_params[key] = value
-    first = LayerTrace(root="dashboard")
-    with first.active():
-        at.run()
-    assert not at.exception, at.exception
-    assert _stage_calls(first) == {"pairing_data": 1, "target_data": 1}
-    order = [fn for (src, dst, fn) in first.calls if src == "apps" and dst == "stages"]
+    first = traced_run(at)
+    assert stage_calls(first) == {"pairing_data": 1, "target_data": 1}
+    order = stage_order(first)
     assert order.index("pairing_data") < order.index("target_data")
 
     slider = next(s for s in at.select_slider if s.label.startswith(control))
-    slider.set_value(_other(slider))
-    moved = LayerTrace(root="dashboard")
-    with moved.active():
-        at.run()
-    assert not at.exception, at.exception
-    assert _stage_calls(moved) == {"pairing_data": 1, "target_data": 1}
-
-
-def _other(slider):
-    """Another value of the slider than the one it shows."""
-    values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \
-        [int(str(o).split()[0]) for o in slider.options]
-    return next(v for v in values if v != slider.value)
+    slider.set_value(other_value(slider))
+    assert stage_calls(traced_run(at)) == {"pairing_data": 1, "target_data": 1}
 
 
 def test_the_sources_chart_counts_the_lassos_sources_at_the_charts_fit_bar():
