@@ -27,10 +27,9 @@ from dashboard.components.widgets import (
     download_ui,
     fail,
     formula_ui,
-    guard,
     model_select,
+    open_view,
     page_header,
-    require_stores,
     table1_card,
     target_select,
     view_caption,
@@ -182,12 +181,7 @@ def main() -> None:
     page_header("Compare two models",
                 "Neural dependencies between networks: B’s category as a sparse combination of A’s "
                 "categories — and where the two models agree.")
-    root = cache_root()
-    view = guard(load_compare_view, root, _request(state.incoming()))  # the one call of this run
-    for message in view.messages:
-        state.warn(message)
-    require_stores(view.names, root)
-    notes = st.container()  # what the link got wrong, shown once the page is drawn
+    root, view, notes = open_view(load_compare_view, _request(state.incoming()))  # the one call of this run
     model_a, model_b = _pick_models(view)
     if view.error:
         fail(Exception(view.error))

@@ -20,7 +20,7 @@ from dashboard.components import charts, state
 from dashboard.components.centred import CENTRED, logits_toggle, with_logits
 from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import cut_dependency_ui, job_ui
-from dashboard.components.loaders import cache_root, load_explore_view
+from dashboard.components.loaders import load_explore_view
 from dashboard.components.sources_ui import (
     BEST,
     LASSO,
@@ -36,10 +36,9 @@ from dashboard.components.widgets import (
     download_ui,
     fail,
     formula_ui,
-    guard,
     model_select,
+    open_view,
     page_header,
-    require_stores,
     table1_card,
     target_select,
     view_caption,
@@ -116,12 +115,7 @@ def main() -> None:
     page_header("Explore a neural dependency",
                 "One category's logit as a linear combination of a few others: the fewest sources that fit "
                 "(best subset), or the paper's CovLasso at α. Pick a model, a target and how many sources.")
-    root = cache_root()
-    view = guard(load_explore_view, root, _request(state.incoming()))  # the one call of this run
-    for message in view.messages:
-        state.warn(message)
-    require_stores(view.names, root)
-    notes = st.container()  # what the link got wrong, shown once the page is drawn
+    root, view, notes = open_view(load_explore_view, _request(state.incoming()))  # the one call of this run
     model = model_select(view.names, view.model)
     if view.error:
         fail(Exception(view.error))

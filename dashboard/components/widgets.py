@@ -239,6 +239,18 @@ def guard(fn: Callable, *args, **kwargs):
         fail(exc)
 
 
+
+def open_view(load: Callable, request):
+    """A page's one call of this run: ``load(root, request)`` under :func:`guard`, the link's
+    complaints warned, the page stopped when the cache has no store. Returns (root, view, a
+    container for notes shown once the page is drawn)."""
+    root = cache_root()
+    view = guard(load, root, request)
+    for message in view.messages:
+        state.warn(message)
+    require_stores(view.names, root)
+    return root, view, st.container()
+
 def paged_frame_ui(frame, key: str, page_size: int = 100, **dataframe_args) -> None:
     """A table shown ``page_size`` rows at a time (the browser never gets 21,843 rows)."""
     pages = max(1, -(-len(frame) // page_size))
