@@ -19,11 +19,15 @@ from dashboard.components.centred import CENTRED, logits_toggle, with_logits
 from dashboard.components.graph import star_graph
 from dashboard.components.jobs_ui import job_ui
 from dashboard.components.loaders import cache_root, load_compare_view
-from dashboard.components.sources_ui import fit_note, method_radio, sources_chart_of, sources_slider
+from dashboard.components.sources_ui import (
+    dependency_control,
+    fit_note,
+    method_radio,
+    sources_chart_of,
+)
 from dashboard.components.tables import coef_table_html, frame_table_html
 from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
-    alpha_slider,
     download_ui,
     fail,
     formula_ui,
@@ -199,17 +203,7 @@ def main() -> None:
         method = method_radio(view.method, key="nde_method_between")
         logits = logits_toggle(view.centred, view.centred_allowed, key="nde_centred_between")
     with left:  # the controls one above the other, the chart beside them
-        if view.sources is not None:
-            s = view.sources
-            m, alpha = sources_slider(s.top, s.recommended, s.fits, s.value, s.scope, key="nde_m_between"), None
-        elif view.alpha is not None:
-            a = view.alpha
-            m, alpha = None, alpha_slider(a.options, a.labels, a.value, a.amax, a.recommended, a.paper,
-                                          a.recommended_fit, a.digits, key="nde_alpha_between")
-        else:
-            st.info(f"This category has no dependency on the α grid (α_max = {view.no_alpha:.3g}): its logit is "
-                    "uncorrelated with every source. Pick another target.", icon=":material/block:")
-            st.stop()
+        m, alpha = dependency_control(view, m_key="nde_m_between", alpha_key="nde_alpha_between")
     shown = view.card  # what the page shows of the dependency (issue 22)
     with right:
         chart = sources_chart_of(view.sources_chart, "R² against the number of sources")

@@ -24,15 +24,14 @@ from dashboard.components.loaders import load_explore_view
 from dashboard.components.sources_ui import (
     BEST,
     LASSO,
+    dependency_control,
     fit_note,
     method_radio,
     sources_chart_of,
-    sources_slider,
 )
 from dashboard.components.tables import coef_table_html
 from dashboard.components.talk_ui import add_to_talk_ui
 from dashboard.components.widgets import (
-    alpha_slider,
     download_ui,
     fail,
     formula_ui,
@@ -133,17 +132,7 @@ def main() -> None:
         logits = logits_toggle(view.centred, view.centred_allowed)
     target_name = class_names[target]
     with left:  # the controls one above the other, the chart beside them
-        if view.sources is not None:
-            s = view.sources
-            m, alpha = sources_slider(s.top, s.recommended, s.fits, s.value, s.scope), None
-        elif view.alpha is not None:
-            a = view.alpha
-            m, alpha = None, alpha_slider(a.options, a.labels, a.value, a.amax, a.recommended, a.paper,
-                                          a.recommended_fit, a.digits)
-        else:
-            st.info(f"This category has no dependency on the α grid (α_max = {view.no_alpha:.3g}): its logit is "
-                    "uncorrelated with every source. Pick another target.", icon=":material/block:")
-            st.stop()
+        m, alpha = dependency_control(view)
     shown = view.card  # what the page shows of the dependency (issue 22)
     with right:
         sources_chart = sources_chart_of(view.sources_chart, "R² against the number of sources")

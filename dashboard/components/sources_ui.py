@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard.components import charts, state
+from dashboard.components.widgets import alpha_slider
 from engine.apps.controls import SourcesChart
 from engine.stages.sparsity import FIT_LOST, FIT_R2
 
@@ -91,6 +92,22 @@ def sources_slider(top: int, recommended: int, fits: bool, value: int, scope: tu
     )
     state.remember(key, value)
     return int(value)
+
+
+def dependency_control(view, *, m_key: str = "nde_m", alpha_key: str = "nde_alpha") -> tuple[int | None, float | None]:
+    """The control of the view's method, showing the view's value: the sources slider (best
+    subset) or the α slider (the CovLasso). Returns (m, α), the other one None. A target with
+    no dependency on the α grid gets a sentence saying so, and the page stops."""
+    if view.sources is not None:
+        s = view.sources
+        return sources_slider(s.top, s.recommended, s.fits, s.value, s.scope, key=m_key), None
+    if view.alpha is not None:
+        a = view.alpha
+        return None, alpha_slider(a.options, a.labels, a.value, a.amax, a.recommended, a.paper, a.recommended_fit,
+                                  a.digits, key=alpha_key)
+    st.info(f"This category has no dependency on the α grid (α_max = {view.no_alpha:.3g}): its logit is "
+            "uncorrelated with every source. Pick another target.", icon=":material/block:")
+    st.stop()
 
 
 def sources_chart_of(data: SourcesChart, title: str) -> charts.ChartSpec:
