@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from engine.core.covlasso_factors import _factor, _leading_solve, _shared_submatrix
+from engine.core.covlasso_guess import ProximalGuess, worth_guessing
 from engine.core.covlasso_subproblem import _GROWTH, _newton, _solve_working_set
 from engine.core.covlasso_types import CovLassoResult, SolverConfig
 from engine.core.sparse import SparseColumns
@@ -148,7 +149,7 @@ def _predict(G, b, theta, alpha, rows, pos, valid):
         theta[r[:, None].expand_as(pg)[ok], pg[ok]] = x[ok]
 
 
-def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=None):
+def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=None, guess=None):
     """Working-set rounds at fixed α until every target's duality gap is below tolerance
     (at most ``cfg.max_outer`` rounds per target). ``theta`` is updated in place.
 
@@ -157,7 +158,8 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=N
     round of the warm rows picks its working set from it (:func:`_candidate_round`) instead
     of from a full gradient at the predicted point. A full gradient is computed only for
     the rows whose θ changed since their last one. Returns (θ, gap, objective, rounds, c),
-    ``c`` the gradient at the returned θ (the next α's ``c_prev``).
+    ``c`` the gradient at the returned θ (the next α's ``c_prev``). ``guess``: a
+    :class:`~engine.core.covlasso_guess.ProximalGuess` of G for the rounds on all features.
     """
     T, P = b.shape
     n_iter = torch.zeros(T, dtype=torch.int64, device=b.device)
@@ -187,7 +189,7 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=N
         score[nz] = float("inf")
         if forbid is not None:
             score[torch.arange(len(idx), device=b.device), forbid[idx]] = -1.0
-        _rounds(G, b, theta, alpha, idx, None, score, need, cfg, None if forbid is None else forbid[idx])
+        _rounds(G, b, theta, alpha, idx, None, score, need, cfg, None if forbid is None else forbid[idx], guess)
         fresh = _certify(G, b[idx], ysq[idx], alpha[idx], theta[idx], None if forbid is None else forbid[idx])
         c[idx], gap[idx], obj[idx] = fresh
 
@@ -200,12 +202,13 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=N
 _FULL_SHARE = 16
 
 
-def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, forbid=None) -> None:
+def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, forbid=None, guess=None) -> None:
     """One working-set round for each of ``rows``, in place: the ``need`` features of highest
     ``score`` (the support must score ∞: it is overwritten), solved exactly. ``features``
     (R, n): the features ``score`` is for (None: all P; then ``forbid`` (R,), optional, is
     each row's forbidden source). Rows of similar working-set size go together (little
-    padding); a group with large working sets is solved on all features (:func:`_full_round`)."""
+    padding); a group with large working sets is solved on all features (:func:`_full_round`;
+    ``guess``, optional, gives its rows with many violators a first support)."""
     P = theta.shape[1]
     order = torch.argsort(need)
     for start in range(0, len(order), _GROUP):
@@ -214,7 +217,8 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
         sc, nd = score[grp], need[grp]
         if features is None and int(nd.max()) * _FULL_SHARE >= P:
             ban = None if forbid is None else forbid[grp]
-            stalled = _full_round(G, b, theta, alpha, r, ban, cfg)
+            far = worth_guessing(sc) if guess is not None else None
+            stalled = _full_round(G, b, theta, alpha, r, ban, cfg, guess, far)
             if not bool(stalled.any()):
                 continue
             # where its Newton steps stalled, a row takes a working-set round from its new θ
@@ -245,14 +249,20 @@ def _working_set_score(G, b, theta, alpha, forbid, cfg: SolverConfig):
     return score, need
 
 
-def _full_round(G, b, theta, alpha, r, forbid, cfg: SolverConfig) -> torch.Tensor:
+def _full_round(G, b, theta, alpha, r, forbid, cfg: SolverConfig, guess=None, far=None) -> torch.Tensor:
     """Newton steps for rows ``r`` on all features at once, with the shared Gram (in place).
-    Returns the rows (a mask over ``r``) whose steps stalled: their θ is their lowest iterate."""
+    The rows marked ``far`` (a mask over ``r``) start from ``guess``'s first support
+    (:mod:`engine.core.covlasso_guess`). Returns the rows (a mask over ``r``) whose steps
+    stalled: their θ is their lowest iterate."""
     ban = None
     if forbid is not None:
         ban = torch.zeros(len(r), G.shape[0], dtype=torch.bool, device=G.device)
         ban[torch.arange(len(r), device=G.device), forbid] = True
-    out, solved, best = _newton(G, b[r], theta[r], alpha[r], cfg.max_newton, ban)
+    start = theta[r]
+    if guess is not None and far is not None and bool(far.any()):
+        f = torch.nonzero(far)[:, 0]
+        start[f] = guess.guess(b[r[f]], start[f], alpha[r[f]], None if ban is None else ban[f])
+    out, solved, best = _newton(G, b[r], start, alpha[r], cfg.max_newton, ban)
     theta[r] = torch.where(solved[:, None], out, best)
     return ~solved
 
@@ -336,8 +346,8 @@ def _shared_design(design: np.ndarray, dev: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(design), device=dev)
 
 
-def _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl: slice, cfg) -> CovLassoResult:
-    """Solve the targets of one chunk (the columns ``sl`` of ``rhs``)."""
+def _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl: slice, cfg, guess=None) -> CovLassoResult:
+    """Solve the targets of one chunk (the columns ``sl`` of ``rhs``; ``guess``: see :func:`_solve_at`)."""
     dev = G.device
     b = torch.as_tensor(np.ascontiguousarray(rhs[:, sl].T), device=dev)
     ysq = torch.as_tensor(target_sq[sl].copy(), device=dev)
@@ -348,7 +358,7 @@ def _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl: slic
         theta[torch.arange(len(theta), device=dev), ban] = 0.0
     theta[torch.as_tensor(amax[sl] <= alphas[sl], device=dev)] = 0.0
     warm = (theta != 0).any(1)
-    th, gap, obj, n_it, _ = _solve_at(G, b, ysq, al, ban, theta, warm, cfg)
+    th, gap, obj, n_it, _ = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, guess=guess)
     return _result(th, gap, obj, n_it, alphas[sl], target_sq[sl], cfg)
 
 
@@ -417,6 +427,7 @@ def solve_path_chunks(design, rhs, target_sq, grid, amax, forbid, cfg: SolverCon
     G = _shared_design(design, dev)
     workers = _workers(cfg, dev, T)
     spans = _spans(T, cfg, workers)
+    guess = ProximalGuess(G)  # shared by the chunks: one float32 Gram, made if a round asks
     lock, done = threading.Lock(), [0]
 
     def report(span: slice, a: int, n_active: int) -> None:
@@ -440,7 +451,7 @@ def solve_path_chunks(design, rhs, target_sq, grid, amax, forbid, cfg: SolverCon
         for a, alpha in enumerate(grid):
             al = torch.full((len(active),), float(alpha), dtype=b.dtype, device=dev)
             warm = torch.as_tensor(n_sup > 0, device=dev) & (top > alpha)
-            theta, gap, obj, n_it, c = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, c_prev=c)
+            theta, gap, obj, n_it, c = _solve_at(G, b, ysq, al, ban, theta, warm, cfg, c_prev=c, guess=guess)
             res = _result(theta, gap, obj, n_it, np.full(len(active), float(alpha)), target_sq[start + active], cfg)
             pieces.append((a, start + active, res))
             report(span, a, len(active))
@@ -477,9 +488,10 @@ def solve_chunks(design, rhs, target_sq, alphas, amax, forbid, warm_start, cfg: 
     dev = _device(cfg)
     G = _shared_design(design, dev)
     workers = _workers(cfg, dev, T)
+    guess = ProximalGuess(G)  # shared by the chunks: one float32 Gram, made if a round asks
 
     def solve(sl: slice) -> CovLassoResult:
-        return _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl, cfg)
+        return _solve_columns(G, rhs, target_sq, alphas, amax, forbid, warm_start, sl, cfg, guess)
 
     with _torch_threads(1 if dev.type == "cpu" else None):
         return CovLassoResult.concat(_map_in_threads(solve, _spans(T, cfg, workers), workers))
