@@ -194,12 +194,17 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=N
         c[idx], gap[idx], obj[idx] = fresh
 
 
-# A group whose working sets reach 1/_FULL_SHARE of all features is solved on all of them:
-# its Newton steps then read the one shared Gram (a GEMM per step) instead of gathering each
-# row's (w × w) working-set Gram (a gather of (128, 250, 250) costs ~15 such GEMMs at P = 1,000,
-# measured), and it needs no further rounds. Measured at P = 1,000 (CPU seconds, median 60 /
-# 200 sources): share 8: 0.86 / 6.6 s, 16: 1.13 / 5.0 s, 32: – / 4.9 s, all groups: 1.8 / 5.7 s.
+# Rows whose working sets reach 1/_FULL_SHARE of all features are solved on all of them: their
+# Newton steps then read the one shared Gram (a GEMM per step) instead of gathering each row's
+# (w × w) working-set Gram (a gather of (128, 250, 250) costs ~15 such GEMMs at P = 1,000,
+# measured), and they need no further rounds. Before the first support (covlasso_guess) this
+# was one threshold for every row; measured at P = 1,000 (CPU seconds, median 60 / 200
+# sources): share 8: 0.86 / 6.6 s, 16: 1.13 / 5.0 s, 32: – / 4.9 s, all groups: 1.8 / 5.7 s.
+# With it, the rows that start from a guess (many violators) pay from P/16, the others only
+# from P/8 (working-set rounds are cheaper while few features are missing): one thread,
+# share 16 for all rows 2.6 / 0.83 s; 8 for all: 4.5 / 0.61 s; 16 and 8: see the README.
 _FULL_SHARE = 16
+_FULL_SHARE_FEW = 8
 
 
 def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, forbid=None, guess=None) -> None:
@@ -207,23 +212,37 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
     ``score`` (the support must score ∞: it is overwritten), solved exactly. ``features``
     (R, n): the features ``score`` is for (None: all P; then ``forbid`` (R,), optional, is
     each row's forbidden source). Rows of similar working-set size go together (little
-    padding); a group with large working sets is solved on all features (:func:`_full_round`;
-    ``guess``, optional, gives its rows with many violators a first support)."""
+    padding); rows with large working sets are solved on all features (:func:`_full_round`;
+    ``guess``, optional, gives those with many violators a first support)."""
     P = theta.shape[1]
-    order = torch.argsort(need)
-    for start in range(0, len(order), _GROUP):
-        grp = order[start : start + _GROUP]
+    full = torch.zeros(len(rows), dtype=torch.bool, device=theta.device)
+    far = None
+    if features is None:
+        full = need * _FULL_SHARE >= P
+        if guess is not None:
+            far = worth_guessing(score)
+            full &= far | (need * _FULL_SHARE_FEW >= P)
+    if bool(full.any()):
+        at = torch.nonzero(full)[:, 0]
+        again = []  # rows whose Newton steps stalled: a working-set round from their new θ
+        for grp in _groups(at, need):
+            r = rows[grp]
+            ban = None if forbid is None else forbid[grp]
+            stalled = _full_round(G, b, theta, alpha, r, ban, cfg, guess, None if far is None else far[grp])
+            if bool(stalled.any()):
+                sc, nd = _working_set_score(G, b[r[stalled]], theta[r[stalled]], alpha[r[stalled]],
+                                            None if ban is None else ban[stalled], cfg)
+                again.append((grp[stalled], sc, nd))
+        rest = torch.nonzero(~full)[:, 0]
+        parts = [(rest, score[rest], need[rest]), *again]
+        idx = torch.cat([p[0] for p in parts])
+        if len(idx) == 0:
+            return
+        rows, score, need = rows[idx], torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        features = None if features is None else features[idx]
+    for grp in _groups(torch.arange(len(rows), device=rows.device), need):
         r = rows[grp]
         sc, nd = score[grp], need[grp]
-        if features is None and int(nd.max()) * _FULL_SHARE >= P:
-            ban = None if forbid is None else forbid[grp]
-            far = worth_guessing(sc) if guess is not None else None
-            stalled = _full_round(G, b, theta, alpha, r, ban, cfg, guess, far)
-            if not bool(stalled.any()):
-                continue
-            # where its Newton steps stalled, a row takes a working-set round from its new θ
-            grp, r = grp[stalled], r[stalled]
-            sc, nd = _working_set_score(G, b[r], theta[r], alpha[r], None if ban is None else ban[stalled], cfg)
         W = torch.topk(sc, int(nd.max()), dim=1).indices
         if features is not None:
             W = torch.gather(features[grp], 1, W)
@@ -231,6 +250,12 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
         thW = _solve_working_set(_shared_submatrix(G, W), torch.take(b, flat), torch.take(theta, flat),
                                  alpha[r], cfg)
         theta[r[:, None].expand_as(W), W] = thW
+
+
+def _groups(at: torch.Tensor, need: torch.Tensor):
+    """The positions ``at`` in groups of :data:`_GROUP`, by increasing ``need``."""
+    order = at[torch.argsort(need[at])]
+    return [order[start : start + _GROUP] for start in range(0, len(order), _GROUP)]
 
 
 def _working_set_score(G, b, theta, alpha, forbid, cfg: SolverConfig):
