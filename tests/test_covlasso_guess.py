@@ -59,19 +59,24 @@ def test_many_fista_steps_reach_sklearns_lasso(wide, monkeypatch):
         assert (theta[row][big] != 0).all()
 
 
-def test_the_solver_uses_the_guess_and_matches_sklearn(wide, monkeypatch):
+@pytest.mark.parametrize("copy_bytes", [None, 0])
+def test_the_solver_uses_the_guess_and_matches_sklearn(wide, monkeypatch, copy_bytes):
+    """… in float32, and in float64 where the Gram is too large for a float32 copy."""
     F, C, alpha = wide
+    if copy_bytes is not None:
+        monkeypatch.setattr(guess_mod, "_COPY_BYTES", copy_bytes)
     calls = []
     original = ProximalGuess.guess
 
     def spy(self, b, theta, alphas, ban=None):
-        calls.append(len(b))
+        calls.append(self._prepared()[0].dtype)
         return original(self, b, theta, alphas, ban)
 
     monkeypatch.setattr(ProximalGuess, "guess", spy)
     res = solve_covlasso(C, C, np.diag(C), alpha, within=True, config=SolverConfig(threads=1))
     assert res.converged.all()
-    assert sum(calls) > 0, "no row started from a guess: the test no longer covers it"
+    assert calls, "no row started from a guess: the test no longer covers it"
+    assert set(calls) == {torch.float64 if copy_bytes == 0 else torch.float32}
     assert np.median(res.support_sizes) > 20
     for t in (0, 17, 64, 119):
         ref = _sk(F, t, alpha)

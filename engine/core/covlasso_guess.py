@@ -29,6 +29,9 @@ STEPS = 30
 # and the margin above the estimate (a power iteration approaches it from below).
 _POWER_STEPS = 40
 _MARGIN = 1.1
+# The float32 copy of the Gram is made up to this size (P ≈ 11,600); a larger Gram is read in
+# float64 (at 21,843 categories the copy would add 1.9 GB to the solve's memory).
+_COPY_BYTES = 512 * 2**20
 
 
 def worth_guessing(score: torch.Tensor) -> torch.Tensor:
@@ -42,8 +45,9 @@ def worth_guessing(score: torch.Tensor) -> torch.Tensor:
 
 
 class ProximalGuess:
-    """The shared Gram's float32 copy and Lipschitz constant, made once for a solve (on the
-    first guess, by whichever worker thread asks first), and the guesses themselves."""
+    """The shared Gram's float32 copy (up to :data:`_COPY_BYTES`) and Lipschitz constant, made
+    once for a solve (on the first guess, by whichever worker thread asks first), and the
+    guesses themselves."""
 
     def __init__(self, G: torch.Tensor):
         self._G = G
@@ -62,7 +66,8 @@ class ProximalGuess:
                     if not top > 0.0:
                         break
                     v = w / top
-                self._low = (G.to(torch.float32), _MARGIN * top)
+                low = G.to(torch.float32) if G.numel() * 4 <= _COPY_BYTES else G
+                self._low = (low, _MARGIN * top)
             return self._low
 
     def guess(self, b: torch.Tensor, theta: torch.Tensor, alpha: torch.Tensor,
@@ -70,15 +75,15 @@ class ProximalGuess:
         """θ after :data:`STEPS` FISTA steps from ``theta`` on ``½θᵀGθ − bᵀθ + α‖θ‖₁``, one
         problem per row (b, θ: (R, P); α: (R,); ``ban`` (R, P): features held at zero).
         Rows whose iterate is not finite (a Gram the margin does not cover) keep ``theta``."""
-        G32, lip = self._prepared()
+        low, lip = self._prepared()
         if not lip > 0.0:
             return theta
-        f32 = torch.float32
-        b32, x = b.to(f32), theta.to(f32)
-        thr = (alpha.to(f32) / lip)[:, None]
+        dt = low.dtype
+        b_low, x = b.to(dt), theta.to(dt)
+        thr = (alpha.to(dt) / lip)[:, None]
         y, t = x, 1.0
         for _ in range(STEPS):
-            z = torch.addmm(b32, y, G32, alpha=-1.0).div_(lip).add_(y)  # y + (b − yG)/L
+            z = torch.addmm(b_low, y, low, alpha=-1.0).div_(lip).add_(y)  # y + (b − yG)/L
             new = z - torch.clamp(z, -thr, thr)  # soft threshold at α/L
             if ban is not None:
                 new.masked_fill_(ban, 0.0)
