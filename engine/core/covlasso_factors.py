@@ -84,8 +84,10 @@ def _factor(sub: torch.Tensor, valid: torch.Tensor):
     factor of a leading block is the leading block of the factor.
     """
     s = sub.shape[1]
-    eye = torch.eye(s, dtype=sub.dtype, device=sub.device)
-    Hs = torch.where(valid[:, :, None] & valid[:, None, :], sub, eye)
+    Hs = sub  # a fresh gather from every caller: its padding is overwritten in place
+    if not bool(valid.all()):
+        Hs.masked_fill_(~(valid[:, :, None] & valid[:, None, :]), 0.0)
+        Hs.diagonal(dim1=1, dim2=2).add_(~valid)  # the identity on the padding
     U, info = torch.linalg.cholesky_ex(Hs, upper=True)
     L = U.mT  # contiguous (LAPACK writes column-major): no copy for the factor updates
     ar = torch.arange(s, device=sub.device)
