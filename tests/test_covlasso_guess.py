@@ -10,7 +10,7 @@ from sklearn.linear_model import Lasso
 
 import engine.core.covlasso_guess as guess_mod
 from engine.core.covlasso import SolverConfig, alpha_max, solve_covlasso
-from engine.core.covlasso_guess import ProximalGuess, worth_guessing
+from engine.core.covlasso_guess import ProximalGuess, far_from_support, worth_guessing
 from engine.core.synthetic import classifier_like_logits
 from tests.conftest import gram_of
 
@@ -37,6 +37,14 @@ def test_worth_guessing_counts_violators_against_sources():
                           [inf, 2.0, 1.5, 1.2, 0.3, 0.9],    # 1 source, 3 violators: yes
                           [0.5, 0.2, 0.1, 1.0, 0.3, 0.9]])   # 0 sources, 0 violators (|c| = α is none)
     assert worth_guessing(score).tolist() == [False, True, False]
+
+
+def test_far_from_support_needs_sources_and_many_times_their_violators():
+    inf = float("inf")
+    row = [inf, 2.0, 2.0, 2.0, 2.0, 2.0, 0.5]  # 1 source, 5 violators: > 4 × 1
+    four = [inf, 2.0, 2.0, 2.0, 2.0, 0.5, 0.5]  # 1 source, 4 violators: not more than 4 ×
+    cold = [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]  # no sources: a cold start, never
+    assert far_from_support(torch.tensor([row, four, cold])).tolist() == [True, False, False]
 
 
 def test_many_fista_steps_reach_sklearns_lasso(wide, monkeypatch):

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from engine.core.covlasso_factors import _factor, _leading_solve, _shared_submatrix
-from engine.core.covlasso_guess import ProximalGuess, worth_guessing
+from engine.core.covlasso_guess import ProximalGuess, far_from_support, worth_guessing
 from engine.core.covlasso_subproblem import _GROWTH, _newton, _solve_working_set
 from engine.core.covlasso_types import CovLassoResult, SolverConfig
 from engine.core.sparse import SparseColumns
@@ -203,6 +203,7 @@ def _solve_at(G, b, ysq, alpha, forbid, theta, warm, cfg: SolverConfig, c_prev=N
 # With it, the rows that start from a guess (many violators) pay from P/16, the others only
 # from P/8 (working-set rounds are cheaper while few features are missing): one thread,
 # share 16 for all rows 2.6 / 0.83 s; 8 for all: 4.5 / 0.61 s; 16 and 8: see the README.
+# Rows far from their support (covlasso_guess.far_from_support) go at any size.
 _FULL_SHARE = 16
 _FULL_SHARE_FEW = 8
 
@@ -221,7 +222,7 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
         full = need * _FULL_SHARE >= P
         if guess is not None:
             far = worth_guessing(score)
-            full &= far | (need * _FULL_SHARE_FEW >= P)
+            full = (full & (far | (need * _FULL_SHARE_FEW >= P))) | far_from_support(score)
     if bool(full.any()):
         at = torch.nonzero(full)[:, 0]
         again = []  # rows whose Newton steps stalled: a working-set round from their new θ
