@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 _GROUP = 128  # targets per working-set group (similar sizes together: little padding)
 # The full gradient b − θG uses a sparse × dense product while θ has fewer non-zeros than
-# this share of its entries (else one dense GEMM).
-_SPARSE_BELOW = 0.05
+# this share of its entries (else one dense GEMM). Measured (torch 2.14, one thread, 1,000 ×
+# 1,000 θ and G): CSR 10.8 / 13.2 / 19.4 / 27.4 / 43.7 ms at 3 / 5 / 8 / 12 / 20 % non-zeros,
+# the dense GEMM 41–43 ms throughout.
+_SPARSE_BELOW = 0.15
 
 
 # ----------------------------------------------------------------------------- full problem
