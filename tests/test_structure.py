@@ -56,3 +56,19 @@ def test_only_the_cache_knows_its_layout():
     offenders = [str(p.relative_to(ROOT)) for folder in ("engine", "dashboard") for p in (ROOT / folder).rglob("*.py")
                  if p.name != "layout.py" and _LAYOUT.search(p.read_text())]
     assert offenders == []
+
+
+def test_importing_the_engine_asks_torch_for_huge_pages_unless_told_otherwise():
+    """``import engine`` sets THP_MEM_ALLOC_ENABLE=1 before torch's first allocation (the
+    solver's large batched tensors, README), and a value the user set wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import engine, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "1"
+    got = subprocess.run([sys.executable, "-c", code], env={**env, "THP_MEM_ALLOC_ENABLE": "0"}, cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "0"

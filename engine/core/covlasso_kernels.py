@@ -25,12 +25,14 @@ Algorithm (all targets of a chunk advance together, as batched torch tensors):
    their violators added. Nothing unconverged is returned silently: a
    :class:`~engine.core.covlasso.ConvergenceWarning` names how many targets and the worst gap.
 
-Cold starts at small α go down a short ladder of α values from α_max (each rung a warm
-start for the next); paths over α use the previous grid point.
+Cold starts take their first working sets from the gradient at zero; rows whose supports
+will be several times what they are start their all-feature round from a few FISTA steps
+(:mod:`engine.core.covlasso_guess`); paths over α use the previous grid point.
 
 This module holds the full problem (certificates, working-set rounds, chunks of targets);
 the subproblems' solvers are in :mod:`engine.core.covlasso_subproblem`, their batched linear
-algebra (gathers, Cholesky factors kept across steps) in :mod:`engine.core.covlasso_factors`.
+algebra (gathers, Cholesky factors kept across steps) in :mod:`engine.core.covlasso_factors`,
+the first supports in :mod:`engine.core.covlasso_guess`.
 """
 
 from __future__ import annotations
