@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from engine.core.covlasso_factors import _factor, _leading_solve, _shared_submatrix
-from engine.core.covlasso_guess import ProximalGuess, far_from_support, worth_guessing
+from engine.core.covlasso_guess import MIN_ROWS, ProximalGuess, far_from_support, worth_guessing
 from engine.core.covlasso_subproblem import _GROWTH, _newton, _solve_working_set
 from engine.core.covlasso_types import CovLassoResult, SolverConfig
 from engine.core.sparse import SparseColumns
@@ -221,19 +221,26 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
     ``guess``, optional, gives those with many violators a first support)."""
     P = theta.shape[1]
     full = torch.zeros(len(rows), dtype=torch.bool, device=theta.device)
-    far = None
+    took = before = None
     if features is None:
         full = need * _FULL_SHARE >= P
         if guess is not None:
-            far = worth_guessing(score)
-            full = (full & (far | (need * _FULL_SHARE_FEW >= P))) | far_from_support(score)
+            far = (worth_guessing(score) & full) | far_from_support(score)
+            if int(far.sum()) >= MIN_ROWS:
+                took, before = _guesses(guess, b, theta, alpha, rows, far, forbid)
+                full = took | (full & (need * _FULL_SHARE_FEW >= P))
+            else:
+                full &= need * _FULL_SHARE_FEW >= P
     if bool(full.any()):
         at = torch.nonzero(full)[:, 0]
         again = []  # rows whose Newton steps stalled: a working-set round from their new θ
         for grp in _groups(at, need):
             r = rows[grp]
             ban = None if forbid is None else forbid[grp]
-            stalled = _full_round(G, b, theta, alpha, r, ban, cfg, guess, None if far is None else far[grp])
+            stalled = _full_round(G, b, theta, alpha, r, ban, cfg)
+            if took is not None:  # a row that stalled from a guess goes on from before it
+                back = stalled & took[grp]
+                theta[r[back]] = before[grp[back]]
             if bool(stalled.any()):
                 sc, nd = _working_set_score(G, b[r[stalled]], theta[r[stalled]], alpha[r[stalled]],
                                             None if ban is None else ban[stalled], cfg)
@@ -279,22 +286,37 @@ def _working_set_score(G, b, theta, alpha, forbid, cfg: SolverConfig):
     return score, need
 
 
-def _full_round(G, b, theta, alpha, r, forbid, cfg: SolverConfig, guess=None, far=None) -> torch.Tensor:
+def _full_round(G, b, theta, alpha, r, forbid, cfg: SolverConfig) -> torch.Tensor:
     """Newton steps for rows ``r`` on all features at once, with the shared Gram (in place).
-    The rows marked ``far`` (a mask over ``r``) start from ``guess``'s first support
-    (:mod:`engine.core.covlasso_guess`). Returns the rows (a mask over ``r``) whose steps
-    stalled: their θ is their lowest iterate."""
+    Returns the rows (a mask over ``r``) whose steps stalled: their θ is their lowest iterate."""
     ban = None
     if forbid is not None:
         ban = torch.zeros(len(r), G.shape[0], dtype=torch.bool, device=G.device)
         ban[torch.arange(len(r), device=G.device), forbid] = True
-    start = theta[r]
-    if guess is not None and far is not None and bool(far.any()):
-        f = torch.nonzero(far)[:, 0]
-        start[f] = guess.guess(b[r[f]], start[f], alpha[r[f]], None if ban is None else ban[f])
-    out, solved, best = _newton(G, b[r], start, alpha[r], cfg.max_newton, ban)
+    out, solved, best = _newton(G, b[r], theta[r], alpha[r], cfg.max_newton, ban)
     theta[r] = torch.where(solved[:, None], out, best)
     return ~solved
+
+
+def _guesses(guess, b, theta, alpha, rows, far, forbid):
+    """θ of the ``far`` rows (a mask over ``rows``) replaced by ``guess``'s first supports
+    where they are taken (:mod:`engine.core.covlasso_guess`), in place, by groups. Returns
+    (took, before): the rows that took one (a mask over ``rows``) and their θ before it
+    (a (len(rows), P) tensor, filled on those rows only)."""
+    took = torch.zeros(len(rows), dtype=torch.bool, device=theta.device)
+    before = torch.zeros(len(rows), theta.shape[1], dtype=theta.dtype, device=theta.device)
+    at = torch.nonzero(far)[:, 0]
+    for start in range(0, len(at), _GROUP):
+        grp = at[start : start + _GROUP]
+        r = rows[grp]
+        ban = None
+        if forbid is not None:
+            ban = torch.zeros(len(r), theta.shape[1], dtype=torch.bool, device=theta.device)
+            ban[torch.arange(len(r), device=theta.device), forbid[grp]] = True
+        old = theta[r]
+        new, ok = guess.guess(b[r], old, alpha[r], ban, least=-(-theta.shape[1] // _FULL_SHARE))
+        theta[r[ok]], before[grp[ok]], took[grp] = new[ok], old[ok], ok
+    return took, before
 
 
 # How many candidates a path's first working set is picked from, per feature it adds.

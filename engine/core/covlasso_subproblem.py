@@ -28,15 +28,10 @@ log = logging.getLogger(__name__)
 # Growth limits: they keep the subproblems small and the guesses near the solution;
 # neither changes the result (every solution is certified by its duality gap).
 _GROWTH = 4  # a working set grows by at most 1/_GROWTH of the support per round (≥ min_working_set)
-# an active-set guess adds at most max(_MIN_ADD, nnz/_GROWTH) features; _MIN_ADD_COLD where the
-# batch starts from θ = 0 (a cold first round, which would otherwise take 6 steps to fill its
-# 24 features). Measured at P = 1,000, one thread, CPU s of a cold solve at a median of
-# 15 / 60 / 200 sources, one minimum for all steps: 4: 0.16 / 0.58–0.63 / 2.64; 8: 0.14 / 0.61
-# / –; 12: 0.13 / 0.53 / 2.58; 16: – / 0.57 / 2.61; 24: – / 0.54 / 2.68. But 12 for every step
-# made the demo's warm-started α paths 24 % slower (12.8 s against 10.3 s of CPU for two of
-# them): the warm rows need few features each.
+# an active-set guess adds at most max(_MIN_ADD, nnz/_GROWTH) features. (12 in cold first
+# rounds, where every row starts from zero, was 10–15 % faster on a full-rank synthetic Gram at
+# 15–60 sources but 5–10 % slower on the demo's near-rank Grams: dropped.)
 _MIN_ADD = 4
-_MIN_ADD_COLD = 12
 _MIN_BLOCK = 4  # the monotone method's first entering block: at least this, else w/8
 _STALL = 3  # Newton steps without fewer KKT violations before the monotone method takes over
 
@@ -53,10 +48,10 @@ def _slack(H, alpha):
     return 1e-9 * alpha + 1e-13 * torch.diagonal(H, dim1=1, dim2=2).amax(1, keepdim=True)
 
 
-def _entering(c: torch.Tensor, nz: torch.Tensor, alpha: torch.Tensor, ban=None, least: int = _MIN_ADD) -> torch.Tensor:
+def _entering(c: torch.Tensor, nz: torch.Tensor, alpha: torch.Tensor, ban=None) -> torch.Tensor:
     """Zeros that violate ``|c_j| ≤ α``, only the largest excesses (see :func:`_newton`)."""
     excess = torch.where(nz if ban is None else nz | ban, 0.0, c.abs() - alpha)
-    cap = min(c.shape[1], max(least, int(nz.sum(1).max()) // _GROWTH))
+    cap = min(c.shape[1], max(_MIN_ADD, int(nz.sum(1).max()) // _GROWTH))
     kth = torch.topk(excess, cap, dim=1).values[:, -1:]
     return (excess > 0) & (excess >= kth)
 
@@ -85,8 +80,8 @@ def _newton(H, bW, theta, alpha, max_steps, ban=None):
     With ``c = b − Hθ``, the next active set keeps the non-zeros whose sign agrees with
     ``c`` and adds the zeros with ``|c_j| > α`` — the largest excesses first, at most
     ``max(_MIN_ADD, nnz/_GROWTH)`` of them per step: adding every violator at once makes
-    the guess overshoot (:data:`_MIN_ADD_COLD` at least when every row starts from zero).
-    On it, ``H_AA θ_A = b_A − α·sign(c_A)`` is solved exactly with a Cholesky factor kept across the steps (see the note above :func:`_fresh_factor`):
+    the guess overshoot. On it, ``H_AA θ_A = b_A − α·sign(c_A)`` is solved exactly with
+    a Cholesky factor kept across the steps (see the note above :func:`_fresh_factor`):
     the entering columns are appended by decreasing excess and the guess is cut at the
     first column that depends on the ones before it (:func:`_factor`). A row is solved
     when the result is consistent — signs as assumed, ``|c_j| ≤ α`` off the support and
@@ -103,7 +98,6 @@ def _newton(H, bW, theta, alpha, max_steps, ban=None):
     out, solved = theta.clone(), torch.zeros(B, dtype=torch.bool, device=dev)
     rows = torch.arange(B, device=dev)
     cur, Hr, br, ar = theta, H, bW, alpha[:, None]
-    least = _MIN_ADD if bool((theta != 0).any()) else _MIN_ADD_COLD
     c = br - _matvec(Hr, cur)
     best, f_best = theta.clone(), _subproblem_objective(cur, c, br, ar)
     fewest = torch.full((B,), w + 1, device=dev)
@@ -115,7 +109,7 @@ def _newton(H, bW, theta, alpha, max_steps, ban=None):
     for _ in range(max_steps):
         nz = cur != 0
         kept = nz & (torch.sign(cur) == torch.sign(c))
-        enter = _entering(c, nz, ar, ban, least)
+        enter = _entering(c, nz, ar, ban)
         act = kept | enter
         sgn = torch.sign(torch.where(kept, cur, c))
         if slots is not None:
