@@ -251,7 +251,6 @@ def _rounds(G, b, theta, alpha, rows, features, score, need, cfg: SolverConfig, 
         if len(idx) == 0:
             return
         rows, score, need = rows[idx], torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
-        features = None if features is None else features[idx]
     for grp in _groups(torch.arange(len(rows), device=rows.device), need):
         r = rows[grp]
         sc, nd = score[grp], need[grp]
@@ -289,13 +288,18 @@ def _working_set_score(G, b, theta, alpha, forbid, cfg: SolverConfig):
 def _full_round(G, b, theta, alpha, r, forbid, cfg: SolverConfig) -> torch.Tensor:
     """Newton steps for rows ``r`` on all features at once, with the shared Gram (in place).
     Returns the rows (a mask over ``r``) whose steps stalled: their θ is their lowest iterate."""
-    ban = None
-    if forbid is not None:
-        ban = torch.zeros(len(r), G.shape[0], dtype=torch.bool, device=G.device)
-        ban[torch.arange(len(r), device=G.device), forbid] = True
-    out, solved, best = _newton(G, b[r], theta[r], alpha[r], cfg.max_newton, ban)
+    out, solved, best = _newton(G, b[r], theta[r], alpha[r], cfg.max_newton, _ban(forbid, theta))
     theta[r] = torch.where(solved[:, None], out, best)
     return ~solved
+
+
+def _ban(forbid, like: torch.Tensor):
+    """(rows, P) mask of each row's forbidden source (``forbid`` (rows,)), or None."""
+    if forbid is None:
+        return None
+    ban = torch.zeros(len(forbid), like.shape[1], dtype=torch.bool, device=like.device)
+    ban[torch.arange(len(forbid), device=like.device), forbid] = True
+    return ban
 
 
 def _guesses(guess, b, theta, alpha, rows, far, forbid):
@@ -309,12 +313,9 @@ def _guesses(guess, b, theta, alpha, rows, far, forbid):
     for start in range(0, len(at), _GROUP):
         grp = at[start : start + _GROUP]
         r = rows[grp]
-        ban = None
-        if forbid is not None:
-            ban = torch.zeros(len(r), theta.shape[1], dtype=torch.bool, device=theta.device)
-            ban[torch.arange(len(r), device=theta.device), forbid[grp]] = True
         old = theta[r]
-        new, ok = guess.guess(b[r], old, alpha[r], ban, least=-(-theta.shape[1] // _FULL_SHARE))
+        new, ok = guess.guess(b[r], old, alpha[r], _ban(None if forbid is None else forbid[grp], theta),
+                              least=-(-theta.shape[1] // _FULL_SHARE))
         theta[r[ok]], before[grp[ok]], took[grp] = new[ok], old[ok], ok
     return took, before
 

@@ -32,7 +32,6 @@ _GROWTH = 4  # a working set grows by at most 1/_GROWTH of the support per round
 # rounds, where every row starts from zero, was 10–15 % faster on a full-rank synthetic Gram at
 # 15–60 sources but 5–10 % slower on the demo's near-rank Grams: dropped.)
 _MIN_ADD = 4
-_MIN_BLOCK = 4  # the monotone method's first entering block: at least this, else w/8
 _STALL = 3  # Newton steps without fewer KKT violations before the monotone method takes over
 
 
@@ -279,7 +278,7 @@ def _monotone(H, bW, theta, alpha, max_steps):
     rows = torch.arange(B, device=H.device)
     th, sig, Hr, br, ar = theta.clone(), torch.sign(theta), H, bW, alpha[:, None]
     stamp = torch.zeros_like(th)  # entry order: the newest features are factored last
-    block = torch.full((B, 1), float(max(_MIN_BLOCK, w // 8)), dtype=H.dtype, device=H.device)
+    block = torch.full((B, 1), float(max(_MIN_ADD, w // 8)), dtype=H.dtype, device=H.device)
     for step in range(max_steps):
         th, sig, full, reject = _monotone_step(Hr, br, ar, th, sig, stamp)
         block = torch.where(reject[:, None], (block / 2).floor().clamp(min=1.0), block)
