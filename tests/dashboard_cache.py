@@ -200,6 +200,16 @@ def stage_order(trace) -> list[str]:
     return [fn for (src, dst, fn) in trace.calls if src == "apps" and dst == "stages"]
 
 
+# What a slider move must not read again: the stores, the Gram, the stored solutions and paths.
+_READS = frozenset({"DerivedMixin.load_derived", "target_paths", "sources_curve", "load_gramset",
+                    "Cache.load_store", "open_pairing"})
+
+
+def reads_again(trace) -> set[str]:
+    """The reads of :data:`_READS` a traced run made (a slider move should make none)."""
+    return {fn for _, _, fn in trace.calls} & _READS
+
+
 def other_value(slider):
     """Another value of an α or sources slider than the one it shows."""
     values = [alpha_of(o) for o in slider.options] if slider.label.startswith("α") else \

@@ -15,6 +15,7 @@ from tests.dashboard_cache import (
     messages,
     metric_values,
     page_cache,  # noqa: F401 - the pages' `cache` fixture
+    reads_again,
     run_page,
     shared_cache,
 )
@@ -113,8 +114,7 @@ def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(ca
                  if src == "dashboard" and dst != "dashboard" and fn != "DependencyMetrics.r2_reason"]
         assert calls == [("dashboard", "apps", "compare_view")]
     assert runs[0].first_entries()[:5] == ["dashboard", "apps", "stages", "storage", "core"]
-    reads = {fn for _, _, fn in runs[1].calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
-                                                  "load_gramset", "Cache.load_store", "open_pairing"}
+    reads = reads_again(runs[1])
     assert not reads, f"a slider move read {reads} again"
 
 

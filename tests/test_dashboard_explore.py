@@ -16,6 +16,7 @@ from tests.dashboard_cache import (
     metric_values,
     other_value,
     page_cache,  # noqa: F401 - the pages' `cache` fixture
+    reads_again,
     run_page,
 )
 
@@ -179,8 +180,7 @@ def test_a_run_makes_one_call_down_the_layers_and_a_slider_move_reads_nothing(ca
     assert next(s for s in at.select_slider if s.label.startswith(control)).value == pytest.approx(wanted, rel=1e-2)
     assert [c for c in _engine_calls(moved) if c[2] != "DependencyMetrics.r2_reason"] == \
         [("dashboard", "apps", "explore_view")]
-    reads = {fn for _, _, fn in moved.calls} & {"DerivedMixin.load_derived", "target_paths", "sources_curve",
-                                                  "load_gramset", "Cache.load_store", "open_pairing"}
+    reads = reads_again(moved)
     assert not reads, f"a slider move read {reads} again"
 
 
